@@ -1,0 +1,33 @@
+# The two set-up commands of the README: `make run` and `make test`.
+# Both install what is missing (with apt when run as root; otherwise they print the command).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+APT_PACKAGES := protobuf-compiler libprotobuf-dev etcd-server etcd-client
+RUN_DIR ?= $(shell mktemp -d -t tend-run.XXXXXX)
+EXAMPLE ?= examples/hello.yaml
+
+.PHONY: run test deps build bench fmt clippy
+
+deps:
+	@./scripts/deps.sh $(APT_PACKAGES)
+
+build: deps
+	$(CARGO) build --release --bin tend
+
+# Builds and runs the example on this host, in the foreground, writing only under a temporary
+# directory, until Ctrl-C.
+run: build
+	@echo "tend: running $(EXAMPLE) with its files under $(RUN_DIR) (Ctrl-C to stop)"
+	TEND_ROOT=$(RUN_DIR) ./target/release/tend run --state-dir $(RUN_DIR)/state $(EXAMPLE)
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# The whole suite: formatting, lints, then every test of every crate (real etcd, real files,
+# the real binary).
+test: deps fmt clippy
+	$(CARGO) test --workspace --all-targets

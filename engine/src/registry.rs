@@ -1,0 +1,104 @@
+//! The kinds the engine can run, as a table from kind name to schema and constructor.
+//!
+//! The engine knows no concrete kind: the `resources` crate fills a [`Registry`] and the binary
+//! hands it to the engine and to the language.
+
+use std::collections::BTreeMap;
+
+use crate::resource::{ResError, Resource};
+use crate::schema::KindSchema;
+use crate::spec::ResSpec;
+
+/// Builds a resource from its spec. Validates the params (beyond the schema's type checks) and
+/// has no side effects on the host.
+pub type Constructor = fn(&ResSpec) -> Result<Box<dyn Resource>, ResError>;
+
+/// What a resource offers to and needs from others, for automatic edges: an edge is added from
+/// every resource that `provides` a key to every resource that `requires` it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AutoEdges {
+    /// Keys this resource provides (e.g. `path:/etc/app/`).
+    pub provides: Vec<String>,
+    /// Keys this resource depends on (e.g. its parent directories).
+    pub requires: Vec<String>,
+}
+
+/// Computes a resource's [`AutoEdges`] from its spec.
+pub type AutoEdgeFn = fn(&ResSpec) -> AutoEdges;
+
+/// One registered kind.
+#[derive(Clone)]
+pub struct Kind {
+    /// Field names, types, defaults.
+    pub schema: KindSchema,
+    /// Builds an instance.
+    pub build: Constructor,
+    /// Automatic edges, if the kind has any.
+    pub autoedges: Option<AutoEdgeFn>,
+}
+
+/// Kind name -> [`Kind`].
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<String, Kind>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a kind (replacing any kind of the same name).
+    pub fn register(&mut self, kind: Kind) {
+        self.kinds.insert(kind.schema.kind.clone(), kind);
+    }
+
+    /// Looks a kind up.
+    pub fn get(&self, kind: &str) -> Option<&Kind> {
+        self.kinds.get(kind)
+    }
+
+    /// All kinds, sorted by name.
+    pub fn kinds(&self) -> impl Iterator<Item = &Kind> {
+        self.kinds.values()
+    }
+
+    /// All schemas, by kind name (what the language type-checks against).
+    pub fn schemas(&self) -> BTreeMap<String, KindSchema> {
+        self.kinds
+            .iter()
+            .map(|(k, v)| (k.clone(), v.schema.clone()))
+            .collect()
+    }
+
+    /// Validates a spec completely without touching the host: the kind exists, params fit the
+    /// schema, meta is consistent, and the kind's constructor accepts it.
+    pub fn validate(&self, spec: &ResSpec) -> Result<(), ValidateError> {
+        let kind = self
+            .get(&spec.kind)
+            .ok_or_else(|| ValidateError::UnknownKind(spec.kind.clone()))?;
+        kind.schema
+            .check_params(&spec.params)
+            .map_err(ValidateError::Schema)?;
+        spec.meta.validate().map_err(ValidateError::Meta)?;
+        (kind.build)(spec).map(drop).map_err(ValidateError::Build)
+    }
+}
+
+/// Why a spec is not valid.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidateError {
+    /// No such kind in the registry.
+    #[error("unknown resource kind `{0}`")]
+    UnknownKind(String),
+    /// A param does not fit the schema.
+    #[error(transparent)]
+    Schema(crate::schema::SchemaError),
+    /// Bad meta parameters.
+    #[error(transparent)]
+    Meta(crate::spec::MetaError),
+    /// The kind's constructor refused the spec.
+    #[error(transparent)]
+    Build(ResError),
+}

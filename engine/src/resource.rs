@@ -1,0 +1,166 @@
+//! The [`Resource`] contract every kind implements, and the [`Watcher`] it signals drift on.
+//!
+//! Life cycle, driven by the executor: construct (validates the spec, no side effects) ->
+//! [`Resource::init`] -> [`Resource::watch`] in its own task (or polling, per `Meta:poll`) ->
+//! [`Resource::check_apply`] whenever the resource may be out of state -> [`Resource::cleanup`]
+//! when it leaves the graph. All methods take `&self`: `watch` runs concurrently with
+//! `check_apply`, so a kind keeps any mutable state behind its own lock.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+/// The outcome of [`Resource::check_apply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Checked {
+    /// Already in state: nothing was (or, in a dry run, would be) changed.
+    InState,
+    /// Out of state: it was changed (or, in a dry run, would be).
+    Changed,
+}
+
+/// An error from a resource, with a message that names what was being done
+/// (`writing /etc/motd: permission denied`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ResError(pub String);
+
+impl ResError {
+    /// An error with this message.
+    pub fn new(msg: impl Into<String>) -> Self {
+        ResError(msg.into())
+    }
+
+    /// An I/O error with what was being done and on which path.
+    pub fn io(what: &str, path: &std::path::Path, e: std::io::Error) -> Self {
+        ResError(format!("{what} {}: {e}", path.display()))
+    }
+}
+
+/// What a resource may know about where it runs.
+#[derive(Clone, Debug, Default)]
+pub struct InitCtx {
+    /// This host's name.
+    pub hostname: String,
+    /// The daemon's state directory (a kind may keep private state under `kinds/<kind>/`).
+    pub state_dir: PathBuf,
+}
+
+/// Arguments of one [`Resource::check_apply`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckCtx {
+    /// `false` is a dry run: check and report, change nothing.
+    pub apply: bool,
+    /// A refresh arrived through a notify edge since the last run.
+    pub refresh: bool,
+}
+
+/// A resource kind's implementation.
+#[async_trait::async_trait]
+pub trait Resource: Send + Sync + 'static {
+    /// One-time preparation before the watch starts (resolve names, open handles).
+    async fn init(&self, _ctx: &InitCtx) -> Result<(), ResError> {
+        Ok(())
+    }
+
+    /// Runs until cancelled (the executor drops the future). Calls [`Watcher::running`] once
+    /// the watch is established, then [`Watcher::event`] whenever the resource may have drifted.
+    /// Returning `Err` fails the vertex; returning `Ok` means "nothing more to watch".
+    async fn watch(&self, w: Watcher) -> Result<(), ResError>;
+
+    /// Checks the resource and, when `ctx.apply`, puts it in state.
+    async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError>;
+
+    /// Releases what `init`/`watch` acquired. Called once, when the resource leaves the graph.
+    async fn cleanup(&self) -> Result<(), ResError> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct WatchShared {
+    running: AtomicBool,
+    dirty: AtomicBool,
+    notify: Notify,
+}
+
+/// The handle a resource's watch uses to tell the executor what it saw. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Watcher {
+    shared: Arc<WatchShared>,
+}
+
+/// The executor's side of a [`Watcher`]: waits for and takes its signals. Events that arrive
+/// while one is pending are coalesced into it.
+#[derive(Debug)]
+pub struct WatchReceiver {
+    shared: Arc<WatchShared>,
+}
+
+/// What a [`WatchReceiver`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchSignal {
+    /// The watch is running (this stays true once set).
+    pub running: bool,
+    /// At least one drift event arrived since the last signal was taken.
+    pub dirty: bool,
+}
+
+impl Watcher {
+    /// A connected pair.
+    pub fn channel() -> (Watcher, WatchReceiver) {
+        let shared = Arc::new(WatchShared::default());
+        (
+            Watcher {
+                shared: shared.clone(),
+            },
+            WatchReceiver { shared },
+        )
+    }
+
+    /// The watch is established: from now on, every change will produce an event.
+    pub fn running(&self) {
+        self.shared.running.store(true, Ordering::SeqCst);
+        self.shared.notify.notify_one();
+    }
+
+    /// The resource may have drifted: check it again.
+    pub fn event(&self) {
+        self.shared.dirty.store(true, Ordering::SeqCst);
+        self.shared.notify.notify_one();
+    }
+}
+
+impl WatchReceiver {
+    /// Takes the current signal without waiting (clears `dirty`).
+    pub fn take(&self) -> WatchSignal {
+        WatchSignal {
+            running: self.shared.running.load(Ordering::SeqCst),
+            dirty: self.shared.dirty.swap(false, Ordering::SeqCst),
+        }
+    }
+
+    /// Waits until the watcher signals something, then takes it.
+    pub async fn next(&self) -> WatchSignal {
+        self.shared.notify.notified().await;
+        self.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_coalesce() {
+        let (w, r) = Watcher::channel();
+        w.running();
+        w.event();
+        w.event();
+        let s = r.next().await;
+        assert!(s.running && s.dirty);
+        assert!(!r.take().dirty);
+    }
+}
