@@ -1,6 +1,43 @@
-//! `tend`: the command-line entry point.
+//! `tend`: the command-line entry point. Parses arguments, dispatches to one module per
+//! subcommand, and maps errors to exit codes. All logic lives in the library crates.
 
-fn main() {
-    eprintln!("tend: not built yet");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod check_cmd;
+mod run;
+mod world_cmd;
+
+/// Real-time, distributed configuration management.
+#[derive(Parser)]
+#[command(name = "tend", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Converge this host onto a program and keep it there.
+    Run(run::RunArgs),
+    /// Check an mcl program and optionally print its first graph.
+    Check(check_cmd::CheckArgs),
+    /// Read the World's store directly: exports, strings, deploys, hosts.
+    World(world_cmd::WorldArgs),
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run(a) => run::main(a),
+        Cmd::Check(a) => check_cmd::main(a),
+        Cmd::World(a) => world_cmd::main(a),
+        Cmd::Version => {
+            println!("tend {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
 }

@@ -12,7 +12,9 @@ pub mod spec;
 pub mod value;
 
 pub use registry::{AutoEdges, Kind, Registry, ValidateError};
-pub use resource::{CheckCtx, Checked, InitCtx, ResError, Resource, WatchReceiver, WatchSignal, Watcher};
+pub use resource::{
+    CheckCtx, Checked, InitCtx, ResError, Resource, WatchReceiver, WatchSignal, Watcher,
+};
 pub use schema::{Field, KindSchema, SchemaError, Type};
 pub use spec::{EdgeSpec, GraphSpec, Meta, MetaError, ResId, ResSpec};
 pub use value::Value;

@@ -205,7 +205,11 @@ impl KindSchema {
             .flat_map(|f| {
                 f.allowed.iter().map(move |a| Constant {
                     param: f.name.clone(),
-                    name: if a.is_empty() { "undefined".into() } else { a.clone() },
+                    name: if a.is_empty() {
+                        "undefined".into()
+                    } else {
+                        a.clone()
+                    },
                     value: Value::Str(a.clone()),
                 })
             })
@@ -290,6 +294,8 @@ mod tests {
     #[test]
     fn constants_include_undefined() {
         let c = schema().all_constants();
-        assert!(c.iter().any(|c| c.name == "undefined" && c.value == Value::from("")));
+        assert!(c
+            .iter()
+            .any(|c| c.name == "undefined" && c.value == Value::from("")));
     }
 }

@@ -154,9 +154,9 @@ impl Meta {
                 .ok_or_else(|| err(format!("expected []str, got {}", value.type_name())))?;
             l.iter()
                 .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| err(format!("expected []str, got a {} element", v.type_name())))
+                    v.as_str().map(str::to_string).ok_or_else(|| {
+                        err(format!("expected []str, got a {} element", v.type_name()))
+                    })
                 })
                 .collect()
         };
@@ -164,8 +164,8 @@ impl Meta {
             "noop" => self.noop = want_bool()?,
             "retry" => {
                 let i = want_int()?;
-                self.retry = i16::try_from(i)
-                    .map_err(|_| err(format!("{i} is outside -32768..32767")))?;
+                self.retry =
+                    i16::try_from(i).map_err(|_| err(format!("{i} is outside -32768..32767")))?;
                 if self.retry < -1 {
                     return Err(err(format!("{i} is invalid (use -1 for forever)")));
                 }
