@@ -148,6 +148,7 @@ impl Engine {
             shutdown_waiters: Vec::new(),
             converged: false,
             status_dirty: true,
+            republish: false,
         };
         tokio::spawn(coord.run(rx));
         Engine {
@@ -367,7 +368,10 @@ struct Coord {
     shutting_down: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     converged: bool,
+    /// Rebuild the whole per-vertex status map at the next publish.
     status_dirty: bool,
+    /// Publish at the next opportunity even if no vertex changed.
+    republish: bool,
 }
 
 fn join_error_message(e: tokio::task::JoinError) -> String {
@@ -667,6 +671,7 @@ impl Coord {
         for inc in p.to_start {
             self.start(inc);
         }
+        self.republish = true;
         let mut stats = p.stats;
         stats.duration = p.started.elapsed();
         Event::GraphSwapped {
@@ -1115,9 +1120,10 @@ impl Coord {
                 }
             }
         }
-        if changed.is_empty() && !self.status_dirty {
+        if changed.is_empty() && !self.status_dirty && !self.republish {
             return;
         }
+        self.republish = false;
         let count = |s| self.counts.get(&s).copied().unwrap_or(0);
         let converged = self.generation > 0
             && self.swapping.is_none()
@@ -1130,6 +1136,15 @@ impl Coord {
         let counts: std::collections::BTreeMap<VertexState, usize> =
             VertexState::ALL.iter().map(|s| (*s, count(*s))).collect();
         let generation = self.generation;
+        // Emit first, so the metrics agree with the status as soon as a watcher sees it.
+        if converged != self.converged {
+            self.converged = converged;
+            Event::Converged {
+                generation,
+                converged,
+            }
+            .emit(&self.sink);
+        }
         self.status_tx.send_modify(|s| {
             s.generation = generation;
             s.converged = converged;
@@ -1148,13 +1163,5 @@ impl Coord {
                 }
             }
         });
-        if converged != self.converged {
-            self.converged = converged;
-            Event::Converged {
-                generation,
-                converged,
-            }
-            .emit(&self.sink);
-        }
     }
 }
