@@ -69,13 +69,8 @@ async fn overlap(prefix: &str, parallel: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_resources_run_concurrently() {
-    let t = Instant::now();
+    // All three were inside check_apply at the same moment.
     assert_eq!(overlap("par", 4).await, 3);
-    assert!(
-        t.elapsed() < Duration::from_millis(440),
-        "{:?}",
-        t.elapsed()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

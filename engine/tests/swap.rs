@@ -167,3 +167,31 @@ async fn swap_to_empty_removes_everything() {
     assert!(s.vertices.is_empty());
     assert_eq!(probe("empty-b").cleanups.load(SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_state_survives_a_param_change_unless_reset() {
+    for reset in [false, true] {
+        let e = engine(2);
+        let name = format!("reset-{reset}");
+        let spec = |tag: &str| {
+            let mut r = fake(&name).param("fail", -1i64).param("tag", tag);
+            r.meta.retry = 1;
+            r.meta.reset = reset;
+            r
+        };
+        e.swap(graph(vec![spec("1")], vec![])).await.unwrap();
+        let s = converged(&e).await;
+        assert_eq!(state(&s, &name), VertexState::Failed);
+        let p = probe(&name);
+        assert_eq!(p.checks(), 2);
+        let st = e.swap(graph(vec![spec("2")], vec![])).await.unwrap();
+        assert_eq!(st.changed, 1);
+        let s = wait_status(&e, "failed again", |s| {
+            s.converged && s.vertices[&id(&name)].checks > 0
+        })
+        .await;
+        assert_eq!(state(&s, &name), VertexState::Failed);
+        // Without reset the retry budget is spent already; with reset it starts over.
+        assert_eq!(p.checks(), if reset { 4 } else { 3 }, "reset={reset}");
+    }
+}
