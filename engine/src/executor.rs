@@ -753,7 +753,9 @@ impl Coord {
         v.driver = Some(tokio::spawn(async move {
             if !skip_init {
                 let r2 = res.clone();
-                let out = tokio::spawn(async move { r2.init(&ctx).await }).await;
+                let h = tokio::spawn(async move { r2.init(&ctx).await });
+                let _guard = AbortOnDrop(h.abort_handle());
+                let out = h.await;
                 let err = match out {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(e.0),
