@@ -109,7 +109,10 @@ impl Engine {
     /// Creates an engine running an empty graph. Must be called inside a tokio runtime.
     pub fn new(cfg: EngineConfig, registry: Arc<Registry>) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (status_tx, status_rx) = watch::channel(Status::default());
+        let (status_tx, status_rx) = watch::channel(Status {
+            counts: VertexState::ALL.iter().map(|s| (*s, 0)).collect(),
+            ..Status::default()
+        });
         let (events_tx, _) = broadcast::channel(4096);
         let sink = EventSink {
             metrics: Arc::new(Mutex::new(MetricsSnapshot::default())),
