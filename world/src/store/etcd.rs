@@ -256,10 +256,8 @@ impl Etcd {
             let message = match r {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => {
-                    if let etcd_client::Error::GRpcStatus(s) = &e {
-                        if s.message().contains("lease not found") {
-                            return Err(StoreError::LeaseNotFound(0));
-                        }
+                    if e.to_string().contains("lease not found") {
+                        return Err(StoreError::LeaseNotFound(0));
                     }
                     if !retryable(&e) {
                         return Err(self.error(op, key, e.to_string()));
