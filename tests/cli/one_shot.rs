@@ -3,7 +3,7 @@
 use crate::sandbox::{mode, read, Sandbox};
 
 fn example() -> String {
-    format!("{}/../examples/hello.yaml", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/examples/hello.yaml", env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
