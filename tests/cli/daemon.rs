@@ -184,3 +184,63 @@ fn a_changed_graph_file_is_swapped_in() {
         ctx,
     );
 }
+
+#[test]
+fn a_second_signal_cancels_running_checks() {
+    let sb = Sandbox::new();
+    let g = sb.write(
+        "g.yaml",
+        r#"
+resources:
+  exec:
+    - name: slow
+      cmd: "touch ${TEND_ROOT}/started; exec sleep 30"
+      shell: /bin/sh
+"#,
+    );
+    let d = sb.spawn(&[
+        "run",
+        g.to_str().unwrap(),
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+    ]);
+    let ctx = || {
+        format!(
+            "command: {}\nstderr:\n{}\n{}",
+            d.cmdline,
+            d.stderr(),
+            sb.listing()
+        )
+    };
+    let limit = Duration::from_secs(20);
+    wait_for(
+        "the command to start",
+        limit,
+        || sb.path("started").exists(),
+        ctx,
+    );
+    d.signal(Signal::SIGTERM);
+    wait_for(
+        "the shutdown to start",
+        limit,
+        || d.stderr().contains("shutting down"),
+        ctx,
+    );
+    assert!(
+        d.try_wait().is_none(),
+        "tend did not wait for the running check\n{}",
+        ctx()
+    );
+    let start = Instant::now();
+    d.signal(Signal::SIGTERM);
+    let status = d
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("the second signal did not stop tend\n{}", ctx()));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}\n{}",
+        start.elapsed(),
+        ctx()
+    );
+    assert_eq!(status.code(), Some(1), "{}", ctx());
+}
