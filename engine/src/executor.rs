@@ -76,6 +76,7 @@ enum Msg {
     Swap {
         graph: GraphSpec,
         edges: Vec<EdgeSpec>,
+        built: Vec<Arc<dyn Resource>>,
         started: Instant,
         reply: SwapReply,
     },
@@ -184,13 +185,14 @@ impl Engine {
     /// (not once converged: watch [`Engine::status`] for that).
     pub async fn swap(&self, g: GraphSpec) -> Result<SwapStats, Vec<GraphError>> {
         let started = Instant::now();
-        let edges = analyze(&self.inner.registry, &g)?;
+        let a = analyze(&self.inner.registry, &g)?;
         let (reply, rx) = oneshot::channel();
         self.inner
             .tx
             .send(Msg::Swap {
                 graph: g,
-                edges,
+                edges: a.edges,
+                built: a.built,
                 started,
                 reply,
             })
@@ -388,6 +390,17 @@ impl Vertex {
     }
 }
 
+/// A checked graph waiting for its turn.
+struct QueuedSwap {
+    graph: GraphSpec,
+    edges: Vec<EdgeSpec>,
+    /// The graph's resources, built by the check, in order.
+    built: Vec<Arc<dyn Resource>>,
+    started: Instant,
+    /// `None` for the shutdown's swap to the empty graph.
+    reply: Option<SwapReply>,
+}
+
 struct PendingSwap {
     reply: Option<SwapReply>,
     started: Instant,
@@ -413,7 +426,7 @@ struct Coord {
     candidates: Vec<u64>,
     touched: Vec<u64>,
     counts: HashMap<VertexState, usize>,
-    swap_queue: VecDeque<(GraphSpec, Vec<EdgeSpec>, Instant, Option<SwapReply>)>,
+    swap_queue: VecDeque<QueuedSwap>,
     swapping: Option<PendingSwap>,
     shutting_down: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
@@ -466,14 +479,20 @@ impl Coord {
             Msg::Swap {
                 graph,
                 edges,
+                built,
                 started,
                 reply,
             } => {
                 if self.shutting_down {
                     let _ = reply.send(Err(stopped_error()));
                 } else {
-                    self.swap_queue
-                        .push_back((graph, edges, started, Some(reply)));
+                    self.swap_queue.push_back(QueuedSwap {
+                        graph,
+                        edges,
+                        built,
+                        started,
+                        reply: Some(reply),
+                    });
                     self.next_swap();
                 }
             }
@@ -481,12 +500,13 @@ impl Coord {
             Msg::Shutdown(reply) => {
                 if !self.shutting_down {
                     self.shutting_down = true;
-                    self.swap_queue.push_back((
-                        GraphSpec::default(),
-                        Vec::new(),
-                        Instant::now(),
-                        None,
-                    ));
+                    self.swap_queue.push_back(QueuedSwap {
+                        graph: GraphSpec::default(),
+                        edges: Vec::new(),
+                        built: Vec::new(),
+                        started: Instant::now(),
+                        reply: None,
+                    });
                     self.next_swap();
                 }
                 self.shutdown_waiters.push(reply);
@@ -543,15 +563,24 @@ impl Coord {
         if self.swapping.is_some() {
             return;
         }
-        let Some((graph, edges, started, reply)) = self.swap_queue.pop_front() else {
+        let Some(QueuedSwap {
+            graph,
+            edges,
+            built: prebuilt,
+            started,
+            reply,
+        }) = self.swap_queue.pop_front()
+        else {
             return;
         };
+        let mut prebuilt = prebuilt.into_iter();
         // Build new and changed resources first: if a constructor fails, nothing changes.
         let mut built: Vec<(ResSpec, Arc<dyn Resource>, bool)> = Vec::new();
         let mut kept: Vec<u64> = Vec::new();
         let mut errors = Vec::new();
         let mut new_ids: HashSet<ResId> = HashSet::with_capacity(graph.resources.len());
         for spec in graph.resources {
+            let pre = prebuilt.next();
             let id = spec.id();
             new_ids.insert(id.clone());
             let old = self.by_id.get(&id).copied();
@@ -560,6 +589,10 @@ impl Coord {
                     kept.push(inc);
                     continue;
                 }
+            }
+            if let Some(r) = pre {
+                built.push((spec, r, old.is_some()));
+                continue;
             }
             let Some(kind) = self.registry.get(&spec.kind) else {
                 errors.push(GraphError {

@@ -4,8 +4,10 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use crate::registry::Registry;
+use crate::resource::Resource;
 use crate::schema::check_field;
 use crate::spec::{EdgeSpec, GraphSpec, ResId};
 
@@ -54,13 +56,20 @@ impl fmt::Display for GraphError {
 
 impl std::error::Error for GraphError {}
 
-/// Checks `g` completely and returns its full edge list (explicit edges plus automatic edges,
-/// deduplicated; an explicit edge wins over an automatic one between the same pair).
-pub(crate) fn analyze(
-    registry: &Registry,
-    g: &GraphSpec,
-) -> Result<Vec<EdgeSpec>, Vec<GraphError>> {
+/// A checked graph: its full edge list and its resources, built.
+pub(crate) struct Analyzed {
+    /// Explicit edges plus automatic edges, deduplicated (an explicit edge wins over an
+    /// automatic one between the same pair).
+    pub(crate) edges: Vec<EdgeSpec>,
+    /// One instance per resource of the graph, in order (constructors have no side effects,
+    /// so the executor can use them instead of building again).
+    pub(crate) built: Vec<Arc<dyn Resource>>,
+}
+
+/// Checks `g` completely; see [`Analyzed`].
+pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Vec<GraphError>> {
     let mut errors = Vec::new();
+    let mut built: Vec<Arc<dyn Resource>> = Vec::with_capacity(g.resources.len());
     let mut seen: HashSet<ResId> = HashSet::with_capacity(g.resources.len());
     for spec in &g.resources {
         let id = spec.id();
@@ -103,8 +112,9 @@ pub(crate) fn analyze(
             ));
         }
         if errors.len() == before {
-            if let Err(e) = (kind.build)(spec) {
-                errors.push(GraphError::res(&id, None, e.0));
+            match (kind.build)(spec) {
+                Ok(r) => built.push(Arc::from(r)),
+                Err(e) => errors.push(GraphError::res(&id, None, e.0)),
             }
         }
     }
@@ -183,7 +193,7 @@ pub(crate) fn analyze(
     }
 
     if errors.is_empty() {
-        Ok(edges)
+        Ok(Analyzed { edges, built })
     } else {
         Err(errors)
     }
