@@ -8,6 +8,7 @@
 mod cache;
 pub mod codec;
 pub mod error;
+pub mod inspect;
 pub mod keys;
 pub mod store;
 pub mod testkit;
