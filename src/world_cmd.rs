@@ -18,10 +18,20 @@ use tend_world::store::Store;
 #[derive(clap::Args)]
 pub struct WorldArgs {
     /// etcd client URL (repeat or comma-separate); without it, the embedded store in --state-dir.
-    #[arg(long = "etcd", value_name = "URL", value_delimiter = ',', global = true)]
+    #[arg(
+        long = "etcd",
+        value_name = "URL",
+        value_delimiter = ',',
+        global = true
+    )]
     etcd: Vec<String>,
     /// State directory holding the embedded store.
-    #[arg(long, env = "TEND_STATE_DIR", default_value = "/var/lib/tend", global = true)]
+    #[arg(
+        long,
+        env = "TEND_STATE_DIR",
+        default_value = "/var/lib/tend",
+        global = true
+    )]
     state_dir: PathBuf,
     /// Key namespace.
     #[arg(long, default_value = "/tend", global = true)]
@@ -39,7 +49,12 @@ pub struct WorldArgs {
     #[arg(long, env = "TEND_ETCD_USER", global = true)]
     etcd_user: Option<String>,
     /// etcd password.
-    #[arg(long, env = "TEND_ETCD_PASSWORD", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "TEND_ETCD_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
     etcd_password: Option<String>,
     #[command(subcommand)]
     what: What,
@@ -254,7 +269,9 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
             (
                 doc,
                 table(
-                    &["ID", "HASH", "BUNDLE", "PARENT", "TIME", "AUTHOR", "MESSAGE"],
+                    &[
+                        "ID", "HASH", "BUNDLE", "PARENT", "TIME", "AUTHOR", "MESSAGE",
+                    ],
                     rows,
                 ),
             )
@@ -278,7 +295,9 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                     vec![
                         h.hostname.clone(),
                         h.version.clone(),
-                        h.deploy.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                        h.deploy
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         if h.converged { "yes" } else { "no" }.into(),
                         rfc3339(h.started_ms),
                     ]

@@ -957,17 +957,28 @@ impl FsWorld for World {
         if self.inner.store.get(&meta_key).await?.is_some() {
             return Ok(hash);
         }
-        let chunks = self.put_chunks(&hash, bytes).await?;
-        let meta = BlobMeta {
+        let mut meta = BlobMeta {
             size: bytes.len() as u64,
-            chunks,
+            chunks: 1,
             created_ms: now_ms(),
         };
+        let mut success = vec![Op::put(meta_key.clone(), Vec::new())];
+        if bytes.len() <= CHUNK_SIZE {
+            // One chunk: data and metadata in one transaction.
+            success.push(Op::put(
+                self.inner.keys.blob_chunk(&hash, 0),
+                encode(&bytes.to_vec()),
+            ));
+        } else {
+            // Chunks first; the metadata, written last, says the blob is complete.
+            meta.chunks = self.put_chunks(&hash, bytes).await?;
+        }
+        success[0] = Op::put(meta_key.clone(), encode(&meta));
         self.inner
             .store
             .txn(Txn {
-                compares: vec![Compare::Missing(meta_key.clone())],
-                success: vec![Op::put(meta_key, encode(&meta))],
+                compares: vec![Compare::Missing(meta_key)],
+                success,
                 failure: vec![],
             })
             .await?;

@@ -207,13 +207,22 @@ impl Embedded {
     }
 
     /// Opens the store under `state_dir` read-only, without taking its lock (for inspection
-    /// while its owner runs). Writes and leases fail with [`StoreError::ReadOnly`].
+    /// while its owner runs). Writes and leases fail with [`StoreError::ReadOnly`]. When no
+    /// process owns the store, keys bound to leases are hidden (their owner is gone).
     pub fn open_read_only(state_dir: &Path) -> Result<Embedded, StoreError> {
         let path = state_dir.join(LOG_FILE);
         let mut file = File::open(&path).map_err(io_err(&path))?;
         let mut state = State::new();
         let len = replay(&path, &mut file, &mut state)?;
         state.log_len = len;
+        // When nobody holds the lock, the owner is gone and so are its leases: hide their keys.
+        if let Ok(lock) = File::open(state_dir.join(LOCK_FILE)) {
+            // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
+            let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+            if free {
+                state.kvs.retain(|_, kv| kv.lease == 0);
+            }
+        }
         Ok(Embedded {
             inner: Arc::new(Inner {
                 path,
