@@ -65,6 +65,7 @@ conformance!(
     files_are_chunked_and_deduplicated,
     hosts_register_and_leave,
     exports_expire_with_the_session,
+    a_host_that_lost_its_session_re_exports,
 );
 
 async fn export_is_idempotent_without_watch_event(fx: Fixture) {
@@ -542,4 +543,30 @@ async fn exports_expire_with_the_session(fx: Fixture) {
         fx.kind
     );
     assert!(h2.hosts().await.unwrap().iter().all(|h| h.hostname != "h1"));
+}
+
+async fn a_host_that_lost_its_session_re_exports(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    h1.res_export(vec![export("file", "a", "*", "1")]).await.unwrap();
+    let store = fx.store().await;
+    let host_key = h1.keys().host("h1");
+    let lease = store.get(&host_key).await.unwrap().unwrap().lease;
+    assert_ne!(lease, 0, "the registration is bound to the session");
+    // The session is lost (as after a partition longer than the TTL): everything goes...
+    store.lease_revoke(lease).await.unwrap();
+    eventually(Duration::from_secs(10), "the export to go", || async {
+        h2.res_collect(&[]).await.unwrap().is_empty().then_some(())
+    })
+    .await;
+    // ...and comes back under a new session as soon as the host notices.
+    let back = eventually(Duration::from_secs(10), "the export to come back", || async {
+        let v = h2.res_collect(&[]).await.unwrap();
+        (v.len() == 1).then_some(v)
+    })
+    .await;
+    assert_eq!(back[0].data, b"1");
+    let kv = store.get(&host_key).await.unwrap().expect("re-registered");
+    assert_ne!(kv.lease, lease);
+    assert_ne!(kv.lease, 0);
 }
