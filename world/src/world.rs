@@ -474,6 +474,62 @@ impl World {
         Err(WorldError::Store(StoreError::LeaseNotFound(self.lease())))
     }
 
+    /// Writes the records of `batch` that differ from the store (value or session), in one
+    /// read and one write transaction. Only this host writes its own export keys.
+    async fn put_leased_batch(&self, batch: Vec<(String, Vec<u8>)>) -> Result<bool, WorldError> {
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        for attempt in 0..3 {
+            let lease = self.lease();
+            let read = self
+                .inner
+                .store
+                .txn(Txn {
+                    compares: vec![],
+                    success: batch
+                        .iter()
+                        .map(|(k, _)| Op::Get(KeyRange::key(k.clone())))
+                        .collect(),
+                    failure: vec![],
+                })
+                .await?;
+            let stale: Vec<Op> = batch
+                .iter()
+                .zip(read.results.iter())
+                .filter(|((_, v), res)| match res {
+                    OpResult::Range(kvs) => kvs
+                        .first()
+                        .is_none_or(|kv| &kv.value != v || kv.lease != lease),
+                    _ => true,
+                })
+                .map(|((k, v), _)| Op::Put {
+                    key: k.clone(),
+                    value: v.clone(),
+                    lease,
+                })
+                .collect();
+            if stale.is_empty() {
+                return Ok(false);
+            }
+            match self
+                .txn(Txn {
+                    compares: vec![],
+                    success: stale,
+                    failure: vec![],
+                })
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(WorldError::Store(StoreError::LeaseNotFound(_))) if attempt < 2 => {
+                    self.renew_session(lease).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(WorldError::Store(StoreError::LeaseNotFound(self.lease())))
+    }
+
     async fn put_host(&self) -> Result<bool, WorldError> {
         let record = self
             .inner
@@ -786,9 +842,21 @@ impl ResWorld for World {
                 .insert(key.clone(), value.clone());
             writes.push((key, value));
         }
-        let changed: Vec<bool> = stream::iter(writes)
-            .map(|(key, value)| async move { self.put_leased(&key, value).await })
-            .buffer_unordered(32)
+        // Batches of at most 64 records or 512 KiB (etcd limits operations and request size).
+        let mut batches: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new()];
+        let mut size = 0;
+        for (key, value) in writes {
+            let last = batches.last_mut().expect("never empty");
+            if !last.is_empty() && (last.len() >= 64 || size + value.len() > 512 * 1024) {
+                batches.push(Vec::new());
+                size = 0;
+            }
+            size += key.len() + value.len();
+            batches.last_mut().expect("never empty").push((key, value));
+        }
+        let changed: Vec<bool> = stream::iter(batches)
+            .map(|batch| async move { self.put_leased_batch(batch).await })
+            .buffer_unordered(4)
             .try_collect()
             .await?;
         Ok(changed.into_iter().any(|c| c))
