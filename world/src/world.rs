@@ -441,9 +441,18 @@ impl World {
         self.inner.cache.wait_for(rev).await;
     }
 
+    /// Runs a transaction on keys the watch cache sees, remembering the revision it wrote.
     async fn txn(&self, txn: Txn) -> Result<crate::store::TxnResult, WorldError> {
         let r = self.inner.store.txn(txn).await?;
-        self.note_write(r.revision);
+        // Only a write produces an event the cache will see; reads and no-ops must not make
+        // later reads wait for a revision that may belong to keys the cache does not watch.
+        let wrote = r
+            .results
+            .iter()
+            .any(|x| matches!(x, OpResult::Put) || matches!(x, OpResult::Deleted(n) if *n > 0));
+        if wrote {
+            self.note_write(r.revision);
+        }
         Ok(r)
     }
 
@@ -688,15 +697,18 @@ impl World {
             if now.saturating_sub(meta.created_ms) < grace {
                 continue;
             }
-            self.txn(Txn {
-                compares: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
-                success: vec![
-                    Op::Delete(KeyRange::key(kv.key.clone())),
-                    Op::Delete(KeyRange::prefix(keys.blob_data(&hash))),
-                ],
-                failure: vec![],
-            })
-            .await?;
+            // Straight to the store: blobs are outside the watch cache's range.
+            self.inner
+                .store
+                .txn(Txn {
+                    compares: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
+                    success: vec![
+                        Op::Delete(KeyRange::key(kv.key.clone())),
+                        Op::Delete(KeyRange::prefix(keys.blob_data(&hash))),
+                    ],
+                    failure: vec![],
+                })
+                .await?;
         }
         Ok(())
     }

@@ -404,6 +404,7 @@ async fn retention_keeps_last_k_and_collects_files(fx: Fixture) {
         .await
         .unwrap();
     }
+    let t = Instant::now();
     let ids: Vec<u64> = ctl
         .list_deploys()
         .await
@@ -411,6 +412,10 @@ async fn retention_keeps_last_k_and_collects_files(fx: Fixture) {
         .iter()
         .map(|d| d.id)
         .collect();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "a read waited for a revision the watch cache never sees"
+    );
     assert_eq!(ids, vec![3, 4, 5]);
     assert!(matches!(
         ctl.get_deploy(1).await,
@@ -548,7 +553,9 @@ async fn exports_expire_with_the_session(fx: Fixture) {
 async fn a_host_that_lost_its_session_re_exports(fx: Fixture) {
     let h1 = fx.world("h1").await;
     let h2 = fx.world("h2").await;
-    h1.res_export(vec![export("file", "a", "*", "1")]).await.unwrap();
+    h1.res_export(vec![export("file", "a", "*", "1")])
+        .await
+        .unwrap();
     let store = fx.store().await;
     let host_key = h1.keys().host("h1");
     let lease = store.get(&host_key).await.unwrap().unwrap().lease;
@@ -560,10 +567,14 @@ async fn a_host_that_lost_its_session_re_exports(fx: Fixture) {
     })
     .await;
     // ...and comes back under a new session as soon as the host notices.
-    let back = eventually(Duration::from_secs(10), "the export to come back", || async {
-        let v = h2.res_collect(&[]).await.unwrap();
-        (v.len() == 1).then_some(v)
-    })
+    let back = eventually(
+        Duration::from_secs(10),
+        "the export to come back",
+        || async {
+            let v = h2.res_collect(&[]).await.unwrap();
+            (v.len() == 1).then_some(v)
+        },
+    )
     .await;
     assert_eq!(back[0].data, b"1");
     let kv = store.get(&host_key).await.unwrap().expect("re-registered");
