@@ -745,6 +745,33 @@ impl World {
             .await?;
         Ok(n)
     }
+    /// Reads and verifies a blob's `chunks` chunks.
+    async fn read_chunks(&self, hash: &str, chunks: u32) -> Result<Vec<u8>, WorldError> {
+        let meta_key = self.inner.keys.blob_meta(hash);
+        let parts: Vec<Vec<u8>> = stream::iter(0..chunks)
+            .map(|i| {
+                let key = self.inner.keys.blob_chunk(hash, i);
+                async move {
+                    match self.inner.store.get(&key).await? {
+                        Some(kv) => decode::<Vec<u8>>(&key, &kv.value),
+                        None => Err(WorldError::FileNotFound {
+                            hash: format!("{hash} (chunk {i} missing)"),
+                        }),
+                    }
+                }
+            })
+            .buffered(4)
+            .try_collect()
+            .await?;
+        let bytes = parts.concat();
+        if blake3::hash(&bytes).to_hex().as_str() != hash {
+            return Err(WorldError::Decode {
+                key: meta_key,
+                message: "content does not match its hash".into(),
+            });
+        }
+        Ok(bytes)
+    }
 }
 
 fn manifest_entries(m: Manifest) -> Vec<TreeEntry> {
@@ -901,9 +928,20 @@ impl ResWorld for World {
     async fn res_collect(&self, filters: &[ExportFilter]) -> Result<Vec<Export>, WorldError> {
         self.settle().await;
         let keys = &self.inner.keys;
-        let mut out = Vec::new();
+        // When every filter names a kind, read only those kinds' key ranges.
+        let kinds: Option<BTreeSet<&str>> = (!filters.is_empty()
+            && filters.iter().all(|f| !f.kind.is_empty()))
+        .then(|| filters.iter().map(|f| f.kind.as_str()).collect());
+        let mut prefixes = Vec::new();
         for to in [self.inner.cfg.hostname.as_str(), "*"] {
-            for (key, value) in self.inner.cache.prefix(&keys.exports_to(to, None)) {
+            match &kinds {
+                Some(kinds) => prefixes.extend(kinds.iter().map(|k| keys.exports_to(to, Some(k)))),
+                None => prefixes.push(keys.exports_to(to, None)),
+            }
+        }
+        let mut out = Vec::new();
+        for prefix in prefixes {
+            for (key, value) in self.inner.cache.prefix(&prefix) {
                 let Some((to, kind, from, name)) = keys.parse_export(&key) else {
                     continue;
                 };
@@ -1073,29 +1111,7 @@ impl FsWorld for World {
             });
         };
         let meta: BlobMeta = decode(&meta_key, &kv.value)?;
-        let parts: Vec<Vec<u8>> = stream::iter(0..meta.chunks)
-            .map(|i| {
-                let key = self.inner.keys.blob_chunk(hash, i);
-                async move {
-                    match self.inner.store.get(&key).await? {
-                        Some(kv) => decode::<Vec<u8>>(&key, &kv.value),
-                        None => Err(WorldError::FileNotFound {
-                            hash: format!("{hash} (chunk {i} missing)"),
-                        }),
-                    }
-                }
-            })
-            .buffered(4)
-            .try_collect()
-            .await?;
-        let bytes = parts.concat();
-        if blake3::hash(&bytes).to_hex().as_str() != hash {
-            return Err(WorldError::Decode {
-                key: meta_key,
-                message: "content does not match its hash".into(),
-            });
-        }
-        Ok(bytes)
+        self.read_chunks(hash, meta.chunks).await
     }
 
     async fn fs_put_tree(&self, root: &Path) -> Result<String, WorldError> {
@@ -1152,17 +1168,20 @@ impl FsWorld for World {
                 tokio::fs::create_dir_all(&p).await.map_err(io(p.clone()))?;
             }
         }
-        let files: Vec<(String, u32, String)> = entries
+        let files: Vec<(String, u32, u64, String)> = entries
             .into_iter()
             .filter_map(|e| match e {
                 TreeEntry::File {
-                    path, mode, blob, ..
-                } => Some((path, mode, blob)),
+                    path,
+                    mode,
+                    size,
+                    blob,
+                } => Some((path, mode, size, blob)),
                 TreeEntry::Dir { .. } => None,
             })
             .collect();
         stream::iter(files)
-            .map(|(path, mode, blob)| async move {
+            .map(|(path, mode, size, blob)| async move {
                 if !safe_rel(&path) {
                     return Err(WorldError::Invalid {
                         what: "bundle path",
@@ -1170,7 +1189,12 @@ impl FsWorld for World {
                         reason: "not a relative path",
                     });
                 }
-                let bytes = self.fs_get_blob(&blob).await?;
+                // The manifest gives the size, hence the chunk count: no metadata read.
+                let chunks = size.div_ceil(CHUNK_SIZE as u64).max(1) as u32;
+                let bytes = match self.read_chunks(&blob, chunks).await {
+                    Ok(b) => b,
+                    Err(_) => self.fs_get_blob(&blob).await?,
+                };
                 let p = dest.join(&path);
                 if let Some(parent) = p.parent() {
                     tokio::fs::create_dir_all(parent)
