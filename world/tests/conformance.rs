@@ -66,6 +66,8 @@ conformance!(
     hosts_register_and_leave,
     exports_expire_with_the_session,
     a_host_that_lost_its_session_re_exports,
+    slow_subscribers_get_the_latest_state,
+    unknown_format_version_is_a_clear_error,
 );
 
 async fn export_is_idempotent_without_watch_event(fx: Fixture) {
@@ -580,4 +582,73 @@ async fn a_host_that_lost_its_session_re_exports(fx: Fixture) {
     let kv = store.get(&host_key).await.unwrap().expect("re-registered");
     assert_ne!(kv.lease, lease);
     assert_ne!(kv.lease, 0);
+}
+
+async fn slow_subscribers_get_the_latest_state(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    let mut slow = h2.str_watch("counter");
+    let mut fast = h2.str_watch("counter");
+    next_change(&mut slow, "initial").await;
+    next_change(&mut fast, "initial").await;
+    for i in 0..200 {
+        h1.str_set("counter", &i.to_string()).await.unwrap();
+    }
+    // The fast one keeps up (the store watch was never blocked by the slow one)...
+    loop {
+        next_change(&mut fast, "counter").await;
+        if h2.str_get("counter").await.unwrap() == "199" {
+            break;
+        }
+    }
+    // ...and the slow one gets one coalesced change, then reads the latest value.
+    next_change(&mut slow, "coalesced").await;
+    assert!(
+        slow.next().now_or_never().is_none(),
+        "changes were coalesced"
+    );
+    assert_eq!(h2.str_get("counter").await.unwrap(), "199");
+}
+
+async fn unknown_format_version_is_a_clear_error(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let store = fx.store().await;
+    let key = h1.keys().string("future");
+    store
+        .txn(tend_world::store::Txn {
+            compares: vec![],
+            success: vec![tend_world::store::Op::put(key.clone(), vec![42, 1, 2, 3])],
+            failure: vec![],
+        })
+        .await
+        .unwrap();
+    let err = eventually(
+        Duration::from_secs(10),
+        "the value in the cache",
+        || async {
+            match h1.str_get("future").await {
+                Err(WorldError::NotFound { .. }) => None,
+                other => Some(other),
+            }
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, WorldError::UnknownVersion { version: 42, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{key}: unknown value format version 42")),
+        "{err}"
+    );
+    // A bad host name is refused with the name in the message.
+    let mut cfg = fx.config("a/b");
+    cfg.hostname = "a/b".into();
+    let err = tend_world::World::with_store(store, cfg)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("\"a/b\""), "{err}");
 }
