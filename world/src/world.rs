@@ -745,6 +745,118 @@ impl World {
             .await?;
         Ok(n)
     }
+    /// Stores blobs of at most one chunk, skipping those already stored: a few read
+    /// transactions to find what is missing, then a few write transactions (each blob's
+    /// chunk and metadata together, at most 64 operations and 1 MiB per transaction).
+    async fn put_small_blobs(&self, blobs: Vec<(String, Vec<u8>)>) -> Result<(), WorldError> {
+        let keys = &self.inner.keys;
+        let mut unique: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for (hash, bytes) in blobs {
+            unique.entry(hash).or_insert(bytes);
+        }
+        let hashes: Vec<String> = unique.keys().cloned().collect();
+        let mut missing = Vec::new();
+        for batch in hashes.chunks(64) {
+            let r = self
+                .inner
+                .store
+                .txn(Txn {
+                    compares: vec![],
+                    success: batch
+                        .iter()
+                        .map(|h| Op::Get(KeyRange::key(keys.blob_meta(h))))
+                        .collect(),
+                    failure: vec![],
+                })
+                .await?;
+            for (h, res) in batch.iter().zip(r.results) {
+                if matches!(res, OpResult::Range(kvs) if kvs.is_empty()) {
+                    missing.push(h.clone());
+                }
+            }
+        }
+        let now = now_ms();
+        let mut ops: Vec<Op> = Vec::new();
+        let mut size = 0;
+        for h in missing {
+            let bytes = &unique[&h];
+            if !ops.is_empty() && (ops.len() + 2 > 64 || size + bytes.len() > 1 << 20) {
+                self.inner
+                    .store
+                    .txn(Txn {
+                        compares: vec![],
+                        success: std::mem::take(&mut ops),
+                        failure: vec![],
+                    })
+                    .await?;
+                size = 0;
+            }
+            size += bytes.len();
+            let meta = BlobMeta {
+                size: bytes.len() as u64,
+                chunks: 1,
+                created_ms: now,
+            };
+            // Data first, metadata (which says "complete") second, in one transaction.
+            ops.push(Op::put(keys.blob_chunk(&h, 0), encode(bytes)));
+            ops.push(Op::put(keys.blob_meta(&h), encode(&meta)));
+        }
+        if !ops.is_empty() {
+            self.inner
+                .store
+                .txn(Txn {
+                    compares: vec![],
+                    success: ops,
+                    failure: vec![],
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reads blobs of one chunk, 64 per read transaction, verifying their hashes.
+    async fn get_small_blobs(
+        &self,
+        hashes: Vec<String>,
+    ) -> Result<BTreeMap<String, Vec<u8>>, WorldError> {
+        let keys = &self.inner.keys;
+        let unique: Vec<String> = hashes
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut out = BTreeMap::new();
+        for batch in unique.chunks(64) {
+            let r = self
+                .inner
+                .store
+                .txn(Txn {
+                    compares: vec![],
+                    success: batch
+                        .iter()
+                        .map(|h| Op::Get(KeyRange::key(keys.blob_chunk(h, 0))))
+                        .collect(),
+                    failure: vec![],
+                })
+                .await?;
+            for (h, res) in batch.iter().zip(r.results) {
+                let OpResult::Range(kvs) = res else { continue };
+                let Some(kv) = kvs.into_iter().next() else {
+                    return Err(WorldError::FileNotFound { hash: h.clone() });
+                };
+                let bytes: Vec<u8> = decode(&kv.key, &kv.value)?;
+                if blake3::hash(&bytes).to_hex().as_str() != h {
+                    return Err(WorldError::Decode {
+                        key: kv.key,
+                        message: "content does not match its hash".into(),
+                    });
+                }
+                out.insert(h.clone(), bytes);
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads and verifies a blob's `chunks` chunks.
     async fn read_chunks(&self, hash: &str, chunks: u32) -> Result<Vec<u8>, WorldError> {
         let meta_key = self.inner.keys.blob_meta(hash);
@@ -1117,28 +1229,37 @@ impl FsWorld for World {
     async fn fs_put_tree(&self, root: &Path) -> Result<String, WorldError> {
         let mut found = Vec::new();
         walk(root, "", &mut found)?;
-        let entries: Vec<ManifestEntry> = stream::iter(found)
-            .map(|(rel, path, is_dir, mode)| async move {
-                if is_dir {
-                    return Ok(ManifestEntry::Dir { path: rel, mode });
-                }
-                let bytes = tokio::fs::read(&path)
-                    .await
-                    .map_err(|source| WorldError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                let blob = self.fs_put_blob(&bytes).await?;
-                Ok::<_, WorldError>(ManifestEntry::File {
-                    path: rel,
-                    mode,
-                    size: bytes.len() as u64,
-                    blob,
-                })
-            })
-            .buffered(16)
-            .try_collect()
-            .await?;
+        let mut entries = Vec::with_capacity(found.len());
+        let mut small = Vec::new();
+        let mut large = Vec::new();
+        for (rel, path, is_dir, mode) in found {
+            if is_dir {
+                entries.push(ManifestEntry::Dir { path: rel, mode });
+                continue;
+            }
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|source| WorldError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            let blob = blake3::hash(&bytes).to_hex().to_string();
+            entries.push(ManifestEntry::File {
+                path: rel,
+                mode,
+                size: bytes.len() as u64,
+                blob: blob.clone(),
+            });
+            if bytes.len() <= CHUNK_SIZE {
+                small.push((blob, bytes));
+            } else {
+                large.push(bytes);
+            }
+        }
+        self.put_small_blobs(small).await?;
+        for bytes in large {
+            self.fs_put_blob(&bytes).await?;
+        }
         self.fs_put_blob(&encode(&Manifest { entries })).await
     }
 
@@ -1152,50 +1273,58 @@ impl FsWorld for World {
         use std::os::unix::fs::PermissionsExt;
         let entries = self.fs_tree(hash).await?;
         let io = |path: PathBuf| move |source| WorldError::Io { path, source };
+        for e in &entries {
+            let path = match e {
+                TreeEntry::Dir { path, .. } | TreeEntry::File { path, .. } => path,
+            };
+            if !safe_rel(path) {
+                return Err(WorldError::Invalid {
+                    what: "bundle path",
+                    value: path.clone(),
+                    reason: "not a relative path inside the bundle",
+                });
+            }
+        }
         tokio::fs::create_dir_all(dest)
             .await
             .map_err(io(dest.to_path_buf()))?;
         for e in &entries {
             if let TreeEntry::Dir { path, .. } = e {
-                if !safe_rel(path) {
-                    return Err(WorldError::Invalid {
-                        what: "bundle path",
-                        value: path.clone(),
-                        reason: "not a relative path",
-                    });
-                }
                 let p = dest.join(path);
                 tokio::fs::create_dir_all(&p).await.map_err(io(p.clone()))?;
             }
         }
-        let files: Vec<(String, u32, u64, String)> = entries
-            .into_iter()
+        // Small files: their one chunk, many per read transaction. Large ones: chunk by chunk.
+        let small: Vec<String> = entries
+            .iter()
+            .filter_map(|e| match e {
+                TreeEntry::File { size, blob, .. } if *size as usize <= CHUNK_SIZE => {
+                    Some(blob.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let mut contents = self.get_small_blobs(small).await?;
+        for e in &entries {
+            if let TreeEntry::File { blob, .. } = e {
+                if !contents.contains_key(blob) {
+                    let bytes = self.fs_get_blob(blob).await?;
+                    contents.insert(blob.clone(), bytes);
+                }
+            }
+        }
+        let writes: Vec<(PathBuf, u32, Vec<u8>)> = entries
+            .iter()
             .filter_map(|e| match e {
                 TreeEntry::File {
-                    path,
-                    mode,
-                    size,
-                    blob,
-                } => Some((path, mode, size, blob)),
+                    path, mode, blob, ..
+                } => Some((dest.join(path), *mode, contents[blob].clone())),
                 TreeEntry::Dir { .. } => None,
             })
             .collect();
-        stream::iter(files)
-            .map(|(path, mode, size, blob)| async move {
-                if !safe_rel(&path) {
-                    return Err(WorldError::Invalid {
-                        what: "bundle path",
-                        value: path,
-                        reason: "not a relative path",
-                    });
-                }
-                // The manifest gives the size, hence the chunk count: no metadata read.
-                let chunks = size.div_ceil(CHUNK_SIZE as u64).max(1) as u32;
-                let bytes = match self.read_chunks(&blob, chunks).await {
-                    Ok(b) => b,
-                    Err(_) => self.fs_get_blob(&blob).await?,
-                };
-                let p = dest.join(&path);
+        drop(contents);
+        stream::iter(writes)
+            .map(|(p, mode, bytes)| async move {
                 if let Some(parent) = p.parent() {
                     tokio::fs::create_dir_all(parent)
                         .await
@@ -1204,16 +1333,17 @@ impl FsWorld for World {
                 tokio::fs::write(&p, &bytes).await.map_err(io(p.clone()))?;
                 tokio::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
                     .await
-                    .map_err(io(p.clone()))?;
-                Ok(())
+                    .map_err(io(p.clone()))
             })
             .buffer_unordered(16)
             .try_collect::<Vec<()>>()
             .await?;
-        for e in self.fs_tree(hash).await? {
+        for e in entries {
             if let TreeEntry::Dir { path, mode } = e {
                 let p = dest.join(&path);
-                let _ = tokio::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).await;
+                tokio::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                    .await
+                    .map_err(io(p.clone()))?;
             }
         }
         Ok(())

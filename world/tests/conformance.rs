@@ -499,7 +499,12 @@ async fn hosts_register_and_leave(fx: Fixture) {
     let h2 = fx.world("h2").await;
     let mut watch = h1.hosts_watch();
     next_change(&mut watch, "initial").await;
-    let hosts = h1.hosts().await.unwrap();
+    // h2 registered itself; h1's cache learns it through its watch.
+    let hosts = eventually(Duration::from_secs(10), "both hosts", || async {
+        let hosts = h1.hosts().await.unwrap();
+        (hosts.len() == 2).then_some(hosts)
+    })
+    .await;
     assert_eq!(
         hosts
             .iter()
