@@ -101,3 +101,49 @@ fn missing_store_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn watch_prints_again_after_a_change() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let etcd = EtcdServer::start().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let w = rt
+        .block_on(World::connect(WorldConfig::etcd(
+            vec![etcd.client_url.clone()],
+            "h1",
+        )))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args([
+            "world",
+            "--etcd",
+            &etcd.client_url,
+            "strings",
+            "--watch",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // A watchdog ends the child if a listing never comes, so the test cannot hang.
+    let (done, cancelled) = std::sync::mpsc::channel::<()>();
+    let pid = child.id() as i32;
+    let watchdog = std::thread::spawn(move || {
+        if cancelled.recv_timeout(Duration::from_secs(20)).is_err() {
+            // SAFETY: signalling the child this test started and has not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("an initial listing").unwrap();
+    assert_eq!(first, r#"{"maps":{},"strings":{}}"#);
+    rt.block_on(w.str_set("greeting", "hi")).unwrap();
+    let second = lines.next().expect("a listing after the change").unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(second, r#"{"maps":{},"strings":{"greeting":"hi"}}"#);
+}
