@@ -6,3 +6,4 @@ mod bad_input;
 mod daemon;
 mod one_shot;
 mod sandbox;
+mod world_cmd;
