@@ -414,8 +414,13 @@ impl<'t> Parser<'t> {
                     return self.fail_at(
                         value.span,
                         format!(
-                            "cannot bind a {} literal to `${}` declared as {}",
-                            type_text(&lit),
+                            "{} literal cannot be bound to `${}` declared as {}",
+                            match lit {
+                                TypeKind::Int => "an int",
+                                TypeKind::Bool => "a bool",
+                                TypeKind::Float => "a float",
+                                _ => "a str",
+                            },
                             name.text,
                             type_text(&ty.kind)
                         ),
