@@ -9,7 +9,8 @@
 //! expected output lines
 //! ```
 //!
-//! The file name picks the mode (`lex`, `parse`, `spans`, `front`, `render`). Flags: `nonl`
+//! The file name picks the mode (`lex`, `parse`, `parse_errors`, `spans`, `front`, `render`,
+//! `pretty`). Flags: `nonl`
 //! strips the input's final line feed; in the input, `<CR>` stands for a carriage return and
 //! `<TAB>` for a tab. Run with `TEND_BLESS=1` to rewrite the expected outputs from the actual
 //! ones (then review the diff).
@@ -53,6 +54,14 @@ fn run(mode: &str, input: &str) -> String {
         "render" => match front(file, input) {
             Ok(_) => out.push_str("ok\n"),
             Err(errors) => out.push_str(&map.render_all(&errors)),
+        },
+        "pretty" => match front(file, input) {
+            Ok(_) => out.push_str("ok\n"),
+            Err(errors) => {
+                for e in errors {
+                    out.push_str(&e.render_pretty(&map));
+                }
+            }
         },
         _ => panic!("unknown mode {mode}"),
     }
@@ -169,4 +178,9 @@ fn front_stages() {
 #[test]
 fn render() {
     check_file("render");
+}
+
+#[test]
+fn render_pretty() {
+    check_file("pretty");
 }
