@@ -19,7 +19,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 
 use tend_lang::diag::{Error, SourceMap};
-use tend_lang::syntax::ast::Span;
+use tend_lang::syntax::ast::{Expr, Span, Stmt};
 use tend_lang::syntax::{front, lexer, parse, sexp};
 
 /// Tokens (and near-tokens) the soup is made of.
@@ -258,6 +258,41 @@ fn check_errors(map: &SourceMap, errors: &[Error], len: usize) -> Result<(), Str
     Ok(())
 }
 
+/// Every expression lies inside its parent (statement or expression).
+fn check_nesting(stmts: &[Stmt], len: usize) -> Result<(), String> {
+    fn expr(e: &Expr, parent: Span, len: usize) -> Result<(), String> {
+        check_span(e.span, len, "expression")?;
+        if e.span.lo < parent.lo || e.span.hi > parent.hi {
+            return Err(format!(
+                "expression {} at {:?} outside its parent {:?}",
+                sexp::expr(e),
+                e.span,
+                parent
+            ));
+        }
+        for c in e.children() {
+            expr(c, e.span, len)?;
+        }
+        Ok(())
+    }
+    for s in stmts {
+        check_span(s.span, len, "statement")?;
+        for e in s.exprs() {
+            expr(e, s.span, len)?;
+        }
+        for b in s.blocks() {
+            if b.span.lo < s.span.lo || b.span.hi > s.span.hi {
+                return Err(format!(
+                    "block {:?} outside its statement {:?}",
+                    b.span, s.span
+                ));
+            }
+            check_nesting(&b.stmts, len)?;
+        }
+    }
+    Ok(())
+}
+
 /// The property: nothing panics, every span is inside the file, failed fronts report errors.
 fn property(src: &str) -> Result<(), String> {
     let mut map = SourceMap::new();
@@ -269,15 +304,14 @@ fn property(src: &str) -> Result<(), String> {
     check_errors(&map, &lex_errors, src.len())?;
     let (prog, errors) = parse(file, src);
     check_errors(&map, &errors, src.len())?;
-    for s in &prog.stmts {
-        check_span(s.span, src.len(), "statement")?;
-    }
+    check_nesting(&prog.stmts, src.len())?;
     let _ = sexp::program(&prog, true);
     match front(file, src) {
         Ok(prog) => {
             if !errors.is_empty() {
                 return Err("front succeeded although parse reported errors".into());
             }
+            check_nesting(&prog.stmts, src.len())?;
             let _ = sexp::program(&prog, true);
         }
         Err(errors) => {
