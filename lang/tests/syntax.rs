@@ -36,11 +36,48 @@ fn run(mode: &str, input: &str) -> String {
                 let _ = writeln!(out, "{}", e.headline(&map));
             }
         }
-        "parse" | "parse_errors" | "spans" => {
+        "parse" | "parse_errors" => {
             let (prog, errors) = parse(file, input);
-            out.push_str(&sexp::program(&prog, mode == "spans"));
+            out.push_str(&sexp::program(&prog, false));
             for e in errors {
                 let _ = writeln!(out, "{}", e.headline(&map));
+            }
+        }
+        "spans" => {
+            // Statements with their spans, each followed by its expressions (pre-order).
+            let result = front(file, input);
+            let prog = match &result {
+                Ok(p) => p.clone(),
+                Err(_) => parse(file, input).0,
+            };
+            fn expr_lines(e: &tend_lang::syntax::ast::Expr, depth: usize, out: &mut String) {
+                let _ = writeln!(
+                    out,
+                    "{}{} {}",
+                    "  ".repeat(depth),
+                    e.span.range_text(),
+                    sexp::expr(e)
+                );
+                for c in e.children() {
+                    expr_lines(c, depth + 1, out);
+                }
+            }
+            fn stmt_lines(stmts: &[tend_lang::syntax::ast::Stmt], out: &mut String) {
+                for s in stmts {
+                    let _ = writeln!(out, "{} {}", s.span.range_text(), sexp::stmt(s));
+                    for e in s.exprs() {
+                        expr_lines(e, 1, out);
+                    }
+                    for b in s.blocks() {
+                        stmt_lines(&b.stmts, out);
+                    }
+                }
+            }
+            stmt_lines(&prog.stmts, &mut out);
+            if let Err(errors) = result {
+                for e in errors {
+                    let _ = writeln!(out, "{}", e.headline(&map));
+                }
             }
         }
         "front" => match front(file, input) {
