@@ -198,8 +198,14 @@ impl Error {
         }
         let range = |s: Span| {
             let text = map.get(s.file).map_or("", |f| f.text.as_str());
-            let lo = (s.lo as usize).min(text.len());
-            let hi = (s.hi as usize).clamp(lo, text.len());
+            let mut lo = (s.lo as usize).min(text.len());
+            while !text.is_char_boundary(lo) {
+                lo -= 1;
+            }
+            let mut hi = (s.hi as usize).clamp(lo, text.len());
+            while !text.is_char_boundary(hi) {
+                hi += 1;
+            }
             // A span on a line feed is drawn at the end of its line.
             if text.get(lo..hi) == Some("\n") {
                 lo..lo

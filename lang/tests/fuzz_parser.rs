@@ -254,6 +254,10 @@ fn check_errors(map: &SourceMap, errors: &[Error], len: usize) -> Result<(), Str
         if !text.starts_with("error: ") {
             return Err(format!("bad rendering {text:?}"));
         }
+        let pretty = e.render_pretty(map);
+        if !pretty.starts_with("error[") {
+            return Err(format!("bad pretty rendering {pretty:?}"));
+        }
     }
     Ok(())
 }
