@@ -221,3 +221,40 @@ fn render() {
 fn render_pretty() {
     check_file("pretty");
 }
+
+/// Bylines list further spans after `, ` and the importing statements after `: ` (spec §11.2);
+/// the source line shown is the one of the primary span, in its own file.
+#[test]
+fn render_import_chain_and_cycles() {
+    use tend_lang::diag::{Error, Stage};
+    let mut map = SourceMap::new();
+    let main_src = "import \"lib/util.mcl\"\n";
+    let lib_src = "$a = $b + \"!\"\n$b = $a + \"?\"\n";
+    let main = map.add("/main.mcl", main_src);
+    let lib = map.add("/lib/util.mcl", lib_src);
+    let (main_prog, _) = parse(main, main_src);
+    let (lib_prog, _) = parse(lib, lib_src);
+    let refs: Vec<_> = lib_prog
+        .stmts
+        .iter()
+        .flat_map(|s| s.exprs())
+        .flat_map(|e| e.children())
+        .filter(|e| matches!(e.kind, tend_lang::syntax::ast::ExprKind::Var(_)))
+        .map(|e| e.span)
+        .collect();
+    assert_eq!(refs.len(), 2);
+    let err = Error::new(Stage::SetScope, "recursive reference", refs[0])
+        .with_also([refs[1]])
+        .imported_at(main_prog.stmts[0].span);
+    assert_eq!(
+        err.render(&map),
+        "error: errSetScope: recursive reference: /lib/util.mcl @ 1:6-1:8, \
+         /lib/util.mcl @ 2:6-2:8: /main.mcl @ 1:1-1:22\n\n$a = $b + \"!\"\n     ^^\n"
+    );
+    let pretty = err.render_pretty(&map);
+    assert!(
+        pretty.contains("imported at /main.mcl @ 1:1-1:22"),
+        "{pretty}"
+    );
+    assert!(pretty.contains("/lib/util.mcl:1:6"), "{pretty}");
+}
