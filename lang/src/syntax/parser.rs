@@ -13,6 +13,10 @@ use crate::diag::{Error, Stage};
 /// Deepest nesting of expressions, types and blocks accepted.
 const MAX_DEPTH: u32 = 64;
 
+/// Deepest expression tree accepted (chains such as `a + b + c` or `$l[0][0]` nest without
+/// recursion in the parser, but every later pass walks the tree recursively).
+const MAX_TREE_DEPTH: usize = 256;
+
 /// Most stack the parser may use (bytes) before it refuses to nest further; keeps unoptimised
 /// builds on small thread stacks safe whatever the input.
 const STACK_BUDGET: usize = 1024 * 1024;
@@ -352,10 +356,19 @@ impl<'t> Parser<'t> {
             Tok::Kw(Kw::Panic) => StmtKind::Panic(self.panic_stmt()?),
             _ => return self.expected("a statement"),
         };
-        Ok(Stmt {
+        let stmt = Stmt {
             kind,
             span: start.to(self.prev_span()),
-        })
+        };
+        for e in stmt.exprs() {
+            if tree_depth(e) > MAX_TREE_DEPTH {
+                return self.fail_at(
+                    e.span,
+                    format!("expression nested too deeply (at most {MAX_TREE_DEPTH} levels)"),
+                );
+            }
+        }
+        Ok(stmt)
     }
 
     /// An undotted name: an identifier or a soft keyword (`map`, `collect`).
@@ -1295,6 +1308,17 @@ impl<'t> Parser<'t> {
         self.expect_op(Op::RBrace)?;
         Ok(e)
     }
+}
+
+/// The depth of an expression tree, computed without recursion.
+fn tree_depth(e: &Expr) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(e, 1)];
+    while let Some((e, d)) = stack.pop() {
+        max = max.max(d);
+        stack.extend(e.children().into_iter().map(|c| (c, d + 1)));
+    }
+    max
 }
 
 /// Pops the brackets closed by `close` (up to its matching opener; nothing if none matches).
