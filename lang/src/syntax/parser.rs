@@ -222,7 +222,7 @@ impl<'t> Parser<'t> {
             match self.toks[i].tok {
                 Tok::Op(o @ (Op::LBrace | Op::LParen | Op::LBracket)) => open.push((o, multi)),
                 Tok::Op(o @ (Op::RBrace | Op::RParen | Op::RBracket)) => close(&mut open, o),
-                Tok::Nl => open.retain(|&(_, m)| m),
+                Tok::Nl => drop_one_line(&mut open),
                 _ => {}
             }
         }
@@ -231,7 +231,7 @@ impl<'t> Parser<'t> {
             match self.peek() {
                 Tok::Eof => return,
                 Tok::Nl => {
-                    open.retain(|&(_, m)| m);
+                    drop_one_line(&mut open);
                     if open.is_empty() {
                         return;
                     }
@@ -1319,6 +1319,14 @@ fn tree_depth(e: &Expr) -> usize {
         stack.extend(e.children().into_iter().map(|c| (c, d + 1)));
     }
     max
+}
+
+/// At a line feed, forgets the one-line brackets opened last (they cannot continue on the
+/// next line).
+fn drop_one_line(open: &mut Vec<(Op, bool)>) {
+    while matches!(open.last(), Some(&(_, false))) {
+        open.pop();
+    }
 }
 
 /// Pops the brackets closed by `close` (up to its matching opener; nothing if none matches).
