@@ -4,3 +4,7 @@
 //!
 //! **`lang` knows no concrete resource kind**: it type-checks resource fields against the
 //! schemas handed to it.
+
+pub mod check;
+pub mod diag;
+pub mod syntax;
