@@ -4,3 +4,6 @@
 //!
 //! **`lang` knows no concrete resource kind**: it type-checks resource fields against the
 //! schemas handed to it.
+
+pub mod funcs;
+pub mod types;
