@@ -5,5 +5,9 @@
 //! **`lang` knows no concrete resource kind**: it type-checks resource fields against the
 //! schemas handed to it.
 
+pub mod check;
+pub mod diag;
+pub mod syntax;
+
 pub mod funcs;
 pub mod types;
