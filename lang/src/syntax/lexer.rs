@@ -342,7 +342,8 @@ impl Lexer<'_> {
     }
 
     fn error(&mut self, msg: impl Into<String>, span: Span) {
-        self.errors.push(Error::new(Stage::LexParse, msg, span));
+        self.errors
+            .push(Error::new(Stage::LexParse, msg, span.first_char()));
         self.toks.push(Token {
             tok: Tok::Error,
             span,

@@ -7,6 +7,7 @@
 pub mod ast;
 pub mod lexer;
 pub mod parser;
+pub mod sexp;
 pub mod span;
 
 use crate::diag::Error;

@@ -60,6 +60,16 @@ impl Span {
         }
     }
 
+    /// The one-character span at the start of `self` (lex/parse errors point at one
+    /// character, spec §11.2).
+    pub fn first_char(self) -> Span {
+        Span {
+            hi: self.lo + 1,
+            end: Pos::new(self.start.line, self.start.col + 1),
+            ..self
+        }
+    }
+
     /// `L:C-L:C`, the position part of a byline.
     pub fn range_text(&self) -> String {
         format!(
