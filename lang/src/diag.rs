@@ -183,6 +183,60 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A pretty terminal rendering (codespan-reporting, no colours): the tag as error code,
+    /// the message, the source with the span underlined, further spans as secondary labels and
+    /// the import chain as notes. The normative text form is [`Error::render`].
+    pub fn render_pretty(&self, map: &SourceMap) -> String {
+        use codespan_reporting::diagnostic::{Diagnostic, Label};
+        use codespan_reporting::files::SimpleFiles;
+        use codespan_reporting::term;
+
+        let mut files = SimpleFiles::new();
+        for f in &map.files {
+            files.add(f.path.as_str(), f.text.as_str());
+        }
+        let range = |s: Span| {
+            let text = map.get(s.file).map_or("", |f| f.text.as_str());
+            let mut lo = (s.lo as usize).min(text.len());
+            while !text.is_char_boundary(lo) {
+                lo -= 1;
+            }
+            let mut hi = (s.hi as usize).clamp(lo, text.len());
+            while !text.is_char_boundary(hi) {
+                hi += 1;
+            }
+            // A span on a line feed is drawn at the end of its line.
+            if text.get(lo..hi) == Some("\n") {
+                lo..lo
+            } else {
+                lo..hi
+            }
+        };
+        let mut labels = Vec::new();
+        if map.get(self.span.file).is_some() {
+            labels.push(Label::primary(self.span.file.0 as usize, range(self.span)));
+        }
+        for s in &self.also {
+            if map.get(s.file).is_some() {
+                labels.push(Label::secondary(s.file.0 as usize, range(*s)));
+            }
+        }
+        let notes = self
+            .imported_from
+            .iter()
+            .map(|s| format!("imported at {}", map.byline(*s)))
+            .collect();
+        let diag = Diagnostic::error()
+            .with_code(self.stage.tag())
+            .with_message(&self.message)
+            .with_labels(labels)
+            .with_notes(notes);
+        term::emit_into_string(&term::Config::default(), &files, &diag)
+            .unwrap_or_else(|_| self.render(map))
+    }
+}
+
 impl fmt::Display for Error {
     /// Without a source map: `<tag>: <message> @ L:C-L:C`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

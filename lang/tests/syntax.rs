@@ -9,7 +9,8 @@
 //! expected output lines
 //! ```
 //!
-//! The file name picks the mode (`lex`, `parse`, `spans`, `front`, `render`). Flags: `nonl`
+//! The file name picks the mode (`lex`, `parse`, `parse_errors`, `spans`, `front`, `render`,
+//! `pretty`). Flags: `nonl`
 //! strips the input's final line feed; in the input, `<CR>` stands for a carriage return and
 //! `<TAB>` for a tab. Run with `TEND_BLESS=1` to rewrite the expected outputs from the actual
 //! ones (then review the diff).
@@ -35,11 +36,48 @@ fn run(mode: &str, input: &str) -> String {
                 let _ = writeln!(out, "{}", e.headline(&map));
             }
         }
-        "parse" | "parse_errors" | "spans" => {
+        "parse" | "parse_errors" => {
             let (prog, errors) = parse(file, input);
-            out.push_str(&sexp::program(&prog, mode == "spans"));
+            out.push_str(&sexp::program(&prog, false));
             for e in errors {
                 let _ = writeln!(out, "{}", e.headline(&map));
+            }
+        }
+        "spans" => {
+            // Statements with their spans, each followed by its expressions (pre-order).
+            let result = front(file, input);
+            let prog = match &result {
+                Ok(p) => p.clone(),
+                Err(_) => parse(file, input).0,
+            };
+            fn expr_lines(e: &tend_lang::syntax::ast::Expr, depth: usize, out: &mut String) {
+                let _ = writeln!(
+                    out,
+                    "{}{} {}",
+                    "  ".repeat(depth),
+                    e.span.range_text(),
+                    sexp::expr(e)
+                );
+                for c in e.children() {
+                    expr_lines(c, depth + 1, out);
+                }
+            }
+            fn stmt_lines(stmts: &[tend_lang::syntax::ast::Stmt], out: &mut String) {
+                for s in stmts {
+                    let _ = writeln!(out, "{} {}", s.span.range_text(), sexp::stmt(s));
+                    for e in s.exprs() {
+                        expr_lines(e, 1, out);
+                    }
+                    for b in s.blocks() {
+                        stmt_lines(&b.stmts, out);
+                    }
+                }
+            }
+            stmt_lines(&prog.stmts, &mut out);
+            if let Err(errors) = result {
+                for e in errors {
+                    let _ = writeln!(out, "{}", e.headline(&map));
+                }
             }
         }
         "front" => match front(file, input) {
@@ -53,6 +91,14 @@ fn run(mode: &str, input: &str) -> String {
         "render" => match front(file, input) {
             Ok(_) => out.push_str("ok\n"),
             Err(errors) => out.push_str(&map.render_all(&errors)),
+        },
+        "pretty" => match front(file, input) {
+            Ok(_) => out.push_str("ok\n"),
+            Err(errors) => {
+                for e in errors {
+                    out.push_str(&e.render_pretty(&map));
+                }
+            }
         },
         _ => panic!("unknown mode {mode}"),
     }
@@ -169,4 +215,46 @@ fn front_stages() {
 #[test]
 fn render() {
     check_file("render");
+}
+
+#[test]
+fn render_pretty() {
+    check_file("pretty");
+}
+
+/// Bylines list further spans after `, ` and the importing statements after `: ` (spec §11.2);
+/// the source line shown is the one of the primary span, in its own file.
+#[test]
+fn render_import_chain_and_cycles() {
+    use tend_lang::diag::{Error, Stage};
+    let mut map = SourceMap::new();
+    let main_src = "import \"lib/util.mcl\"\n";
+    let lib_src = "$a = $b + \"!\"\n$b = $a + \"?\"\n";
+    let main = map.add("/main.mcl", main_src);
+    let lib = map.add("/lib/util.mcl", lib_src);
+    let (main_prog, _) = parse(main, main_src);
+    let (lib_prog, _) = parse(lib, lib_src);
+    let refs: Vec<_> = lib_prog
+        .stmts
+        .iter()
+        .flat_map(|s| s.exprs())
+        .flat_map(|e| e.children())
+        .filter(|e| matches!(e.kind, tend_lang::syntax::ast::ExprKind::Var(_)))
+        .map(|e| e.span)
+        .collect();
+    assert_eq!(refs.len(), 2);
+    let err = Error::new(Stage::SetScope, "recursive reference", refs[0])
+        .with_also([refs[1]])
+        .imported_at(main_prog.stmts[0].span);
+    assert_eq!(
+        err.render(&map),
+        "error: errSetScope: recursive reference: /lib/util.mcl @ 1:6-1:8, \
+         /lib/util.mcl @ 2:6-2:8: /main.mcl @ 1:1-1:22\n\n$a = $b + \"!\"\n     ^^\n"
+    );
+    let pretty = err.render_pretty(&map);
+    assert!(
+        pretty.contains("imported at /main.mcl @ 1:1-1:22"),
+        "{pretty}"
+    );
+    assert!(pretty.contains("/lib/util.mcl:1:6"), "{pretty}");
 }

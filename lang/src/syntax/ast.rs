@@ -526,3 +526,160 @@ pub enum TypeKind {
     /// `variant`
     Variant,
 }
+
+impl Expr {
+    /// The direct sub-expressions, in source order (a called lambda's body included).
+    pub fn children(&self) -> Vec<&Expr> {
+        match &self.kind {
+            ExprKind::Bool(_)
+            | ExprKind::Int(_)
+            | ExprKind::Float(_)
+            | ExprKind::RawStr(_)
+            | ExprKind::Str(_)
+            | ExprKind::Var(_) => Vec::new(),
+            ExprKind::Concat(items) | ExprKind::List(items) => items.iter().collect(),
+            ExprKind::Map(entries) => entries.iter().flat_map(|e| [&e.key, &e.value]).collect(),
+            ExprKind::Struct(fields) => fields.iter().map(|f| &f.value).collect(),
+            ExprKind::Call { callee, args } => {
+                let mut out = Vec::with_capacity(args.len() + 1);
+                if let Callee::Lambda(l) = callee {
+                    out.push(&*l.body);
+                }
+                out.extend(args.iter());
+                out
+            }
+            ExprKind::Lambda(l) => vec![&*l.body],
+            ExprKind::If { cond, then, els } => vec![&**cond, &**then, &**els],
+            ExprKind::Binary { lhs, rhs, .. } | ExprKind::Except { lhs, rhs } => {
+                vec![&**lhs, &**rhs]
+            }
+            ExprKind::Not(x) => vec![&**x],
+            ExprKind::Index { base, index } => vec![&**base, &**index],
+            ExprKind::Field { base, .. } => vec![&**base],
+            ExprKind::OptField { base, default, .. } => vec![&**base, &**default],
+        }
+    }
+
+    /// The direct sub-expressions, mutably, in source order.
+    pub fn children_mut(&mut self) -> Vec<&mut Expr> {
+        match &mut self.kind {
+            ExprKind::Bool(_)
+            | ExprKind::Int(_)
+            | ExprKind::Float(_)
+            | ExprKind::RawStr(_)
+            | ExprKind::Str(_)
+            | ExprKind::Var(_) => Vec::new(),
+            ExprKind::Concat(items) | ExprKind::List(items) => items.iter_mut().collect(),
+            ExprKind::Map(entries) => entries
+                .iter_mut()
+                .flat_map(|e| [&mut e.key, &mut e.value])
+                .collect(),
+            ExprKind::Struct(fields) => fields.iter_mut().map(|f| &mut f.value).collect(),
+            ExprKind::Call { callee, args } => {
+                let mut out = Vec::with_capacity(args.len() + 1);
+                if let Callee::Lambda(l) = callee {
+                    out.push(&mut *l.body);
+                }
+                out.extend(args.iter_mut());
+                out
+            }
+            ExprKind::Lambda(l) => vec![&mut *l.body],
+            ExprKind::If { cond, then, els } => vec![&mut **cond, &mut **then, &mut **els],
+            ExprKind::Binary { lhs, rhs, .. } | ExprKind::Except { lhs, rhs } => {
+                vec![&mut **lhs, &mut **rhs]
+            }
+            ExprKind::Not(x) => vec![&mut **x],
+            ExprKind::Index { base, index } => vec![&mut **base, &mut **index],
+            ExprKind::Field { base, .. } => vec![&mut **base],
+            ExprKind::OptField { base, default, .. } => vec![&mut **base, &mut **default],
+        }
+    }
+}
+
+impl Stmt {
+    /// The expressions written directly in this statement (not inside nested blocks), in
+    /// source order: bind values, resource names and entry conditions/values/targets, edge
+    /// names, conditions, loop sources, function bodies, include and panic arguments.
+    pub fn exprs(&self) -> Vec<&Expr> {
+        match &self.kind {
+            StmtKind::Bind(b) => vec![&b.value],
+            StmtKind::Resource(r) => {
+                let mut out = vec![&r.name];
+                for e in &r.entries {
+                    out.extend(e.cond.iter());
+                    match &e.kind {
+                        EntryKind::Field { value, .. }
+                        | EntryKind::Meta { value, .. }
+                        | EntryKind::MetaAll { value } => out.push(value),
+                        EntryKind::Edge { target, .. } => out.push(&target.name),
+                    }
+                }
+                out
+            }
+            StmtKind::Edge(e) => e.halves.iter().map(|h| &h.res.name).collect(),
+            StmtKind::If(i) => vec![&i.cond],
+            StmtKind::For(f) | StmtKind::ForKv(f) => vec![&f.iter],
+            StmtKind::Func(f) => vec![&f.body],
+            StmtKind::Class(_) | StmtKind::Import(_) => Vec::new(),
+            StmtKind::Include(i) => i.args.iter().collect(),
+            StmtKind::Panic(p) => p.args.iter().collect(),
+        }
+    }
+
+    /// The expressions written directly in this statement, mutably (same order as
+    /// [`Stmt::exprs`]).
+    pub fn exprs_mut(&mut self) -> Vec<&mut Expr> {
+        match &mut self.kind {
+            StmtKind::Bind(b) => vec![&mut b.value],
+            StmtKind::Resource(r) => {
+                let mut out = vec![&mut r.name];
+                for e in &mut r.entries {
+                    out.extend(e.cond.iter_mut());
+                    match &mut e.kind {
+                        EntryKind::Field { value, .. }
+                        | EntryKind::Meta { value, .. }
+                        | EntryKind::MetaAll { value } => out.push(value),
+                        EntryKind::Edge { target, .. } => out.push(&mut target.name),
+                    }
+                }
+                out
+            }
+            StmtKind::Edge(e) => e.halves.iter_mut().map(|h| &mut h.res.name).collect(),
+            StmtKind::If(i) => vec![&mut i.cond],
+            StmtKind::For(f) | StmtKind::ForKv(f) => vec![&mut f.iter],
+            StmtKind::Func(f) => vec![&mut f.body],
+            StmtKind::Class(_) | StmtKind::Import(_) => Vec::new(),
+            StmtKind::Include(i) => i.args.iter_mut().collect(),
+            StmtKind::Panic(p) => p.args.iter_mut().collect(),
+        }
+    }
+
+    /// The statement blocks nested directly in this statement (`if`/`else` branches, loop and
+    /// class bodies).
+    pub fn blocks(&self) -> Vec<&Block> {
+        match &self.kind {
+            StmtKind::If(i) => {
+                let mut out = vec![&i.then];
+                out.extend(i.els.iter());
+                out
+            }
+            StmtKind::For(f) | StmtKind::ForKv(f) => vec![&f.body],
+            StmtKind::Class(c) => vec![&c.body],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The statement blocks nested directly in this statement, mutably.
+    pub fn blocks_mut(&mut self) -> Vec<&mut Block> {
+        match &mut self.kind {
+            StmtKind::If(i) => {
+                let mut out = vec![&mut i.then];
+                out.extend(i.els.iter_mut());
+                out
+            }
+            StmtKind::For(f) | StmtKind::ForKv(f) => vec![&mut f.body],
+            StmtKind::Class(c) => vec![&mut c.body],
+            _ => Vec::new(),
+        }
+    }
+}

@@ -414,8 +414,13 @@ impl<'t> Parser<'t> {
                     return self.fail_at(
                         value.span,
                         format!(
-                            "cannot bind a {} literal to `${}` declared as {}",
-                            type_text(&lit),
+                            "{} literal cannot be bound to `${}` declared as {}",
+                            match lit {
+                                TypeKind::Int => "an int",
+                                TypeKind::Bool => "a bool",
+                                TypeKind::Float => "a float",
+                                _ => "a str",
+                            },
                             name.text,
                             type_text(&ty.kind)
                         ),
@@ -449,20 +454,26 @@ impl<'t> Parser<'t> {
             None => return self.expected("`{` starting the resource body"),
         };
         let mut entries = Vec::new();
+        let mut failed = false;
         loop {
             self.skip_nls();
-            if self.at_op(Op::RBrace) {
+            if self.at_op(Op::RBrace) || matches!(self.peek(), Tok::Eof) {
                 break;
             }
-            entries.push(self.entry()?);
-            if self.eat_op(Op::Comma).is_none() {
-                let found = self.peek().to_string();
-                return self.fail(format!(
-                    "unexpected {found}, expecting trailing comma after a resource entry"
-                ));
+            // A bad entry is reported and skipped; the other entries are still checked.
+            let start = self.pos;
+            match self.entry_with_comma() {
+                Ok(e) => entries.push(e),
+                Err(Fail) => {
+                    failed = true;
+                    self.recover_entry(start);
+                }
             }
         }
         let close = self.expect_op(Op::RBrace)?;
+        if failed {
+            return Err(Fail);
+        }
         Ok(Resource {
             collect,
             kind,
@@ -470,6 +481,48 @@ impl<'t> Parser<'t> {
             entries,
             body_span: open.to(close),
         })
+    }
+
+    fn entry_with_comma(&mut self) -> P<ResEntry> {
+        let e = self.entry()?;
+        if self.eat_op(Op::Comma).is_none() {
+            let found = self.peek().to_string();
+            return self.fail(format!(
+                "unexpected {found}, expecting trailing comma after a resource entry"
+            ));
+        }
+        Ok(e)
+    }
+
+    /// Skips the rest of a failed resource entry that started at token `start`: past the next
+    /// `,` or up to the next line feed outside brackets, or up to the `}` closing the body.
+    fn recover_entry(&mut self, start: usize) {
+        let mut depth: i64 = 0;
+        for t in &self.toks[start.min(self.toks.len())..self.pos.min(self.toks.len())] {
+            match t.tok {
+                Tok::Op(Op::LBrace | Op::LParen | Op::LBracket) => depth += 1,
+                Tok::Op(Op::RBrace | Op::RParen | Op::RBracket) => depth -= 1,
+                _ => {}
+            }
+        }
+        loop {
+            match self.peek() {
+                Tok::Eof => break,
+                Tok::Nl if depth <= 0 => break,
+                Tok::Op(Op::Comma) if depth <= 0 => {
+                    self.bump();
+                    break;
+                }
+                Tok::Op(Op::RBrace) if depth <= 0 => break,
+                Tok::Op(Op::LBrace | Op::LParen | Op::LBracket) => depth += 1,
+                Tok::Op(Op::RBrace | Op::RParen | Op::RBracket) => depth -= 1,
+                _ => {}
+            }
+            self.bump();
+        }
+        if self.pos <= start && !matches!(self.peek(), Tok::Eof | Tok::Op(Op::RBrace)) {
+            self.bump();
+        }
     }
 
     fn entry(&mut self) -> P<ResEntry> {
