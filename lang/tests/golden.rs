@@ -264,7 +264,9 @@ fn golden() {
             .find(|(n, _)| n == "OUTPUT")
             .map(|(_, b)| b.clone())
             .unwrap_or_default();
-        let actual = run_case(&rt, &sections);
+        let actual =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&rt, &sections)))
+                .unwrap_or_else(|_| "# PANIC\n".to_string());
         if update {
             if !matches(&expected, &actual) {
                 let at = text

@@ -344,7 +344,8 @@ impl<'a> Typer<'a> {
         } else {
             Ty::list(Ty::Str)
         };
-        self.u.borrow_mut().unify(&want, &t).map_err(|_| {
+        let r = self.u.borrow_mut().unify(&want, &t);
+        r.map_err(|_| {
             let found = self.u.borrow().zonk(&t);
             Error::new(
                 Stage::Unify,
@@ -706,7 +707,8 @@ impl<'a> Typer<'a> {
                     Ty::Func(w, _) => w[i].clone(),
                     _ => unreachable!("built above"),
                 };
-                self.u.borrow_mut().unify(&ps[i], &at).map_err(|err| {
+                let r = self.u.borrow_mut().unify(&ps[i], &at);
+                r.map_err(|err| {
                     let (w, g) = (self.u.borrow().zonk(&ps[i]), self.u.borrow().zonk(&at));
                     if b.name == "printf" {
                         Error::new(
@@ -745,7 +747,8 @@ impl<'a> Typer<'a> {
             ExprKind::Concat(parts) => {
                 for p in parts {
                     let t = self.expr(sc, p)?;
-                    self.u.borrow_mut().unify(&Ty::Str, &t).map_err(|_| {
+                    let r = self.u.borrow_mut().unify(&Ty::Str, &t);
+                    r.map_err(|_| {
                         let g = self.u.borrow().zonk(&t);
                         Error::new(
                             Stage::Unify,
