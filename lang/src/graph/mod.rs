@@ -298,11 +298,14 @@ impl<'a, 's> Eval<'a, 's> {
                 inc.name.span,
             ));
         };
-        let mut body = Scope::new(Some(at));
+        // Parameters live in a scope of their own so the body may rebind them.
+        let mut params = Scope::new(Some(at));
         for (p, a) in class.params.iter().zip(&inc.args) {
-            body.vars
+            params
+                .vars
                 .insert(&p.name.text, VarDef::Val(self.expr(sc, a)));
         }
+        let mut body = Scope::new(Some(Rc::new(params)));
         body.define(class.body.span.file, &class.body.stmts, self.m);
         let body = Rc::new(body);
         self.includes.borrow_mut().insert(key, body.clone());

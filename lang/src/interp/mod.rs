@@ -122,6 +122,7 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<GraphSpec, Error> {
     let exists = |id: &ResId| visible.contains_key(id) || hidden.iter().any(|h| h.id() == *id);
 
     let mut edges: BTreeMap<(ResId, ResId), bool> = BTreeMap::new();
+    let mut edge_spans: BTreeMap<(ResId, ResId), Span> = BTreeMap::new();
     let mut add = |from: ResId, to: ResId, notify: bool, span: Span| -> Result<(), Error> {
         for id in [&from, &to] {
             if !exists(id) {
@@ -131,6 +132,7 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<GraphSpec, Error> {
                 ));
             }
         }
+        edge_spans.entry((from.clone(), to.clone())).or_insert(span);
         *edges.entry((from, to)).or_insert(false) |= notify;
         Ok(())
     };
@@ -197,7 +199,13 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<GraphSpec, Error> {
             .filter(|(_, d)| **d > 0)
             .map(|(k, _)| k.to_string())
             .collect();
-        let span = out.resources.first().map(|r| r.span).unwrap_or_default();
+        let span = edge_spans
+            .iter()
+            .find(|((a, b), _)| {
+                indeg.get(a).is_some_and(|d| *d > 0) && indeg.get(b).is_some_and(|d| *d > 0)
+            })
+            .map(|(_, s)| *s)
+            .unwrap_or_default();
         return Err(err(
             format!("the graph has a cycle through {}", inside.join(", ")),
             span,

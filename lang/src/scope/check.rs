@@ -282,10 +282,11 @@ impl<'a> Checker<'a> {
             None => {}
         }
         self.classes.borrow_mut().insert(key, (Visit::Active, None));
-        let mut s = Scope::new(Some(at.clone()));
+        let mut params = Scope::new(Some(at.clone()));
         for p in &class.params {
-            s.vars.insert(&p.name.text, VarDef::Val(()));
+            params.vars.insert(&p.name.text, VarDef::Val(()));
         }
+        let mut s = Scope::new(Some(Rc::new(params)));
         let errs = s.define(class.body.span.file, &class.body.stmts, self.m);
         self.errors.borrow_mut().extend(errs);
         let s = Rc::new(s);

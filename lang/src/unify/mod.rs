@@ -154,13 +154,14 @@ impl<'a> Opener<'a, Ty> for Typer<'a> {
                 inc.name.span,
             ));
         };
-        let mut body = Scope::new(Some(at));
+        let mut params = Scope::new(Some(at));
         for (p, a) in class.params.iter().zip(&inc.args) {
             let t = self.param(p)?;
             let at = self.expr(sc, a)?;
             self.unify(&t, &at, a.span)?;
-            body.vars.insert(&p.name.text, VarDef::Val(t));
+            params.vars.insert(&p.name.text, VarDef::Val(t));
         }
+        let mut body = Scope::new(Some(Rc::new(params)));
         body.define(class.body.span.file, &class.body.stmts, self.m);
         let body = Rc::new(body);
         self.includes.borrow_mut().insert(key, body.clone());
@@ -236,6 +237,11 @@ impl<'a> Typer<'a> {
         }
         match &e.kind {
             ExprKind::Str(_) | ExprKind::RawStr(_) | ExprKind::Concat(_) => true,
+            ExprKind::Var(n)
+                if n.text.trim_start().starts_with("const") && n.text.contains('.') =>
+            {
+                true
+            }
             ExprKind::Var(n) => match self.find_bind(sc, &n.text) {
                 Some((b, bsc)) => {
                     matches!(b.ty.as_ref().map(|t| &t.kind), Some(TypeKind::Str))
