@@ -12,7 +12,7 @@
 //! The file name picks the mode (`lex`, `parse`, `parse_errors`, `spans`, `front`, `render`,
 //! `pretty`). Flags: `nonl`
 //! strips the input's final line feed; in the input, `<CR>` stands for a carriage return and
-//! `<TAB>` for a tab. Run with `TEND_BLESS=1` to rewrite the expected outputs from the actual
+//! `<TAB>` for a tab. Run with `UPDATE_GOLDEN=1` to rewrite the expected outputs from the actual
 //! ones (then review the diff).
 
 use std::fmt::Write;
@@ -144,7 +144,7 @@ fn check_file(mode: &str) {
     let text = std::fs::read_to_string(&path).expect("read test data");
     let cases = parse_cases(&text);
     assert!(!cases.is_empty(), "{} has no cases", path.display());
-    let bless = std::env::var_os("TEND_BLESS").is_some();
+    let bless = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     let mut rewritten = String::new();
     for case in &cases {
@@ -180,7 +180,7 @@ fn check_file(mode: &str) {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} cases failed (TEND_BLESS=1 rewrites):\n{}",
+        "{} of {} cases failed (UPDATE_GOLDEN=1 rewrites):\n{}",
         failures.len(),
         cases.len(),
         failures.join("\n")

@@ -13,6 +13,10 @@ use crate::diag::{Error, Stage};
 /// Deepest nesting of expressions, types and blocks accepted.
 const MAX_DEPTH: u32 = 64;
 
+/// Deepest expression tree accepted (chains such as `a + b + c` or `$l[0][0]` nest without
+/// recursion in the parser, but every later pass walks the tree recursively).
+const MAX_TREE_DEPTH: usize = 256;
+
 /// Most stack the parser may use (bytes) before it refuses to nest further; keeps unoptimised
 /// builds on small thread stacks safe whatever the input.
 const STACK_BUDGET: usize = 1024 * 1024;
@@ -197,26 +201,50 @@ impl<'t> Parser<'t> {
     /// feed outside brackets opened by the statement, or up to an unmatched `}` (left in place
     /// for the enclosing block). Always makes progress.
     fn recover(&mut self, start: usize) {
-        let mut depth: i64 = 0;
-        for t in &self.toks[start.min(self.toks.len())..self.pos.min(self.toks.len())] {
-            match t.tok {
-                Tok::Op(Op::LBrace | Op::LParen | Op::LBracket) => depth += 1,
-                Tok::Op(Op::RBrace | Op::RParen | Op::RBracket) => depth -= 1,
+        self.skip_rest(start, false);
+        if self.pos <= start && !matches!(self.peek(), Tok::Eof) {
+            self.bump();
+        }
+    }
+
+    /// Skips the rest of a construct that started at token `start`, tracking the brackets it
+    /// opened. A bracket not directly followed by a line feed is a one-line form, so a line feed
+    /// closes it; a line feed with no multi-line bracket open ends the skip, and so does a `}`
+    /// that no open `{` matches (left in place) and, with `at_comma`, a `,` outside brackets
+    /// (consumed).
+    fn skip_rest(&mut self, start: usize, at_comma: bool) {
+        // (the opening token, whether a line feed directly follows it)
+        let mut open: Vec<(Op, bool)> = Vec::new();
+        let end = self.pos.min(self.toks.len());
+        let start = start.min(end);
+        for i in start..end {
+            let multi = matches!(self.toks.get(i + 1).map(|t| &t.tok), Some(Tok::Nl));
+            match self.toks[i].tok {
+                Tok::Op(o @ (Op::LBrace | Op::LParen | Op::LBracket)) => open.push((o, multi)),
+                Tok::Op(o @ (Op::RBrace | Op::RParen | Op::RBracket)) => close(&mut open, o),
+                Tok::Nl => drop_one_line(&mut open),
                 _ => {}
             }
         }
         loop {
+            let multi = matches!(self.peek_at(1), Tok::Nl);
             match self.peek() {
-                Tok::Eof => break,
-                Tok::Nl if depth <= 0 => break,
-                Tok::Op(Op::LBrace | Op::LParen | Op::LBracket) => depth += 1,
-                Tok::Op(Op::RBrace) if depth <= 0 => break,
-                Tok::Op(Op::RBrace | Op::RParen | Op::RBracket) => depth -= 1,
+                Tok::Eof => return,
+                Tok::Nl => {
+                    drop_one_line(&mut open);
+                    if open.is_empty() {
+                        return;
+                    }
+                }
+                Tok::Op(Op::Comma) if at_comma && open.is_empty() => {
+                    self.bump();
+                    return;
+                }
+                Tok::Op(o @ (Op::LBrace | Op::LParen | Op::LBracket)) => open.push((*o, multi)),
+                Tok::Op(Op::RBrace) if !open.iter().any(|&(o, _)| o == Op::LBrace) => return,
+                Tok::Op(o @ (Op::RBrace | Op::RParen | Op::RBracket)) => close(&mut open, *o),
                 _ => {}
             }
-            self.bump();
-        }
-        if self.pos <= start && !matches!(self.peek(), Tok::Eof) {
             self.bump();
         }
     }
@@ -328,10 +356,19 @@ impl<'t> Parser<'t> {
             Tok::Kw(Kw::Panic) => StmtKind::Panic(self.panic_stmt()?),
             _ => return self.expected("a statement"),
         };
-        Ok(Stmt {
+        let stmt = Stmt {
             kind,
             span: start.to(self.prev_span()),
-        })
+        };
+        for e in stmt.exprs() {
+            if tree_depth(e) > MAX_TREE_DEPTH {
+                return self.fail_at(
+                    e.span,
+                    format!("expression nested too deeply (at most {MAX_TREE_DEPTH} levels)"),
+                );
+            }
+        }
+        Ok(stmt)
     }
 
     /// An undotted name: an identifier or a soft keyword (`map`, `collect`).
@@ -497,29 +534,7 @@ impl<'t> Parser<'t> {
     /// Skips the rest of a failed resource entry that started at token `start`: past the next
     /// `,` or up to the next line feed outside brackets, or up to the `}` closing the body.
     fn recover_entry(&mut self, start: usize) {
-        let mut depth: i64 = 0;
-        for t in &self.toks[start.min(self.toks.len())..self.pos.min(self.toks.len())] {
-            match t.tok {
-                Tok::Op(Op::LBrace | Op::LParen | Op::LBracket) => depth += 1,
-                Tok::Op(Op::RBrace | Op::RParen | Op::RBracket) => depth -= 1,
-                _ => {}
-            }
-        }
-        loop {
-            match self.peek() {
-                Tok::Eof => break,
-                Tok::Nl if depth <= 0 => break,
-                Tok::Op(Op::Comma) if depth <= 0 => {
-                    self.bump();
-                    break;
-                }
-                Tok::Op(Op::RBrace) if depth <= 0 => break,
-                Tok::Op(Op::LBrace | Op::LParen | Op::LBracket) => depth += 1,
-                Tok::Op(Op::RBrace | Op::RParen | Op::RBracket) => depth -= 1,
-                _ => {}
-            }
-            self.bump();
-        }
+        self.skip_rest(start, true);
         if self.pos <= start && !matches!(self.peek(), Tok::Eof | Tok::Op(Op::RBrace)) {
             self.bump();
         }
@@ -1292,6 +1307,37 @@ impl<'t> Parser<'t> {
         self.skip_nls();
         self.expect_op(Op::RBrace)?;
         Ok(e)
+    }
+}
+
+/// The depth of an expression tree, computed without recursion.
+fn tree_depth(e: &Expr) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(e, 1)];
+    while let Some((e, d)) = stack.pop() {
+        max = max.max(d);
+        stack.extend(e.children().into_iter().map(|c| (c, d + 1)));
+    }
+    max
+}
+
+/// At a line feed, forgets the one-line brackets opened last (they cannot continue on the
+/// next line).
+fn drop_one_line(open: &mut Vec<(Op, bool)>) {
+    while matches!(open.last(), Some(&(_, false))) {
+        open.pop();
+    }
+}
+
+/// Pops the brackets closed by `close` (up to its matching opener; nothing if none matches).
+fn close(open: &mut Vec<(Op, bool)>, close: Op) {
+    let opener = match close {
+        Op::RBrace => Op::LBrace,
+        Op::RParen => Op::LParen,
+        _ => Op::LBracket,
+    };
+    if let Some(i) = open.iter().rposition(|&(o, _)| o == opener) {
+        open.truncate(i);
     }
 }
 
