@@ -287,7 +287,10 @@ mod tests {
         let p = Value::from(path.to_str().unwrap());
         let (first, _src) = start(b, &[p], &ctx, &|_| true);
         assert_eq!(first.unwrap(), Value::from("one"));
-        std::fs::write(&path, "two").unwrap();
+        // Replace atomically: a plain write truncates first, and a watcher may see that.
+        let tmp = dir.path().join("f.tmp");
+        std::fs::write(&tmp, "two").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
         let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .unwrap()
