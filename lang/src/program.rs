@@ -186,7 +186,9 @@ fn load(path: &Path, map: &mut SourceMap) -> Result<Modules, Vec<Error>> {
                 )]);
             }
             if !is_clean(&p) || !(p.ends_with(".mcl") || p.ends_with('/')) {
-                let msg = if p.ends_with(".mcl") || p.ends_with('/') {
+                let msg = if crate::funcs::is_unbuilt_module(&p) {
+                    format!("core module `{p}` is not supported yet")
+                } else if p.ends_with(".mcl") || p.ends_with('/') {
                     format!("import path `{p}` must be relative and clean")
                 } else {
                     format!("no core module `{p}`")

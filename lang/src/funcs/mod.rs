@@ -140,6 +140,47 @@ pub fn is_core_module(path: &str) -> bool {
         || matches!(path, "fmt" | "list" | "map")
 }
 
+/// Core modules of the reference that v1 does not provide (spec §10 "Not in v1").
+pub fn is_unbuilt_module(path: &str) -> bool {
+    let root = path.split('/').next().unwrap_or(path);
+    matches!(
+        root,
+        "regexp"
+            | "encoding"
+            | "net"
+            | "golang"
+            | "deploy"
+            | "local"
+            | "value"
+            | "example"
+            | "test"
+    )
+}
+
+/// Functions of the reference's library that are known but not built yet.
+pub fn is_unbuilt_function(module: &str, name: &str) -> bool {
+    matches!(
+        (module, name),
+        ("", "history")
+            | ("", "random1")
+            | ("os", "system")
+            | ("os", "args")
+            | ("os", "family")
+            | ("os", "is_family_redhat")
+            | ("os", "is_family_debian")
+            | ("os", "is_family_archlinux")
+            | ("os", "release")
+            | ("os", "expand_home")
+            | ("os", "home")
+            | ("os", "uid")
+            | ("os", "user_exists")
+            | ("os", "is_virtual")
+            | ("sys", "load")
+            | ("sys", "uptime")
+            | ("sys", "cpu_count")
+    )
+}
+
 /// Looks up a built-in by module path and name.
 pub fn lookup(module: &str, name: &str) -> Option<&'static Builtin> {
     LIBRARY

@@ -369,6 +369,13 @@ impl<'a> Checker<'a> {
                 Some(f)
             } else if crate::funcs::lookup("", last).is_some() {
                 return;
+            } else if crate::funcs::is_unbuilt_function("", last) {
+                self.err(Error::new(
+                    Stage::SetScope,
+                    format!("function `{last}` is not supported yet"),
+                    span,
+                ));
+                return;
             } else {
                 None
             }
@@ -377,11 +384,12 @@ impl<'a> Checker<'a> {
                 Ok(Target::Scope(s)) => find_func(&s, last),
                 Ok(Target::Core(m)) => {
                     if crate::funcs::lookup(&m, last).is_none() {
-                        self.err(Error::new(
-                            Stage::SetScope,
-                            format!("module `{m}` has no function `{last}`"),
-                            span,
-                        ));
+                        let msg = if crate::funcs::is_unbuilt_function(&m, last) {
+                            format!("function `{text}` is not supported yet")
+                        } else {
+                            format!("module `{m}` has no function `{last}`")
+                        };
+                        self.err(Error::new(Stage::SetScope, msg, span));
                     }
                     return;
                 }
