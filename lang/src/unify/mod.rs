@@ -717,11 +717,24 @@ impl<'a> Typer<'a> {
                 r.map_err(|err| {
                     let (w, g) = (self.u.borrow().zonk(&ps[i]), self.u.borrow().zonk(&at));
                     if b.name == "printf" {
-                        Error::new(
-                            Stage::Unify,
-                            format!("printf argument {i} needs {w}, got {g}"),
-                            e.span,
-                        )
+                        let verb = match statics.first() {
+                            Some(Some(Value::Str(f))) => {
+                                funcs::text::parse_format(f).ok().and_then(|ps| {
+                                    ps.into_iter()
+                                        .filter_map(|p| match p {
+                                            funcs::text::Piece::Verb(v) => Some(v),
+                                            funcs::text::Piece::Text(_) => None,
+                                        })
+                                        .nth(i.wrapping_sub(1))
+                                })
+                            }
+                            _ => None,
+                        };
+                        let what = match verb {
+                            Some(v) => format!("printf verb %{v}"),
+                            None => format!("printf argument {i}"),
+                        };
+                        Error::new(Stage::Unify, format!("{what} needs {w}, got {g}"), e.span)
                     } else {
                         let _ = a;
                         conflict(err, e.span)
