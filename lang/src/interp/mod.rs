@@ -154,10 +154,33 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<GraphSpec, Error> {
             }
         }
     }
+    // Send/recv: one transfer per receiving field; hidden resources cannot send.
+    let mut receivers: BTreeMap<(ResId, String), ResId> = BTreeMap::new();
     for e in &out.edges {
         for w in e.halves.windows(2) {
             for a in names_of(&w[0].1) {
                 for b in names_of(&w[1].1) {
+                    if let (Some(_), Some(rf)) = (&w[0].2, &w[1].2) {
+                        let from = ResId::new(w[0].0.clone(), a.clone());
+                        let to = ResId::new(w[1].0.clone(), b.clone());
+                        if !visible.contains_key(&from) && hidden.iter().any(|h| h.id() == from) {
+                            return Err(err(
+                                format!("{from} is hidden and cannot send values"),
+                                e.span,
+                            ));
+                        }
+                        if let Some(prev) = receivers.insert((to.clone(), rf.clone()), from.clone())
+                        {
+                            if prev != from {
+                                return Err(err(
+                                    format!(
+                                        "{to} field `{rf}` receives from both {prev} and {from}"
+                                    ),
+                                    e.span,
+                                ));
+                            }
+                        }
+                    }
                     add(
                         ResId::new(w[0].0.clone(), a.clone()),
                         ResId::new(w[1].0.clone(), b),

@@ -64,7 +64,11 @@ struct Typer<'a> {
     exprs: RefCell<Vec<(Span, Ty)>>,
     deferred: RefCell<Vec<Deferred>>,
     checks: RefCell<Vec<Check>>,
+    fcache: RefCell<HashMap<FnKey, Ty>>,
 }
+
+/// A named function (address, defining scope) called with ground argument types.
+type FnKey = (usize, usize, Vec<Ty>);
 
 /// The type of a meta parameter (spec §8.4).
 pub fn meta_type(name: &str) -> Option<Ty> {
@@ -107,6 +111,7 @@ pub fn check(m: &Modules, schemas: &BTreeMap<String, KindSchema>) -> Result<(), 
         exprs: RefCell::new(Vec::new()),
         deferred: RefCell::new(Vec::new()),
         checks: RefCell::new(Vec::new()),
+        fcache: RefCell::new(HashMap::new()),
     };
     let main = &m.files[0];
     let mut sc = Scope::new(Some(t.global.clone()));
@@ -638,7 +643,18 @@ impl<'a> Typer<'a> {
                         e.span,
                     ));
                 }
-                // A fresh copy of the function per call site (polymorphism).
+                // A fresh copy of the function per call site (polymorphism). A call with the
+                // same ground argument types as an earlier one has the same result type, so
+                // it is not typed again (this keeps chains of calls linear).
+                let zonked: Vec<Ty> = ats.iter().map(|t| self.u.borrow().zonk(t)).collect();
+                let key = (f as *const _ as usize, fsc.id, zonked);
+                let ground = key.2.iter().all(Ty::is_ground);
+                if ground {
+                    if let Some(r) = self.fcache.borrow().get(&key).cloned() {
+                        self.unify(&ret, &r, e.span)?;
+                        return Ok(ret);
+                    }
+                }
                 let mut s = Scope::new(Some(fsc));
                 for ((p, a), at) in f.params.iter().zip(args).zip(&ats) {
                     let t = self.param(p)?;
@@ -651,6 +667,10 @@ impl<'a> Typer<'a> {
                     self.unify(&w, &r, f.body.span)?;
                 }
                 self.unify(&ret, &r, e.span)?;
+                let rz = self.u.borrow().zonk(&r);
+                if ground && rz.is_ground() {
+                    self.fcache.borrow_mut().insert(key, rz);
+                }
                 Ok(ret)
             }
             Callee::Var(n) => {
