@@ -132,3 +132,52 @@ async fn derived_values_are_never_inconsistent() {
         last = va;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_of_a_dead_branch_are_stopped() {
+    use tend_lang::funcs::stream::StreamCtx;
+    use tend_lang::graph::Streams;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, "one").unwrap();
+    let w = MemWorld::new("h");
+    w.set_value("on", "yes");
+    let src = format!(
+        "import \"os\"\nimport \"world\"\nif world.getval(\"on\")->value == \"yes\" {{\n\t$c = os.readfile(\"{}\") <|> \"x\"\n\ttest \"${{c}}\" {{}}\n}}\ntest \"base\" {{}}\n",
+        data.display()
+    );
+    let main = dir.path().join("main.mcl");
+    std::fs::write(&main, src).unwrap();
+    let opts = Options {
+        hostname: "h".into(),
+        schemas: schemas(),
+        world: w.clone(),
+        validate: None,
+    };
+    let prog = compile(&main, opts).unwrap_or_else(|f| panic!("{}", f.render()));
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = StreamCtx {
+        tx,
+        world: w.clone(),
+    };
+    let mut streams = Streams::default();
+    let g = prog.graph_once(&mut streams, &ctx).unwrap();
+    assert_eq!(names(&g), ["base", "one"]);
+    let live = |s: &Streams| {
+        let mut k: Vec<String> = s.sources.keys().map(|(n, _)| n.clone()).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(live(&streams), ["os.readfile", "world.getval"]);
+    // Turn the branch off: the file's source must be stopped.
+    w.set_value("on", "no");
+    let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(streams.update(&ev.key, ev.value));
+    let g = prog.graph_once(&mut streams, &ctx).unwrap();
+    assert_eq!(names(&g), ["base"]);
+    assert_eq!(live(&streams), ["world.getval"]);
+}

@@ -442,6 +442,9 @@ fn pad(a: &[Value], left: bool) -> Result<Value, FuncError> {
     if p.is_empty() {
         return Ok(Value::from(s));
     }
+    if len > 1 << 26 {
+        return Err(FuncError::fatal(format!("{n}: length {len} is too large")));
+    }
     let mut extra = String::new();
     while (s.len() + extra.len()) < usize::try_from(len).unwrap_or(0) {
         extra.push_str(p);
