@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check_cmd;
+mod logging;
+mod progress;
 mod run;
 mod world_cmd;
+mod yaml;
 
 /// Real-time, distributed configuration management.
 #[derive(Parser)]

@@ -1,0 +1,1221 @@
+//! The executor: runs a resource graph and keeps the host converged.
+//!
+//! One coordinator task owns the graph and every vertex's state; everything else (init and
+//! watch drivers, `check_apply` runs, retry and rate-limit timers, removals) runs in its own
+//! task and reports back to the coordinator through one channel. A panic in a resource is
+//! caught as a `JoinError` of the task that ran it and fails that vertex only.
+//!
+//! Scheduling: a vertex runs `check_apply` when its watch is up, it is dirty (first run, drift,
+//! refresh, new spec), it is not failed nor waiting for a retry or a rate-limit token, and every
+//! predecessor is converged. A vertex that changed something marks its descendants dirty (and
+//! sets the refresh flag of its notify edges). Runs are bounded by the `parallel` semaphore and
+//! the named `Meta:sema` semaphores (acquired in sorted order).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::events::{Event, EventSink};
+use crate::graph::{analyze, GraphError};
+use crate::metrics::{CheckResult, MetricsSnapshot};
+use crate::registry::Registry;
+use crate::resource::{CheckCtx, Checked, InitCtx, Resource, Watcher};
+use crate::spec::{parse_sema, EdgeSpec, GraphSpec, ResId, ResSpec};
+use crate::status::{Status, VertexState, VertexStatus};
+
+/// How the engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// This host's name (handed to resources in [`InitCtx`]).
+    pub hostname: String,
+    /// The daemon's state directory (handed to resources in [`InitCtx`]).
+    pub state_dir: PathBuf,
+    /// Maximum concurrent `check_apply` runs; 0 = the number of CPUs.
+    pub parallel: usize,
+    /// Global noop: check and report, change nothing.
+    pub noop: bool,
+}
+
+/// What a graph swap did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SwapStats {
+    /// Vertices new in this graph.
+    pub added: usize,
+    /// Vertices no longer in the graph (stopped and cleaned up).
+    pub removed: usize,
+    /// Vertices whose spec changed (replaced).
+    pub changed: usize,
+    /// Vertices kept running untouched.
+    pub kept: usize,
+    /// From the call to the moment additions were started.
+    pub duration: Duration,
+}
+
+/// The graph executor. Cheap to clone; must be created inside a tokio runtime.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Arc<Registry>,
+    tx: mpsc::UnboundedSender<Msg>,
+    status: watch::Receiver<Status>,
+    sink: EventSink,
+}
+
+type SwapReply = oneshot::Sender<Result<SwapStats, Vec<GraphError>>>;
+
+enum Msg {
+    Swap {
+        graph: GraphSpec,
+        edges: Vec<EdgeSpec>,
+        started: Instant,
+        reply: SwapReply,
+    },
+    RemovalsDone,
+    Shutdown(oneshot::Sender<()>),
+    Cancel,
+    Watch {
+        inc: u64,
+        running: bool,
+        dirty: bool,
+    },
+    Failed {
+        inc: u64,
+        phase: &'static str,
+        error: String,
+    },
+    CheckDone {
+        inc: u64,
+        result: Result<Checked, String>,
+        duration: Duration,
+        apply: bool,
+        refresh: bool,
+    },
+    RetryReady(u64),
+    LimitReady(u64),
+}
+
+fn stopped_error() -> Vec<GraphError> {
+    vec![GraphError::graph("the engine is shut down")]
+}
+
+impl Engine {
+    /// Creates an engine running an empty graph. Must be called inside a tokio runtime.
+    pub fn new(cfg: EngineConfig, registry: Arc<Registry>) -> Engine {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (status_tx, status_rx) = watch::channel(Status::default());
+        let (events_tx, _) = broadcast::channel(4096);
+        let sink = EventSink {
+            metrics: Arc::new(Mutex::new(MetricsSnapshot::default())),
+            tx: events_tx,
+        };
+        let parallel = if cfg.parallel == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            cfg.parallel
+        };
+        let (cancel_tx, _) = watch::channel(0u64);
+        let coord = Coord {
+            init_ctx: InitCtx {
+                hostname: cfg.hostname.clone(),
+                state_dir: cfg.state_dir.clone(),
+            },
+            noop: cfg.noop,
+            registry: registry.clone(),
+            tx: tx.clone(),
+            status_tx,
+            sink: sink.clone(),
+            cancel_tx,
+            parallel: Arc::new(Semaphore::new(parallel)),
+            semas: HashMap::new(),
+            next_inc: 1,
+            verts: HashMap::new(),
+            by_id: HashMap::new(),
+            generation: 0,
+            running: 0,
+            candidates: Vec::new(),
+            touched: Vec::new(),
+            counts: HashMap::new(),
+            swap_queue: VecDeque::new(),
+            swapping: None,
+            shutting_down: false,
+            shutdown_waiters: Vec::new(),
+            converged: false,
+            status_dirty: true,
+            republish: false,
+        };
+        tokio::spawn(coord.run(rx));
+        Engine {
+            inner: Arc::new(Inner {
+                registry,
+                tx,
+                status: status_rx,
+                sink,
+            }),
+        }
+    }
+
+    /// Checks a graph without side effects: unknown kinds, params against the schema, meta,
+    /// constructor refusals, duplicate identities, edges to missing vertices, and cycles
+    /// (automatic edges included). Returns every error found.
+    pub fn check_graph(&self, g: &GraphSpec) -> Result<(), Vec<GraphError>> {
+        analyze(&self.inner.registry, g).map(drop)
+    }
+
+    /// Checks `g`, then swaps the running graph to it by diff (see the crate docs). On error
+    /// nothing changes on the host. Returns once removals are cleaned up and additions started
+    /// (not once converged: watch [`Engine::status`] for that).
+    pub async fn swap(&self, g: GraphSpec) -> Result<SwapStats, Vec<GraphError>> {
+        let started = Instant::now();
+        let edges = analyze(&self.inner.registry, &g)?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Swap {
+                graph: g,
+                edges,
+                started,
+                reply,
+            })
+            .map_err(|_| stopped_error())?;
+        rx.await.unwrap_or_else(|_| Err(stopped_error()))
+    }
+
+    /// The graph's status, updated as vertices change state.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.inner.status.clone()
+    }
+
+    /// A stream of internal events (lagging receivers lose the oldest ones).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.sink.tx.subscribe()
+    }
+
+    /// The counters and histograms at this moment.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner
+            .sink
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Orderly stop: cancels every watch, waits for running checks to finish, calls every
+    /// resource's cleanup. Later swaps fail.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Msg::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Aborts running `check_apply` calls (they fail with "cancelled").
+    pub fn cancel_running(&self) {
+        let _ = self.inner.tx.send(Msg::Cancel);
+    }
+}
+
+/// A token bucket for `Meta:limit`/`Meta:burst`.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: u32) -> Self {
+        Bucket {
+            rate,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token, or says how long until one is available.
+    fn take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else if self.rate <= 0.0 {
+            Err(Duration::from_secs(86_400))
+        } else {
+            Err(Duration::from_secs_f64(
+                ((1.0 - self.tokens) / self.rate).min(86_400.0),
+            ))
+        }
+    }
+}
+
+struct Vertex {
+    id: ResId,
+    spec: ResSpec,
+    res: Arc<dyn Resource>,
+    /// The driver (init + watch/poll) has been spawned.
+    started: bool,
+    /// Init succeeded (so cleanup is due on removal).
+    inited: bool,
+    driver: Option<JoinHandle<()>>,
+    check: Option<JoinHandle<()>>,
+    watch_running: bool,
+    watch_failed: bool,
+    dirty: bool,
+    running: bool,
+    ever_ok: bool,
+    failed: Option<String>,
+    retries_left: i16,
+    retry_wait: bool,
+    limit_wait: bool,
+    bucket: Option<Bucket>,
+    refresh_from: HashSet<ResId>,
+    refresh_inflight: Vec<ResId>,
+    /// An ancestor changed since this vertex last ran: tell the successors after running.
+    upstream_changed: bool,
+    /// `upstream_changed` taken by the running check.
+    upstream_inflight: bool,
+    preds: Vec<u64>,
+    succs: Vec<u64>,
+    notify_succs: Vec<u64>,
+    state: VertexState,
+    status: VertexStatus,
+}
+
+impl Vertex {
+    fn new(spec: ResSpec, res: Arc<dyn Resource>) -> Self {
+        let bucket = spec
+            .meta
+            .limit
+            .is_finite()
+            .then(|| Bucket::new(spec.meta.limit, spec.meta.burst));
+        Vertex {
+            id: spec.id(),
+            retries_left: spec.meta.retry,
+            spec,
+            res,
+            started: false,
+            inited: false,
+            driver: None,
+            check: None,
+            watch_running: false,
+            watch_failed: false,
+            dirty: true,
+            running: false,
+            ever_ok: false,
+            failed: None,
+            retry_wait: false,
+            limit_wait: false,
+            bucket,
+            refresh_from: HashSet::new(),
+            refresh_inflight: Vec::new(),
+            upstream_changed: false,
+            upstream_inflight: false,
+            preds: Vec::new(),
+            succs: Vec::new(),
+            notify_succs: Vec::new(),
+            state: VertexState::Pending,
+            status: VertexStatus::default(),
+        }
+    }
+
+    /// What a replacement of this vertex may inherit (see [`Vertex::carry_over`]); the rest of
+    /// `self` stays behind for the removal.
+    fn take_carried(&mut self) -> Vertex {
+        let mut c = Vertex::new(self.spec.clone(), self.res.clone());
+        c.refresh_from = std::mem::take(&mut self.refresh_from);
+        c.upstream_changed = self.upstream_changed || self.upstream_inflight;
+        c.retries_left = self.retries_left;
+        c.bucket = self.bucket.take();
+        c
+    }
+
+    /// Inherits from the vertex this one replaces: pending refreshes and upstream changes
+    /// always; retry and rate-limit state too, unless `Meta:reset` (or the meta that governs
+    /// that state changed).
+    fn carry_over(&mut self, old: Vertex) {
+        self.refresh_from = old.refresh_from;
+        self.upstream_changed = old.upstream_changed;
+        if self.spec.meta.reset {
+            return;
+        }
+        if old.spec.meta.retry == self.spec.meta.retry {
+            self.retries_left = old.retries_left;
+        }
+        if old.spec.meta.limit == self.spec.meta.limit
+            && old.spec.meta.burst == self.spec.meta.burst
+        {
+            self.bucket = old.bucket;
+        }
+    }
+
+    fn hidden(&self) -> bool {
+        self.spec.meta.hidden
+    }
+
+    fn is_converged(&self) -> bool {
+        self.hidden()
+            || (self.started
+                && self.ever_ok
+                && !self.dirty
+                && !self.running
+                && !self.retry_wait
+                && self.failed.is_none())
+    }
+}
+
+struct PendingSwap {
+    reply: Option<SwapReply>,
+    started: Instant,
+    stats: SwapStats,
+    to_start: Vec<u64>,
+}
+
+struct Coord {
+    init_ctx: InitCtx,
+    noop: bool,
+    registry: Arc<Registry>,
+    tx: mpsc::UnboundedSender<Msg>,
+    status_tx: watch::Sender<Status>,
+    sink: EventSink,
+    cancel_tx: watch::Sender<u64>,
+    parallel: Arc<Semaphore>,
+    semas: HashMap<String, Arc<Semaphore>>,
+    next_inc: u64,
+    verts: HashMap<u64, Vertex>,
+    by_id: HashMap<ResId, u64>,
+    generation: u64,
+    running: usize,
+    candidates: Vec<u64>,
+    touched: Vec<u64>,
+    counts: HashMap<VertexState, usize>,
+    swap_queue: VecDeque<(GraphSpec, Vec<EdgeSpec>, Instant, Option<SwapReply>)>,
+    swapping: Option<PendingSwap>,
+    shutting_down: bool,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+    converged: bool,
+    /// Rebuild the whole per-vertex status map at the next publish.
+    status_dirty: bool,
+    /// Publish at the next opportunity even if no vertex changed.
+    republish: bool,
+}
+
+fn join_error_message(e: tokio::task::JoinError) -> String {
+    if e.is_panic() {
+        let p = e.into_panic();
+        if let Some(s) = p.downcast_ref::<&str>() {
+            format!("panicked: {s}")
+        } else if let Some(s) = p.downcast_ref::<String>() {
+            format!("panicked: {s}")
+        } else {
+            "panicked".to_string()
+        }
+    } else {
+        "cancelled".to_string()
+    }
+}
+
+/// Aborts a task when dropped (so aborting a driver also aborts the watch it spawned).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Coord {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        while let Some(msg) = rx.recv().await {
+            self.handle(msg);
+            let mut n = 0;
+            while n < 1024 {
+                match rx.try_recv() {
+                    Ok(m) => self.handle(m),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+            self.schedule();
+            self.publish();
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Swap {
+                graph,
+                edges,
+                started,
+                reply,
+            } => {
+                if self.shutting_down {
+                    let _ = reply.send(Err(stopped_error()));
+                } else {
+                    self.swap_queue
+                        .push_back((graph, edges, started, Some(reply)));
+                    self.next_swap();
+                }
+            }
+            Msg::RemovalsDone => self.finish_swap(),
+            Msg::Shutdown(reply) => {
+                if !self.shutting_down {
+                    self.shutting_down = true;
+                    self.swap_queue.push_back((
+                        GraphSpec::default(),
+                        Vec::new(),
+                        Instant::now(),
+                        None,
+                    ));
+                    self.next_swap();
+                }
+                self.shutdown_waiters.push(reply);
+                self.maybe_shutdown_done();
+            }
+            Msg::Cancel => {
+                self.cancel_tx.send_modify(|g| *g += 1);
+            }
+            Msg::Watch {
+                inc,
+                running,
+                dirty,
+            } => self.on_watch(inc, running, dirty),
+            Msg::Failed { inc, phase, error } => self.on_failed(inc, phase, error),
+            Msg::CheckDone {
+                inc,
+                result,
+                duration,
+                apply,
+                refresh,
+            } => self.on_check_done(inc, result, duration, apply, refresh),
+            Msg::RetryReady(inc) => {
+                if let Some(v) = self.verts.get_mut(&inc) {
+                    v.retry_wait = false;
+                    self.candidates.push(inc);
+                    self.touched.push(inc);
+                }
+            }
+            Msg::LimitReady(inc) => {
+                if let Some(v) = self.verts.get_mut(&inc) {
+                    v.limit_wait = false;
+                    self.candidates.push(inc);
+                }
+            }
+        }
+    }
+
+    fn maybe_shutdown_done(&mut self) {
+        if self.shutting_down && self.swapping.is_none() && self.swap_queue.is_empty() {
+            for w in self.shutdown_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Starts the next queued swap if none is in progress: installs the new topology, stops
+    /// removed and changed vertices at once, and spawns their cleanup; additions start when the
+    /// cleanup is done ([`Coord::finish_swap`]).
+    fn next_swap(&mut self) {
+        if self.swapping.is_some() {
+            return;
+        }
+        let Some((graph, edges, started, reply)) = self.swap_queue.pop_front() else {
+            return;
+        };
+        // Build new and changed resources first: if a constructor fails, nothing changes.
+        let mut built: Vec<(ResSpec, Arc<dyn Resource>, bool)> = Vec::new();
+        let mut kept: Vec<u64> = Vec::new();
+        let mut errors = Vec::new();
+        let mut new_ids: HashSet<ResId> = HashSet::with_capacity(graph.resources.len());
+        for spec in graph.resources {
+            let id = spec.id();
+            new_ids.insert(id.clone());
+            let old = self.by_id.get(&id).copied();
+            if let Some(inc) = old {
+                if self.verts[&inc].spec == spec {
+                    kept.push(inc);
+                    continue;
+                }
+            }
+            let Some(kind) = self.registry.get(&spec.kind) else {
+                errors.push(GraphError {
+                    res: Some(id),
+                    field: None,
+                    message: format!("unknown resource kind `{}`", spec.kind),
+                });
+                continue;
+            };
+            match (kind.build)(&spec) {
+                Ok(r) => built.push((spec, Arc::from(r), old.is_some())),
+                Err(e) => errors.push(GraphError {
+                    res: Some(id),
+                    field: None,
+                    message: e.0,
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            if let Some(r) = reply {
+                let _ = r.send(Err(errors));
+            }
+            self.next_swap();
+            return;
+        }
+        let mut stats = SwapStats {
+            kept: kept.len(),
+            ..SwapStats::default()
+        };
+
+        // Stop removed and replaced vertices now; clean them up in the background.
+        let mut carried: HashMap<ResId, Vertex> = HashMap::new();
+        let mut removals = Vec::new();
+        let replaced: HashSet<ResId> = built
+            .iter()
+            .filter(|(_, _, changed)| *changed)
+            .map(|(s, _, _)| s.id())
+            .collect();
+        let gone: Vec<ResId> = self
+            .by_id
+            .keys()
+            .filter(|id| !new_ids.contains(*id) || replaced.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            let inc = self.by_id.remove(&id).expect("present");
+            let mut v = self.verts.remove(&inc).expect("present");
+            self.dec_count(v.state);
+            if new_ids.contains(&id) {
+                stats.changed += 1;
+                carried.insert(id.clone(), v.take_carried());
+            } else {
+                stats.removed += 1;
+            }
+            if let Some(d) = &v.driver {
+                d.abort();
+            }
+            if v.running {
+                self.running -= 1;
+            }
+            removals.push((v.id, v.res, v.driver.take(), v.check.take(), v.inited));
+        }
+
+        // Insert additions, not started yet.
+        let mut to_start = Vec::new();
+        for (spec, res, changed) in built {
+            if !changed {
+                stats.added += 1;
+            }
+            let inc = self.next_inc;
+            self.next_inc += 1;
+            let mut v = Vertex::new(spec, res);
+            if let Some(old) = carried.remove(&v.id) {
+                v.carry_over(old);
+            }
+            self.by_id.insert(v.id.clone(), inc);
+            *self.counts.entry(v.state).or_default() += 1;
+            self.verts.insert(inc, v);
+            to_start.push(inc);
+        }
+
+        // Rebuild the adjacency of the whole graph.
+        for v in self.verts.values_mut() {
+            v.preds.clear();
+            v.succs.clear();
+            v.notify_succs.clear();
+        }
+        let mut notify_pairs: HashSet<(ResId, ResId)> = HashSet::new();
+        for e in &edges {
+            let (Some(&f), Some(&t)) = (self.by_id.get(&e.from), self.by_id.get(&e.to)) else {
+                continue;
+            };
+            let from = self.verts.get_mut(&f).expect("present");
+            from.succs.push(t);
+            if e.notify {
+                from.notify_succs.push(t);
+                notify_pairs.insert((e.from.clone(), e.to.clone()));
+            }
+            self.verts.get_mut(&t).expect("present").preds.push(f);
+        }
+        // Refresh flags survive on kept notify edges only.
+        for v in self.verts.values_mut() {
+            let to = v.id.clone();
+            v.refresh_from
+                .retain(|from| notify_pairs.contains(&(from.clone(), to.clone())));
+        }
+        // Restart failed watches on request.
+        for &inc in &kept {
+            let v = &self.verts[&inc];
+            if v.watch_failed && v.spec.meta.rewatch && !v.hidden() {
+                to_start.push(inc);
+            }
+        }
+
+        self.generation += 1;
+        // Every vertex's state may depend on new predecessors.
+        self.touched.extend(self.verts.keys().copied());
+        self.candidates.extend(self.verts.keys().copied());
+        self.status_dirty = true;
+        self.swapping = Some(PendingSwap {
+            reply,
+            started,
+            stats,
+            to_start,
+        });
+
+        let tx = self.tx.clone();
+        let sink = self.sink.clone();
+        tokio::spawn(async move {
+            let futs = removals
+                .into_iter()
+                .map(|(id, res, driver, check, inited)| async move {
+                    if let Some(d) = driver {
+                        let _ = d.await;
+                    }
+                    if let Some(c) = check {
+                        let _ = c.await;
+                    }
+                    if !inited {
+                        return None;
+                    }
+                    match tokio::spawn(async move { res.cleanup().await }).await {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some((id, e.0)),
+                        Err(je) => Some((id, join_error_message(je))),
+                    }
+                });
+            for (id, error) in futures::future::join_all(futs).await.into_iter().flatten() {
+                Event::CleanupFailed { id, error }.emit(&sink);
+            }
+            let _ = tx.send(Msg::RemovalsDone);
+        });
+    }
+
+    fn finish_swap(&mut self) {
+        let Some(p) = self.swapping.take() else {
+            return;
+        };
+        for inc in p.to_start {
+            self.start(inc);
+        }
+        self.republish = true;
+        let mut stats = p.stats;
+        stats.duration = p.started.elapsed();
+        Event::GraphSwapped {
+            generation: self.generation,
+            stats: stats.clone(),
+        }
+        .emit(&self.sink);
+        if let Some(r) = p.reply {
+            let _ = r.send(Ok(stats));
+        }
+        self.next_swap();
+        self.maybe_shutdown_done();
+    }
+
+    /// Spawns a vertex's driver: init (unless done), then its watch or its poll timer.
+    fn start(&mut self, inc: u64) {
+        let Some(v) = self.verts.get_mut(&inc) else {
+            return;
+        };
+        self.touched.push(inc);
+        self.candidates.push(inc);
+        if v.hidden() {
+            v.started = true;
+            v.dirty = false;
+            v.ever_ok = true;
+            return;
+        }
+        let restart = v.started;
+        v.started = true;
+        if restart {
+            // A rewatch: forget the watch failure, check again once the watch is up.
+            v.watch_failed = false;
+            v.watch_running = false;
+            v.failed = None;
+            v.dirty = true;
+            v.retries_left = v.spec.meta.retry;
+        }
+        let skip_init = v.inited;
+        let res = v.res.clone();
+        let tx = self.tx.clone();
+        let ctx = self.init_ctx.clone();
+        let poll = v.spec.meta.poll;
+        v.driver = Some(tokio::spawn(async move {
+            if !skip_init {
+                let r2 = res.clone();
+                let h = tokio::spawn(async move { r2.init(&ctx).await });
+                let _guard = AbortOnDrop(h.abort_handle());
+                let out = h.await;
+                let err = match out {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.0),
+                    Err(je) => Some(join_error_message(je)),
+                };
+                if let Some(error) = err {
+                    let _ = tx.send(Msg::Failed {
+                        inc,
+                        phase: "init",
+                        error,
+                    });
+                    return;
+                }
+                let _ = tx.send(Msg::Watch {
+                    inc,
+                    running: false,
+                    dirty: false,
+                });
+            }
+            if poll != 0 {
+                let _ = tx.send(Msg::Watch {
+                    inc,
+                    running: true,
+                    dirty: false,
+                });
+                if poll < 0 {
+                    return;
+                }
+                let period = Duration::from_secs(poll as u64);
+                let mut iv = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                loop {
+                    iv.tick().await;
+                    if tx
+                        .send(Msg::Watch {
+                            inc,
+                            running: true,
+                            dirty: true,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            let (w, r) = Watcher::channel();
+            let mut h = tokio::spawn(async move { res.watch(w).await });
+            let _guard = AbortOnDrop(h.abort_handle());
+            loop {
+                tokio::select! {
+                    out = &mut h => {
+                        let sig = r.take();
+                        let msg = match out {
+                            Ok(Ok(())) => Msg::Watch { inc, running: true, dirty: sig.dirty },
+                            Ok(Err(e)) => Msg::Failed { inc, phase: "watch", error: e.0 },
+                            Err(je) => Msg::Failed { inc, phase: "watch", error: join_error_message(je) },
+                        };
+                        let _ = tx.send(msg);
+                        return;
+                    }
+                    sig = r.next() => {
+                        if tx.send(Msg::Watch { inc, running: sig.running, dirty: sig.dirty }).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    fn on_watch(&mut self, inc: u64, running: bool, dirty: bool) {
+        let Some(v) = self.verts.get_mut(&inc) else {
+            return;
+        };
+        v.inited = true;
+        let was_running = v.watch_running;
+        if running && !was_running {
+            v.watch_running = true;
+            self.candidates.push(inc);
+        }
+        if dirty && was_running && !v.watch_failed {
+            if v.spec.meta.poll == 0 {
+                Event::Drift { id: v.id.clone() }.emit(&self.sink);
+            }
+            if v.failed.is_some() {
+                v.failed = None;
+                v.retries_left = v.spec.meta.retry;
+            }
+            v.dirty = true;
+            self.candidates.push(inc);
+            self.touched.push(inc);
+        }
+    }
+
+    fn on_failed(&mut self, inc: u64, phase: &'static str, error: String) {
+        let Some(v) = self.verts.get_mut(&inc) else {
+            return;
+        };
+        if phase == "watch" {
+            v.inited = true;
+        }
+        v.watch_failed = true;
+        let error = format!("{phase}: {error}");
+        v.failed = Some(error.clone());
+        v.status.last_error = Some(error.clone());
+        Event::VertexFailed {
+            id: v.id.clone(),
+            phase,
+            error,
+        }
+        .emit(&self.sink);
+        self.touched.push(inc);
+    }
+
+    fn on_check_done(
+        &mut self,
+        inc: u64,
+        result: Result<Checked, String>,
+        duration: Duration,
+        apply: bool,
+        refresh: bool,
+    ) {
+        let Some(v) = self.verts.get_mut(&inc) else {
+            return;
+        };
+        self.running -= 1;
+        v.running = false;
+        v.check = None;
+        let now = SystemTime::now();
+        v.status.checks += 1;
+        v.status.last_check = Some(now);
+        self.touched.push(inc);
+        self.candidates.push(inc);
+        match result {
+            Ok(c) => {
+                v.ever_ok = true;
+                if !v.watch_failed {
+                    v.failed = None;
+                    v.status.last_error = None;
+                }
+                if v.spec.meta.retryreset {
+                    v.retries_left = v.spec.meta.retry;
+                }
+                v.refresh_inflight.clear();
+                let result = match (c, apply) {
+                    (Checked::InState, _) => CheckResult::InState,
+                    (Checked::Changed, true) => CheckResult::Changed,
+                    (Checked::Changed, false) => CheckResult::Noop,
+                };
+                if c == Checked::Changed {
+                    v.status.changes += 1;
+                    v.status.last_change = Some(now);
+                }
+                let propagate =
+                    std::mem::take(&mut v.upstream_inflight) || result == CheckResult::Changed;
+                let id = v.id.clone();
+                let notify = v.notify_succs.clone();
+                let succs = v.succs.clone();
+                Event::CheckApplied {
+                    id: id.clone(),
+                    result,
+                    duration,
+                    refresh,
+                }
+                .emit(&self.sink);
+                self.candidates.extend(succs.iter().copied());
+                self.touched.extend(succs.iter().copied());
+                if result == CheckResult::Changed {
+                    for n in notify {
+                        if let Some(s) = self.verts.get_mut(&n) {
+                            s.refresh_from.insert(id.clone());
+                            Event::Refresh {
+                                from: id.clone(),
+                                to: s.id.clone(),
+                            }
+                            .emit(&self.sink);
+                        }
+                    }
+                }
+                if propagate {
+                    self.mark_successors_dirty(&succs);
+                }
+            }
+            Err(error) => {
+                v.refresh_from.extend(v.refresh_inflight.drain(..));
+                v.upstream_changed |= std::mem::take(&mut v.upstream_inflight);
+                v.status.last_error = Some(error.clone());
+                let retry = v.retries_left != 0;
+                Event::CheckFailed {
+                    id: v.id.clone(),
+                    error: error.clone(),
+                    duration,
+                    retry,
+                }
+                .emit(&self.sink);
+                if retry {
+                    if v.retries_left > 0 {
+                        v.retries_left -= 1;
+                    }
+                    v.retry_wait = true;
+                    v.dirty = true;
+                    let tx = self.tx.clone();
+                    let delay = Duration::from_millis(v.spec.meta.delay);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Msg::RetryReady(inc));
+                    });
+                } else {
+                    v.failed = Some(error.clone());
+                    v.dirty = false;
+                    Event::VertexFailed {
+                        id: v.id.clone(),
+                        phase: "check_apply",
+                        error,
+                    }
+                    .emit(&self.sink);
+                }
+            }
+        }
+    }
+
+    /// Something upstream changed: the successors must be checked again, and they pass the
+    /// word on to their own successors once they ran (whatever their result), so every
+    /// descendant is re-checked, each after its predecessors, in O(edges). Hidden vertices
+    /// never run, so the word passes through them at once.
+    fn mark_successors_dirty(&mut self, start: &[u64]) {
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut stack: Vec<u64> = start.to_vec();
+        while let Some(i) = stack.pop() {
+            if !seen.insert(i) {
+                continue;
+            }
+            let Some(v) = self.verts.get_mut(&i) else {
+                continue;
+            };
+            if v.hidden() {
+                stack.extend(v.succs.iter().copied());
+                continue;
+            }
+            v.upstream_changed = true;
+            if v.failed.is_none() {
+                v.dirty = true;
+                self.touched.push(i);
+                self.candidates.push(i);
+            }
+        }
+    }
+
+    /// Dispatches every candidate that may run now.
+    fn schedule(&mut self) {
+        let mut cands = std::mem::take(&mut self.candidates);
+        cands.sort_unstable();
+        cands.dedup();
+        for inc in cands {
+            self.try_dispatch(inc);
+        }
+    }
+
+    fn try_dispatch(&mut self, inc: u64) {
+        let Some(v) = self.verts.get(&inc) else {
+            return;
+        };
+        if !v.started
+            || v.hidden()
+            || !v.watch_running
+            || !v.dirty
+            || v.running
+            || v.failed.is_some()
+            || v.retry_wait
+            || v.limit_wait
+        {
+            return;
+        }
+        if !v.preds.iter().all(|p| self.verts[p].is_converged()) {
+            return;
+        }
+        let v = self.verts.get_mut(&inc).expect("present");
+        if let Some(b) = &mut v.bucket {
+            if let Err(wait) = b.take() {
+                v.limit_wait = true;
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(Msg::LimitReady(inc));
+                });
+                return;
+            }
+        }
+        v.running = true;
+        v.dirty = false;
+        v.upstream_inflight = std::mem::take(&mut v.upstream_changed);
+        let refresh = !v.refresh_from.is_empty();
+        v.refresh_inflight = v.refresh_from.drain().collect();
+        let apply = !(self.noop || v.spec.meta.noop);
+        let timeout = v.spec.meta.timeout;
+        let mut names: Vec<(String, usize)> = v
+            .spec
+            .meta
+            .sema
+            .iter()
+            .filter_map(|s| parse_sema(s).ok())
+            .collect();
+        names.sort();
+        names.dedup_by(|a, b| a.0 == b.0);
+        let semas: Vec<Arc<Semaphore>> = names
+            .into_iter()
+            .map(|(name, n)| {
+                self.semas
+                    .entry(name)
+                    .or_insert_with(|| Arc::new(Semaphore::new(n)))
+                    .clone()
+            })
+            .collect();
+        let parallel = self.parallel.clone();
+        let res = v.res.clone();
+        let tx = self.tx.clone();
+        let mut cancel = self.cancel_tx.subscribe();
+        self.running += 1;
+        self.touched.push(inc);
+        v.check = Some(tokio::spawn(async move {
+            let mut permits = Vec::with_capacity(semas.len());
+            for s in semas {
+                permits.push(s.acquire_owned().await);
+            }
+            let _slot = parallel.acquire_owned().await;
+            let start = Instant::now();
+            let task =
+                tokio::spawn(async move { res.check_apply(CheckCtx { apply, refresh }).await });
+            let abort = task.abort_handle();
+            let run = async {
+                let joined = if timeout > 0 {
+                    match tokio::time::timeout(Duration::from_millis(timeout), task).await {
+                        Ok(j) => j,
+                        Err(_) => {
+                            abort.abort();
+                            return Err(format!("timed out after {timeout} ms"));
+                        }
+                    }
+                } else {
+                    task.await
+                };
+                match joined {
+                    Ok(Ok(c)) => Ok(c),
+                    Ok(Err(e)) => Err(e.0),
+                    Err(je) => Err(join_error_message(je)),
+                }
+            };
+            let cancelled = async {
+                if cancel.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let result = tokio::select! {
+                r = run => r,
+                () = cancelled => {
+                    abort.abort();
+                    Err("cancelled".to_string())
+                }
+            };
+            drop(permits);
+            let _ = tx.send(Msg::CheckDone {
+                inc,
+                result,
+                duration: start.elapsed(),
+                apply,
+                refresh,
+            });
+        }));
+    }
+
+    fn dec_count(&mut self, s: VertexState) {
+        if let Some(n) = self.counts.get_mut(&s) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn compute_state(&self, v: &Vertex) -> VertexState {
+        if v.failed.is_some() {
+            VertexState::Failed
+        } else if v.preds.iter().any(|p| {
+            matches!(
+                self.verts[p].state,
+                VertexState::Failed | VertexState::Blocked
+            )
+        }) {
+            VertexState::Blocked
+        } else if v.is_converged() {
+            VertexState::Converged
+        } else if !v.ever_ok {
+            VertexState::Pending
+        } else {
+            VertexState::Dirty
+        }
+    }
+
+    /// Recomputes the state of touched vertices (propagating failed/blocked to descendants)
+    /// and publishes the status if anything changed.
+    fn publish(&mut self) {
+        let mut work = std::mem::take(&mut self.touched);
+        let mut changed: HashSet<u64> = HashSet::new();
+        while let Some(inc) = work.pop() {
+            let Some(v) = self.verts.get(&inc) else {
+                continue;
+            };
+            let new = self.compute_state(v);
+            let old = v.state;
+            changed.insert(inc);
+            if new != old {
+                self.dec_count(old);
+                *self.counts.entry(new).or_default() += 1;
+                let v = self.verts.get_mut(&inc).expect("present");
+                v.state = new;
+                v.status.state = new;
+                let blockish = |s| matches!(s, VertexState::Failed | VertexState::Blocked);
+                if blockish(old) || blockish(new) {
+                    work.extend(v.succs.iter().copied());
+                }
+            }
+        }
+        if changed.is_empty() && !self.status_dirty && !self.republish {
+            return;
+        }
+        self.republish = false;
+        let count = |s| self.counts.get(&s).copied().unwrap_or(0);
+        let converged = self.generation > 0
+            && self.swapping.is_none()
+            && self.swap_queue.is_empty()
+            && self.running == 0
+            && count(VertexState::Pending) == 0
+            && count(VertexState::Dirty) == 0;
+        let full = std::mem::replace(&mut self.status_dirty, false);
+        let verts = &self.verts;
+        let counts: std::collections::BTreeMap<VertexState, usize> =
+            VertexState::ALL.iter().map(|s| (*s, count(*s))).collect();
+        let generation = self.generation;
+        // Emit first, so the metrics agree with the status as soon as a watcher sees it.
+        if converged != self.converged {
+            self.converged = converged;
+            Event::Converged {
+                generation,
+                converged,
+            }
+            .emit(&self.sink);
+        }
+        self.status_tx.send_modify(|s| {
+            s.generation = generation;
+            s.converged = converged;
+            s.total = verts.len();
+            s.counts = counts;
+            if full {
+                s.vertices = verts
+                    .values()
+                    .map(|v| (v.id.clone(), v.status.clone()))
+                    .collect();
+            } else {
+                for inc in &changed {
+                    if let Some(v) = verts.get(inc) {
+                        s.vertices.insert(v.id.clone(), v.status.clone());
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,268 @@
+//! Checking a [`GraphSpec`] before anything runs: kinds, params, meta, constructors, duplicate
+//! identities, dangling edges, automatic edges and cycles. Every error is collected, so a user
+//! sees all mistakes at once. Nothing here touches the host.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+
+use crate::registry::Registry;
+use crate::schema::check_field;
+use crate::spec::{EdgeSpec, GraphSpec, ResId};
+
+/// One problem found in a graph. Displays as
+/// `file[/tmp/x]: field `mode`: expected str, got 5`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphError {
+    /// The resource involved, if the problem is about one.
+    pub res: Option<ResId>,
+    /// The field (param, or `Meta:<name>` for a meta parameter) involved, if any.
+    pub field: Option<String>,
+    /// What is wrong, as a short lower-case phrase.
+    pub message: String,
+}
+
+impl GraphError {
+    /// An error about a whole graph (no resource, no field).
+    pub fn graph(message: impl Into<String>) -> Self {
+        GraphError {
+            res: None,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    fn res(res: &ResId, field: Option<String>, message: impl Into<String>) -> Self {
+        GraphError {
+            res: Some(res.clone()),
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for GraphError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(r) = &self.res {
+            write!(f, "{r}: ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for GraphError {}
+
+/// Checks `g` completely and returns its full edge list (explicit edges plus automatic edges,
+/// deduplicated; an explicit edge wins over an automatic one between the same pair).
+pub(crate) fn analyze(
+    registry: &Registry,
+    g: &GraphSpec,
+) -> Result<Vec<EdgeSpec>, Vec<GraphError>> {
+    let mut errors = Vec::new();
+    let mut seen: HashSet<ResId> = HashSet::with_capacity(g.resources.len());
+    for spec in &g.resources {
+        let id = spec.id();
+        if !seen.insert(id.clone()) {
+            errors.push(GraphError::res(
+                &id,
+                None,
+                "duplicate resource (kind and name must be unique)",
+            ));
+            continue;
+        }
+        let Some(kind) = registry.get(&spec.kind) else {
+            errors.push(GraphError::res(
+                &id,
+                None,
+                format!("unknown resource kind `{}`", spec.kind),
+            ));
+            continue;
+        };
+        let before = errors.len();
+        for (name, value) in &spec.params {
+            match kind.schema.get(name) {
+                None => errors.push(GraphError::res(
+                    &id,
+                    Some(name.clone()),
+                    format!("kind `{}` has no such field", spec.kind),
+                )),
+                Some(f) => {
+                    if let Err(e) = check_field(f, value) {
+                        errors.push(GraphError::res(&id, Some(e.field), e.reason));
+                    }
+                }
+            }
+        }
+        if let Err(e) = spec.meta.validate() {
+            errors.push(GraphError::res(
+                &id,
+                Some(format!("Meta:{}", e.name)),
+                e.reason,
+            ));
+        }
+        if errors.len() == before {
+            if let Err(e) = (kind.build)(spec) {
+                errors.push(GraphError::res(&id, None, e.0));
+            }
+        }
+    }
+
+    let mut edges: Vec<EdgeSpec> = Vec::with_capacity(g.edges.len());
+    let mut pairs: HashSet<(ResId, ResId)> = HashSet::with_capacity(g.edges.len());
+    for e in &g.edges {
+        let mut ok = true;
+        for end in [&e.from, &e.to] {
+            if !seen.contains(end) {
+                errors.push(GraphError::res(
+                    end,
+                    None,
+                    format!(
+                        "edge {} -> {} refers to a resource that is not in the graph",
+                        e.from, e.to
+                    ),
+                ));
+                ok = false;
+            }
+        }
+        if ok && pairs.insert((e.from.clone(), e.to.clone())) {
+            edges.push(e.clone());
+        } else if ok {
+            // A duplicate edge: keep one, with notify if any copy asks for it.
+            if e.notify {
+                if let Some(x) = edges.iter_mut().find(|x| x.from == e.from && x.to == e.to) {
+                    x.notify = true;
+                }
+            }
+        }
+    }
+
+    // Automatic edges: every provider of a key -> every requirer of it.
+    let mut providers: HashMap<String, Vec<ResId>> = HashMap::new();
+    let mut requirers: Vec<(ResId, Vec<String>)> = Vec::new();
+    for spec in &g.resources {
+        let Some(kind) = registry.get(&spec.kind) else {
+            continue;
+        };
+        let Some(f) = kind.autoedges else { continue };
+        let ae = f(spec);
+        for p in ae.provides {
+            providers.entry(p).or_default().push(spec.id());
+        }
+        if spec.meta.autoedge && !ae.requires.is_empty() {
+            requirers.push((spec.id(), ae.requires));
+        }
+    }
+    for (to, keys) in requirers {
+        for k in keys {
+            for from in providers.get(&k).into_iter().flatten() {
+                if *from != to && pairs.insert((from.clone(), to.clone())) {
+                    edges.push(EdgeSpec {
+                        from: from.clone(),
+                        to: to.clone(),
+                        notify: false,
+                    });
+                }
+            }
+        }
+    }
+
+    for cycle in cycles(&seen, &edges) {
+        let path = cycle
+            .iter()
+            .chain(cycle.first())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" -> ");
+        errors.push(GraphError::res(
+            &cycle[0],
+            None,
+            format!("dependency cycle: {path}"),
+        ));
+    }
+
+    if errors.is_empty() {
+        Ok(edges)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Finds dependency cycles (each reported once, as the list of its vertices in edge order).
+fn cycles(vertices: &HashSet<ResId>, edges: &[EdgeSpec]) -> Vec<Vec<ResId>> {
+    let mut succ: HashMap<&ResId, Vec<&ResId>> = HashMap::new();
+    let mut pred: HashMap<&ResId, Vec<&ResId>> = HashMap::new();
+    for e in edges {
+        if vertices.contains(&e.from) && vertices.contains(&e.to) {
+            succ.entry(&e.from).or_default().push(&e.to);
+            pred.entry(&e.to).or_default().push(&e.from);
+        }
+    }
+    // Trim sources, then sinks: what remains lies on a cycle or between cycles, and every
+    // remaining vertex has a remaining successor.
+    let mut alive: HashSet<&ResId> = vertices.iter().collect();
+    for (fwd, back) in [(&succ, &pred), (&pred, &succ)] {
+        let mut deg: HashMap<&ResId, usize> = alive
+            .iter()
+            .map(|v| {
+                let n = back
+                    .get(v)
+                    .map_or(0, |l| l.iter().filter(|p| alive.contains(*p)).count());
+                (*v, n)
+            })
+            .collect();
+        let mut stack: Vec<&ResId> = deg
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(v, _)| *v)
+            .collect();
+        while let Some(v) = stack.pop() {
+            alive.remove(v);
+            for s in fwd.get(v).into_iter().flatten() {
+                if let Some(n) = deg.get_mut(*s) {
+                    if *n > 0 {
+                        *n -= 1;
+                        if *n == 0 && alive.contains(*s) {
+                            stack.push(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut done: HashSet<&ResId> = HashSet::new();
+    let starts: BTreeSet<&ResId> = alive.iter().copied().collect();
+    for start in starts {
+        if done.contains(start) {
+            continue;
+        }
+        let mut path: Vec<&ResId> = Vec::new();
+        let mut pos: HashMap<&ResId, usize> = HashMap::new();
+        let mut cur = start;
+        loop {
+            if done.contains(cur) {
+                break;
+            }
+            if let Some(&i) = pos.get(cur) {
+                let cyc: Vec<ResId> = path[i..].iter().map(|r| (*r).clone()).collect();
+                out.push(cyc);
+                break;
+            }
+            pos.insert(cur, path.len());
+            path.push(cur);
+            let next = succ
+                .get(cur)
+                .into_iter()
+                .flatten()
+                .find(|s| alive.contains(**s));
+            match next {
+                Some(n) => cur = n,
+                None => break,
+            }
+        }
+        done.extend(path);
+    }
+    out
+}

@@ -1,0 +1,110 @@
+//! What the engine tells the outside about the graph it runs: [`Status`] per generation, with a
+//! [`VertexStatus`] per resource.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+use crate::spec::ResId;
+
+/// The state of one vertex, kept from events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VertexState {
+    /// Never checked yet (waiting for its watch, its dependencies, or its first check).
+    Pending,
+    /// Its last check succeeded and nothing has happened since.
+    Converged,
+    /// It may be out of state: a check is queued, running, or waiting for a retry.
+    Dirty,
+    /// It failed (retries exhausted, or its init or watch failed) and waits for a spec change
+    /// or a drift event.
+    Failed,
+    /// A resource it depends on (directly or not) failed, so it cannot run.
+    Blocked,
+}
+
+impl VertexState {
+    /// The lower-case name (`pending`, `converged`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VertexState::Pending => "pending",
+            VertexState::Converged => "converged",
+            VertexState::Dirty => "dirty",
+            VertexState::Failed => "failed",
+            VertexState::Blocked => "blocked",
+        }
+    }
+
+    /// Every state, in order.
+    pub const ALL: [VertexState; 5] = [
+        VertexState::Pending,
+        VertexState::Converged,
+        VertexState::Dirty,
+        VertexState::Failed,
+        VertexState::Blocked,
+    ];
+}
+
+impl fmt::Display for VertexState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the engine knows about one vertex.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VertexStatus {
+    /// Its state.
+    pub state: VertexState,
+    /// When its last `check_apply` finished.
+    pub last_check: Option<SystemTime>,
+    /// When its last `check_apply` changed something (or would have, in noop mode).
+    pub last_change: Option<SystemTime>,
+    /// The last error (cleared by a successful check).
+    pub last_error: Option<String>,
+    /// `check_apply` runs finished (any result).
+    pub checks: u64,
+    /// `check_apply` runs that changed something (or would have, in noop mode).
+    pub changes: u64,
+}
+
+impl Default for VertexStatus {
+    fn default() -> Self {
+        VertexStatus {
+            state: VertexState::Pending,
+            last_check: None,
+            last_change: None,
+            last_error: None,
+            checks: 0,
+            changes: 0,
+        }
+    }
+}
+
+/// The state of the running graph.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The number of graph swaps started so far (0 before the first one).
+    pub generation: u64,
+    /// Every vertex is converged, failed or blocked, and no check is running or queued.
+    /// Always `false` before the first swap.
+    pub converged: bool,
+    /// Vertices in the graph.
+    pub total: usize,
+    /// Vertices per state (every state is present, possibly with 0).
+    pub counts: BTreeMap<VertexState, usize>,
+    /// Per-vertex details.
+    pub vertices: BTreeMap<ResId, VertexStatus>,
+}
+
+impl Status {
+    /// The number of vertices in `state`.
+    pub fn count(&self, state: VertexState) -> usize {
+        self.counts.get(&state).copied().unwrap_or(0)
+    }
+
+    /// Whether any vertex failed.
+    pub fn any_failed(&self) -> bool {
+        self.count(VertexState::Failed) > 0
+    }
+}
