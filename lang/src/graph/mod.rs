@@ -223,6 +223,8 @@ struct Caller<'e, 'a, 's> {
     ev: &'e Eval<'a, 's>,
     funcs: Vec<Option<Rc<Closure<'a>>>>,
     span: Span,
+    /// The last error of a callback, so its original position survives the built-in.
+    last: Option<RtErr>,
 }
 
 impl Invoke for Caller<'_, '_, '_> {
@@ -239,10 +241,14 @@ impl Invoke for Caller<'_, '_, '_> {
             Ok(Rv::F(_)) => Err(FuncError::fatal(
                 "a callback returning a function is not supported yet",
             )),
-            Err(e) => Err(FuncError {
-                msg: e.msg,
-                catchable: e.catchable,
-            }),
+            Err(e) => {
+                let fe = FuncError {
+                    msg: e.msg.clone(),
+                    catchable: e.catchable,
+                };
+                self.last = Some(e);
+                Err(fe)
+            }
         }
     }
 }
@@ -597,10 +603,14 @@ impl<'a, 's> Eval<'a, 's> {
                     ev: self,
                     funcs: fns,
                     span,
+                    last: None,
                 };
-                (b.run)(&vals, &mut caller)
-                    .map(Rv::V)
-                    .map_err(|e| RtErr::from_func(e, span))
+                let r = (b.run)(&vals, &mut caller);
+                let last = caller.last.take();
+                r.map(Rv::V).map_err(|e| match last {
+                    Some(l) if l.msg == e.msg && l.catchable == e.catchable => l,
+                    _ => RtErr::from_func(e, span),
+                })
             }
         }
     }
