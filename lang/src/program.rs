@@ -11,7 +11,7 @@ use tend_engine::{GraphSpec, KindSchema};
 use tokio::sync::mpsc;
 
 use crate::diag::{Error, SourceMap, Stage};
-use crate::funcs::stream::StreamCtx;
+use crate::funcs::stream::{StreamCtx, StreamEvent};
 use crate::funcs::world::WorldView;
 use crate::graph::{self, EvalEnv, Streams};
 use crate::interp::{self, InterpEnv, Validator};
@@ -57,6 +57,16 @@ pub struct Compiled {
 
 /// Reads, parses and checks a program.
 pub fn compile(path: &Path, opts: Options) -> Result<Compiled, Failure> {
+    let path = path.to_path_buf();
+    on_big_stack(move || compile_here(&path, opts)).unwrap_or_else(|msg| {
+        Err(Failure {
+            map: SourceMap::new(),
+            errors: vec![Error::new(Stage::LexParse, msg, Span::default())],
+        })
+    })
+}
+
+fn compile_here(path: &Path, opts: Options) -> Result<Compiled, Failure> {
     let mut map = SourceMap::new();
     let modules = match load(path, &mut map) {
         Ok(m) => m,
@@ -275,47 +285,96 @@ impl Compiled {
     /// receiver is dropped. Must be called inside a tokio runtime.
     pub fn run(self) -> mpsc::Receiver<Result<GraphSpec, String>> {
         let (out_tx, out_rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            let (tx, mut events) = mpsc::unbounded_channel();
-            let ctx = StreamCtx {
-                tx,
-                world: self.opts.world.clone(),
-            };
-            let mut streams = Streams::default();
-            let mut last: Option<GraphSpec> = None;
-            loop {
-                match self.graph_once(&mut streams, &ctx) {
-                    Ok(g) => {
-                        if last.as_ref() != Some(&g) {
-                            last = Some(g.clone());
-                            if out_tx.send(Ok(g)).await.is_err() {
-                                return;
-                            }
+        let (tx, events) = mpsc::unbounded_channel();
+        let rt = tokio::runtime::Handle::current();
+        // When the consumer goes away, wake the driver with an empty key so it stops.
+        let stop = tx.clone();
+        let closed = out_tx.clone();
+        rt.spawn(async move {
+            closed.closed().await;
+            let _ = stop.send(StreamEvent {
+                key: (String::new(), Vec::new()),
+                value: Ok(tend_engine::Value::Bool(false)),
+            });
+        });
+        // Evaluation is synchronous and recursive: it runs on its own thread with a large
+        // stack, entering the runtime so stream sources can spawn their tasks.
+        let spawned = std::thread::Builder::new()
+            .name("mcl-eval".into())
+            .stack_size(STACK)
+            .spawn(move || {
+                let _guard = rt.enter();
+                self.drive(out_tx, tx, events);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the mcl evaluation thread");
+        }
+        out_rx
+    }
+
+    fn drive(
+        &self,
+        out_tx: mpsc::Sender<Result<GraphSpec, String>>,
+        tx: mpsc::UnboundedSender<StreamEvent>,
+        mut events: mpsc::UnboundedReceiver<StreamEvent>,
+    ) {
+        let ctx = StreamCtx {
+            tx,
+            world: self.opts.world.clone(),
+        };
+        let mut streams = Streams::default();
+        let mut last: Option<GraphSpec> = None;
+        loop {
+            match self.graph_once(&mut streams, &ctx) {
+                Ok(g) => {
+                    if last.as_ref() != Some(&g) {
+                        last = Some(g.clone());
+                        if out_tx.blocking_send(Ok(g)).is_err() {
+                            return;
                         }
                     }
-                    Err(e) => {
-                        let _ = out_tx.send(Err(self.map.render_all(&[e]))).await;
-                        return;
-                    }
                 }
-                // Wait for a value that differs, then take every event already queued so one
-                // burst yields one table.
-                loop {
-                    let ev = tokio::select! {
-                        ev = events.recv() => ev,
-                        _ = out_tx.closed() => return,
-                    };
-                    let Some(ev) = ev else { return };
-                    let mut changed = streams.update(&ev.key, ev.value);
-                    while let Ok(ev) = events.try_recv() {
-                        changed |= streams.update(&ev.key, ev.value);
-                    }
-                    if changed {
-                        break;
-                    }
+                Err(e) => {
+                    let _ = out_tx.blocking_send(Err(self.map.render_all(&[e])));
+                    return;
                 }
             }
-        });
-        out_rx
+            // Wait for a value that differs, then take every event already queued so one
+            // burst yields one table.
+            loop {
+                let Some(ev) = events.blocking_recv() else {
+                    return;
+                };
+                if ev.key.0.is_empty() {
+                    return;
+                }
+                let mut changed = streams.update(&ev.key, ev.value);
+                while let Ok(ev) = events.try_recv() {
+                    if ev.key.0.is_empty() {
+                        return;
+                    }
+                    changed |= streams.update(&ev.key, ev.value);
+                }
+                if changed {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Stack size of the threads that compile and evaluate programs (reserved, not committed).
+const STACK: usize = 256 << 20;
+
+/// Runs `f` on a thread with a large stack (the passes recurse over the program).
+fn on_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let h = std::thread::Builder::new()
+        .name("mcl-compile".into())
+        .stack_size(STACK)
+        .spawn(f)
+        .map_err(|e| format!("cannot start a compiler thread: {e}"))?;
+    match h.join() {
+        Ok(v) => Ok(v),
+        Err(p) => std::panic::resume_unwind(p),
     }
 }

@@ -315,7 +315,10 @@ impl<'a, 's> Eval<'a, 's> {
         body.define(class.body.span.file, &class.body.stmts, self.m);
         let body = Rc::new(body);
         self.includes.borrow_mut().insert(key, body.clone());
-        self.stmts(&body, &class.body.stmts)?;
+        self.enter(inc.name.span)?;
+        let r = self.stmts(&body, &class.body.stmts);
+        self.leave();
+        r?;
         Ok(body)
     }
 
@@ -488,7 +491,9 @@ impl<'a, 's> Eval<'a, 's> {
         if let Some(v) = sc.memo.borrow().get(&key) {
             return v.clone();
         }
+        self.enter(b.value.span)?;
         let v = self.expr(sc, &b.value);
+        self.leave();
         sc.memo.borrow_mut().insert(key, v.clone());
         v
     }
@@ -534,7 +539,7 @@ impl<'a, 's> Eval<'a, 's> {
     fn enter(&self, span: Span) -> R<()> {
         let mut d = self.depth.borrow_mut();
         *d += 1;
-        if *d > 2000 {
+        if *d > 2 * crate::scope::MAX_NESTING as u32 {
             return Err(RtErr::fatal("calls nest too deeply", span));
         }
         Ok(())

@@ -99,7 +99,25 @@ impl<'a> Opener<'a, ()> for Checker<'a> {
     }
 }
 
+/// How deep references may nest (definitions using definitions), so no program can exhaust
+/// the stack of a later pass.
+pub const MAX_NESTING: usize = 1000;
+
+const NEST_MSG: &str = "definitions nest more than 1000 levels deep";
+
 impl<'a> Checker<'a> {
+    /// Pushes a reference onto the stack being followed; false (with an error) when too deep.
+    fn follow(&self, span: Span) -> bool {
+        let mut refs = self.refs.borrow_mut();
+        if refs.len() >= MAX_NESTING {
+            drop(refs);
+            self.err(Error::new(Stage::SetScope, NEST_MSG, span));
+            return false;
+        }
+        refs.push(span);
+        true
+    }
+
     fn err(&self, e: Error) {
         self.errors.borrow_mut().push(e);
     }
@@ -265,7 +283,9 @@ impl<'a> Checker<'a> {
                 span,
             ));
         }
-        self.refs.borrow_mut().push(inc.name.span);
+        if !self.follow(inc.name.span) {
+            return Err(Error::new(Stage::SetScope, NEST_MSG, inc.name.span));
+        }
         let r = self.class_body(&at, class);
         self.refs.borrow_mut().pop();
         r
@@ -308,7 +328,9 @@ impl<'a> Checker<'a> {
                 Some(s) => {
                     if let Some(VarDef::Bind(b)) = s.vars.get(last) {
                         let s = s.clone();
-                        self.refs.borrow_mut().push(span);
+                        if !self.follow(span) {
+                            return;
+                        }
                         self.bind(&s, b);
                         self.refs.borrow_mut().pop();
                     }
@@ -342,7 +364,9 @@ impl<'a> Checker<'a> {
                 Some(s) => {
                     if let Some(VarDef::Bind(b)) = s.vars.get(last) {
                         let s = s.clone();
-                        self.refs.borrow_mut().push(span);
+                        if !self.follow(span) {
+                            return;
+                        }
                         self.bind(&s, b);
                         self.refs.borrow_mut().pop();
                     }
@@ -401,7 +425,9 @@ impl<'a> Checker<'a> {
         };
         match found {
             Some((f, at)) => {
-                self.refs.borrow_mut().push(span);
+                if !self.follow(span) {
+                    return;
+                }
                 self.func(&at, f);
                 self.refs.borrow_mut().pop();
             }

@@ -9,7 +9,7 @@
 
 mod check;
 
-pub use check::check;
+pub use check::{check, MAX_NESTING};
 
 use std::cell::RefCell;
 use std::collections::HashMap;

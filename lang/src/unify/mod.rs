@@ -65,6 +65,7 @@ struct Typer<'a> {
     deferred: RefCell<Vec<Deferred>>,
     checks: RefCell<Vec<Check>>,
     fcache: RefCell<HashMap<FnKey, Ty>>,
+    depth: RefCell<usize>,
 }
 
 /// A named function (address, defining scope) called with ground argument types.
@@ -112,6 +113,7 @@ pub fn check(m: &Modules, schemas: &BTreeMap<String, KindSchema>) -> Result<(), 
         deferred: RefCell::new(Vec::new()),
         checks: RefCell::new(Vec::new()),
         fcache: RefCell::new(HashMap::new()),
+        depth: RefCell::new(0),
     };
     let main = &m.files[0];
     let mut sc = Scope::new(Some(t.global.clone()));
@@ -170,12 +172,30 @@ impl<'a> Opener<'a, Ty> for Typer<'a> {
         body.define(class.body.span.file, &class.body.stmts, self.m);
         let body = Rc::new(body);
         self.includes.borrow_mut().insert(key, body.clone());
-        self.stmts(&body, &class.body.stmts)?;
+        self.nested(inc.name.span, || self.stmts(&body, &class.body.stmts))?;
         Ok(body)
     }
 }
 
 impl<'a> Typer<'a> {
+    /// Runs `f` one nesting level deeper (binds, calls, includes), refusing runaway depth.
+    fn nested<T>(&self, span: Span, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        {
+            let mut d = self.depth.borrow_mut();
+            if *d >= crate::scope::MAX_NESTING {
+                return Err(Error::new(
+                    Stage::Unify,
+                    "definitions nest more than 1000 levels deep",
+                    span,
+                ));
+            }
+            *d += 1;
+        }
+        let r = f();
+        *self.depth.borrow_mut() -= 1;
+        r
+    }
+
     fn fresh(&self) -> Ty {
         self.u.borrow_mut().fresh()
     }
@@ -514,7 +534,7 @@ impl<'a> Typer<'a> {
         // A placeholder first, so a (rejected earlier) cycle cannot loop forever.
         let v = self.fresh();
         sc.memo.borrow_mut().insert(key, v.clone());
-        let t = self.expr(sc, &b.value)?;
+        let t = self.nested(b.value.span, || self.expr(sc, &b.value))?;
         if let Some(a) = &b.ty {
             let at = self.annotation(a);
             self.unify(&at, &t, b.value.span)?;
@@ -661,7 +681,8 @@ impl<'a> Typer<'a> {
                     self.unify(&t, at, a.span)?;
                     s.vars.insert(&p.name.text, VarDef::Val(t));
                 }
-                let r = self.expr(&Rc::new(s), &f.body)?;
+                let s = Rc::new(s);
+                let r = self.nested(e.span, || self.expr(&s, &f.body))?;
                 if let Some(rt) = &f.ret {
                     let w = self.annotation(rt);
                     self.unify(&w, &r, f.body.span)?;
