@@ -8,3 +8,11 @@
 pub mod check;
 pub mod diag;
 pub mod syntax;
+
+pub mod funcs;
+pub mod graph;
+pub mod interp;
+pub mod program;
+pub mod scope;
+pub mod types;
+pub mod unify;

@@ -3,6 +3,7 @@
 //! fails.
 
 mod bad_input;
+mod check_cmd;
 mod daemon;
 mod one_shot;
 mod sandbox;
