@@ -66,6 +66,8 @@ struct Inner {
     tx: mpsc::UnboundedSender<Msg>,
     status: watch::Receiver<Status>,
     sink: EventSink,
+    /// The last graph swapped in, with every edge (automatic ones included).
+    graph: std::sync::Mutex<Arc<GraphSpec>>,
 }
 
 type SwapReply = oneshot::Sender<Result<SwapStats, Vec<GraphError>>>;
@@ -156,6 +158,7 @@ impl Engine {
                 tx,
                 status: status_rx,
                 sink,
+                graph: std::sync::Mutex::new(Arc::new(GraphSpec::default())),
             }),
         }
     }
@@ -174,6 +177,10 @@ impl Engine {
         let started = Instant::now();
         let edges = analyze(&self.inner.registry, &g)?;
         let (reply, rx) = oneshot::channel();
+        let running = Arc::new(GraphSpec {
+            resources: g.resources.clone(),
+            edges: edges.clone(),
+        });
         self.inner
             .tx
             .send(Msg::Swap {
@@ -183,7 +190,19 @@ impl Engine {
                 reply,
             })
             .map_err(|_| stopped_error())?;
-        rx.await.unwrap_or_else(|_| Err(stopped_error()))
+        let stats = rx.await.unwrap_or_else(|_| Err(stopped_error()))?;
+        *self.inner.graph.lock().unwrap_or_else(|e| e.into_inner()) = running;
+        Ok(stats)
+    }
+
+    /// The last graph swapped in, with every edge (automatic ones included); empty before
+    /// the first swap.
+    pub fn graph(&self) -> Arc<GraphSpec> {
+        self.inner
+            .graph
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The graph's status, updated as vertices change state.
