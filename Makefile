@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := protobuf-compiler libprotobuf-dev etcd-server etcd-client
-RUN_DIR ?= $(shell mktemp -d -t tend-run.XXXXXX)
+RUN_DIR ?=
 EXAMPLE ?= examples/hello.yaml
 
 .PHONY: run test deps build bench fmt clippy
@@ -17,9 +17,11 @@ build: deps
 
 # Builds and runs the example on this host, in the foreground, writing only under a temporary
 # directory, until Ctrl-C.
+# Set RUN_DIR to choose the directory (default: a new one under $TMPDIR).
 run: build
-	@echo "tend: running $(EXAMPLE) with its files under $(RUN_DIR) (Ctrl-C to stop)"
-	TEND_ROOT=$(RUN_DIR) ./target/release/tend run --state-dir $(RUN_DIR)/state $(EXAMPLE)
+	@dir="$(RUN_DIR)"; [ -n "$$dir" ] || dir=$$(mktemp -d -t tend-run.XXXXXX); \
+	echo "tend: running $(EXAMPLE) with its files under $$dir (Ctrl-C to stop)"; \
+	TEND_ROOT="$$dir" exec ./target/release/tend run --state-dir "$$dir/state" $(EXAMPLE)
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -8,8 +8,11 @@ use clap::{Parser, Subcommand};
 mod api;
 mod check_cmd;
 mod client;
+mod logging;
+mod progress;
 mod run;
 mod world_cmd;
+mod yaml;
 
 /// Real-time, distributed configuration management.
 #[derive(Parser)]

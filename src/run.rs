@@ -1,17 +1,442 @@
-//! `tend run`.
+//! `tend run`: converge this host onto a program and keep it there.
+//!
+//! The wiring is a stream: a *front end* turns the program into a sequence of graphs
+//! ([`Frame`]s) published on a watch channel (so a burst of new graphs coalesces to the
+//! newest), and the loop here swaps each one into the engine. The YAML front end yields one
+//! graph, and a new one whenever the file changes; the mcl front end (when built) yields a new
+//! graph whenever a value the program reads changes.
+//!
+//! Exit status: 0 after an orderly stop (signal) or a converged one-shot run; 1 when a
+//! one-shot run ends with failed resources, or at a run-time error; 2 when the program is
+//! invalid (nothing was changed on the host).
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use tend_engine::{Engine, EngineConfig, GraphError, GraphSpec, Registry, VertexState};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::logging::{self, LogFormat};
+use crate::{progress, yaml};
 
 /// Arguments of `tend run`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Anything; this command is not available yet.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// The program: a YAML graph (`.yaml`, `.yml`) or an mcl program (`.mcl`, or a directory
+    /// holding `main.mcl`).
+    pub program: PathBuf,
+    /// This host's name (default: the machine's hostname).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Where the daemon keeps its state (default: /var/lib/tend as root, else
+    /// $XDG_STATE_HOME/tend or ~/.local/state/tend). Created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// How many resources may be checked or applied at once (0 = the number of CPUs).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub parallel: usize,
+    /// Check and report what would change; change nothing.
+    #[arg(long)]
+    pub noop: bool,
+    /// Exit once the host has been converged for this many seconds (0 = as soon as it is):
+    /// status 0, or 1 when any resource failed.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub converged_timeout: Option<Duration>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter when RUST_LOG is not set (`error`, `warn`, `info`, `debug`, `trace`, or
+    /// directives like `info,tend_engine=debug`).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let f: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(f).map_err(|_| format!("{s:?} is not a number of seconds >= 0"))
 }
 
 /// Runs `tend run`.
-pub fn main(_args: RunArgs) -> ExitCode {
-    eprintln!("tend run: not available in this build yet");
-    ExitCode::from(2)
+pub fn main(args: RunArgs) -> ExitCode {
+    if let Err(e) = logging::init(args.log_format, &args.log_level) {
+        eprintln!("tend run: {e:#}");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tend run: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(run(args));
+    progress::finish();
+    // Resources may have left blocking work behind (a hung process after a forced stop):
+    // do not wait for it.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+/// One graph from a front end, and how to say where an engine error about it came from.
+pub struct Frame {
+    /// The graph.
+    pub graph: GraphSpec,
+    /// Renders an engine error about this graph, naming the file, line, resource and field.
+    pub describe: Box<dyn Fn(&GraphError) -> String + Send + Sync>,
+}
+
+/// What a front end publishes: a graph, or why the program does not produce one now.
+pub type FrameResult = Result<Frame, Vec<String>>;
+
+/// The kind of program `tend run` was given.
+enum Program {
+    Yaml(PathBuf),
+    Mcl(PathBuf),
+}
+
+impl Program {
+    fn of(path: &Path) -> Result<Program, String> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        match ext {
+            "yaml" | "yml" => Ok(Program::Yaml(path.to_path_buf())),
+            "mcl" => Ok(Program::Mcl(path.to_path_buf())),
+            _ if path.is_dir() => Ok(Program::Mcl(path.join("main.mcl"))),
+            _ => Err(format!(
+                "{}: unknown program type (expected a `.yaml`/`.yml` graph, an `.mcl` file, or a directory holding main.mcl)",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// Starts the front end for `program`: publishes its first frame before returning, then
+/// keeps publishing new ones as the program's inputs change.
+fn start_front_end(
+    program: Program,
+    registry: Arc<Registry>,
+) -> Result<watch::Receiver<Arc<FrameResult>>, Vec<String>> {
+    match program {
+        Program::Yaml(path) => {
+            let first = load_yaml(&path, &registry);
+            let (tx, rx) = watch::channel(Arc::new(first));
+            tokio::spawn(follow_yaml(path, registry, tx));
+            Ok(rx)
+        }
+        Program::Mcl(path) => Err(vec![format!(
+            "{}: the mcl front end is not available in this build; use a YAML graph (.yaml)",
+            path.display()
+        )]),
+    }
+}
+
+fn load_yaml(path: &Path, registry: &Registry) -> FrameResult {
+    let env = |name: &str| std::env::var(name).ok();
+    match yaml::load(path, registry, &env) {
+        Ok(loaded) => {
+            let graph = loaded.graph.clone();
+            Ok(Frame {
+                graph,
+                describe: Box::new(move |e: &GraphError| {
+                    loaded
+                        .error(e.res.clone(), e.field.clone(), e.message.clone())
+                        .to_string()
+                }),
+            })
+        }
+        Err(errs) => Err(errs.iter().map(ToString::to_string).collect()),
+    }
+}
+
+/// Re-reads the YAML file whenever its modification time or size changes (checked every
+/// second, which also survives editors that replace the file).
+async fn follow_yaml(path: PathBuf, registry: Arc<Registry>, tx: watch::Sender<Arc<FrameResult>>) {
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+    };
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if tx.is_closed() {
+            return;
+        }
+        let now = stamp(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        tracing::info!(file = %path.display(), "graph file changed, reloading");
+        let frame = load_yaml(&path, &registry);
+        if tx.send(Arc::new(frame)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The machine's hostname.
+fn machine_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The default state directory.
+fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/tend");
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("tend");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    PathBuf::from(home).join(".local/state/tend")
+}
+
+fn print_errors(errors: &[String]) {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    eprintln!(
+        "tend run: the program is invalid ({} error{}); nothing was changed",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    match run_inner(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            progress::finish();
+            eprintln!("tend run: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let program = match Program::of(&args.program) {
+        Ok(p) => p,
+        Err(e) => {
+            print_errors(&[e]);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let registry = Arc::new(tend_resources::registry());
+    let mut frames = match start_front_end(program, registry.clone()) {
+        Ok(rx) => rx,
+        Err(errs) => {
+            print_errors(&errs);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let first = frames.borrow_and_update().clone();
+    let first = match &*first {
+        Ok(f) => f,
+        Err(errs) => {
+            print_errors(errs);
+            return Ok(ExitCode::from(2));
+        }
+    };
+
+    let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let engine = Engine::new(
+        EngineConfig {
+            hostname: hostname.clone(),
+            state_dir: state_dir.clone(),
+            parallel: args.parallel,
+            noop: args.noop,
+        },
+        registry.clone(),
+    );
+    if let Err(errs) = engine.check_graph(&first.graph) {
+        let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
+        print_errors(&msgs);
+        return Ok(ExitCode::from(2));
+    }
+    // The program is valid: from here on the host may change.
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+
+    let show_progress = args.converged_timeout.is_some() && progress::start();
+    let mut status = engine.status();
+    let started = Instant::now();
+    tracing::info!(
+        program = %args.program.display(),
+        host = %hostname,
+        state_dir = %state_dir.display(),
+        resources = first.graph.resources.len(),
+        noop = args.noop,
+        "starting"
+    );
+    let mut generation = match engine.swap(first.graph.clone()).await {
+        Ok(stats) => {
+            tracing::debug!(added = stats.added, duration = ?stats.duration, "first graph swapped in");
+            status.borrow().generation
+        }
+        Err(errs) => {
+            let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
+            print_errors(&msgs);
+            engine.shutdown().await;
+            return Ok(ExitCode::from(2));
+        }
+    };
+
+    let mut converged_since: Option<Instant> = None;
+    let mut was_converged = false;
+    loop {
+        let deadline = match (args.converged_timeout, converged_since) {
+            (Some(t), Some(since)) => Some(since + t),
+            _ => None,
+        };
+        tokio::select! {
+            _ = sigint.recv() => return Ok(stop(&engine, &mut sigint, &mut sigterm, "SIGINT").await),
+            _ = sigterm.recv() => return Ok(stop(&engine, &mut sigint, &mut sigterm, "SIGTERM").await),
+            changed = status.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the engine stopped unexpectedly");
+                }
+                let s = status.borrow_and_update().clone();
+                let settled = s.counts.get(&VertexState::Converged).copied().unwrap_or(0)
+                    + s.counts.get(&VertexState::Failed).copied().unwrap_or(0)
+                    + s.counts.get(&VertexState::Blocked).copied().unwrap_or(0);
+                if show_progress {
+                    let failed = s.counts.get(&VertexState::Failed).copied().unwrap_or(0);
+                    let msg = if failed > 0 { format!("({failed} failed)") } else { String::new() };
+                    progress::update(settled, s.total, msg);
+                }
+                let converged = s.converged && s.generation >= generation;
+                if converged && !was_converged {
+                    tracing::info!(
+                        resources = s.total,
+                        failed = s.counts.get(&VertexState::Failed).copied().unwrap_or(0),
+                        blocked = s.counts.get(&VertexState::Blocked).copied().unwrap_or(0),
+                        elapsed = ?started.elapsed(),
+                        "converged"
+                    );
+                }
+                was_converged = converged;
+                converged_since = if converged { converged_since.or(Some(Instant::now())) } else { None };
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                progress::finish();
+                let code = report_final(&engine);
+                engine.shutdown().await;
+                return Ok(code);
+            }
+            changed = frames.changed() => {
+                if changed.is_err() {
+                    // The front end is done: the current graph stays.
+                    frames = watch::channel(Arc::new(Err(Vec::new()))).1;
+                    continue;
+                }
+                let frame = frames.borrow_and_update().clone();
+                match &*frame {
+                    Err(errs) => {
+                        for e in errs {
+                            tracing::error!(error = %e, "new graph rejected; keeping the running one");
+                        }
+                    }
+                    Ok(f) => match engine.swap(f.graph.clone()).await {
+                        Ok(stats) => {
+                            generation = status.borrow().generation;
+                            converged_since = None;
+                            was_converged = false;
+                            tracing::info!(
+                                added = stats.added,
+                                removed = stats.removed,
+                                changed = stats.changed,
+                                kept = stats.kept,
+                                "new graph swapped in"
+                            );
+                        }
+                        Err(errs) => {
+                            for e in &errs {
+                                tracing::error!(error = %(f.describe)(e), "new graph rejected; keeping the running one");
+                            }
+                        }
+                    },
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Prints the outcome of a one-shot run and chooses the exit status.
+fn report_final(engine: &Engine) -> ExitCode {
+    let s = engine.status().borrow().clone();
+    let count = |st: VertexState| s.counts.get(&st).copied().unwrap_or(0);
+    let failed = count(VertexState::Failed);
+    for (id, v) in &s.vertices {
+        match v.state {
+            VertexState::Failed => eprintln!(
+                "tend run: {id} failed: {}",
+                v.last_error.as_deref().unwrap_or("unknown error")
+            ),
+            VertexState::Blocked => eprintln!("tend run: {id} blocked by a failed dependency"),
+            _ => {}
+        }
+    }
+    eprintln!(
+        "tend run: converged: {} resources, {} in state, {} failed, {} blocked",
+        s.total,
+        count(VertexState::Converged),
+        failed,
+        count(VertexState::Blocked)
+    );
+    if failed > 0 || count(VertexState::Blocked) > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Orderly stop on the first signal; a second signal cancels running checks.
+async fn stop(
+    engine: &Engine,
+    sigint: &mut tokio::signal::unix::Signal,
+    sigterm: &mut tokio::signal::unix::Signal,
+    which: &str,
+) -> ExitCode {
+    progress::finish();
+    tracing::info!(
+        signal = which,
+        "shutting down (send it again to cancel running checks)"
+    );
+    let shutdown = engine.shutdown();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => ExitCode::SUCCESS,
+        _ = async { tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} } } => {
+            tracing::warn!("second signal: cancelling running checks");
+            engine.cancel_running();
+            let _ = tokio::time::timeout(Duration::from_secs(2), shutdown).await;
+            ExitCode::from(1)
+        }
+    }
 }

@@ -1,4 +1,119 @@
-//! Resource kinds (`file`, `exec`, `noop`, `print`, `timer`, `test`, ...) and the registry that
-//! maps each kind name to its schema and constructor.
+//! Resource kinds (`file`, `exec`, `noop`, `print`, `timer`, `test`) and the [`registry`] that
+//! maps each kind name to its schema, constructor and automatic edges.
 //!
-//! Kinds implement `tend_engine::Resource`; nothing here drives execution.
+//! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
+//! engine's job) and nothing here talks to the cluster. Constructors validate a spec without
+//! touching the host; all host access happens in `watch` and `check_apply`.
+
+mod exec;
+mod file;
+mod fswatch;
+mod noop;
+mod params;
+mod print;
+mod process;
+mod testkind;
+mod timer;
+
+use tend_engine::{Kind, Registry};
+
+/// Every kind this crate implements, ready to hand to the engine and to the language.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(Kind {
+        schema: file::schema().clone(),
+        build: file::build,
+        autoedges: Some(file::autoedges),
+    });
+    r.register(Kind {
+        schema: exec::schema().clone(),
+        build: exec::build,
+        autoedges: Some(exec::autoedges),
+    });
+    r.register(Kind {
+        schema: noop::schema().clone(),
+        build: noop::build,
+        autoedges: None,
+    });
+    r.register(Kind {
+        schema: print::schema().clone(),
+        build: print::build,
+        autoedges: None,
+    });
+    r.register(Kind {
+        schema: timer::schema().clone(),
+        build: timer::build,
+        autoedges: None,
+    });
+    r.register(Kind {
+        schema: testkind::schema().clone(),
+        build: testkind::build,
+        autoedges: None,
+    });
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tend_engine::schema::check_field;
+    use tend_engine::ResSpec;
+
+    #[test]
+    fn every_kind_is_registered() {
+        let r = registry();
+        let kinds: Vec<_> = r.kinds().map(|k| k.schema.kind.clone()).collect();
+        assert_eq!(kinds, ["exec", "file", "noop", "print", "test", "timer"]);
+    }
+
+    #[test]
+    fn every_default_fits_its_own_field() {
+        for kind in registry().kinds() {
+            for f in &kind.schema.fields {
+                if let Some(d) = &f.default {
+                    check_field(f, d).unwrap_or_else(|e| {
+                        panic!(
+                            "{}.{}: default {d} does not fit: {e}",
+                            kind.schema.kind, f.name
+                        )
+                    });
+                }
+                assert!(
+                    !f.doc.is_empty(),
+                    "{}.{} has no doc",
+                    kind.schema.kind,
+                    f.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn file_publishes_state_constants() {
+        let r = registry();
+        let c = r.get("file").unwrap().schema.all_constants();
+        let names: Vec<_> = c
+            .iter()
+            .filter(|c| c.param == "state")
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["exists", "absent", "undefined"]);
+    }
+
+    #[test]
+    fn defaults_alone_build_where_no_field_is_required() {
+        let r = registry();
+        for (kind, name) in [
+            ("noop", "n"),
+            ("print", "p"),
+            ("test", "t"),
+            ("file", "/tmp/x"),
+        ] {
+            r.validate(&ResSpec::new(kind, name))
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        }
+        // exec needs a command and timer an interval.
+        assert!(r.validate(&ResSpec::new("exec", "e")).is_err());
+        assert!(r.validate(&ResSpec::new("timer", "t")).is_err());
+    }
+}

@@ -1,0 +1,333 @@
+//! `exec`: runs a command when it is out of state.
+//!
+//! Out of state means: with guards (`ifcmd`, `nifcmd`, `creates`), when the guards say it
+//! should run; without guards, on its first check and after each drift (a `watchcmd` line) or
+//! refresh, until it has run successfully once. With `refreshonly`, only a refresh (through a
+//! notify edge) makes it run, and the guards still apply. Guards run through `shell` (default
+//! `/bin/sh`) with the same `cwd` and `env`. Output is logged line by line; a failure names
+//! the command, its exit status and the tail of its stderr. The whole process group is killed
+//! on timeout or cancellation.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use tend_engine::{
+    AutoEdges, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Value,
+    Watcher,
+};
+
+use crate::params::{field_err, Params};
+use crate::process::{describe, log_lines, CmdLine, TAIL_LINES};
+
+/// The `exec` schema.
+pub(crate) fn schema() -> &'static KindSchema {
+    static S: OnceLock<KindSchema> = OnceLock::new();
+    S.get_or_init(|| {
+        let strs = Type::List(Box::new(Type::Str));
+        let mut s = KindSchema::new("exec")
+            .field(Field::new(
+                "cmd",
+                Type::Str,
+                "the program to run (with `shell`: the command line)",
+            ))
+            .field(
+                Field::new("args", strs, "arguments of `cmd` (without `shell`)")
+                    .default_value(Value::List(Vec::new())),
+            )
+            .field(
+                Field::new(
+                    "shell",
+                    Type::Str,
+                    "run `cmd` as `<shell> -c <cmd>`, e.g. \"/bin/sh\"",
+                )
+                .default_value(""),
+            )
+            .field(Field::new("cwd", Type::Str, "working directory").default_value(""))
+            .field(
+                Field::new(
+                    "env",
+                    Type::Map(Box::new(Type::Str), Box::new(Type::Str)),
+                    "variables added to the environment",
+                )
+                .default_value(Value::Map(Default::default())),
+            )
+            .field(
+                Field::new(
+                    "timeout",
+                    Type::Int,
+                    "seconds allowed per run; 0 = no limit",
+                )
+                .default_value(0i64)
+                .range(0, u32::MAX as i128),
+            )
+            .field(
+                Field::new(
+                    "ifcmd",
+                    Type::Str,
+                    "run only if this shell command succeeds",
+                )
+                .default_value(""),
+            )
+            .field(
+                Field::new("nifcmd", Type::Str, "run only if this shell command fails")
+                    .default_value(""),
+            )
+            .field(Field::new("creates", Type::Str, "skip when this path exists").default_value(""))
+            .field(
+                Field::new(
+                    "refreshonly",
+                    Type::Bool,
+                    "run only when refreshed through a notify edge",
+                )
+                .default_value(false),
+            )
+            .field(
+                Field::new(
+                    "watchcmd",
+                    Type::Str,
+                    "a long-running shell command; each line it prints is a drift event",
+                )
+                .default_value(""),
+            );
+        s.refreshable = true;
+        s
+    })
+}
+
+struct Exec {
+    id: String,
+    cmd: CmdLine,
+    guard_shell: String,
+    ifcmd: Option<String>,
+    nifcmd: Option<String>,
+    creates: Option<PathBuf>,
+    refreshonly: bool,
+    watchcmd: Option<String>,
+    timeout: Option<Duration>,
+    /// Without guards: not run successfully since the last drift.
+    needs_run: AtomicBool,
+}
+
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn abs(field: &str, s: &str) -> Result<PathBuf, ResError> {
+    if !s.starts_with('/') {
+        return Err(field_err(field, format!("{s:?} is not an absolute path")));
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// Builds an `exec`.
+pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
+    let p = Params::new(spec, schema())?;
+    let cmd = p.str("cmd")?;
+    if cmd.trim().is_empty() {
+        return Err(field_err("cmd", "is required and must not be empty"));
+    }
+    let args = p.strs("args")?;
+    let shell = p.str("shell")?;
+    if !shell.is_empty() && !args.is_empty() {
+        return Err(field_err(
+            "args",
+            "cannot be combined with `shell` (put everything in `cmd`)",
+        ));
+    }
+    if shell.is_empty() && args.is_empty() && cmd.contains(char::is_whitespace) {
+        return Err(field_err(
+            "cmd",
+            format!(
+                "{cmd:?} contains spaces: set `shell` (e.g. \"/bin/sh\") or pass arguments in `args`"
+            ),
+        ));
+    }
+    let cwd = match opt(p.str("cwd")?) {
+        Some(c) => Some(abs("cwd", &c)?),
+        None => None,
+    };
+    let env = p.str_map("env")?;
+    let (program, args) = if shell.is_empty() {
+        (cmd, args)
+    } else {
+        (shell.clone(), vec!["-c".to_string(), cmd])
+    };
+    let timeout = p.opt_int("timeout")?.unwrap_or(0);
+    if timeout < 0 {
+        return Err(field_err("timeout", format!("{timeout} is negative")));
+    }
+    let creates = match opt(p.str("creates")?) {
+        Some(c) => Some(abs("creates", &c)?),
+        None => None,
+    };
+    Ok(Box::new(Exec {
+        id: format!("exec[{}]", spec.name),
+        cmd: CmdLine {
+            program,
+            args,
+            cwd,
+            env,
+        },
+        guard_shell: if shell.is_empty() {
+            "/bin/sh".into()
+        } else {
+            shell
+        },
+        ifcmd: opt(p.str("ifcmd")?),
+        nifcmd: opt(p.str("nifcmd")?),
+        creates,
+        refreshonly: p.bool("refreshonly")?,
+        watchcmd: opt(p.str("watchcmd")?),
+        timeout: (timeout > 0).then(|| Duration::from_secs(timeout as u64)),
+        needs_run: AtomicBool::new(true),
+    }))
+}
+
+/// `exec` requires the directory it runs in: `file:<cwd>/`.
+pub(crate) fn autoedges(spec: &ResSpec) -> AutoEdges {
+    let mut out = AutoEdges::default();
+    if let Some(cwd) = spec.params.get("cwd").and_then(|v| v.as_str()) {
+        if cwd.starts_with('/') {
+            let t = cwd.trim_end_matches('/');
+            out.requires.push(format!("file:{t}/"));
+        }
+    }
+    out
+}
+
+impl Exec {
+    fn shell_line(&self, line: &str) -> CmdLine {
+        CmdLine {
+            program: self.guard_shell.clone(),
+            args: vec!["-c".into(), line.into()],
+            cwd: self.cmd.cwd.clone(),
+            env: self.cmd.env.clone(),
+        }
+    }
+
+    /// Runs a guard; returns whether it succeeded.
+    async fn guard(&self, line: &str) -> Result<bool, ResError> {
+        let c = self.shell_line(line);
+        let f = c
+            .run(&self.id, self.timeout)
+            .await
+            .map_err(|e| ResError::new(format!("{}: guard: {e}", self.id)))?;
+        Ok(f.status.success())
+    }
+
+    fn has_guards(&self) -> bool {
+        self.ifcmd.is_some() || self.nifcmd.is_some() || self.creates.is_some()
+    }
+}
+
+#[async_trait::async_trait]
+impl Resource for Exec {
+    async fn watch(&self, w: Watcher) -> Result<(), ResError> {
+        let Some(line) = &self.watchcmd else {
+            w.running();
+            std::future::pending::<()>().await;
+            return Ok(());
+        };
+        let c = self.shell_line(line);
+        let mut r = c
+            .spawn()
+            .map_err(|e| ResError::new(format!("watchcmd: {e}")))?;
+        let stderr = r.child.stderr.take();
+        let err_log = async {
+            match stderr {
+                Some(e) => log_lines(e, self.id.clone(), "watchcmd stderr", TAIL_LINES).await,
+                None => Default::default(),
+            }
+        };
+        let stdout = r
+            .child
+            .stdout
+            .take()
+            .ok_or_else(|| ResError::new("watchcmd: no stdout"))?;
+        w.running();
+        let events = async {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tracing::debug!(resource = %self.id, line = %l, "watchcmd event");
+                self.needs_run.store(true, Ordering::SeqCst);
+                w.event();
+            }
+        };
+        let (_, tail) = tokio::join!(events, err_log);
+        let status =
+            r.child.wait().await.map_err(|e| {
+                ResError::new(format!("watchcmd: waiting for `{}`: {e}", c.display()))
+            })?;
+        r.group.disarm();
+        let tail: Vec<String> = tail.into_iter().collect();
+        Err(ResError::new(format!(
+            "watchcmd `{}` {}{}",
+            c.display(),
+            describe(&status),
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", tail.join("\n"))
+            }
+        )))
+    }
+
+    async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
+        if self.refreshonly && !ctx.refresh {
+            return Ok(Checked::InState);
+        }
+        if !self.refreshonly
+            && !self.has_guards()
+            && !ctx.refresh
+            && !self.needs_run.load(Ordering::SeqCst)
+        {
+            return Ok(Checked::InState);
+        }
+        if let Some(c) = &self.creates {
+            if Path::new(c).symlink_metadata().is_ok() {
+                return Ok(Checked::InState);
+            }
+        }
+        if let Some(g) = &self.ifcmd {
+            if !self.guard(g).await? {
+                return Ok(Checked::InState);
+            }
+        }
+        if let Some(g) = &self.nifcmd {
+            if self.guard(g).await? {
+                return Ok(Checked::InState);
+            }
+        }
+        if !ctx.apply {
+            return Ok(Checked::Changed);
+        }
+        // Clear first: a drift during the run must make it run again.
+        self.needs_run.store(false, Ordering::SeqCst);
+        tracing::info!(resource = %self.id, cmd = %self.cmd.display(), "running");
+        let f = match self.cmd.run(&self.id, self.timeout).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.needs_run.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        if !f.status.success() {
+            self.needs_run.store(true, Ordering::SeqCst);
+            return Err(ResError::new(format!(
+                "`{}` {}{}",
+                self.cmd.display(),
+                describe(&f.status),
+                if f.stderr_tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stderr: {}", f.stderr_tail)
+                }
+            )));
+        }
+        Ok(Checked::Changed)
+    }
+}

@@ -1,0 +1,614 @@
+//! `file`: a regular file, a directory (path ending in `/`) or a symlink, with its content,
+//! mode and ownership.
+//!
+//! Writes are atomic: the new content goes to a temporary file in the same directory, which is
+//! written, given its owner and mode, fsynced and renamed over the target, then the directory
+//! is fsynced; a reader (or a crash) never sees a half-written file. Content is rewritten only
+//! when it differs; mode and owner are fixed in place. Missing parent directories are created
+//! (mode 0755). The watch uses the process-wide inotify hub ([`crate::fswatch`]).
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use tend_engine::{
+    AutoEdges, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Watcher,
+};
+
+use crate::fswatch;
+use crate::params::{field_err, Params};
+
+/// The `file` schema.
+pub(crate) fn schema() -> &'static KindSchema {
+    static S: OnceLock<KindSchema> = OnceLock::new();
+    S.get_or_init(|| {
+        KindSchema::new("file")
+            .field(
+                Field::new(
+                    "path",
+                    Type::Str,
+                    "absolute path (default: the resource name); a trailing `/` makes it a directory",
+                )
+                .optional(),
+            )
+            .field(
+                Field::new(
+                    "state",
+                    Type::Str,
+                    "\"exists\", \"absent\", or \"\" to leave existence unmanaged",
+                )
+                .default_value("exists")
+                .allowed(&["exists", "absent", ""]),
+            )
+            .field(
+                Field::new("content", Type::Str, "the file's content (unset: not managed)")
+                    .optional(),
+            )
+            .field(
+                Field::new("source", Type::Str, "copy the content from this local file")
+                    .optional(),
+            )
+            .field(
+                Field::new(
+                    "symlink",
+                    Type::Str,
+                    "make the path a symbolic link to this target",
+                )
+                .optional(),
+            )
+            .field(
+                Field::new(
+                    "mode",
+                    Type::Str,
+                    "octal permissions, e.g. \"0644\" (unset: 0644 for new files, else kept)",
+                )
+                .optional(),
+            )
+            .field(Field::new("owner", Type::Str, "owner, a user name or a numeric uid").optional())
+            .field(Field::new("group", Type::Str, "group, a group name or a numeric gid").optional())
+            .field(
+                Field::new(
+                    "recurse",
+                    Type::Bool,
+                    "with state \"absent\", also remove a non-empty directory",
+                )
+                .default_value(false),
+            )
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Exists,
+    Absent,
+    Unmanaged,
+}
+
+#[derive(Debug)]
+struct Cfg {
+    /// `file[name]`, for logs.
+    id: String,
+    /// Without trailing slash.
+    path: PathBuf,
+    is_dir: bool,
+    state: State,
+    content: Option<Vec<u8>>,
+    source: Option<PathBuf>,
+    symlink: Option<PathBuf>,
+    mode: Option<u32>,
+    owner: Option<String>,
+    group: Option<String>,
+    recurse: bool,
+}
+
+/// Parses an octal mode such as `"0644"` or `"755"`.
+fn parse_mode(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(s, 8).ok()
+}
+
+/// Checks a path is absolute and normalized; returns it without a trailing slash, and
+/// whether it had one.
+fn clean_path(field: &str, s: &str) -> Result<(PathBuf, bool), ResError> {
+    if !s.starts_with('/') {
+        return Err(field_err(field, format!("{s:?} is not an absolute path")));
+    }
+    if s.contains('\0') {
+        return Err(field_err(field, format!("{s:?} contains a NUL byte")));
+    }
+    let p = Path::new(s);
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(field_err(
+            field,
+            format!("{s:?} is not normalized (`.` or `..`)"),
+        ));
+    }
+    let trimmed = s.trim_end_matches('/');
+    let is_dir = s.ends_with('/');
+    let path = if trimmed.is_empty() {
+        PathBuf::from("/")
+    } else {
+        PathBuf::from(trimmed)
+    };
+    Ok((path, is_dir))
+}
+
+fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
+    let p = Params::new(spec, schema())?;
+    let raw = p.opt_str("path")?.unwrap_or_else(|| spec.name.clone());
+    let field = if p.is_set("path") { "path" } else { "name" };
+    let (path, is_dir) = clean_path(field, &raw)?;
+    let state = match p.str("state")?.as_str() {
+        "exists" => State::Exists,
+        "absent" => State::Absent,
+        _ => State::Unmanaged,
+    };
+    let content = p.opt_str("content")?.map(String::into_bytes);
+    let source = match p.opt_str("source")? {
+        Some(s) => Some(clean_path("source", &s)?.0),
+        None => None,
+    };
+    let symlink = match p.opt_str("symlink")? {
+        Some(s) if s.is_empty() => return Err(field_err("symlink", "is empty")),
+        Some(s) => Some(PathBuf::from(s)),
+        None => None,
+    };
+    let mode = match p.opt_str("mode")? {
+        Some(m) => Some(
+            parse_mode(&m)
+                .ok_or_else(|| field_err("mode", format!("{m:?} is not an octal mode")))?,
+        ),
+        None => None,
+    };
+    let owner = p.opt_str("owner")?;
+    let group = p.opt_str("group")?;
+    for (f, v) in [("owner", &owner), ("group", &group)] {
+        if v.as_deref() == Some("") {
+            return Err(field_err(f, "is empty (leave it unset to not manage it)"));
+        }
+    }
+    if content.is_some() && source.is_some() {
+        return Err(field_err("source", "cannot be combined with `content`"));
+    }
+    if is_dir && (content.is_some() || source.is_some()) {
+        let f = if content.is_some() {
+            "content"
+        } else {
+            "source"
+        };
+        return Err(field_err(
+            f,
+            format!("{} is a directory (trailing `/`) and has no content", raw),
+        ));
+    }
+    if symlink.is_some() && (content.is_some() || source.is_some() || is_dir) {
+        return Err(field_err(
+            "symlink",
+            "cannot be combined with `content`, `source` or a directory path",
+        ));
+    }
+    if symlink.is_some() && mode.is_some() {
+        return Err(field_err("mode", "a symlink has no mode of its own"));
+    }
+    if state == State::Absent && path == Path::new("/") {
+        return Err(field_err(field, "refusing to remove `/`"));
+    }
+    Ok(Cfg {
+        id: format!("file[{}]", spec.name),
+        path,
+        is_dir,
+        state,
+        content,
+        source,
+        symlink,
+        mode,
+        owner,
+        group,
+        recurse: p.bool("recurse")?,
+    })
+}
+
+/// Builds a `file`: validates paths, mode and combinations; touches nothing.
+pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
+    Ok(Box::new(File {
+        cfg: Arc::new(cfg(spec)?),
+    }))
+}
+
+/// `file` provides `file:<path>` (with the trailing `/` of a directory) and requires
+/// `file:<dir>/` for each ancestor directory and `file:<source>` for its source.
+pub(crate) fn autoedges(spec: &ResSpec) -> AutoEdges {
+    let raw = spec
+        .params
+        .get("path")
+        .and_then(|v| v.as_str())
+        .unwrap_or(&spec.name);
+    let mut out = AutoEdges {
+        provides: vec![format!("file:{raw}")],
+        requires: Vec::new(),
+    };
+    let trimmed = Path::new(raw.trim_end_matches('/'));
+    for a in trimmed.ancestors().skip(1) {
+        let s = a.to_string_lossy();
+        if s.is_empty() {
+            continue;
+        }
+        out.requires.push(if s.ends_with('/') {
+            format!("file:{s}")
+        } else {
+            format!("file:{s}/")
+        });
+    }
+    if let Some(src) = spec.params.get("source").and_then(|v| v.as_str()) {
+        out.requires.push(format!("file:{src}"));
+    }
+    out
+}
+
+struct File {
+    cfg: Arc<Cfg>,
+}
+
+#[async_trait::async_trait]
+impl Resource for File {
+    async fn watch(&self, w: Watcher) -> Result<(), ResError> {
+        let mut sub = fswatch::subscribe(&self.cfg.path, w.clone()).await?;
+        let mut src = match &self.cfg.source {
+            Some(s) => Some(fswatch::subscribe(s, w.clone()).await?),
+            None => None,
+        };
+        w.running();
+        match &mut src {
+            Some(src) => {
+                tokio::select! {
+                    e = sub.failed() => Err(e),
+                    e = src.failed() => Err(e),
+                }
+            }
+            None => Err(sub.failed().await),
+        }
+    }
+
+    async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
+        let cfg = self.cfg.clone();
+        tokio::task::spawn_blocking(move || check(&cfg, ctx.apply))
+            .await
+            .map_err(|e| ResError::new(format!("checking file: {e}")))?
+    }
+}
+
+fn lstat(path: &Path) -> Result<Option<fs::Metadata>, ResError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ResError::io("reading", path, e)),
+    }
+}
+
+fn resolve_owner(name: &str) -> Result<u32, ResError> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(field_err("owner", format!("no such user {name:?}"))),
+        Err(e) => Err(field_err("owner", format!("looking up user {name:?}: {e}"))),
+    }
+}
+
+fn resolve_group(name: &str) -> Result<u32, ResError> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(field_err("group", format!("no such group {name:?}"))),
+        Err(e) => Err(field_err(
+            "group",
+            format!("looking up group {name:?}: {e}"),
+        )),
+    }
+}
+
+/// Creates the missing ancestors of `path` (mode 0755).
+fn make_parents(path: &Path) -> Result<(), ResError> {
+    if let Some(dir) = path.parent() {
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).map_err(|e| ResError::io("creating directory", dir, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), ResError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ResError::io("syncing directory", dir, e))
+}
+
+/// Writes `data` to `path` atomically, with the given mode and owner.
+fn write_atomic(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    owner: (Option<u32>, Option<u32>),
+) -> Result<(), ResError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tend.")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| ResError::io("creating a temporary file in", dir, e))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let f = tmp.as_file_mut();
+    f.write_all(data)
+        .map_err(|e| ResError::io("writing", &tmp_path, e))?;
+    if owner.0.is_some() || owner.1.is_some() {
+        std::os::unix::fs::fchown(&*f, owner.0, owner.1)
+            .map_err(|e| ResError::io("changing the owner of", path, e))?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| ResError::io("changing the mode of", path, e))?;
+    f.sync_all()
+        .map_err(|e| ResError::io("syncing", &tmp_path, e))?;
+    tmp.persist(path)
+        .map_err(|e| ResError::io("renaming into place", path, e.error))?;
+    fsync_dir(dir)
+}
+
+/// Whether the file at `path` (of size `len`) holds exactly `want`.
+fn same_content(path: &Path, len: u64, want: &[u8]) -> Result<bool, ResError> {
+    if len != want.len() as u64 {
+        return Ok(false);
+    }
+    let have = fs::read(path).map_err(|e| ResError::io("reading", path, e))?;
+    Ok(have == want)
+}
+
+fn remove(cfg: &Cfg, m: &fs::Metadata) -> Result<(), ResError> {
+    let p = &cfg.path;
+    if m.is_dir() {
+        if cfg.recurse {
+            fs::remove_dir_all(p).map_err(|e| ResError::io("removing directory", p, e))?;
+        } else {
+            fs::remove_dir(p).map_err(|e| {
+                if e.kind() == ErrorKind::DirectoryNotEmpty {
+                    ResError::new(format!(
+                        "removing directory {}: not empty (set `recurse` to remove its content)",
+                        p.display()
+                    ))
+                } else {
+                    ResError::io("removing directory", p, e)
+                }
+            })?;
+        }
+    } else {
+        fs::remove_file(p).map_err(|e| ResError::io("removing", p, e))?;
+    }
+    if let Some(dir) = p.parent() {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Checks the file and, when `apply`, puts it in state.
+fn check(cfg: &Cfg, apply: bool) -> Result<Checked, ResError> {
+    let p = &cfg.path;
+    let meta = lstat(p)?;
+    match (cfg.state, &meta) {
+        (State::Absent, None) => return Ok(Checked::InState),
+        (State::Absent, Some(m)) => {
+            if apply {
+                remove(cfg, m)?;
+                tracing::info!(resource = %cfg.id, path = %p.display(), "removed");
+            }
+            return Ok(Checked::Changed);
+        }
+        (State::Unmanaged, None) => return Ok(Checked::InState),
+        _ => {}
+    }
+    let uid = cfg.owner.as_deref().map(resolve_owner).transpose()?;
+    let gid = cfg.group.as_deref().map(resolve_group).transpose()?;
+    let mut changed = false;
+
+    if let Some(target) = &cfg.symlink {
+        let ok = match &meta {
+            Some(m) if m.file_type().is_symlink() => {
+                fs::read_link(p).map_err(|e| ResError::io("reading link", p, e))? == *target
+            }
+            Some(m) if m.is_dir() => {
+                return Err(ResError::new(format!(
+                    "{} is a directory; refusing to replace it with a symlink",
+                    p.display()
+                )))
+            }
+            _ => false,
+        };
+        if !ok {
+            changed = true;
+            if apply {
+                make_parents(p)?;
+                let dir = p.parent().unwrap_or(Path::new("/"));
+                let tmp = dir.join(format!(
+                    ".tend.{}.{}.lnk",
+                    std::process::id(),
+                    p.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                let _ = fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(target, &tmp)
+                    .map_err(|e| ResError::io("creating symlink", &tmp, e))?;
+                fs::rename(&tmp, p).map_err(|e| ResError::io("renaming into place", p, e))?;
+                fsync_dir(dir)?;
+                tracing::info!(resource = %cfg.id, path = %p.display(), target = %target.display(), "linked");
+            }
+        }
+        let m = if apply { lstat(p)? } else { meta };
+        if let Some(m) = m.filter(|m| m.file_type().is_symlink()) {
+            if uid.is_some_and(|u| u != m.uid()) || gid.is_some_and(|g| g != m.gid()) {
+                changed = true;
+                if apply {
+                    std::os::unix::fs::lchown(p, uid, gid)
+                        .map_err(|e| ResError::io("changing the owner of", p, e))?;
+                }
+            }
+        }
+        return Ok(if changed {
+            Checked::Changed
+        } else {
+            Checked::InState
+        });
+    }
+
+    if cfg.is_dir {
+        match &meta {
+            Some(m) if m.is_dir() => {}
+            Some(_) => {
+                return Err(ResError::new(format!(
+                    "{} exists and is not a directory",
+                    p.display()
+                )))
+            }
+            None => {
+                changed = true;
+                if !apply {
+                    return Ok(Checked::Changed);
+                }
+                make_parents(p)?;
+                fs::create_dir(p).map_err(|e| ResError::io("creating directory", p, e))?;
+                if cfg.mode.is_none() {
+                    fs::set_permissions(p, fs::Permissions::from_mode(0o755))
+                        .map_err(|e| ResError::io("changing the mode of", p, e))?;
+                }
+                tracing::info!(resource = %cfg.id, path = %p.display(), "created directory");
+            }
+        }
+    } else {
+        let want: Option<Vec<u8>> = match (&cfg.content, &cfg.source) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(src)) => {
+                Some(fs::read(src).map_err(|e| ResError::io("reading source", src, e))?)
+            }
+            (None, None) => None,
+        };
+        let rewrite = match &meta {
+            Some(m) if m.is_dir() => {
+                return Err(ResError::new(format!(
+                    "{} is a directory, expected a file (a directory path ends in `/`)",
+                    p.display()
+                )))
+            }
+            Some(m) if !m.is_file() => true,
+            Some(m) => match &want {
+                Some(w) => !same_content(p, m.len(), w)?,
+                None => false,
+            },
+            None => true,
+        };
+        if rewrite {
+            if !apply {
+                return Ok(Checked::Changed);
+            }
+            make_parents(p)?;
+            let kept = meta.as_ref().filter(|m| m.is_file());
+            let mode = cfg
+                .mode
+                .or(kept.map(|m| m.mode() & 0o7777))
+                .unwrap_or(0o644);
+            let owner = (uid.or(kept.map(|m| m.uid())), gid.or(kept.map(|m| m.gid())));
+            write_atomic(p, want.as_deref().unwrap_or_default(), mode, owner)?;
+            tracing::info!(resource = %cfg.id, path = %p.display(), "wrote content");
+            return Ok(Checked::Changed);
+        }
+    }
+
+    // Ownership, then mode (chown may clear set-id bits).
+    let m = match lstat(p)? {
+        Some(m) => m,
+        None if !apply => return Ok(Checked::Changed),
+        None => {
+            return Err(ResError::new(format!(
+                "{} vanished while checking",
+                p.display()
+            )))
+        }
+    };
+    if uid.is_some_and(|u| u != m.uid()) || gid.is_some_and(|g| g != m.gid()) {
+        changed = true;
+        if apply {
+            std::os::unix::fs::lchown(p, uid, gid)
+                .map_err(|e| ResError::io("changing the owner of", p, e))?;
+            tracing::info!(resource = %cfg.id, path = %p.display(), "changed owner");
+        }
+    }
+    if let Some(mode) = cfg.mode {
+        let have = if apply && changed {
+            lstat(p)?.map(|m| m.mode() & 0o7777)
+        } else {
+            Some(m.mode() & 0o7777)
+        };
+        if have != Some(mode) {
+            changed = true;
+            if apply {
+                fs::set_permissions(p, fs::Permissions::from_mode(mode))
+                    .map_err(|e| ResError::io("changing the mode of", p, e))?;
+                tracing::info!(resource = %cfg.id, path = %p.display(), mode = %format!("{mode:04o}"), "changed mode");
+            }
+        }
+    }
+    Ok(if changed {
+        Checked::Changed
+    } else {
+        Checked::InState
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0644"), Some(0o644));
+        assert_eq!(parse_mode("755"), Some(0o755));
+        assert_eq!(parse_mode("4755"), Some(0o4755));
+        assert_eq!(parse_mode("0999"), None);
+        assert_eq!(parse_mode("07777"), None);
+        assert_eq!(parse_mode(""), None);
+    }
+
+    #[test]
+    fn bad_specs_name_the_field() {
+        let e = |spec: ResSpec| build(&spec).err().unwrap().to_string();
+        assert_eq!(
+            e(ResSpec::new("file", "/tmp/a").param("mode", "0999")),
+            "field `mode`: \"0999\" is not an octal mode"
+        );
+        assert!(e(ResSpec::new("file", "rel/a")).starts_with("field `name`:"));
+        assert!(e(ResSpec::new("file", "x").param("path", "/a/../b")).starts_with("field `path`:"));
+        assert!(
+            e(ResSpec::new("file", "/d/").param("content", "x")).starts_with("field `content`:")
+        );
+        assert!(e(ResSpec::new("file", "/a")
+            .param("content", "x")
+            .param("source", "/b"))
+        .starts_with("field `source`:"));
+        assert!(e(ResSpec::new("file", "/a").param("state", "gone")).starts_with("field `state`:"));
+        assert!(e(ResSpec::new("file", "/a").param("bogus", 1i64)).starts_with("field `bogus`:"));
+    }
+
+    #[test]
+    fn autoedges_need_every_ancestor_directory() {
+        let a = autoedges(&ResSpec::new("file", "/a/b/c"));
+        assert_eq!(a.provides, ["file:/a/b/c"]);
+        assert_eq!(a.requires, ["file:/a/b/", "file:/a/", "file:/"]);
+        let d = autoedges(&ResSpec::new("file", "x").param("path", "/a/b/"));
+        assert_eq!(d.provides, ["file:/a/b/"]);
+        assert_eq!(d.requires, ["file:/a/", "file:/"]);
+    }
+}

@@ -1,0 +1,399 @@
+//! One inotify watcher for the whole process, shared by every `file` resource.
+//!
+//! inotify is a scarce resource (by default 128 instances and 8192 watches per user), so
+//! instead of one watcher per resource, a single hub thread owns one
+//! `notify::RecommendedWatcher`, watches each *directory* once (reference counted), and
+//! dispatches events by path to the subscriptions that care. A subscription is for a target
+//! path; it is armed on the target's nearest existing ancestor directory. When that directory
+//! is deleted or moved, or when a missing directory between it and the target appears, the
+//! subscription is re-armed and its watcher gets an event. 10,000 files in one directory cost
+//! one inotify watch.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use tend_engine::{ResError, Watcher};
+use tokio::sync::oneshot;
+
+enum Msg {
+    Subscribe {
+        target: PathBuf,
+        watcher: Watcher,
+        fatal: oneshot::Sender<ResError>,
+        reply: oneshot::Sender<Result<u64, ResError>>,
+    },
+    Unsubscribe(u64),
+    Fs(notify::Result<Event>),
+}
+
+fn hub() -> &'static mpsc::Sender<Msg> {
+    static TX: OnceLock<mpsc::Sender<Msg>> = OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        let events = tx.clone();
+        std::thread::Builder::new()
+            .name("tend-fswatch".into())
+            .spawn(move || Hub::new(events).run(rx))
+            .expect("spawning the file watch thread");
+        tx
+    })
+}
+
+/// A live subscription: events flow to its [`Watcher`] until it is dropped.
+pub(crate) struct Subscription {
+    id: u64,
+    fatal: oneshot::Receiver<ResError>,
+}
+
+impl Subscription {
+    /// Waits until the watch can no longer work (e.g. the inotify watch limit was hit while
+    /// re-arming), and returns why.
+    pub(crate) async fn failed(&mut self) -> ResError {
+        match (&mut self.fatal).await {
+            Ok(e) => e,
+            Err(_) => ResError::new("the file watch thread stopped"),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = hub().send(Msg::Unsubscribe(self.id));
+    }
+}
+
+/// Watches `target` (an absolute path without trailing slash): its content, metadata,
+/// creation and deletion, including through deletion and re-creation of its ancestors.
+/// When this returns, the watch is armed.
+pub(crate) async fn subscribe(target: &Path, watcher: Watcher) -> Result<Subscription, ResError> {
+    let (reply, rx) = oneshot::channel();
+    let (fatal, fatal_rx) = oneshot::channel();
+    hub()
+        .send(Msg::Subscribe {
+            target: target.to_path_buf(),
+            watcher,
+            fatal,
+            reply,
+        })
+        .map_err(|_| ResError::new("the file watch thread stopped"))?;
+    let id = rx
+        .await
+        .map_err(|_| ResError::new("the file watch thread stopped"))??;
+    Ok(Subscription {
+        id,
+        fatal: fatal_rx,
+    })
+}
+
+struct Sub {
+    target: PathBuf,
+    watcher: Watcher,
+    armed: Option<PathBuf>,
+    fatal: Option<oneshot::Sender<ResError>>,
+}
+
+struct Hub {
+    events: mpsc::Sender<Msg>,
+    notify: Option<RecommendedWatcher>,
+    /// Watched directory -> number of subscriptions armed on it.
+    dirs: HashMap<PathBuf, usize>,
+    subs: HashMap<u64, Sub>,
+    by_target: HashMap<PathBuf, HashSet<u64>>,
+    by_armed: HashMap<PathBuf, HashSet<u64>>,
+    /// Subscriptions armed on a directory that is not their target's parent (the parent is
+    /// missing), by armed directory: they care about directories being created below it.
+    deep: HashMap<PathBuf, HashSet<u64>>,
+    next_id: u64,
+}
+
+/// The nearest existing directory that is an ancestor of `target`.
+fn nearest_dir(target: &Path) -> PathBuf {
+    let mut d = target.parent().unwrap_or(Path::new("/"));
+    loop {
+        if d.is_dir() {
+            return d.to_path_buf();
+        }
+        match d.parent() {
+            Some(p) => d = p,
+            None => return PathBuf::from("/"),
+        }
+    }
+}
+
+impl Hub {
+    fn new(events: mpsc::Sender<Msg>) -> Self {
+        Hub {
+            events,
+            notify: None,
+            dirs: HashMap::new(),
+            subs: HashMap::new(),
+            by_target: HashMap::new(),
+            by_armed: HashMap::new(),
+            deep: HashMap::new(),
+            next_id: 1,
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        for msg in rx {
+            match msg {
+                Msg::Subscribe {
+                    target,
+                    watcher,
+                    fatal,
+                    reply,
+                } => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.by_target.entry(target.clone()).or_default().insert(id);
+                    self.subs.insert(
+                        id,
+                        Sub {
+                            target,
+                            watcher,
+                            armed: None,
+                            fatal: Some(fatal),
+                        },
+                    );
+                    match self.arm(id) {
+                        Ok(()) => {
+                            let _ = reply.send(Ok(id));
+                        }
+                        Err(e) => {
+                            self.remove(id);
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Msg::Unsubscribe(id) => self.remove(id),
+                Msg::Fs(Ok(ev)) => self.on_event(ev),
+                Msg::Fs(Err(e)) => {
+                    // Lost events (e.g. a queue overflow): everyone must look again.
+                    tracing::warn!(error = %e, "file watch error; re-checking every file");
+                    self.rescan();
+                }
+            }
+        }
+    }
+
+    fn notify(&mut self) -> Result<&mut RecommendedWatcher, ResError> {
+        if self.notify.is_none() {
+            let tx = self.events.clone();
+            let w = notify::recommended_watcher(move |ev| {
+                let _ = tx.send(Msg::Fs(ev));
+            })
+            .map_err(|e| ResError::new(format!("creating the inotify watcher: {e}")))?;
+            self.notify = Some(w);
+        }
+        Ok(self.notify.as_mut().expect("just set"))
+    }
+
+    fn acquire(&mut self, dir: &Path) -> Result<(), notify::Error> {
+        if let Some(n) = self.dirs.get_mut(dir) {
+            *n += 1;
+            return Ok(());
+        }
+        let w = self
+            .notify()
+            .map_err(|e| notify::Error::generic(&e.to_string()))?;
+        w.watch(dir, RecursiveMode::NonRecursive)?;
+        self.dirs.insert(dir.to_path_buf(), 1);
+        Ok(())
+    }
+
+    fn release(&mut self, dir: &Path) {
+        if let Some(n) = self.dirs.get_mut(dir) {
+            *n -= 1;
+            if *n == 0 {
+                self.dirs.remove(dir);
+                if let Some(w) = self.notify.as_mut() {
+                    // Fails harmlessly when the kernel already dropped the watch.
+                    let _ = w.unwatch(dir);
+                }
+            }
+        }
+    }
+
+    fn detach(&mut self, id: u64) -> Option<PathBuf> {
+        let sub = self.subs.get_mut(&id)?;
+        let old = sub.armed.take()?;
+        for map in [&mut self.by_armed, &mut self.deep] {
+            if let Some(set) = map.get_mut(&old) {
+                set.remove(&id);
+                if set.is_empty() {
+                    map.remove(&old);
+                }
+            }
+        }
+        Some(old)
+    }
+
+    /// Arms (or re-arms) a subscription on its target's nearest existing ancestor.
+    fn arm(&mut self, id: u64) -> Result<(), ResError> {
+        for _ in 0..32 {
+            let Some(sub) = self.subs.get(&id) else {
+                return Ok(());
+            };
+            let target = sub.target.clone();
+            let want = nearest_dir(&target);
+            if sub.armed.as_ref() == Some(&want) {
+                return Ok(());
+            }
+            match self.acquire(&want) {
+                Ok(()) => {}
+                // It vanished between the look and the watch: look again.
+                Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => continue,
+                Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                    return Err(ResError::new(format!(
+                        "watching {}: the inotify watch limit is reached \
+                         (raise fs.inotify.max_user_watches)",
+                        want.display()
+                    )))
+                }
+                Err(e) => {
+                    return Err(ResError::new(format!("watching {}: {e}", want.display())));
+                }
+            }
+            if let Some(old) = self.detach(id) {
+                self.release(&old);
+            }
+            self.by_armed.entry(want.clone()).or_default().insert(id);
+            if target.parent() != Some(want.as_path()) {
+                self.deep.entry(want.clone()).or_default().insert(id);
+            }
+            if let Some(sub) = self.subs.get_mut(&id) {
+                sub.armed = Some(want);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(old) = self.detach(id) {
+            self.release(&old);
+        }
+        if let Some(sub) = self.subs.remove(&id) {
+            if let Some(set) = self.by_target.get_mut(&sub.target) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.by_target.remove(&sub.target);
+                }
+            }
+        }
+    }
+
+    /// Re-arms a subscription and tells its watcher to look again.
+    fn rearm_and_signal(&mut self, id: u64) {
+        if let Err(e) = self.arm(id) {
+            if let Some(sub) = self.subs.get_mut(&id) {
+                if let Some(f) = sub.fatal.take() {
+                    let _ = f.send(e);
+                }
+            }
+        }
+        if let Some(sub) = self.subs.get(&id) {
+            sub.watcher.event();
+        }
+    }
+
+    /// A watched directory was deleted or moved away: its watch is dead; move everyone
+    /// armed on it.
+    fn dir_gone(&mut self, dir: &Path) {
+        let Some(n) = self.dirs.remove(dir) else {
+            return;
+        };
+        debug_assert!(n > 0);
+        if let Some(w) = self.notify.as_mut() {
+            let _ = w.unwatch(dir);
+        }
+        let ids: Vec<u64> = self
+            .by_armed
+            .get(dir)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for &id in &ids {
+            // The watch is already gone: forget it without releasing.
+            self.detach(id);
+        }
+        for id in ids {
+            self.rearm_and_signal(id);
+        }
+    }
+
+    fn rescan(&mut self) {
+        let ids: Vec<u64> = self.subs.keys().copied().collect();
+        let dirs: Vec<PathBuf> = self.dirs.keys().cloned().collect();
+        for d in dirs {
+            if !d.is_dir() {
+                self.dir_gone(&d);
+            }
+        }
+        for id in ids {
+            self.rearm_and_signal(id);
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        if ev.need_rescan() {
+            self.rescan();
+            return;
+        }
+        // Reads (ours included) are not changes.
+        if let EventKind::Access(a) = ev.kind {
+            if a != AccessKind::Close(AccessMode::Write) {
+                return;
+            }
+        }
+        let structural = matches!(
+            ev.kind,
+            EventKind::Create(_)
+                | EventKind::Remove(_)
+                | EventKind::Modify(ModifyKind::Name(_))
+                | EventKind::Any
+                | EventKind::Other
+        );
+        let gone_kind = matches!(
+            ev.kind,
+            EventKind::Remove(_)
+                | EventKind::Modify(ModifyKind::Name(
+                    RenameMode::From | RenameMode::To | RenameMode::Any
+                ))
+        );
+        for path in &ev.paths {
+            if let Some(ids) = self.by_target.get(path) {
+                for id in ids {
+                    if let Some(sub) = self.subs.get(id) {
+                        sub.watcher.event();
+                    }
+                }
+            }
+            if !structural {
+                continue;
+            }
+            // A watched directory deleted, moved away or renamed over: its watch is stale.
+            if gone_kind && self.dirs.contains_key(path) {
+                self.dir_gone(path);
+            }
+            if let Some(parent) = path.parent() {
+                if let Some(ids) = self.deep.get(parent) {
+                    let hit: Vec<u64> = ids
+                        .iter()
+                        .copied()
+                        .filter(|id| {
+                            self.subs
+                                .get(id)
+                                .is_some_and(|s| s.target.starts_with(path) && s.target != *path)
+                        })
+                        .collect();
+                    for id in hit {
+                        self.rearm_and_signal(id);
+                    }
+                }
+            }
+        }
+    }
+}

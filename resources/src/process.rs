@@ -1,0 +1,200 @@
+//! Child processes for `exec`: each runs in its own process group, its output is logged line
+//! by line with the resource's name, and the whole group is killed on timeout or when the
+//! caller stops waiting (the future is dropped).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tend_engine::ResError;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+/// How many trailing lines of stderr an error message quotes.
+pub(crate) const TAIL_LINES: usize = 10;
+
+/// How long output is still read after a command exited.
+pub(crate) const DRAIN: Duration = Duration::from_secs(2);
+
+/// A command line and its environment.
+#[derive(Clone, Debug)]
+pub(crate) struct CmdLine {
+    /// The program (looked up in `PATH` when it has no `/`).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Variables added to the inherited environment.
+    pub env: BTreeMap<String, String>,
+}
+
+impl CmdLine {
+    /// How the command reads in messages: `/bin/sh -c "exit 3"`.
+    pub(crate) fn display(&self) -> String {
+        let mut s = self.program.clone();
+        for a in &self.args {
+            s.push(' ');
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"') {
+                s.push_str(&format!("{a:?}"));
+            } else {
+                s.push_str(a);
+            }
+        }
+        s
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args)
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
+        c
+    }
+
+    /// Starts the command in a new process group.
+    pub(crate) fn spawn(&self) -> Result<Running, ResError> {
+        let child = self
+            .command()
+            .spawn()
+            .map_err(|e| ResError::new(format!("starting `{}`: {e}", self.display())))?;
+        let pgid = child.id().map(|p| p as i32);
+        Ok(Running {
+            child,
+            group: GroupKill(pgid),
+        })
+    }
+
+    /// Runs the command to completion (or until `timeout`), logging its output under `label`.
+    /// Once the command has exited, output still held open by processes it left in the
+    /// background is read for at most [`DRAIN`].
+    pub(crate) async fn run(
+        &self,
+        label: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Finished, ResError> {
+        let mut r = self.spawn()?;
+        let out = r
+            .child
+            .stdout
+            .take()
+            .map(|o| tokio::spawn(log_lines(o, label.to_string(), "stdout", 0)));
+        let err = r
+            .child
+            .stderr
+            .take()
+            .map(|e| tokio::spawn(log_lines(e, label.to_string(), "stderr", TAIL_LINES)));
+        let status = match timeout {
+            Some(t) => match tokio::time::timeout(t, r.child.wait()).await {
+                Ok(s) => s,
+                Err(_) => {
+                    r.group.kill();
+                    let _ = r.child.wait().await;
+                    return Err(ResError::new(format!(
+                        "`{}` timed out after {}s; its process group was killed",
+                        self.display(),
+                        t.as_secs_f64()
+                    )));
+                }
+            },
+            None => r.child.wait().await,
+        };
+        let status =
+            status.map_err(|e| ResError::new(format!("waiting for `{}`: {e}", self.display())))?;
+        r.group.disarm();
+        if let Some(o) = out {
+            let _ = tokio::time::timeout(DRAIN, o).await;
+        }
+        let tail = match err {
+            Some(e) => match tokio::time::timeout(DRAIN, e).await {
+                Ok(Ok(t)) => t,
+                _ => VecDeque::new(),
+            },
+            None => VecDeque::new(),
+        };
+        Ok(Finished {
+            status,
+            stderr_tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
+        })
+    }
+}
+
+/// A finished command.
+pub(crate) struct Finished {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// The last lines it wrote to stderr.
+    pub stderr_tail: String,
+}
+
+/// Describes an exit status: `exited with status 3`, `was killed by signal 9`.
+pub(crate) fn describe(status: &ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => format!("ended with {status}"),
+    }
+}
+
+/// A started command; dropping it kills its process group.
+pub(crate) struct Running {
+    /// The child process.
+    pub child: Child,
+    /// Kills the group on drop.
+    pub group: GroupKill,
+}
+
+/// Kills a process group when dropped, unless disarmed.
+pub(crate) struct GroupKill(Option<i32>);
+
+impl GroupKill {
+    /// Kills the group now.
+    pub(crate) fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    /// The leader has been waited for: never signal that id again.
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Logs each line of `r`; returns the last `keep` lines.
+pub(crate) async fn log_lines(
+    r: impl AsyncRead + Unpin,
+    label: String,
+    stream: &'static str,
+    keep: usize,
+) -> VecDeque<String> {
+    let mut lines = BufReader::new(r).lines();
+    let mut tail = VecDeque::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(resource = %label, stream, "{line}");
+        if keep > 0 {
+            if tail.len() == keep {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    }
+    tail
+}

@@ -1,0 +1,185 @@
+//! `tend run` as a daemon: drift is repaired at once; signals stop it quickly.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::sandbox::{read, wait_for, Sandbox};
+
+const GRAPH: &str = r#"
+resources:
+  file:
+    - name: ${TEND_ROOT}/out/
+    - name: ${TEND_ROOT}/out/motd
+      content: "hello\n"
+      mode: "0644"
+    - name: ${TEND_ROOT}/out/other
+      content: "other\n"
+"#;
+
+#[test]
+fn drift_is_repaired() {
+    let sb = Sandbox::new();
+    let g = sb.write("g.yaml", GRAPH);
+    let d = sb.spawn(&[
+        "run",
+        g.to_str().unwrap(),
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+    ]);
+    let motd = sb.path("out/motd");
+    let ctx = || {
+        format!(
+            "command: {}\nstderr:\n{}\n{}",
+            d.cmdline,
+            d.stderr(),
+            sb.listing()
+        )
+    };
+    let limit = Duration::from_secs(20);
+    wait_for(
+        "the first converge",
+        limit,
+        || read(&motd).as_deref() == Some("hello\n"),
+        ctx,
+    );
+    wait_for(
+        "the converged log line",
+        limit,
+        || d.stderr().contains("converged"),
+        ctx,
+    );
+
+    // Edit: put back.
+    std::fs::write(&motd, "tampered\n").unwrap();
+    wait_for(
+        "the edit to be repaired",
+        limit,
+        || read(&motd).as_deref() == Some("hello\n"),
+        ctx,
+    );
+
+    // Delete: re-created.
+    std::fs::remove_file(&motd).unwrap();
+    wait_for(
+        "the deleted file to come back",
+        limit,
+        || read(&motd).as_deref() == Some("hello\n"),
+        ctx,
+    );
+
+    // Chmod: fixed.
+    std::fs::set_permissions(&motd, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    wait_for(
+        "the mode to be repaired",
+        limit,
+        || crate::sandbox::mode(&motd) == 0o644,
+        ctx,
+    );
+
+    // The whole directory: re-created with its files.
+    std::fs::remove_dir_all(sb.path("out")).unwrap();
+    wait_for(
+        "the directory and its files to come back",
+        limit,
+        || {
+            read(&motd).as_deref() == Some("hello\n")
+                && read(&sb.path("out/other")).as_deref() == Some("other\n")
+        },
+        ctx,
+    );
+}
+
+#[test]
+fn sigterm_stops_an_idle_daemon_quickly() {
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        let sb = Sandbox::new();
+        let g = sb.write("g.yaml", GRAPH);
+        let d = sb.spawn(&[
+            "run",
+            g.to_str().unwrap(),
+            "--state-dir",
+            sb.state_dir().to_str().unwrap(),
+        ]);
+        let ctx = || {
+            format!(
+                "command: {}\nstderr:\n{}\n{}",
+                d.cmdline,
+                d.stderr(),
+                sb.listing()
+            )
+        };
+        wait_for(
+            "the first converge",
+            Duration::from_secs(20),
+            || d.stderr().contains("converged"),
+            ctx,
+        );
+        let start = Instant::now();
+        d.signal(sig);
+        let status = d.wait_exit(Duration::from_secs(5));
+        let took = start.elapsed();
+        let status = status.unwrap_or_else(|| panic!("{sig} did not stop tend\n{}", ctx()));
+        assert!(
+            took < Duration::from_secs(1),
+            "{sig} took {took:?}\n{}",
+            ctx()
+        );
+        assert_eq!(status.code(), Some(0), "{sig}: {status:?}\n{}", ctx());
+    }
+}
+
+#[test]
+fn a_changed_graph_file_is_swapped_in() {
+    let sb = Sandbox::new();
+    let g = sb.write(
+        "g.yaml",
+        "resources:\n  file:\n    - { name: \"${TEND_ROOT}/out/a\", content: \"one\\n\" }\n",
+    );
+    let d = sb.spawn(&[
+        "run",
+        g.to_str().unwrap(),
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+    ]);
+    let ctx = || {
+        format!(
+            "command: {}\nstderr:\n{}\n{}",
+            d.cmdline,
+            d.stderr(),
+            sb.listing()
+        )
+    };
+    let a = sb.path("out/a");
+    let limit = Duration::from_secs(20);
+    wait_for(
+        "the first graph",
+        limit,
+        || read(&a).as_deref() == Some("one\n"),
+        ctx,
+    );
+    // A broken edit is rejected and the running graph stays.
+    sb.write(
+        "g.yaml",
+        "resources:\n  file:\n    - { name: x, colour: red }\n",
+    );
+    wait_for(
+        "the rejection to be logged",
+        limit,
+        || d.stderr().contains("colour"),
+        ctx,
+    );
+    sb.write(
+        "g.yaml",
+        "resources:\n  file:\n    - { name: \"${TEND_ROOT}/out/a\", content: \"two\\n\" }\n    - { name: \"${TEND_ROOT}/out/b\", content: \"b\\n\" }\n",
+    );
+    wait_for(
+        "the new graph",
+        limit,
+        || {
+            read(&a).as_deref() == Some("two\n")
+                && read(&sb.path("out/b")).as_deref() == Some("b\n")
+        },
+        ctx,
+    );
+}

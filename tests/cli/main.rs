@@ -1,0 +1,8 @@
+//! End-to-end tests of the `tend` binary: each test runs the real built binary in a fresh
+//! temporary directory and prints the command, its output and the directory listing when it
+//! fails.
+
+mod bad_input;
+mod daemon;
+mod one_shot;
+mod sandbox;

@@ -1,0 +1,191 @@
+//! `tend run --converged-timeout`: converge once and exit.
+
+use crate::sandbox::{mode, read, Sandbox};
+
+fn example() -> String {
+    format!("{}/../examples/hello.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn example_converges_and_exits_zero() {
+    let sb = Sandbox::new();
+    let state = sb.state_dir();
+    let out = sb.run(&[
+        "run",
+        &example(),
+        "--converged-timeout",
+        "0",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    let motd = sb.path("hello/motd");
+    assert_eq!(
+        read(&motd).as_deref(),
+        Some("hello from tend\n"),
+        "{}",
+        sb.explain("motd content", &out)
+    );
+    assert_eq!(mode(&motd), 0o644, "{}", sb.explain("motd mode", &out));
+    assert_eq!(mode(&sb.path("hello/app.conf")), 0o640);
+    assert_eq!(mode(&sb.path("hello")), 0o755);
+    // The config file was created, so the notify edge made the reload command run.
+    assert!(
+        sb.path("hello/reloads.log").exists(),
+        "{}",
+        sb.explain("the refresh-only exec should have run", &out)
+    );
+    assert!(state.is_dir(), "the state directory is created");
+
+    // A second run finds everything in state and changes nothing.
+    let before = std::fs::metadata(&motd).unwrap().modified().unwrap();
+    let reloads = read(&sb.path("hello/reloads.log")).unwrap();
+    let out = sb.run(&[
+        "run",
+        &example(),
+        "--converged-timeout",
+        "0",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("second run", &out));
+    assert_eq!(
+        std::fs::metadata(&motd).unwrap().modified().unwrap(),
+        before
+    );
+    assert_eq!(read(&sb.path("hello/reloads.log")).unwrap(), reloads);
+}
+
+#[test]
+fn failing_resource_exits_one_and_the_rest_converges() {
+    let sb = Sandbox::new();
+    let g = sb.write(
+        "g.yaml",
+        r#"
+resources:
+  file:
+    - name: ${TEND_ROOT}/out/ok
+      content: "fine\n"
+    - name: ${TEND_ROOT}/out/after-failure
+      content: "never\n"
+  exec:
+    - name: broken
+      cmd: /bin/false
+edges:
+  - { from: "exec[broken]", to: "file[${TEND_ROOT}/out/after-failure]" }
+"#,
+    );
+    let out = sb.run(&[
+        "run",
+        g.to_str().unwrap(),
+        "--converged-timeout",
+        "0",
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 1, "{}", sb.explain("expected exit 1", &out));
+    assert_eq!(read(&sb.path("out/ok")).as_deref(), Some("fine\n"));
+    assert!(
+        !sb.path("out/after-failure").exists(),
+        "blocked resource ran"
+    );
+    assert!(
+        out.stderr.contains("exec[broken]") && out.stderr.contains("blocked"),
+        "{}",
+        sb.explain("the failure and the blocked resource are reported", &out)
+    );
+}
+
+#[test]
+fn noop_changes_nothing() {
+    let sb = Sandbox::new();
+    let existing = sb.write("out/existing", "old\n");
+    let g = sb.write(
+        "g.yaml",
+        r#"
+resources:
+  file:
+    - name: ${TEND_ROOT}/out/new
+      content: "new\n"
+    - name: ${TEND_ROOT}/out/existing
+      content: "wanted\n"
+  exec:
+    - name: touch
+      cmd: /bin/touch
+      args: ["${TEND_ROOT}/out/touched"]
+"#,
+    );
+    let out = sb.run(&[
+        "run",
+        g.to_str().unwrap(),
+        "--noop",
+        "--converged-timeout",
+        "0",
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    assert!(
+        !sb.path("out/new").exists(),
+        "{}",
+        sb.explain("noop created a file", &out)
+    );
+    assert!(
+        !sb.path("out/touched").exists(),
+        "{}",
+        sb.explain("noop ran a command", &out)
+    );
+    assert_eq!(read(&existing).as_deref(), Some("old\n"));
+}
+
+#[test]
+fn converged_timeout_waits_for_the_given_time() {
+    let sb = Sandbox::new();
+    let g = sb.write(
+        "g.yaml",
+        "resources:\n  file:\n    - { name: \"${TEND_ROOT}/out/a\", content: \"a\\n\" }\n",
+    );
+    let start = std::time::Instant::now();
+    let out = sb.run(&[
+        "run",
+        g.to_str().unwrap(),
+        "--converged-timeout",
+        "1",
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    assert!(start.elapsed() >= std::time::Duration::from_secs(1));
+    assert_eq!(read(&sb.path("out/a")).as_deref(), Some("a\n"));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let sb = Sandbox::new();
+    let g = sb.write(
+        "g.yaml",
+        "resources:\n  file:\n    - { name: \"${TEND_ROOT}/out/a\", content: \"a\\n\" }\n",
+    );
+    let out = sb.run(&[
+        "run",
+        g.to_str().unwrap(),
+        "--converged-timeout",
+        "0",
+        "--log-format",
+        "json",
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    let lines: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(
+        !lines.is_empty(),
+        "{}",
+        sb.explain("no JSON log lines", &out)
+    );
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l)
+            .unwrap_or_else(|e| panic!("{e}: {l}\n{}", sb.explain("bad JSON line", &out)));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
+    }
+}
