@@ -28,12 +28,15 @@ use serde_json::{json, Value as JsonValue};
 use tend_engine::{Engine, Status, VertexState};
 use tokio::net::TcpListener;
 
-pub use metrics::WorldMetrics;
+use metrics::WorldMetrics;
 use params::{Accepts, ApiError, Format, Params};
 
 /// The default `--listen` address. Port 9488 is unassigned by IANA and unused by the usual
 /// exporters; the API listens on loopback only unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9488";
+
+/// The port of [`DEFAULT_LISTEN`].
+pub const DEFAULT_PORT: u16 = 9488;
 
 /// `--listen`: an address, or `none` to run without the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +117,17 @@ pub struct ApiInfo {
     pub world: WorldInfo,
 }
 
+impl ApiInfo {
+    /// A daemon running the local `program` without any World.
+    pub fn local(hostname: &str, program: &std::path::Path) -> Self {
+        ApiInfo {
+            hostname: hostname.to_string(),
+            program: Some(std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf())),
+            world: WorldInfo::none(),
+        }
+    }
+}
+
 /// A deploy as `/v1/deploy` and `/info` report it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeployInfo {
@@ -136,10 +150,12 @@ struct Inner {
     started_at: SystemTime,
     /// Set once the first graph has been applied (every vertex processed once).
     ready: AtomicBool,
-    world: Mutex<Health>,
-    world_metrics: Mutex<WorldMetrics>,
+    /// The World's health (fixed until the daemon is wired to a World).
+    world: Health,
+    /// Why the newest program was rejected, if it was.
     program_error: Mutex<Option<String>>,
-    deploy: Mutex<Option<DeployInfo>>,
+    /// The deploy the daemon runs (none until the daemon follows deploys).
+    deploy: Option<DeployInfo>,
 }
 
 impl ApiState {
@@ -160,10 +176,9 @@ impl ApiState {
                 started: Instant::now(),
                 started_at: SystemTime::now(),
                 ready: AtomicBool::new(false),
-                world: Mutex::new(world),
-                world_metrics: Mutex::new(WorldMetrics::default()),
+                world,
                 program_error: Mutex::new(None),
-                deploy: Mutex::new(None),
+                deploy: None,
             }),
         };
         let watcher = state.clone();
@@ -190,25 +205,10 @@ impl ApiState {
         }
     }
 
-    /// Reports the World's health (for the daemon's world wiring).
-    pub fn set_world(&self, health: Health) {
-        *lock(&self.inner.world) = health;
-    }
-
-    /// Replaces the world counters shown by `/metrics`.
-    pub fn set_world_metrics(&self, m: WorldMetrics) {
-        *lock(&self.inner.world_metrics) = m;
-    }
-
     /// Reports that the newest program (or deploy) was rejected, or, with `None`, that the
     /// newest one was accepted. The previous graph keeps running either way.
     pub fn set_program_error(&self, error: Option<String>) {
         *lock(&self.inner.program_error) = error;
-    }
-
-    /// Records the deploy the daemon runs.
-    pub fn set_deploy(&self, deploy: Option<DeployInfo>) {
-        *lock(&self.inner.deploy) = deploy;
     }
 
     fn status(&self) -> Status {
@@ -272,7 +272,7 @@ impl ApiState {
         vec![
             ("engine", self.engine_health(&s)),
             ("program", self.program_health(&s)),
-            ("world", lock(&self.inner.world).clone()),
+            ("world", self.inner.world.clone()),
         ]
     }
 
@@ -285,7 +285,7 @@ impl ApiState {
     }
 
     fn deploy_json(&self) -> JsonValue {
-        match lock(&self.inner.deploy).clone() {
+        match self.inner.deploy.clone() {
             Some(d) => json!({ "deploy": { "id": d.id, "hash": d.hash } }),
             None => json!({
                 "deploy": null,
@@ -303,18 +303,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The git commit this binary was built from (`build.rs`), or `unknown`.
 pub const BUILD_COMMIT: &str = env!("TEND_GIT_COMMIT");
 
-/// Binds `listen` and serves the API on it in a background task; returns the bound address.
+/// Binds `listen` (`None`: [`DEFAULT_LISTEN`]) and serves the API on it in a background
+/// task; returns the bound address.
 ///
-/// `explicit` says whether the user chose the address: when the default address cannot be
-/// bound (another daemon has it), the daemon logs a warning and runs without the API; when a
-/// chosen one cannot, that is an error naming the address.
-pub async fn start(
-    listen: Listen,
-    explicit: bool,
-    state: ApiState,
-) -> anyhow::Result<Option<SocketAddr>> {
-    let Listen::Addr(addr) = listen else {
-        return Ok(None);
+/// When the default address cannot be bound (another daemon has it), the daemon logs a warning
+/// and runs without the API; when an address given with `--listen` cannot, that is an error
+/// naming the address.
+pub async fn start(listen: Option<Listen>, state: ApiState) -> anyhow::Result<Option<SocketAddr>> {
+    let explicit = listen.is_some();
+    let addr = match listen {
+        Some(Listen::None) => return Ok(None),
+        Some(Listen::Addr(a)) => a,
+        None => SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
     };
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -422,7 +422,7 @@ async fn readiness(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     parse(&uri, &q, NONE)?;
-    let world = lock(&st.inner.world).clone();
+    let world = st.inner.world.clone();
     let graph_applied = st.inner.ready.load(Ordering::SeqCst);
     let body = match (&world, graph_applied) {
         (Health::Up(_), true) => json!({ "status": "UP" }),
@@ -473,7 +473,7 @@ fn info_json(st: &ApiState) -> JsonValue {
         "hostname": i.hostname,
         "world": { "backend": i.world.backend, "endpoints": i.world.endpoints },
         "program": i.program.as_ref().map(|p| p.display().to_string()),
-        "deploy": lock(&st.inner.deploy).clone().map(|d| json!({ "id": d.id, "hash": d.hash })),
+        "deploy": st.inner.deploy.clone().map(|d| json!({ "id": d.id, "hash": d.hash })),
         "graph": { "generation": s.generation, "resources": graph.resources.len(), "edges": graph.edges.len() },
         "started_at": views::rfc3339(st.inner.started_at),
         "uptime_seconds": st.inner.started.elapsed().as_secs_f64(),
@@ -497,7 +497,7 @@ async fn metrics(
     parse(&uri, &q, NONE)?;
     let status = st.status();
     let engine = st.inner.engine.metrics();
-    let world = lock(&st.inner.world_metrics).clone();
+    let world = WorldMetrics::default();
     let start_time = st
         .inner
         .started_at

@@ -90,6 +90,11 @@ fn out(text: &str) -> anyhow::Result<ControlFlow<()>> {
     }
 }
 
+/// Prints to stdout (see [`out`]); a closed pipe ends the output quietly.
+fn print(text: &str) -> anyhow::Result<()> {
+    out(text).map(drop)
+}
+
 fn addr(opts: &ClientOpts) -> anyhow::Result<String> {
     http::authority(&opts.addr)
 }
@@ -103,9 +108,9 @@ pub fn status(args: StatusArgs) -> ExitCode {
         let resources = http::get_json(&a, "/v1/resources", &[]).await?;
         if args.opts.json {
             let doc = serde_json::json!({ "info": info, "health": health, "resources": resources });
-            out(&format!("{doc:#}\n"))?;
+            print(&format!("{doc:#}\n"))?;
         } else {
-            out(&render_status(&info, &health, &resources))?;
+            print(&render_status(&info, &health, &resources))?;
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -210,12 +215,12 @@ pub fn graph(args: GraphArgs) -> ExitCode {
         let a = addr(&args.opts)?;
         if args.dot {
             let (_, body) = http::get(&a, "/v1/graph?format=dot", &[]).await?;
-            out(&String::from_utf8_lossy(&body))?;
+            print(&String::from_utf8_lossy(&body))?;
             return Ok(ExitCode::SUCCESS);
         }
         let g = http::get_json(&a, "/v1/graph", &[]).await?;
         if args.opts.json {
-            out(&format!("{g:#}\n"))?;
+            print(&format!("{g:#}\n"))?;
             return Ok(ExitCode::SUCCESS);
         }
         let mut t = format!("generation {}\n", g["generation"]);
@@ -234,7 +239,7 @@ pub fn graph(args: GraphArgs) -> ExitCode {
             };
             t += &format!("  {} -> {}{notify}\n", s(e, "from"), s(e, "to"));
         }
-        out(&t)?;
+        print(&t)?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -279,11 +284,11 @@ async fn list_or_watch(
     if !args.watch {
         let doc = http::get_json(&a, path, &[]).await?;
         if args.opts.json {
-            out(&format!("{doc:#}\n"))?;
+            print(&format!("{doc:#}\n"))?;
         } else {
             let items = by_id(&doc, list, id);
             if items.is_empty() {
-                out(&format!("no {list}\n"))?;
+                print(&format!("no {list}\n"))?;
             }
             for item in items.values() {
                 if out(&row(item))?.is_break() {
