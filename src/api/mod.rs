@@ -239,10 +239,12 @@ impl ApiState {
             "failed": failed,
             "blocked": blocked,
         });
-        if failed.is_empty() {
-            Health::Up(details)
-        } else {
+        if !failed.is_empty() {
             Health::Down(details)
+        } else if !self.inner.ready.load(Ordering::SeqCst) {
+            Health::Init(details)
+        } else {
+            Health::Up(details)
         }
     }
 
