@@ -177,7 +177,9 @@ impl Engine {
         let started = Instant::now();
         let edges = analyze(&self.inner.registry, &g)?;
         let (reply, rx) = oneshot::channel();
-        let running = Arc::new(GraphSpec {
+        // Published before the swap starts (and so before the generation moves), so that a
+        // reader woken by the new generation sees this graph.
+        *self.inner.graph.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(GraphSpec {
             resources: g.resources.clone(),
             edges: edges.clone(),
         });
@@ -190,13 +192,11 @@ impl Engine {
                 reply,
             })
             .map_err(|_| stopped_error())?;
-        let stats = rx.await.unwrap_or_else(|_| Err(stopped_error()))?;
-        *self.inner.graph.lock().unwrap_or_else(|e| e.into_inner()) = running;
-        Ok(stats)
+        rx.await.unwrap_or_else(|_| Err(stopped_error()))
     }
 
-    /// The last graph swapped in, with every edge (automatic ones included); empty before
-    /// the first swap.
+    /// The graph of the last swap started, with every edge (automatic ones included); empty
+    /// before the first swap.
     pub fn graph(&self) -> Arc<GraphSpec> {
         self.inner
             .graph

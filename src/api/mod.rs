@@ -525,22 +525,49 @@ async fn metrics(
 }
 
 /// Answers a JSON document, or streams it with `watch=1`, re-rendered on each engine change.
+///
+/// `changed` tells whether a new status may change the document (e.g. the graph changes only
+/// with the generation), so that a watch does not re-render it on every resource check.
 fn doc_or_watch(
     st: &ApiState,
     p: &Params,
+    changed: fn(&Status, &Status) -> bool,
     render: impl Fn(&ApiState, &Status) -> JsonValue + Send + 'static,
 ) -> Response {
     if p.watch {
         let st2 = st.clone();
+        let mut prev: Option<Status> = None;
         sse::stream(
             st.inner.engine.status(),
-            move |s: &Status| render(&st2, s),
+            move |s: &Status| {
+                if prev.as_ref().is_some_and(|p| !changed(p, s)) {
+                    return None;
+                }
+                prev = Some(s.clone());
+                Some(render(&st2, s))
+            },
             p.heartbeat,
         )
         .into_response()
     } else {
         Json(render(st, &st.status())).into_response()
     }
+}
+
+/// For documents that change with every status change.
+fn any_change(_: &Status, _: &Status) -> bool {
+    true
+}
+
+/// For documents that change only with a new graph.
+fn new_generation(a: &Status, b: &Status) -> bool {
+    a.generation != b.generation
+}
+
+/// For documents that do not depend on the engine (their watch sends only heartbeats until
+/// the daemon is wired to a World).
+fn never(_: &Status, _: &Status) -> bool {
+    false
 }
 
 async fn graph(
@@ -564,7 +591,7 @@ async fn graph(
         )
             .into_response());
     }
-    Ok(doc_or_watch(&st, &p, |st, s| {
+    Ok(doc_or_watch(&st, &p, new_generation, |st, s| {
         views::graph_json(s.generation, &st.inner.engine.graph())
     }))
 }
@@ -575,7 +602,7 @@ async fn resources(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p = parse(&uri, &q, WATCH)?;
-    Ok(doc_or_watch(&st, &p, |st, s| {
+    Ok(doc_or_watch(&st, &p, any_change, |st, s| {
         views::resources_json(&st.inner.info.hostname, s)
     }))
 }
@@ -586,7 +613,7 @@ async fn exports(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p = parse(&uri, &q, WATCH)?;
-    Ok(doc_or_watch(&st, &p, |st, _| st.exports_json()))
+    Ok(doc_or_watch(&st, &p, never, |st, _| st.exports_json()))
 }
 
 async fn deploy(
@@ -595,5 +622,5 @@ async fn deploy(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p = parse(&uri, &q, WATCH)?;
-    Ok(doc_or_watch(&st, &p, |st, _| st.deploy_json()))
+    Ok(doc_or_watch(&st, &p, never, |st, _| st.deploy_json()))
 }

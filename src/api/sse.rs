@@ -19,19 +19,23 @@ pub type EventStream = Sse<ReceiverStream<Result<Event, Infallible>>>;
 
 /// Streams the document `render` produces from the value in `trigger`, re-rendering each time
 /// `trigger` changes and sending an `update` only when the document differs from the last one.
+/// `render` may return `None` to say "nothing that this document shows has changed"; its
+/// first call must return a document.
 pub fn stream<T, F>(
     mut trigger: watch::Receiver<T>,
-    render: F,
+    mut render: F,
     heartbeat: Option<Duration>,
 ) -> EventStream
 where
-    T: Send + Sync + 'static,
-    F: Fn(&T) -> serde_json::Value + Send + 'static,
+    T: Clone + Send + Sync + 'static,
+    F: FnMut(&T) -> Option<serde_json::Value> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut id: u64 = 1;
-        let mut last = render(&trigger.borrow_and_update());
+        // Clone out of the channel so that rendering never holds the sender's lock.
+        let first = trigger.borrow_and_update().clone();
+        let mut last = render(&first).unwrap_or_default();
         if tx.send(Ok(doc_event(id, "init", &last))).await.is_err() {
             return;
         }
@@ -49,7 +53,8 @@ where
                         let _ = tx.send(Ok(Event::default().id("0").event("error").data(data.to_string()))).await;
                         return;
                     }
-                    let doc = render(&trigger.borrow_and_update());
+                    let now = trigger.borrow_and_update().clone();
+                    let Some(doc) = render(&now) else { continue };
                     if doc != last {
                         id += 1;
                         last = doc;

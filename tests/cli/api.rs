@@ -620,3 +620,79 @@ fn listen_none_and_a_taken_address() {
     assert_eq!(out.code(), 0, "{}", sb.explain("--listen none", &out));
     assert!(!out.stderr.contains("http api listening"), "{}", out.stderr);
 }
+
+#[test]
+fn graph_watch_follows_new_graphs_and_health_reports_a_rejected_one() {
+    let api = Api::start(GRAPH, &[]);
+    api.wait("ready", |a| a.get("/readyz").0 == 200);
+    let mut s = api.sse("/v1/graph?watch=1");
+    let init = s.next();
+    assert_eq!(init.event, "init");
+    assert_eq!(init.data["generation"], 1, "{:?}", init.data);
+    assert_eq!(init.data["resources"].as_array().unwrap().len(), 1);
+
+    // A new graph file: the daemon swaps it in and the watch sends it.
+    api.sb.write(
+        "g.yaml",
+        &format!("{GRAPH}    - name: ${{TEND_ROOT}}/out/second\n      content: \"2\\n\"\n"),
+    );
+    let up = s.next();
+    assert_eq!(
+        (up.id.as_str(), up.event.as_str()),
+        ("2", "update"),
+        "{up:?}"
+    );
+    assert_eq!(up.data["generation"], 2, "{:?}", up.data);
+    assert_eq!(
+        up.data["resources"].as_array().unwrap().len(),
+        2,
+        "{:?}",
+        up.data
+    );
+    api.wait("the second file", |a| {
+        read(&a.sb.path("out/second")).is_some()
+    });
+    api.wait("healthy", |a| a.get("/health").0 == 200);
+
+    // A broken graph file is rejected: the program component says why, the old graph runs.
+    api.sb.write(
+        "g.yaml",
+        "resources:\n  file:\n    - name: relative/path\n      bogus: 1\n",
+    );
+    api.wait("the program component to go DOWN", |a| {
+        let (code, _, body) = a.get("/health");
+        let h: Json = serde_json::from_str(&body).unwrap();
+        code == 503 && h["components"]["program"]["status"] == "DOWN"
+    });
+    let h = api.json("/health", 503);
+    let err = h["components"]["program"]["details"]["error"]
+        .as_str()
+        .unwrap();
+    assert!(err.contains("g.yaml"), "the error names the file: {h}");
+    assert_eq!(h["components"]["engine"]["status"], "UP", "{h}");
+    assert_eq!(api.json("/readyz", 200)["status"], "UP");
+    assert_eq!(api.json("/info", 200)["graph"]["resources"], 2);
+}
+
+#[test]
+fn a_hundred_watchers_all_get_init_and_update() {
+    let api = Api::start(GRAPH, &[]);
+    api.wait("ready", |a| a.get("/readyz").0 == 200);
+    let mut streams: Vec<Sse> = (0..100).map(|_| api.sse("/v1/resources?watch=1")).collect();
+    for s in &mut streams {
+        let ev = s.next();
+        assert_eq!((ev.id.as_str(), ev.event.as_str()), ("1", "init"), "{ev:?}");
+    }
+    std::fs::write(api.sb.path("out/motd"), "drifted\n").unwrap();
+    for s in &mut streams {
+        let ev = s.next();
+        assert_eq!(
+            (ev.id.as_str(), ev.event.as_str()),
+            ("2", "update"),
+            "{ev:?}"
+        );
+    }
+    // The daemon still answers, and all 100 streams end cleanly when dropped.
+    drop(streams);
+    assert_eq!(api.json("/livez", 200)["status"], "UP");
+}
