@@ -55,7 +55,7 @@ def timed(cmd, log):
     return wall, ru.ru_maxrss / 1024.0, p.returncode
 
 
-def median_run(make_cmd, prepare, repeat, log):
+def median_run(prepare, repeat, log):
     walls, rss = [], []
     for r in range(repeat):
         cmd = prepare(r)
@@ -164,10 +164,10 @@ def main():
                 gen_flat(g, root, n)
                 return [a.tend, "run", g, "--converged-timeout", "0", "--state-dir", f"{root}.state"]
 
-            wall_a, rss_a = median_run(None, prep_first, a.repeat, log)
-            fl_a, _ = median_run(None, lambda r: [a.floor, "write", fresh(f"fa{n}"), str(n)], a.repeat, log)
+            wall_a, rss_a = median_run(prep_first, a.repeat, log)
+            fl_a, _ = median_run(lambda r: [a.floor, "write", fresh(f"fa{n}"), str(n)], a.repeat, log)
             fl_aa, _ = median_run(
-                None, lambda r: [a.floor, "write-atomic", fresh(f"faa{n}"), str(n)], a.repeat, log
+                lambda r: [a.floor, "write-atomic", fresh(f"faa{n}"), str(n)], a.repeat, log
             )
             rows.append((f"(a) first converge, {n} files", wall_a, rss_a, fl_a, fl_aa))
 
@@ -175,12 +175,11 @@ def main():
             root = roots[-1]
             g = f"{root}.yaml"
             wall_b, rss_b = median_run(
-                None,
                 lambda r: [a.tend, "run", g, "--converged-timeout", "0", "--state-dir", f"{root}.state"],
                 a.repeat,
                 log,
             )
-            fl_b, _ = median_run(None, lambda r: [a.floor, "check", root, str(n)], a.repeat, log)
+            fl_b, _ = median_run(lambda r: [a.floor, "check", root, str(n)], a.repeat, log)
             rows.append((f"(b) already in state, {n} files", wall_b, rss_b, fl_b, None))
             for d in roots:
                 shutil.rmtree(d, ignore_errors=True)
@@ -198,8 +197,8 @@ def main():
             gen_chains(g, root, 100, 10)
             return [a.tend, "run", g, "--converged-timeout", "0", "--state-dir", f"{root}.state"]
 
-        wall_d, rss_d = median_run(None, prep_chain, a.repeat, log)
-        fl_d, _ = median_run(None, lambda r: [a.floor, "chains", fresh("fd"), "100", "10"], a.repeat, log)
+        wall_d, rss_d = median_run(prep_chain, a.repeat, log)
+        fl_d, _ = median_run(lambda r: [a.floor, "chains", fresh("fd"), "100", "10"], a.repeat, log)
         rows.append(("(d) 100 chains x 10 files, first converge", wall_d, rss_d, fl_d, None))
     finally:
         if not a.work:

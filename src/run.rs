@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use tend_engine::{Engine, EngineConfig, GraphError, GraphSpec, Registry, VertexState};
+use tend_engine::{Engine, EngineConfig, GraphError, GraphSpec, Registry, Status, VertexState};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -286,9 +286,14 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
-    let show_progress = args.converged_timeout.is_some() && progress::start();
     let mut status = engine.status();
-    let started = Instant::now();
+    let mut conv = Convergence {
+        generation: 0,
+        since: None,
+        was_converged: false,
+        started: Instant::now(),
+        progress: args.converged_timeout.is_some() && progress::start(),
+    };
     tracing::info!(
         program = %args.program.display(),
         host = %hostname,
@@ -297,10 +302,11 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         noop = args.noop,
         "starting"
     );
-    let mut generation = match engine.swap(first.graph.clone()).await {
+    match engine.swap(first.graph.clone()).await {
         Ok(stats) => {
             tracing::debug!(added = stats.added, duration = ?stats.duration, "first graph swapped in");
-            status.borrow().generation
+            let s = status.borrow_and_update().clone();
+            conv.swapped(&s, &first.graph);
         }
         Err(errs) => {
             let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
@@ -310,10 +316,9 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let mut converged_since: Option<Instant> = None;
-    let mut was_converged = false;
+    let mut front_end_done = false;
     loop {
-        let deadline = match (args.converged_timeout, converged_since) {
+        let deadline = match (args.converged_timeout, conv.since) {
             (Some(t), Some(since)) => Some(since + t),
             _ => None,
         };
@@ -325,26 +330,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                     anyhow::bail!("the engine stopped unexpectedly");
                 }
                 let s = status.borrow_and_update().clone();
-                let settled = s.counts.get(&VertexState::Converged).copied().unwrap_or(0)
-                    + s.counts.get(&VertexState::Failed).copied().unwrap_or(0)
-                    + s.counts.get(&VertexState::Blocked).copied().unwrap_or(0);
-                if show_progress {
-                    let failed = s.counts.get(&VertexState::Failed).copied().unwrap_or(0);
-                    let msg = if failed > 0 { format!("({failed} failed)") } else { String::new() };
-                    progress::update(settled, s.total, msg);
-                }
-                let converged = s.converged && s.generation >= generation;
-                if converged && !was_converged {
-                    tracing::info!(
-                        resources = s.total,
-                        failed = s.counts.get(&VertexState::Failed).copied().unwrap_or(0),
-                        blocked = s.counts.get(&VertexState::Blocked).copied().unwrap_or(0),
-                        elapsed = ?started.elapsed(),
-                        "converged"
-                    );
-                }
-                was_converged = converged;
-                converged_since = if converged { converged_since.or(Some(Instant::now())) } else { None };
+                conv.observe(&s);
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 progress::finish();
@@ -352,10 +338,10 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                 engine.shutdown().await;
                 return Ok(code);
             }
-            changed = frames.changed() => {
+            changed = frames.changed(), if !front_end_done => {
                 if changed.is_err() {
-                    // The front end is done: the current graph stays.
-                    frames = watch::channel(Arc::new(Err(Vec::new()))).1;
+                    // The front end has nothing more to say: the current graph stays.
+                    front_end_done = true;
                     continue;
                 }
                 let frame = frames.borrow_and_update().clone();
@@ -368,10 +354,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                     }
                     Ok(f) => match engine.swap(f.graph.clone()).await {
                         Ok(stats) => {
-                            generation = status.borrow().generation;
                             api_state.set_program_error(None);
-                            converged_since = None;
-                            was_converged = false;
                             tracing::info!(
                                 added = stats.added,
                                 removed = stats.removed,
@@ -379,6 +362,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                                 kept = stats.kept,
                                 "new graph swapped in"
                             );
+                            let s = status.borrow_and_update().clone();
+                            conv.swapped(&s, &f.graph);
                         }
                         Err(errs) => {
                             for e in &errs {
@@ -391,6 +376,65 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+}
+
+/// Tracks since when the host has been converged on the current graph.
+struct Convergence {
+    /// The engine generation of our latest swap: older statuses do not count.
+    generation: u64,
+    /// Converged (on the current graph) since then.
+    since: Option<Instant>,
+    was_converged: bool,
+    started: Instant,
+    /// Whether the progress bar is shown.
+    progress: bool,
+}
+
+impl Convergence {
+    /// A new graph was swapped in; `s` is the status right after.
+    fn swapped(&mut self, s: &Status, graph: &GraphSpec) {
+        self.generation = s.generation;
+        self.since = None;
+        self.was_converged = false;
+        self.observe(s);
+        if graph.resources.is_empty() {
+            // Nothing can have work pending (the engine may not publish a new status for an
+            // empty graph).
+            self.was_converged = true;
+            self.since = Some(Instant::now());
+        }
+    }
+
+    /// A new status from the engine.
+    fn observe(&mut self, s: &Status) {
+        let failed = s.count(VertexState::Failed);
+        let blocked = s.count(VertexState::Blocked);
+        if self.progress {
+            let settled = s.count(VertexState::Converged) + failed + blocked;
+            let msg = if failed > 0 {
+                format!("({failed} failed)")
+            } else {
+                String::new()
+            };
+            progress::update(settled, s.total, msg);
+        }
+        let converged = s.converged && s.generation >= self.generation;
+        if converged && !self.was_converged {
+            tracing::info!(
+                resources = s.total,
+                failed,
+                blocked,
+                elapsed = ?self.started.elapsed(),
+                "converged"
+            );
+        }
+        self.was_converged = converged;
+        self.since = if converged {
+            self.since.or(Some(Instant::now()))
+        } else {
+            None
+        };
     }
 }
 

@@ -25,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value as Yaml;
+use tend_engine::schema::check_field;
 use tend_engine::{EdgeSpec, GraphSpec, Registry, ResId, ResSpec, Type, ValidateError, Value};
 
 /// One mistake in a graph file.
@@ -144,6 +145,9 @@ pub fn parse(
     })
 }
 
+/// The error message of a conversion whose error was already recorded.
+const REPORTED: &str = "";
+
 struct Parser<'a> {
     path: PathBuf,
     loc: Locator<'a>,
@@ -154,7 +158,11 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
+    /// Records an error (unless `msg` is [`REPORTED`]).
     fn err(&mut self, line: Option<usize>, res: Option<&ResId>, field: Option<&str>, msg: String) {
+        if msg == REPORTED {
+            return;
+        }
         self.errors.push(LoadError {
             path: self.path.clone(),
             line,
@@ -290,17 +298,14 @@ impl Parser<'_> {
                     );
                     continue;
                 };
-                let name = match fields.get("name") {
-                    Some(Yaml::String(s)) => {
-                        let line = self.loc.key_line_after(cursor, "name");
-                        match self.expand(s, line) {
-                            Some(s) => s,
-                            None => continue,
-                        }
-                    }
+                let raw = match fields.get("name") {
+                    Some(Yaml::String(s)) => s.clone(),
                     Some(Yaml::Number(n)) => n.to_string(),
                     Some(other) => {
                         let line = self.loc.key_line_after(cursor, "name");
+                        if let Some(l) = line {
+                            cursor = l + 1;
+                        }
                         self.err(
                             line,
                             None,
@@ -311,6 +316,9 @@ impl Parser<'_> {
                     }
                     None => {
                         let line = self.loc.item_line_after(cursor);
+                        if let Some(l) = line {
+                            cursor = l + 1;
+                        }
                         self.err(
                             line,
                             None,
@@ -320,10 +328,13 @@ impl Parser<'_> {
                         continue;
                     }
                 };
-                let line = self.loc.name_line_after(cursor, &name);
+                let line = self.loc.name_line_after(cursor, &raw);
                 if let Some(l) = line {
-                    cursor = l;
+                    cursor = l + 1;
                 }
+                let Some(name) = self.expand(&raw, line) else {
+                    continue;
+                };
                 let mut spec = ResSpec::new(kind.clone(), name.clone());
                 let id = spec.id();
                 if name.is_empty() {
@@ -347,8 +358,7 @@ impl Parser<'_> {
                         "name" => {}
                         "meta" => ok &= self.meta(fv, &mut spec, fline),
                         _ => {
-                            let ty = schema.get(&field).map(|f| f.ty.clone());
-                            if ty.is_none() {
+                            let Some(def) = schema.get(&field) else {
                                 let fields: Vec<&str> =
                                     schema.fields.iter().map(|f| f.name.as_str()).collect();
                                 self.err(
@@ -362,9 +372,13 @@ impl Parser<'_> {
                                 );
                                 ok = false;
                                 continue;
-                            }
-                            match self.value(fv, ty.as_ref(), fline) {
+                            };
+                            match self.value(fv, Some(&def.ty), fline) {
                                 Ok(v) => {
+                                    if let Err(e) = check_field(def, &v) {
+                                        self.err(fline, Some(&id), Some(&field), e.reason);
+                                        ok = false;
+                                    }
                                     spec.params.insert(field, v);
                                 }
                                 Err(msg) => {
@@ -415,6 +429,7 @@ impl Parser<'_> {
         for (k, v) in m {
             let name = key_text(k);
             let field = format!("meta.{name}");
+            let line = line.and_then(|l| self.loc.field_line(l, &name)).or(line);
             let value = match self.value(v, None, line) {
                 Ok(v) => v,
                 Err(msg) => {
@@ -575,7 +590,7 @@ impl Parser<'_> {
             }
             (Yaml::String(s), _) => match self.expand(s, line) {
                 Some(s) => Value::Str(s),
-                None => return Err(format!("cannot expand {s:?}")),
+                None => return Err(REPORTED.into()),
             },
             (Yaml::Sequence(items), t) => {
                 let inner = match t {
@@ -829,6 +844,114 @@ mod tests {
             "ROOT" => Some("/tmp/r".into()),
             _ => None,
         }
+    }
+
+    /// Parses `src` as `g.yaml` against the real registry; renders the graph (one line per
+    /// resource and edge) or the errors (one per line), and compares with `expect`.
+    fn check(src: &str, expect: &str) {
+        let reg = tend_resources::registry();
+        let got = match parse(Path::new("g.yaml"), src.to_string(), &reg, &env) {
+            Ok(l) => {
+                let mut out = String::new();
+                for r in &l.graph.resources {
+                    out.push_str(&format!("{}", r.id()));
+                    for (k, v) in &r.params {
+                        out.push_str(&format!(" {k}={v}"));
+                    }
+                    if r.meta != tend_engine::Meta::default() {
+                        out.push_str(&format!(" retry={}", r.meta.retry));
+                    }
+                    out.push('\n');
+                }
+                for e in &l.graph.edges {
+                    out.push_str(&format!("{} -> {} notify={}\n", e.from, e.to, e.notify));
+                }
+                out
+            }
+            Err(errs) => errs.iter().map(|e| format!("{e}\n")).collect(),
+        };
+        assert_eq!(got.trim(), expect.trim(), "\n--- got:\n{got}");
+    }
+
+    #[test]
+    fn a_good_graph() {
+        check(
+            r#"
+resources:
+  file:
+    - name: ${ROOT}/a
+      content: "x"
+      meta: { retry: 2 }
+  test:
+    - name: t
+      float64: 3
+      mixedstruct: { somebool: true, somestr: s, someint: 1, somefloat: 2 }
+      mapintfloat: { 1: 2 }
+edges:
+  - { from: "file[/tmp/r/a]", to: "test[t]", notify: true }
+"#,
+            r#"
+file[/tmp/r/a] content="x" retry=2
+test[t] float64=3 mapintfloat={1: 2} mixedstruct=struct{somebool: true; somestr: "s"; someint: 1; somefloat: 2}
+file[/tmp/r/a] -> test[t] notify=true
+"#,
+        );
+    }
+
+    #[test]
+    fn every_error_at_once() {
+        check(
+            r#"
+top: 1
+resources:
+  file:
+    - name: /a
+      content: 5
+      colour: red
+    - { name: /a }
+    - { content: x }
+  nosuch:
+    - name: x
+  test:
+    - { name: t, mixedstruct: { somebool: true } }
+    - { name: u, int8: 300, meta: { retry: -5 } }
+    - { name: v, str: ~ }
+edges:
+  - { from: "file[/a]", to: "test[zz]" }
+  - { from: "file/a", to: "test[t]", extra: 1 }
+  - { from: "file[/a]" }
+"#,
+            r#"
+g.yaml:2: unknown top-level key `top` (expected `resources` or `edges`)
+g.yaml:6: file[/a]: field `content`: expected str, got 5
+g.yaml:7: file[/a]: field `colour`: kind `file` has no such field (its fields: path, state, content, source, symlink, mode, owner, group, recurse)
+g.yaml:8: file[/a]: duplicate resource (first defined on line 5)
+g.yaml:9: a `file` resource has no `name`
+g.yaml:10: unknown resource kind `nosuch` (known kinds: exec, file, noop, print, test, timer)
+g.yaml:13: test[t]: field `mixedstruct`: missing struct field `somestr`
+g.yaml:14: test[u]: field `int8`: 300 is outside -128..=127
+g.yaml:14: test[u]: field `meta.retry`: -5 is invalid (use -1 for forever)
+g.yaml:15: test[v]: field `str`: null is not a value (leave the field out to keep its default)
+g.yaml:17: test[zz]: edge file[/a] -> test[zz]: no such resource in the graph
+g.yaml:18: field `from`: edge endpoint "file/a" is not `kind[name]`
+g.yaml:18: field `extra`: unknown edge key (expected `from`, `to`, `notify`)
+g.yaml:19: an edge needs both `from` and `to`
+"#,
+        );
+    }
+
+    #[test]
+    fn unset_variables_and_bad_yaml() {
+        check(
+            "resources:\n  file:\n    - name: /a\n      content: ${NOPE}\n",
+            "g.yaml:4: environment variable `NOPE` is not set (used as `${NOPE}`)",
+        );
+        check("resources: [\n", "g.yaml:2: invalid YAML: did not find expected node content at line 2 column 1, while parsing a flow node");
+        check("", "");
+        check(
+            "- a\n",
+            "g.yaml:1: expected a mapping with `resources` and `edges`, got a list",
+        );
     }
 
     #[test]

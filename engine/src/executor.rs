@@ -150,6 +150,7 @@ impl Engine {
             shutdown_waiters: Vec::new(),
             converged: false,
             status_dirty: true,
+            republish: false,
         };
         tokio::spawn(coord.run(rx));
         Engine {
@@ -299,6 +300,10 @@ struct Vertex {
     bucket: Option<Bucket>,
     refresh_from: HashSet<ResId>,
     refresh_inflight: Vec<ResId>,
+    /// An ancestor changed since this vertex last ran: tell the successors after running.
+    upstream_changed: bool,
+    /// `upstream_changed` taken by the running check.
+    upstream_inflight: bool,
     preds: Vec<u64>,
     succs: Vec<u64>,
     notify_succs: Vec<u64>,
@@ -333,11 +338,43 @@ impl Vertex {
             bucket,
             refresh_from: HashSet::new(),
             refresh_inflight: Vec::new(),
+            upstream_changed: false,
+            upstream_inflight: false,
             preds: Vec::new(),
             succs: Vec::new(),
             notify_succs: Vec::new(),
             state: VertexState::Pending,
             status: VertexStatus::default(),
+        }
+    }
+
+    /// What a replacement of this vertex may inherit (see [`Vertex::carry_over`]); the rest of
+    /// `self` stays behind for the removal.
+    fn take_carried(&mut self) -> Vertex {
+        let mut c = Vertex::new(self.spec.clone(), self.res.clone());
+        c.refresh_from = std::mem::take(&mut self.refresh_from);
+        c.upstream_changed = self.upstream_changed || self.upstream_inflight;
+        c.retries_left = self.retries_left;
+        c.bucket = self.bucket.take();
+        c
+    }
+
+    /// Inherits from the vertex this one replaces: pending refreshes and upstream changes
+    /// always; retry and rate-limit state too, unless `Meta:reset` (or the meta that governs
+    /// that state changed).
+    fn carry_over(&mut self, old: Vertex) {
+        self.refresh_from = old.refresh_from;
+        self.upstream_changed = old.upstream_changed;
+        if self.spec.meta.reset {
+            return;
+        }
+        if old.spec.meta.retry == self.spec.meta.retry {
+            self.retries_left = old.retries_left;
+        }
+        if old.spec.meta.limit == self.spec.meta.limit
+            && old.spec.meta.burst == self.spec.meta.burst
+        {
+            self.bucket = old.bucket;
         }
     }
 
@@ -386,7 +423,10 @@ struct Coord {
     shutting_down: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     converged: bool,
+    /// Rebuild the whole per-vertex status map at the next publish.
     status_dirty: bool,
+    /// Publish at the next opportunity even if no vertex changed.
+    republish: bool,
 }
 
 fn join_error_message(e: tokio::task::JoinError) -> String {
@@ -556,17 +596,17 @@ impl Coord {
         };
 
         // Stop removed and replaced vertices now; clean them up in the background.
-        let mut carried_refresh: HashMap<ResId, HashSet<ResId>> = HashMap::new();
+        let mut carried: HashMap<ResId, Vertex> = HashMap::new();
         let mut removals = Vec::new();
+        let replaced: HashSet<ResId> = built
+            .iter()
+            .filter(|(_, _, changed)| *changed)
+            .map(|(s, _, _)| s.id())
+            .collect();
         let gone: Vec<ResId> = self
             .by_id
             .keys()
-            .filter(|id| {
-                !new_ids.contains(*id)
-                    || built
-                        .iter()
-                        .any(|(s, _, changed)| *changed && s.id() == **id)
-            })
+            .filter(|id| !new_ids.contains(*id) || replaced.contains(*id))
             .cloned()
             .collect();
         for id in gone {
@@ -575,7 +615,7 @@ impl Coord {
             self.dec_count(v.state);
             if new_ids.contains(&id) {
                 stats.changed += 1;
-                carried_refresh.insert(id.clone(), std::mem::take(&mut v.refresh_from));
+                carried.insert(id.clone(), v.take_carried());
             } else {
                 stats.removed += 1;
             }
@@ -597,8 +637,8 @@ impl Coord {
             let inc = self.next_inc;
             self.next_inc += 1;
             let mut v = Vertex::new(spec, res);
-            if let Some(r) = carried_refresh.remove(&v.id) {
-                v.refresh_from = r;
+            if let Some(old) = carried.remove(&v.id) {
+                v.carry_over(old);
             }
             self.by_id.insert(v.id.clone(), inc);
             *self.counts.entry(v.state).or_default() += 1;
@@ -686,6 +726,7 @@ impl Coord {
         for inc in p.to_start {
             self.start(inc);
         }
+        self.republish = true;
         let mut stats = p.stats;
         stats.duration = p.started.elapsed();
         Event::GraphSwapped {
@@ -731,7 +772,9 @@ impl Coord {
         v.driver = Some(tokio::spawn(async move {
             if !skip_init {
                 let r2 = res.clone();
-                let out = tokio::spawn(async move { r2.init(&ctx).await }).await;
+                let h = tokio::spawn(async move { r2.init(&ctx).await });
+                let _guard = AbortOnDrop(h.abort_handle());
+                let out = h.await;
                 let err = match out {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(e.0),
@@ -812,7 +855,9 @@ impl Coord {
             self.candidates.push(inc);
         }
         if dirty && was_running && !v.watch_failed {
-            Event::Drift { id: v.id.clone() }.emit(&self.sink);
+            if v.spec.meta.poll == 0 {
+                Event::Drift { id: v.id.clone() }.emit(&self.sink);
+            }
             if v.failed.is_some() {
                 v.failed = None;
                 v.retries_left = v.spec.meta.retry;
@@ -882,6 +927,8 @@ impl Coord {
                     v.status.changes += 1;
                     v.status.last_change = Some(now);
                 }
+                let propagate =
+                    std::mem::take(&mut v.upstream_inflight) || result == CheckResult::Changed;
                 let id = v.id.clone();
                 let notify = v.notify_succs.clone();
                 let succs = v.succs.clone();
@@ -905,11 +952,14 @@ impl Coord {
                             .emit(&self.sink);
                         }
                     }
-                    self.mark_descendants_dirty(&succs);
+                }
+                if propagate {
+                    self.mark_successors_dirty(&succs);
                 }
             }
             Err(error) => {
                 v.refresh_from.extend(v.refresh_inflight.drain(..));
+                v.upstream_changed |= std::mem::take(&mut v.upstream_inflight);
                 v.status.last_error = Some(error.clone());
                 let retry = v.retries_left != 0;
                 Event::CheckFailed {
@@ -945,7 +995,11 @@ impl Coord {
         }
     }
 
-    fn mark_descendants_dirty(&mut self, start: &[u64]) {
+    /// Something upstream changed: the successors must be checked again, and they pass the
+    /// word on to their own successors once they ran (whatever their result), so every
+    /// descendant is re-checked, each after its predecessors, in O(edges). Hidden vertices
+    /// never run, so the word passes through them at once.
+    fn mark_successors_dirty(&mut self, start: &[u64]) {
         let mut seen: HashSet<u64> = HashSet::new();
         let mut stack: Vec<u64> = start.to_vec();
         while let Some(i) = stack.pop() {
@@ -955,12 +1009,16 @@ impl Coord {
             let Some(v) = self.verts.get_mut(&i) else {
                 continue;
             };
-            if !v.hidden() && v.failed.is_none() {
+            if v.hidden() {
+                stack.extend(v.succs.iter().copied());
+                continue;
+            }
+            v.upstream_changed = true;
+            if v.failed.is_none() {
                 v.dirty = true;
                 self.touched.push(i);
                 self.candidates.push(i);
             }
-            stack.extend(v.succs.iter().copied());
         }
     }
 
@@ -1006,6 +1064,7 @@ impl Coord {
         }
         v.running = true;
         v.dirty = false;
+        v.upstream_inflight = std::mem::take(&mut v.upstream_changed);
         let refresh = !v.refresh_from.is_empty();
         v.refresh_inflight = v.refresh_from.drain().collect();
         let apply = !(self.noop || v.spec.meta.noop);
@@ -1134,9 +1193,10 @@ impl Coord {
                 }
             }
         }
-        if changed.is_empty() && !self.status_dirty {
+        if changed.is_empty() && !self.status_dirty && !self.republish {
             return;
         }
+        self.republish = false;
         let count = |s| self.counts.get(&s).copied().unwrap_or(0);
         let converged = self.generation > 0
             && self.swapping.is_none()
@@ -1149,6 +1209,15 @@ impl Coord {
         let counts: std::collections::BTreeMap<VertexState, usize> =
             VertexState::ALL.iter().map(|s| (*s, count(*s))).collect();
         let generation = self.generation;
+        // Emit first, so the metrics agree with the status as soon as a watcher sees it.
+        if converged != self.converged {
+            self.converged = converged;
+            Event::Converged {
+                generation,
+                converged,
+            }
+            .emit(&self.sink);
+        }
         self.status_tx.send_modify(|s| {
             s.generation = generation;
             s.converged = converged;
@@ -1167,13 +1236,5 @@ impl Coord {
                 }
             }
         });
-        if converged != self.converged {
-            self.converged = converged;
-            Event::Converged {
-                generation,
-                converged,
-            }
-            .emit(&self.sink);
-        }
     }
 }

@@ -528,7 +528,11 @@ fn check(cfg: &Cfg, apply: bool) -> Result<Checked, ResError> {
     }
 
     // Ownership, then mode (chown may clear set-id bits).
-    let m = match lstat(p)? {
+    let current = match (changed, meta) {
+        (false, Some(m)) => Some(m),
+        _ => lstat(p)?,
+    };
+    let m = match current {
         Some(m) => m,
         None if !apply => return Ok(Checked::Changed),
         None => {

@@ -78,7 +78,8 @@ fn drift_is_repaired() {
     );
 
     // The whole directory: re-created with its files.
-    std::fs::remove_dir_all(sb.path("out")).unwrap();
+    // (Moved away in one step: tend re-creates files while a recursive delete runs.)
+    std::fs::rename(sb.path("out"), sb.path("gone")).unwrap();
     wait_for(
         "the directory and its files to come back",
         limit,
@@ -182,4 +183,64 @@ fn a_changed_graph_file_is_swapped_in() {
         },
         ctx,
     );
+}
+
+#[test]
+fn a_second_signal_cancels_running_checks() {
+    let sb = Sandbox::new();
+    let g = sb.write(
+        "g.yaml",
+        r#"
+resources:
+  exec:
+    - name: slow
+      cmd: "touch ${TEND_ROOT}/started; exec sleep 30"
+      shell: /bin/sh
+"#,
+    );
+    let d = sb.spawn(&[
+        "run",
+        g.to_str().unwrap(),
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+    ]);
+    let ctx = || {
+        format!(
+            "command: {}\nstderr:\n{}\n{}",
+            d.cmdline,
+            d.stderr(),
+            sb.listing()
+        )
+    };
+    let limit = Duration::from_secs(20);
+    wait_for(
+        "the command to start",
+        limit,
+        || sb.path("started").exists(),
+        ctx,
+    );
+    d.signal(Signal::SIGTERM);
+    wait_for(
+        "the shutdown to start",
+        limit,
+        || d.stderr().contains("shutting down"),
+        ctx,
+    );
+    assert!(
+        d.try_wait().is_none(),
+        "tend did not wait for the running check\n{}",
+        ctx()
+    );
+    let start = Instant::now();
+    d.signal(Signal::SIGTERM);
+    let status = d
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("the second signal did not stop tend\n{}", ctx()));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}\n{}",
+        start.elapsed(),
+        ctx()
+    );
+    assert_eq!(status.code(), Some(1), "{}", ctx());
 }

@@ -3,7 +3,7 @@
 use crate::sandbox::{mode, read, Sandbox};
 
 fn example() -> String {
-    format!("{}/../examples/hello.yaml", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/examples/hello.yaml", env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
@@ -188,4 +188,19 @@ fn json_logs_are_one_object_per_line() {
             .unwrap_or_else(|e| panic!("{e}: {l}\n{}", sb.explain("bad JSON line", &out)));
         assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
     }
+}
+
+#[test]
+fn an_empty_graph_converges_at_once() {
+    let sb = Sandbox::new();
+    let g = sb.write("g.yaml", "# nothing to do\nresources: {}\n");
+    let out = sb.run(&[
+        "run",
+        g.to_str().unwrap(),
+        "--converged-timeout",
+        "0",
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
 }

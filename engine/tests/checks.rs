@@ -1,0 +1,103 @@
+//! `check_graph`: every error, each naming the resource and field.
+
+use tend_engine::{GraphSpec, Value};
+
+use crate::support::*;
+
+/// The graph's errors, displayed, one per line.
+fn check(g: GraphSpec) -> String {
+    let e = engine(1);
+    match e.check_graph(&g) {
+        Ok(()) => "ok".to_string(),
+        Err(errs) => errs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+#[tokio::test]
+async fn every_error_is_reported() {
+    let mut bad_meta = fake("m");
+    bad_meta.meta.sema = vec!["3".into()];
+    let g = graph(
+        vec![
+            fake("a").param("sleep_ms", "slow"),
+            fake("a"),
+            tend_engine::ResSpec::new("nosuch", "x"),
+            fake("b").param("bogus", 1i64).param("panic", Value::Int(3)),
+            fake("r").param("refuse", true),
+            bad_meta,
+        ],
+        vec![edge("a", "ghost")],
+    );
+    let got = check(g);
+    let want = "\
+fake[a]: field `sleep_ms`: expected int, got \"slow\"
+fake[a]: duplicate resource (kind and name must be unique)
+nosuch[x]: unknown resource kind `nosuch`
+fake[b]: field `bogus`: kind `fake` has no such field
+fake[b]: field `panic`: expected bool, got 3
+fake[r]: refused by the constructor
+fake[m]: field `Meta:sema`: `3` is not `id` or `id:N` (N >= 1)
+fake[ghost]: edge fake[a] -> fake[ghost] refers to a resource that is not in the graph";
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn cycles_are_reported_once_each() {
+    let g = graph(
+        vec![
+            fake("c1"),
+            fake("c2"),
+            fake("c3"),
+            fake("d1"),
+            fake("d2"),
+            fake("tail"),
+        ],
+        vec![
+            edge("c1", "c2"),
+            edge("c2", "c3"),
+            edge("c3", "c1"),
+            edge("c3", "tail"),
+            edge("d1", "d2"),
+            edge("d2", "d1"),
+        ],
+    );
+    let got = check(g);
+    assert_eq!(
+        got,
+        "fake[c1]: dependency cycle: fake[c1] -> fake[c2] -> fake[c3] -> fake[c1]\n\
+         fake[d1]: dependency cycle: fake[d1] -> fake[d2] -> fake[d1]"
+    );
+}
+
+#[tokio::test]
+async fn autoedge_cycles_are_found_unless_disabled() {
+    let a = || {
+        fake("ae-a")
+            .param("provides", strs_value(&["k1"]))
+            .param("requires", strs_value(&["k2"]))
+    };
+    let b = fake("ae-b")
+        .param("provides", strs_value(&["k2"]))
+        .param("requires", strs_value(&["k1"]));
+    let got = check(graph(vec![a(), b.clone()], vec![]));
+    assert_eq!(
+        got,
+        "fake[ae-a]: dependency cycle: fake[ae-a] -> fake[ae-b] -> fake[ae-a]"
+    );
+    let mut a2 = a();
+    a2.meta.autoedge = false;
+    assert_eq!(check(graph(vec![a2, b], vec![])), "ok");
+}
+
+#[tokio::test]
+async fn a_valid_graph_passes() {
+    let g = graph(
+        vec![fake("ok-a"), fake("ok-b").param("sleep_ms", 1i64)],
+        vec![notify("ok-a", "ok-b")],
+    );
+    assert_eq!(check(g), "ok");
+}

@@ -1,0 +1,7 @@
+//! Engine tests, one binary: executor semantics, graph swaps and graph checks, all against the
+//! fake kind of `support`.
+
+mod checks;
+mod executor;
+mod support;
+mod swap;

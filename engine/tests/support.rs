@@ -1,0 +1,409 @@
+//! A fake resource kind whose behaviour is set by its params and observed through a global
+//! [`Probe`] per resource name. Names must be unique across tests (tests run in parallel).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tend_engine::{
+    AutoEdges, CheckCtx, Checked, EdgeSpec, Engine, EngineConfig, Field, GraphSpec, InitCtx, Kind,
+    KindSchema, Registry, ResError, ResId, ResSpec, Resource, Status, Type, Value, VertexState,
+    Watcher,
+};
+
+/// What the tests observe of one fake resource (shared by every instance with that name).
+#[derive(Default)]
+pub struct Probe {
+    /// Simulated state: `true` = in state.
+    pub in_state: AtomicBool,
+    pub checks: AtomicU64,
+    pub applies: AtomicU64,
+    pub refreshes: AtomicU64,
+    pub inits: AtomicU64,
+    pub watch_starts: AtomicU64,
+    pub watches_active: AtomicI64,
+    pub cleanups: AtomicU64,
+    /// Stop failing (for `fail: -1`).
+    pub heal: AtomicBool,
+    /// Let a gated watch report `running`.
+    pub open_gate: AtomicBool,
+    /// The current watch's handle, to inject drift.
+    pub watcher: Mutex<Option<Watcher>>,
+    /// When the watch reported running.
+    pub watch_running_at: Mutex<Option<Instant>>,
+    /// Start and end of every check_apply.
+    pub runs: Mutex<Vec<(Instant, Instant)>>,
+    /// The `refresh` flag of every check_apply, in order.
+    pub refresh_log: Mutex<Vec<bool>>,
+}
+
+impl Probe {
+    pub fn checks(&self) -> u64 {
+        self.checks.load(SeqCst)
+    }
+
+    /// Simulates drift: the resource leaves its state and the watch says so.
+    pub fn drift(&self) {
+        self.in_state.store(false, SeqCst);
+        self.event();
+    }
+
+    /// Sends a watch event without changing the state.
+    pub fn event(&self) {
+        if let Some(w) = self.watcher.lock().unwrap().as_ref() {
+            w.event();
+        }
+    }
+
+    pub fn first_start(&self) -> Instant {
+        self.runs.lock().unwrap()[0].0
+    }
+
+    pub fn first_end(&self) -> Instant {
+        self.runs.lock().unwrap()[0].1
+    }
+}
+
+fn probes() -> &'static Mutex<HashMap<String, Arc<Probe>>> {
+    static P: OnceLock<Mutex<HashMap<String, Arc<Probe>>>> = OnceLock::new();
+    P.get_or_init(Default::default)
+}
+
+/// The probe of the resource named `name`.
+pub fn probe(name: &str) -> Arc<Probe> {
+    probes()
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_default()
+        .clone()
+}
+
+#[derive(Default)]
+struct Group {
+    current: AtomicUsize,
+    max: AtomicUsize,
+}
+
+fn groups() -> &'static Mutex<HashMap<String, Arc<Group>>> {
+    static G: OnceLock<Mutex<HashMap<String, Arc<Group>>>> = OnceLock::new();
+    G.get_or_init(Default::default)
+}
+
+fn group(name: &str) -> Arc<Group> {
+    groups()
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_default()
+        .clone()
+}
+
+/// The highest number of check_apply runs of `group` seen at the same time.
+pub fn max_concurrent(name: &str) -> usize {
+    group(name).max.load(SeqCst)
+}
+
+struct Fake {
+    probe: Arc<Probe>,
+    sleep: Duration,
+    fail: i64,
+    panic: bool,
+    hang: bool,
+    init_fail: bool,
+    watch_fail: bool,
+    watch_panic: bool,
+    watch_gate: bool,
+    group: Option<Arc<Group>>,
+}
+
+fn int(spec: &ResSpec, k: &str) -> i64 {
+    spec.params.get(k).and_then(Value::as_int).unwrap_or(0)
+}
+
+fn flag(spec: &ResSpec, k: &str) -> bool {
+    spec.params.get(k).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
+    if flag(spec, "refuse") {
+        return Err(ResError::new("refused by the constructor"));
+    }
+    Ok(Box::new(Fake {
+        probe: probe(&spec.name),
+        sleep: Duration::from_millis(int(spec, "sleep_ms") as u64),
+        fail: int(spec, "fail"),
+        panic: flag(spec, "panic"),
+        hang: flag(spec, "hang"),
+        init_fail: flag(spec, "init_fail"),
+        watch_fail: flag(spec, "watch_fail"),
+        watch_panic: flag(spec, "watch_panic"),
+        watch_gate: flag(spec, "watch_gate"),
+        group: spec.params.get("group").and_then(Value::as_str).map(group),
+    }))
+}
+
+fn strs(spec: &ResSpec, k: &str) -> Vec<String> {
+    spec.params
+        .get(k)
+        .and_then(Value::as_list)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+fn autoedges(spec: &ResSpec) -> AutoEdges {
+    AutoEdges {
+        provides: strs(spec, "provides"),
+        requires: strs(spec, "requires"),
+    }
+}
+
+struct ActiveGuard(Arc<Probe>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.watches_active.fetch_sub(1, SeqCst);
+    }
+}
+
+struct GroupGuard(Option<Arc<Group>>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            g.current.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Resource for Fake {
+    async fn init(&self, _ctx: &InitCtx) -> Result<(), ResError> {
+        self.probe.inits.fetch_add(1, SeqCst);
+        if self.init_fail {
+            return Err(ResError::new("init refused"));
+        }
+        Ok(())
+    }
+
+    async fn watch(&self, w: Watcher) -> Result<(), ResError> {
+        self.probe.watch_starts.fetch_add(1, SeqCst);
+        self.probe.watches_active.fetch_add(1, SeqCst);
+        let _g = ActiveGuard(self.probe.clone());
+        if self.watch_panic {
+            panic!("watch exploded");
+        }
+        if self.watch_fail {
+            return Err(ResError::new("watch refused"));
+        }
+        while self.watch_gate && !self.probe.open_gate.load(SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        *self.probe.watcher.lock().unwrap() = Some(w.clone());
+        *self.probe.watch_running_at.lock().unwrap() = Some(Instant::now());
+        w.running();
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+
+    async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
+        let start = Instant::now();
+        let n = self.probe.checks.fetch_add(1, SeqCst);
+        self.probe.refresh_log.lock().unwrap().push(ctx.refresh);
+        if ctx.refresh {
+            self.probe.refreshes.fetch_add(1, SeqCst);
+        }
+        let _gg = GroupGuard(self.group.clone());
+        if let Some(g) = &self.group {
+            let c = g.current.fetch_add(1, SeqCst) + 1;
+            g.max.fetch_max(c, SeqCst);
+        }
+        if self.panic {
+            panic!("check_apply exploded");
+        }
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        if !self.sleep.is_zero() {
+            tokio::time::sleep(self.sleep).await;
+        }
+        let failing = if self.fail < 0 {
+            !self.probe.heal.load(SeqCst)
+        } else {
+            (n as i64) < self.fail
+        };
+        let out = if failing {
+            Err(ResError::new(format!("planned failure {}", n + 1)))
+        } else if self.probe.in_state.load(SeqCst) {
+            Ok(Checked::InState)
+        } else {
+            if ctx.apply {
+                self.probe.in_state.store(true, SeqCst);
+                self.probe.applies.fetch_add(1, SeqCst);
+            }
+            Ok(Checked::Changed)
+        };
+        self.probe
+            .runs
+            .lock()
+            .unwrap()
+            .push((start, Instant::now()));
+        out
+    }
+
+    async fn cleanup(&self) -> Result<(), ResError> {
+        self.probe.cleanups.fetch_add(1, SeqCst);
+        Ok(())
+    }
+}
+
+/// A registry with the `fake` kind.
+pub fn registry() -> Arc<Registry> {
+    let schema = KindSchema::new("fake")
+        .field(Field::new(
+            "sleep_ms",
+            Type::Int,
+            "check_apply takes this long",
+        ))
+        .field(Field::new(
+            "fail",
+            Type::Int,
+            "fail the first N checks; -1 until healed",
+        ))
+        .field(Field::new("panic", Type::Bool, "check_apply panics"))
+        .field(Field::new("hang", Type::Bool, "check_apply never returns"))
+        .field(Field::new("init_fail", Type::Bool, "init fails"))
+        .field(Field::new("watch_fail", Type::Bool, "watch fails"))
+        .field(Field::new("watch_panic", Type::Bool, "watch panics"))
+        .field(Field::new(
+            "watch_gate",
+            Type::Bool,
+            "watch waits for the probe's gate",
+        ))
+        .field(Field::new("refuse", Type::Bool, "the constructor refuses"))
+        .field(Field::new("group", Type::Str, "concurrency group"))
+        .field(Field::new(
+            "provides",
+            Type::List(Box::new(Type::Str)),
+            "autoedge keys",
+        ))
+        .field(Field::new(
+            "requires",
+            Type::List(Box::new(Type::Str)),
+            "autoedge keys",
+        ))
+        .field(Field::new(
+            "tag",
+            Type::Str,
+            "changes the spec, nothing else",
+        ));
+    let mut r = Registry::new();
+    r.register(Kind {
+        schema,
+        build,
+        autoedges: Some(autoedges),
+    });
+    Arc::new(r)
+}
+
+pub fn engine(parallel: usize) -> Engine {
+    engine_with(parallel, false)
+}
+
+pub fn engine_with(parallel: usize, noop: bool) -> Engine {
+    Engine::new(
+        EngineConfig {
+            hostname: "test".into(),
+            state_dir: std::env::temp_dir(),
+            parallel,
+            noop,
+        },
+        registry(),
+    )
+}
+
+pub fn fake(name: &str) -> ResSpec {
+    ResSpec::new("fake", name)
+}
+
+pub fn id(name: &str) -> ResId {
+    ResId::new("fake", name)
+}
+
+pub fn edge(from: &str, to: &str) -> EdgeSpec {
+    EdgeSpec {
+        from: id(from),
+        to: id(to),
+        notify: false,
+    }
+}
+
+pub fn notify(from: &str, to: &str) -> EdgeSpec {
+    EdgeSpec {
+        notify: true,
+        ..edge(from, to)
+    }
+}
+
+pub fn graph(resources: Vec<ResSpec>, edges: Vec<EdgeSpec>) -> GraphSpec {
+    GraphSpec { resources, edges }
+}
+
+pub fn strs_value(l: &[&str]) -> Value {
+    Value::List(l.iter().map(|s| Value::from(*s)).collect())
+}
+
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Waits (up to [`DEADLINE`]) until `f` holds, polling every 2 ms.
+pub async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until the engine's status satisfies `f`; returns that status.
+pub async fn wait_status(e: &Engine, what: &str, f: impl Fn(&Status) -> bool) -> Status {
+    let mut rx = e.status();
+    let fut = async {
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if f(&s) {
+                    return s.clone();
+                }
+            }
+            rx.changed().await.expect("engine alive");
+        }
+    };
+    match tokio::time::timeout(DEADLINE, fut).await {
+        Ok(s) => s,
+        Err(_) => panic!(
+            "timed out waiting for {what}; status: {:#?}",
+            e.status().borrow().clone()
+        ),
+    }
+}
+
+/// Waits until the graph is converged.
+pub async fn converged(e: &Engine) -> Status {
+    wait_status(e, "convergence", |s| s.converged).await
+}
+
+/// The state of the fake resource `name`.
+pub fn state(s: &Status, name: &str) -> VertexState {
+    s.vertices[&id(name)].state
+}
+
+/// Runs `f` with a deadline.
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}

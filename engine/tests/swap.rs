@@ -1,0 +1,197 @@
+//! Graph swaps by diff: kept vertices keep running, removals are cleaned up, additions start.
+
+use std::sync::atomic::Ordering::SeqCst;
+
+use tend_engine::{SwapStats, VertexState};
+
+use crate::support::*;
+
+fn counts(s: &SwapStats) -> (usize, usize, usize, usize) {
+    (s.added, s.removed, s.changed, s.kept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_vertices_keep_running() {
+    let e = engine(4);
+    let st = e
+        .swap(graph(
+            vec![
+                fake("sw-keep"),
+                fake("sw-gone"),
+                fake("sw-chg").param("tag", "1"),
+            ],
+            vec![],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(counts(&st), (3, 0, 0, 0));
+    converged(&e).await;
+    let (keep, gone, chg) = (probe("sw-keep"), probe("sw-gone"), probe("sw-chg"));
+
+    let st = e
+        .swap(graph(
+            vec![
+                fake("sw-keep"),
+                fake("sw-chg").param("tag", "2"),
+                fake("sw-new"),
+            ],
+            vec![],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(counts(&st), (1, 1, 1, 1));
+    let s = converged(&e).await;
+    assert_eq!(s.generation, 2);
+    assert_eq!(s.total, 3);
+    assert!(!s.vertices.contains_key(&id("sw-gone")));
+
+    // Kept: the same watch, no new check, no cleanup.
+    assert_eq!(keep.watch_starts.load(SeqCst), 1);
+    assert_eq!(keep.watches_active.load(SeqCst), 1);
+    assert_eq!(keep.checks(), 1);
+    assert_eq!(keep.cleanups.load(SeqCst), 0);
+    assert_eq!(s.vertices[&id("sw-keep")].checks, 1, "kept state was reset");
+    // Removed: watch cancelled, cleanup called.
+    assert_eq!(gone.cleanups.load(SeqCst), 1);
+    assert_eq!(gone.watches_active.load(SeqCst), 0);
+    // Changed: replaced (old cleaned up, new watch, checked again).
+    assert_eq!(chg.cleanups.load(SeqCst), 1);
+    assert_eq!(chg.watch_starts.load(SeqCst), 2);
+    assert_eq!(chg.watches_active.load(SeqCst), 1);
+    assert_eq!(chg.checks(), 2);
+    // Added.
+    assert_eq!(probe("sw-new").checks(), 1);
+    assert_eq!(state(&s, "sw-new"), VertexState::Converged);
+
+    // Drift still works on the kept vertex after the swap.
+    keep.drift();
+    wait_for("kept vertex repaired", || keep.checks() == 2).await;
+    assert_eq!(e.metrics().graph_swaps_total, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_graph_changes_nothing() {
+    let e = engine(2);
+    e.swap(graph(vec![fake("inv-a")], vec![])).await.unwrap();
+    converged(&e).await;
+    let errs = e
+        .swap(graph(vec![fake("inv-b").param("bogus", 1i64)], vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(errs.len(), 1);
+    let p = probe("inv-a");
+    assert_eq!(p.cleanups.load(SeqCst), 0);
+    assert_eq!(probe("inv-b").inits.load(SeqCst), 0);
+    let s = e.status().borrow().clone();
+    assert_eq!((s.generation, s.total), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_flag_survives_a_swap() {
+    let e = engine(4);
+    let g = |extra: bool| {
+        let mut r = vec![fake("rfs-a"), fake("rfs-b").param("watch_gate", true)];
+        if extra {
+            r.push(fake("rfs-x"));
+        }
+        graph(r, vec![notify("rfs-a", "rfs-b")])
+    };
+    e.swap(g(false)).await.unwrap();
+    let a = probe("rfs-a");
+    let b = probe("rfs-b");
+    wait_for("a applied", || a.checks() == 1).await;
+    wait_status(&e, "a converged", |s| {
+        state(s, "rfs-a") == VertexState::Converged
+    })
+    .await;
+    assert_eq!(b.checks(), 0);
+    let st = e.swap(g(true)).await.unwrap();
+    assert_eq!((st.kept, st.added), (2, 1));
+    b.open_gate.store(true, SeqCst);
+    converged(&e).await;
+    assert_eq!(*b.refresh_log.lock().unwrap(), vec![true]);
+    assert_eq!(b.watch_starts.load(SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_flag_dropped_with_its_edge() {
+    let e = engine(4);
+    let r = || vec![fake("rfd-a"), fake("rfd-b").param("watch_gate", true)];
+    e.swap(graph(r(), vec![notify("rfd-a", "rfd-b")]))
+        .await
+        .unwrap();
+    let a = probe("rfd-a");
+    wait_status(&e, "a converged", |s| {
+        state(s, "rfd-a") == VertexState::Converged
+    })
+    .await;
+    assert_eq!(a.checks(), 1);
+    e.swap(graph(r(), vec![edge("rfd-a", "rfd-b")]))
+        .await
+        .unwrap();
+    let b = probe("rfd-b");
+    b.open_gate.store(true, SeqCst);
+    converged(&e).await;
+    assert_eq!(*b.refresh_log.lock().unwrap(), vec![false]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewatch_restarts_a_failed_watch_on_swap() {
+    let e = engine(2);
+    let mut r = fake("rew-a").param("watch_fail", true);
+    r.meta.rewatch = true;
+    let g = graph(vec![r], vec![]);
+    e.swap(g.clone()).await.unwrap();
+    let s = converged(&e).await;
+    assert_eq!(state(&s, "rew-a"), VertexState::Failed);
+    e.swap(g).await.unwrap();
+    let p = probe("rew-a");
+    wait_for("watch restarted", || p.watch_starts.load(SeqCst) == 2).await;
+    assert_eq!(p.inits.load(SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_to_empty_removes_everything() {
+    let e = engine(2);
+    e.swap(graph(
+        vec![fake("empty-a"), fake("empty-b")],
+        vec![edge("empty-a", "empty-b")],
+    ))
+    .await
+    .unwrap();
+    converged(&e).await;
+    let st = e.swap(graph(vec![], vec![])).await.unwrap();
+    assert_eq!(st.removed, 2);
+    let s = converged(&e).await;
+    assert_eq!(s.total, 0);
+    assert!(s.vertices.is_empty());
+    assert_eq!(probe("empty-b").cleanups.load(SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_state_survives_a_param_change_unless_reset() {
+    for reset in [false, true] {
+        let e = engine(2);
+        let name = format!("reset-{reset}");
+        let spec = |tag: &str| {
+            let mut r = fake(&name).param("fail", -1i64).param("tag", tag);
+            r.meta.retry = 1;
+            r.meta.reset = reset;
+            r
+        };
+        e.swap(graph(vec![spec("1")], vec![])).await.unwrap();
+        let s = converged(&e).await;
+        assert_eq!(state(&s, &name), VertexState::Failed);
+        let p = probe(&name);
+        assert_eq!(p.checks(), 2);
+        let st = e.swap(graph(vec![spec("2")], vec![])).await.unwrap();
+        assert_eq!(st.changed, 1);
+        let s = wait_status(&e, "failed again", |s| {
+            s.converged && s.vertices[&id(&name)].checks > 0
+        })
+        .await;
+        assert_eq!(state(&s, &name), VertexState::Failed);
+        // Without reset the retry budget is spent already; with reset it starts over.
+        assert_eq!(p.checks(), if reset { 4 } else { 3 }, "reset={reset}");
+    }
+}

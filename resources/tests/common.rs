@@ -1,0 +1,128 @@
+//! Helpers shared by the resource tests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tend_engine::{CheckCtx, Checked, ResError, ResSpec, Resource, WatchReceiver, Watcher};
+
+/// Builds a resource through the registry (schema check, then the kind's constructor).
+pub fn build(spec: ResSpec) -> Arc<dyn Resource> {
+    let r = tend_resources::registry();
+    r.validate(&spec)
+        .unwrap_or_else(|e| panic!("{}: {e}", spec.id()));
+    let kind = r.get(&spec.kind).unwrap();
+    Arc::from((kind.build)(&spec).unwrap())
+}
+
+/// The validation error of a spec, as a user reads it.
+pub fn invalid(spec: ResSpec) -> String {
+    match tend_resources::registry().validate(&spec) {
+        Ok(()) => panic!("{} was accepted", spec.id()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Runs `check_apply` for real.
+pub async fn apply(r: &Arc<dyn Resource>) -> Result<Checked, ResError> {
+    r.check_apply(CheckCtx {
+        apply: true,
+        refresh: false,
+    })
+    .await
+}
+
+/// Runs `check_apply` as a dry run.
+pub async fn dry(r: &Arc<dyn Resource>) -> Result<Checked, ResError> {
+    r.check_apply(CheckCtx {
+        apply: false,
+        refresh: false,
+    })
+    .await
+}
+
+/// Runs `check_apply` with a pending refresh.
+pub async fn refresh(r: &Arc<dyn Resource>) -> Result<Checked, ResError> {
+    r.check_apply(CheckCtx {
+        apply: true,
+        refresh: true,
+    })
+    .await
+}
+
+/// A running watch; aborted when dropped.
+pub struct Watching {
+    pub rx: WatchReceiver,
+    task: tokio::task::JoinHandle<Result<(), ResError>>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Watching {
+    /// Waits for a drift event (failing the test after `secs`).
+    pub async fn event(&self, what: &str) {
+        self.event_within(what, 10).await
+    }
+
+    /// Waits for a drift event for at most `secs`.
+    pub async fn event_within(&self, what: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if self.rx.take().dirty {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no watch event for: {what}");
+            if let Ok(sig) = tokio::time::timeout(left, self.rx.next()).await {
+                if sig.dirty {
+                    return;
+                }
+            }
+            if self.task.is_finished() {
+                panic!("the watch ended while waiting for: {what}");
+            }
+        }
+    }
+
+    /// Whether the watch has returned.
+    pub fn finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Forgets events seen so far.
+    pub fn clear(&self) {
+        let _ = self.rx.take();
+    }
+}
+
+/// Starts a resource's watch and waits until it reports running.
+pub async fn watch(r: &Arc<dyn Resource>) -> Watching {
+    let (w, rx) = Watcher::channel();
+    let r2 = r.clone();
+    let task = tokio::spawn(async move { r2.watch(w).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if rx.take().running {
+            break;
+        }
+        assert!(!task.is_finished(), "the watch ended before running");
+        assert!(
+            Instant::now() < deadline,
+            "the watch never reported running"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), rx.next()).await;
+    }
+    Watching { rx, task }
+}
+
+/// Polls `cond` until it holds or `secs` pass.
+pub async fn eventually(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,226 @@
+//! `exec` with real processes.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tend_engine::{Checked, ResSpec, Value};
+
+use crate::common::{apply, build, dry, eventually, invalid, refresh, watch};
+
+fn sh(name: &str, cmd: &str) -> ResSpec {
+    ResSpec::new("exec", name)
+        .param("cmd", cmd)
+        .param("shell", "/bin/sh")
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is as good as dead: it is only waiting to be reaped.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn runs_once_then_is_in_state_until_refreshed() {
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("log");
+    let r = build(sh("e", &format!("echo run >> {}", log.display())));
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert!(!log.exists(), "a dry run runs nothing");
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "run\n");
+    assert_eq!(refresh(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "run\nrun\n");
+}
+
+#[tokio::test]
+async fn args_without_shell_are_not_interpreted() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let r = build(
+        ResSpec::new("exec", "e")
+            .param("cmd", "/usr/bin/touch")
+            .param("args", vec![out.to_str().unwrap().to_string() + " $HOME"]),
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    let want = format!("{} $HOME", out.display());
+    assert!(Path::new(&want).exists(), "argument passed verbatim");
+    let e = invalid(ResSpec::new("exec", "e").param("cmd", "echo hi"));
+    assert!(e.contains("field `cmd`") && e.contains("shell"), "{e}");
+    let e = invalid(sh("e", "true").param("args", vec!["x"]));
+    assert!(e.contains("field `args`"), "{e}");
+}
+
+#[tokio::test]
+async fn env_and_cwd() {
+    let t = tempfile::tempdir().unwrap();
+    let mut env = std::collections::BTreeMap::new();
+    env.insert(Value::from("GREETING"), Value::from("hello there"));
+    let r = build(
+        sh("e", "printf '%s' \"$GREETING\" > out; pwd > where")
+            .param("cwd", t.path().to_str().unwrap())
+            .param("env", Value::Map(env)),
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(
+        fs::read_to_string(t.path().join("out")).unwrap(),
+        "hello there"
+    );
+    let pwd = fs::read_to_string(t.path().join("where")).unwrap();
+    assert_eq!(
+        fs::canonicalize(pwd.trim()).unwrap(),
+        fs::canonicalize(t.path()).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn guards_decide_whether_it_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let flag = t.path().join("flag");
+    let log = t.path().join("log");
+    let cmd = format!("echo x >> {}", log.display());
+    let lines = || {
+        fs::read_to_string(&log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+
+    let ifcmd = build(sh("if", &cmd).param("ifcmd", format!("test -e {}", flag.display())));
+    assert_eq!(apply(&ifcmd).await.unwrap(), Checked::InState);
+    assert_eq!(lines(), 0);
+    fs::write(&flag, "").unwrap();
+    assert_eq!(apply(&ifcmd).await.unwrap(), Checked::Changed);
+    assert_eq!(lines(), 1);
+
+    let nifcmd = build(sh("nif", &cmd).param("nifcmd", format!("test -e {}", flag.display())));
+    assert_eq!(apply(&nifcmd).await.unwrap(), Checked::InState);
+    fs::remove_file(&flag).unwrap();
+    assert_eq!(apply(&nifcmd).await.unwrap(), Checked::Changed);
+    assert_eq!(lines(), 2);
+
+    let creates = t.path().join("made");
+    let c = build(
+        sh("creates", &format!("touch {}", creates.display()))
+            .param("creates", creates.to_str().unwrap()),
+    );
+    assert_eq!(apply(&c).await.unwrap(), Checked::Changed);
+    assert!(creates.exists());
+    assert_eq!(apply(&c).await.unwrap(), Checked::InState);
+    assert_eq!(refresh(&c).await.unwrap(), Checked::InState, "creates wins");
+}
+
+#[tokio::test]
+async fn refreshonly_runs_only_on_refresh() {
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("log");
+    let r = build(sh("e", &format!("echo x >> {}", log.display())).param("refreshonly", true));
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    assert!(!log.exists());
+    assert_eq!(refresh(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "x\n");
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+}
+
+#[tokio::test]
+async fn failure_names_the_command_status_and_stderr() {
+    let r = build(sh("e", "echo first >&2; echo 'it broke' >&2; exit 3"));
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("/bin/sh -c"), "{e}");
+    assert!(e.contains("exited with status 3"), "{e}");
+    assert!(e.contains("it broke"), "{e}");
+    // Still out of state: the next check runs it again.
+    assert!(apply(&r).await.is_err());
+
+    let r = build(ResSpec::new("exec", "e").param("cmd", "/no/such/program"));
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("/no/such/program"), "{e}");
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_group() {
+    let t = tempfile::tempdir().unwrap();
+    let pidfile = t.path().join("pid");
+    let r = build(
+        sh(
+            "e",
+            &format!("sleep 300 & echo $! > {}; wait", pidfile.display()),
+        )
+        .param("timeout", 1i64),
+    );
+    let start = Instant::now();
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("timed out after 1s"), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually("the background sleep is killed", 5, || !alive(pid)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_run_kills_the_process_group() {
+    let t = tempfile::tempdir().unwrap();
+    let pidfile = t.path().join("pid");
+    let r = build(sh(
+        "e",
+        &format!("sleep 300 & echo $! > {}; wait", pidfile.display()),
+    ));
+    let r2 = r.clone();
+    let task = tokio::spawn(async move { apply(&r2).await });
+    eventually("the command started", 10, || {
+        fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    task.abort();
+    eventually("the background sleep is killed", 5, || !alive(pid)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchcmd_lines_are_drift_events() {
+    let t = tempfile::tempdir().unwrap();
+    let fifo = t.path().join("events");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let log = t.path().join("log");
+    let r = build(
+        sh("e", &format!("echo run >> {}", log.display()))
+            .param("watchcmd", format!("cat {}", fifo.display())),
+    );
+    let w = watch(&r).await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    w.clear();
+    let mut tx = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    use std::io::Write;
+    writeln!(tx, "something changed").unwrap();
+    w.event("a watchcmd line").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "run\nrun\n");
+    w.clear();
+    // When the watch command ends, the watch fails with its status.
+    drop(tx);
+    let res = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if w.finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(res.is_ok(), "the watch did not end with its command");
+}

@@ -1,0 +1,425 @@
+//! `file` against the real file system.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tend_engine::{Checked, ResSpec};
+
+use crate::common::{apply, build, dry, invalid, watch};
+
+fn file(path: &Path) -> ResSpec {
+    ResSpec::new("file", path.to_str().unwrap())
+}
+
+fn dir_spec(path: &Path) -> ResSpec {
+    ResSpec::new("file", format!("{}/", path.display()))
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+#[tokio::test]
+async fn creates_with_content_and_mode_then_is_in_state() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("motd");
+    let r = build(file(&p).param("content", "hello\n").param("mode", "0640"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "hello\n");
+    assert_eq!(mode_of(&p), 0o640);
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    // No temporary file is left behind.
+    assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn new_file_without_mode_is_0644_and_empty_without_content() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("empty");
+    let r = build(file(&p));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read(&p).unwrap(), b"");
+    assert_eq!(mode_of(&p), 0o644);
+    // Content is not managed: a user's edit stays.
+    fs::write(&p, "mine").unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "mine");
+}
+
+#[tokio::test]
+async fn fixes_content_and_keeps_mode_and_owner() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("f");
+    fs::write(&p, "old content, longer").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    let r = build(file(&p).param("content", "new"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "new");
+    assert_eq!(mode_of(&p), 0o600, "an unmanaged mode is kept");
+    // Same length, different bytes.
+    fs::write(&p, "NEW").unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "new");
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+}
+
+#[tokio::test]
+async fn fixes_mode_in_place() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("f");
+    fs::write(&p, "x").unwrap();
+    let ino = fs::metadata(&p).unwrap().ino();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).unwrap();
+    let r = build(file(&p).param("content", "x").param("mode", "0600"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&p), 0o600);
+    assert_eq!(
+        fs::metadata(&p).unwrap().ino(),
+        ino,
+        "fixed in place, not rewritten"
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+}
+
+#[tokio::test]
+async fn owner_and_group_by_name_and_by_id() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: chown cannot be tested here");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let group = nix::unistd::Group::from_gid(nobody.gid).unwrap().unwrap();
+    let p = t.path().join("byname");
+    let r = build(
+        file(&p)
+            .param("content", "x")
+            .param("owner", "nobody")
+            .param("group", group.name.as_str()),
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    let m = fs::metadata(&p).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (nobody.uid.as_raw(), nobody.gid.as_raw())
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+
+    // By id, fixed in place on an existing file.
+    let q = t.path().join("byid");
+    fs::write(&q, "y").unwrap();
+    let ino = fs::metadata(&q).unwrap().ino();
+    let r = build(file(&q).param("owner", "1234").param("group", "4321"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    let m = fs::metadata(&q).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.ino()), (1234, 4321, ino));
+
+    // A content rewrite keeps the owner.
+    let r = build(file(&q).param("content", "z"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    let m = fs::metadata(&q).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1234, 4321));
+
+    // An unknown user is an error naming the field and the user.
+    let r = build(file(&q).param("owner", "no-such-user-xyz"));
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("owner") && e.contains("no-such-user-xyz"), "{e}");
+}
+
+#[tokio::test]
+async fn absent_removes_files_and_directories() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("gone");
+    fs::write(&p, "x").unwrap();
+    let r = build(file(&p).param("state", "absent"));
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert!(p.exists(), "a dry run changes nothing");
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert!(!p.exists());
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+
+    let d = t.path().join("d");
+    fs::create_dir(&d).unwrap();
+    fs::write(d.join("inner"), "x").unwrap();
+    let r = build(dir_spec(&d).param("state", "absent"));
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("not empty") && e.contains("recurse"), "{e}");
+    let r = build(dir_spec(&d).param("state", "absent").param("recurse", true));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert!(!d.exists());
+}
+
+#[tokio::test]
+async fn creates_directories_and_missing_parents() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("a/b/c");
+    let r = build(dir_spec(&d).param("mode", "0750"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert!(d.is_dir());
+    assert_eq!(mode_of(&d), 0o750);
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+
+    // A file where a directory should be is an error, not a deletion.
+    let f = t.path().join("f");
+    fs::write(&f, "x").unwrap();
+    let e = apply(&build(dir_spec(&f))).await.unwrap_err().to_string();
+    assert!(e.contains("not a directory"), "{e}");
+    assert!(f.is_file());
+
+    // A file inside missing directories.
+    let deep = t.path().join("x/y/z.txt");
+    let r = build(file(&deep).param("content", "deep"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&deep).unwrap(), "deep");
+}
+
+#[tokio::test]
+async fn copies_from_source() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let dst = t.path().join("dst");
+    fs::write(&src, "v1").unwrap();
+    let r = build(file(&dst).param("source", src.to_str().unwrap()));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&dst).unwrap(), "v1");
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    fs::write(&src, "v2").unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&dst).unwrap(), "v2");
+    fs::remove_file(&src).unwrap();
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("reading source") && e.contains("src"), "{e}");
+}
+
+#[tokio::test]
+async fn symlinks() {
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("link");
+    let r = build(file(&l).param("symlink", "/etc/hostname"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_link(&l).unwrap(), Path::new("/etc/hostname"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    // A regular file in its place is replaced.
+    fs::remove_file(&l).unwrap();
+    fs::write(&l, "x").unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_link(&l).unwrap(), Path::new("/etc/hostname"));
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("f");
+    let r = build(file(&p).param("content", "want").param("mode", "0600"));
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert!(!p.exists());
+    fs::write(&p, "have").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "have");
+    assert_eq!(mode_of(&p), 0o644);
+    let d = t.path().join("d");
+    assert_eq!(dry(&build(dir_spec(&d))).await.unwrap(), Checked::Changed);
+    assert!(!d.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_see_partial_content() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("atomic");
+    let a = "A".repeat(256 * 1024);
+    let b = "B".repeat(100 * 1024);
+    let ra = build(file(&p).param("content", a.as_str()));
+    let rb = build(file(&p).param("content", b.as_str()));
+    apply(&ra).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (p, stop) = (p.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let mut s = String::new();
+                fs::File::open(&p).unwrap().read_to_string(&mut s).unwrap();
+                let ok = (s.len() == 256 * 1024 && s.bytes().all(|c| c == b'A'))
+                    || (s.len() == 100 * 1024 && s.bytes().all(|c| c == b'B'));
+                assert!(ok, "partial content seen: {} bytes", s.len());
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for _ in 0..30 {
+        assert_eq!(apply(&rb).await.unwrap(), Checked::Changed);
+        assert_eq!(apply(&ra).await.unwrap(), Checked::Changed);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let reads = reader.join().expect("the reader saw partial content");
+    assert!(reads > 0);
+}
+
+#[tokio::test]
+async fn invalid_specs_name_the_field() {
+    let e = invalid(ResSpec::new("file", "/tmp/x").param("mode", "0999"));
+    assert!(e.contains("field `mode`") && e.contains("\"0999\""), "{e}");
+    let e = invalid(ResSpec::new("file", "relative"));
+    assert!(e.contains("absolute"), "{e}");
+    let e = invalid(ResSpec::new("file", "/tmp/x").param("content", 3i64));
+    assert!(e.contains("field `content`"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_notices_edit_chmod_delete_and_recreate() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("w");
+    let r = build(file(&p).param("content", "x"));
+    apply(&r).await.unwrap();
+    let w = watch(&r).await;
+    w.clear();
+
+    fs::write(&p, "edited").unwrap();
+    w.event("edit").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    w.clear();
+
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    w.event("chmod").await;
+    w.clear();
+
+    fs::remove_file(&p).unwrap();
+    w.event("delete").await;
+    w.clear();
+
+    fs::write(&p, "again").unwrap();
+    w.event("re-creation").await;
+    w.clear();
+
+    // Unrelated files in the same directory are not this resource's business.
+    fs::write(t.path().join("other"), "x").unwrap();
+    fs::write(&p, "again").unwrap();
+    w.event("edit after an unrelated file").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_the_parent_directory_being_removed_and_recreated() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("parent");
+    let p = d.join("child");
+    let r = build(file(&p).param("content", "x"));
+    apply(&r).await.unwrap();
+    let w = watch(&r).await;
+    w.clear();
+
+    fs::remove_dir_all(&d).unwrap();
+    w.event("parent removed").await;
+    w.clear();
+
+    // Missing grand-parent too, then both come back.
+    let deep = t.path().join("g/h/child");
+    let rd = build(file(&deep).param("content", "x"));
+    let wd = watch(&rd).await;
+    wd.clear();
+
+    fs::create_dir(&d).unwrap();
+    w.event("parent recreated").await;
+    w.clear();
+    fs::write(&p, "new").unwrap();
+    w.event("file written in the recreated parent").await;
+    w.clear();
+    fs::write(&p, "newer").unwrap();
+    w.event("edit in the recreated parent").await;
+
+    fs::create_dir_all(t.path().join("g/h")).unwrap();
+    wd.event("ancestors created").await;
+    wd.clear();
+    fs::write(&deep, "y").unwrap();
+    wd.event("file created under new ancestors").await;
+    assert_eq!(apply(&rd).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&deep).unwrap(), "x");
+    wd.clear();
+
+    // The parent directory is moved away and another takes its place.
+    fs::rename(t.path().join("g/h"), t.path().join("g/h.old")).unwrap();
+    wd.event("parent moved away").await;
+    wd.clear();
+    fs::create_dir_all(t.path().join("g/h")).unwrap();
+    wd.event("parent back").await;
+    wd.clear();
+    fs::write(&deep, "z").unwrap();
+    wd.event("write under the replaced ancestor").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_a_directory_resource() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("dir");
+    let r = build(dir_spec(&d).param("mode", "0755"));
+    apply(&r).await.unwrap();
+    let w = watch(&r).await;
+    w.clear();
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).unwrap();
+    w.event("chmod of the directory").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&d), 0o755);
+    w.clear();
+    fs::remove_dir(&d).unwrap();
+    w.event("directory removed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_watched_files_share_inotify() {
+    let t = tempfile::tempdir().unwrap();
+    let n = 2000;
+    // One directory with most files, plus 100 directories of 5 files.
+    let mut specs: Vec<_> = (0..n - 500)
+        .map(|i| file(&t.path().join(format!("f{i}"))).param("content", format!("hello {i}\n")))
+        .collect();
+    for d in 0..100 {
+        for i in 0..5 {
+            specs.push(
+                file(&t.path().join(format!("d{d}/f{i}"))).param("content", format!("{d} {i}\n")),
+            );
+        }
+    }
+    let rs: Vec<_> = specs.into_iter().map(build).collect();
+    // Converge them 32 at a time, as the engine would (each write is fsynced).
+    let results: Vec<_> = futures::stream::iter(rs.iter().map(apply))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(results.iter().all(|r| r == &Ok(Checked::Changed)));
+    let mut ws = Vec::new();
+    for r in &rs {
+        ws.push(watch(r).await);
+    }
+    for w in &ws {
+        w.clear();
+    }
+    // This process holds one inotify instance for all of them.
+    let instances = fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
+        .filter(|l| l.to_string_lossy().contains("inotify"))
+        .count();
+    assert!(instances <= 2, "{instances} inotify instances");
+
+    for i in [0usize, 777, 1499] {
+        fs::write(t.path().join(format!("f{i}")), "drift").unwrap();
+        ws[i].event("edit among thousands").await;
+        assert_eq!(apply(&rs[i]).await.unwrap(), Checked::Changed);
+    }
+    fs::remove_file(t.path().join("d42/f3")).unwrap();
+    let k = n - 500 + 42 * 5 + 3;
+    ws[k].event("delete in a subdirectory").await;
+    assert_eq!(apply(&rs[k]).await.unwrap(), Checked::Changed);
+    // Dropping the watches releases everything; a new watch still works.
+    drop(ws);
+    let w = watch(&rs[5]).await;
+    w.clear();
+    fs::write(t.path().join("f5"), "drift").unwrap();
+    w.event("edit after many unsubscribes").await;
+}

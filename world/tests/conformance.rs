@@ -1,0 +1,545 @@
+//! The conformance suite: written once, run against both backends. It decides what "the
+//! same behaviour" means for the World.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use tend_world::store::{KeyRange, WatchMsg};
+use tend_world::{
+    DeployWorld, Export, ExportFilter, ExportKey, FsWorld, HostWorld, NewDeploy, ResWorld,
+    StrWorld, WorldError,
+};
+
+use crate::support::{eventually, next_change, Fixture, Kind};
+
+#[allow(dead_code)]
+const _: Kind = Kind::Etcd;
+
+fn export(kind: &str, name: &str, to: &str, data: &str) -> Export {
+    Export {
+        kind: kind.into(),
+        name: name.into(),
+        from: String::new(),
+        to: to.into(),
+        data: data.as_bytes().to_vec(),
+    }
+}
+
+fn names(v: &[Export]) -> Vec<String> {
+    v.iter()
+        .map(|e| format!("{}:{}:{}->{}", e.kind, e.name, e.from, e.to))
+        .collect()
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Fixture::new(super::Kind::Embedded)).await
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Fixture::new(super::Kind::Etcd)).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    export_is_idempotent_without_watch_event,
+    collect_sees_only_exports_to_me_or_everyone,
+    filters_are_ored_and_empty_matches_any,
+    watch_by_kind_fires_only_for_that_kind,
+    delete_reports_and_removes,
+    strings_and_string_maps_never_collide,
+    deploy_cas_conflict_and_force,
+    retention_keeps_last_k_and_collects_files,
+    files_are_chunked_and_deduplicated,
+    hosts_register_and_leave,
+    exports_expire_with_the_session,
+);
+
+async fn export_is_idempotent_without_watch_event(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let store = fx.store().await;
+    assert!(h1
+        .res_export(vec![export("file", "/etc/a", "*", "v1")])
+        .await
+        .unwrap());
+    let key = h1.keys().export("*", "file", "h1", "/etc/a");
+    let before = store.get(&key).await.unwrap().unwrap();
+    let mut raw = store
+        .watch(
+            KeyRange::prefix(h1.keys().area("exports")),
+            before.mod_revision + 1,
+        )
+        .await
+        .unwrap();
+    // Same record again: unchanged, no new revision, no event.
+    assert!(!h1
+        .res_export(vec![export("file", "/etc/a", "*", "v1")])
+        .await
+        .unwrap());
+    let after = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(before, after);
+    // The first event the watch sees is the next real change, not the idempotent write.
+    assert!(h1
+        .res_export(vec![export("file", "/etc/b", "*", "x")])
+        .await
+        .unwrap());
+    let msg = tokio::time::timeout(Duration::from_secs(10), raw.next())
+        .await
+        .unwrap()
+        .unwrap();
+    match msg {
+        WatchMsg::Events(evs) => {
+            assert_eq!(evs.len(), 1, "{evs:?}");
+            assert_eq!(evs[0].key(), h1.keys().export("*", "file", "h1", "/etc/b"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // A changed payload is a change.
+    assert!(h1
+        .res_export(vec![export("file", "/etc/a", "*", "v2")])
+        .await
+        .unwrap());
+}
+
+async fn collect_sees_only_exports_to_me_or_everyone(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    h1.res_export(vec![
+        export("file", "to-h2", "h2", "a"),
+        export("file", "to-all", "*", "b"),
+        export("file", "to-h3", "h3", "c"),
+    ])
+    .await
+    .unwrap();
+    let got = eventually(Duration::from_secs(10), "h2 to see 2 exports", || async {
+        let v = h2.res_collect(&[]).await.unwrap();
+        (v.len() >= 2).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        names(&got),
+        vec!["file:to-all:h1->*", "file:to-h2:h1->h2"],
+        "h2 sees what is addressed to it or to *"
+    );
+    assert_eq!(got[1].data, b"a");
+    // h1 collects its own `*` export (read-your-writes) but not those addressed to others.
+    assert_eq!(
+        names(&h1.res_collect(&[]).await.unwrap()),
+        vec!["file:to-all:h1->*"]
+    );
+}
+
+async fn filters_are_ored_and_empty_matches_any(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h3 = fx.world("h3").await;
+    let h2 = fx.world("h2").await;
+    h1.res_export(vec![
+        export("file", "a", "*", ""),
+        export("pkg", "nginx", "*", ""),
+    ])
+    .await
+    .unwrap();
+    h3.res_export(vec![
+        export("file", "b", "h2", ""),
+        export("svc", "a", "*", ""),
+    ])
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), "4 exports at h2", || async {
+        (h2.res_collect(&[]).await.unwrap().len() == 4).then_some(())
+    })
+    .await;
+    let f = |kind: &str, name: &str, from: &str| ExportFilter {
+        kind: kind.into(),
+        name: name.into(),
+        from: from.into(),
+    };
+    let c = |filters: Vec<ExportFilter>| {
+        let h2 = h2.clone();
+        async move { names(&h2.res_collect(&filters).await.unwrap()) }
+    };
+    assert_eq!(
+        c(vec![f("file", "", "")]).await,
+        vec!["file:a:h1->*", "file:b:h3->h2"]
+    );
+    assert_eq!(
+        c(vec![f("", "a", "")]).await,
+        vec!["file:a:h1->*", "svc:a:h3->*"]
+    );
+    assert_eq!(
+        c(vec![f("", "", "h3")]).await,
+        vec!["file:b:h3->h2", "svc:a:h3->*"]
+    );
+    assert_eq!(c(vec![f("file", "", "h3")]).await, vec!["file:b:h3->h2"]);
+    assert_eq!(
+        c(vec![f("pkg", "", ""), f("", "", "h3")]).await,
+        vec!["file:b:h3->h2", "pkg:nginx:h1->*", "svc:a:h3->*"]
+    );
+    assert_eq!(
+        c(vec![f("", "", "")]).await.len(),
+        4,
+        "an empty filter matches anything"
+    );
+    assert!(c(vec![f("exec", "", "")]).await.is_empty());
+}
+
+async fn watch_by_kind_fires_only_for_that_kind(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    let mut files = h2.res_watch(Some("file"));
+    let mut pkgs = h2.res_watch(Some("pkg"));
+    let mut any = h2.res_watch(None);
+    next_change(&mut files, "initial file").await;
+    next_change(&mut pkgs, "initial pkg").await;
+    next_change(&mut any, "initial any").await;
+    h1.res_export(vec![export("file", "a", "*", "1")])
+        .await
+        .unwrap();
+    next_change(&mut files, "file export").await;
+    next_change(&mut any, "file export (any)").await;
+    h1.res_export(vec![export("pkg", "a", "h2", "1")])
+        .await
+        .unwrap();
+    next_change(&mut pkgs, "pkg export").await;
+    next_change(&mut any, "pkg export (any)").await;
+    // The pkg change was fanned out after the file one: the file watch has nothing pending.
+    assert!(
+        files.next().now_or_never().is_none(),
+        "file watch fired for a pkg export"
+    );
+    // Exports to another host do not concern h2.
+    h1.res_export(vec![export("file", "b", "h9", "1")])
+        .await
+        .unwrap();
+    h1.res_export(vec![export("pkg", "b", "*", "1")])
+        .await
+        .unwrap();
+    next_change(&mut pkgs, "second pkg export").await;
+    assert!(
+        files.next().now_or_never().is_none(),
+        "file watch fired for an export to h9"
+    );
+}
+
+async fn delete_reports_and_removes(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    h1.res_export(vec![export("file", "a", "*", "1")])
+        .await
+        .unwrap();
+    let key = ExportKey {
+        kind: "file".into(),
+        name: "a".into(),
+        to: "*".into(),
+    };
+    assert!(h1.res_delete(vec![key.clone()]).await.unwrap());
+    assert!(
+        !h1.res_delete(vec![key]).await.unwrap(),
+        "nothing left to delete"
+    );
+    assert!(h1.res_collect(&[]).await.unwrap().is_empty());
+    eventually(
+        Duration::from_secs(10),
+        "h2 to see the deletion",
+        || async { h2.res_collect(&[]).await.unwrap().is_empty().then_some(()) },
+    )
+    .await;
+}
+
+async fn strings_and_string_maps_never_collide(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    match h1.str_get("k").await {
+        Err(WorldError::NotFound { key }) => assert_eq!(key, "strings/k"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    let mut w = h2.str_watch("k");
+    next_change(&mut w, "initial").await;
+    h1.str_set("k", "global").await.unwrap();
+    h1.strmap_set("k", "one").await.unwrap();
+    h2.strmap_set("k", "two").await.unwrap();
+    next_change(&mut w, "str set").await;
+    assert_eq!(h2.str_get("k").await.unwrap(), "global");
+    let want: BTreeMap<String, String> = [
+        ("h1".to_string(), "one".to_string()),
+        ("h2".to_string(), "two".to_string()),
+    ]
+    .into();
+    eventually(Duration::from_secs(10), "both map entries", || async {
+        (h1.strmap_get("k").await.unwrap() == want).then_some(())
+    })
+    .await;
+    h1.str_del("k").await.unwrap();
+    assert!(matches!(
+        h1.str_get("k").await,
+        Err(WorldError::NotFound { .. })
+    ));
+    assert!(matches!(
+        h1.str_del("k").await,
+        Err(WorldError::NotFound { .. })
+    ));
+    assert_eq!(
+        h1.strmap_get("k").await.unwrap(),
+        want,
+        "the map is untouched"
+    );
+    h2.strmap_del("k").await.unwrap();
+    eventually(Duration::from_secs(10), "h2's entry gone", || async {
+        (h1.strmap_get("k").await.unwrap().len() == 1).then_some(())
+    })
+    .await;
+    // Keys with slashes stay separate keys.
+    h1.str_set("a/b", "x").await.unwrap();
+    assert!(matches!(
+        h1.str_get("a").await,
+        Err(WorldError::NotFound { .. })
+    ));
+    assert_eq!(h1.str_get("a/b").await.unwrap(), "x");
+}
+
+async fn bundle(fx: &Fixture, w: &tend_world::World, content: &str) -> String {
+    let dir = fx
+        .dir
+        .path()
+        .join(format!("bundle-{}", blake3::hash(content.as_bytes())));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("main.mcl"), content).unwrap();
+    w.fs_put_tree(&dir).await.unwrap()
+}
+
+async fn deploy_cas_conflict_and_force(fx: Fixture) {
+    let ctl = fx.world("controller").await;
+    let host = fx.world("h1").await;
+    let mut deploys = host.watch_deploys();
+    let b1 = bundle(&fx, &ctl, "one").await;
+    let b2 = bundle(&fx, &ctl, "two").await;
+    let nd = |bundle: &str, parent: Option<u64>, force: bool| NewDeploy {
+        bundle: bundle.into(),
+        message: "msg".into(),
+        author: "ci".into(),
+        parent,
+        force,
+    };
+    let d1 = ctl.add_deploy(nd(&b1, None, false)).await.unwrap();
+    assert_eq!((d1.id, d1.parent.clone()), (1, None));
+    let seen = tokio::time::timeout(Duration::from_secs(10), deploys.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, d1);
+    // A second controller that believes there is no deploy yet is refused, and told why.
+    let err = ctl.add_deploy(nd(&b2, None, false)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WorldError::DeployConflict {
+                expected: None,
+                latest: Some(1)
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("latest is #1"), "{err}");
+    let d2 = ctl.add_deploy(nd(&b2, None, true)).await.unwrap();
+    assert_eq!(d2.id, 2);
+    assert_eq!(d2.parent.as_deref(), Some(d1.hash.as_str()));
+    let d3 = ctl.add_deploy(nd(&b1, Some(2), false)).await.unwrap();
+    assert_eq!(d3.id, 3);
+    let last = loop {
+        let d = tokio::time::timeout(Duration::from_secs(10), deploys.next())
+            .await
+            .expect("the watch to reach deploy 3")
+            .unwrap();
+        if d.id == 3 {
+            break d;
+        }
+    };
+    assert_eq!(last, d3);
+    assert_eq!(host.latest_deploy().await.unwrap(), Some(d3.clone()));
+    assert_eq!(host.get_deploy(2).await.unwrap(), d2);
+    assert_eq!(
+        host.list_deploys()
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    // A bundle that was never uploaded is refused.
+    let missing = "0".repeat(64);
+    assert!(matches!(
+        ctl.add_deploy(nd(&missing, Some(3), false)).await,
+        Err(WorldError::FileNotFound { .. })
+    ));
+}
+
+async fn retention_keeps_last_k_and_collects_files(fx: Fixture) {
+    let mut cfg = fx.config("controller");
+    cfg.deploy_retention = 3;
+    cfg.file_gc_grace = Duration::ZERO;
+    let ctl = fx.world_with(cfg).await;
+    let mut bundles = Vec::new();
+    for i in 1..=5u64 {
+        let b = bundle(&fx, &ctl, &format!("program {i}")).await;
+        bundles.push(b.clone());
+        ctl.add_deploy(NewDeploy {
+            bundle: b,
+            parent: (i > 1).then_some(i - 1),
+            ..NewDeploy::default()
+        })
+        .await
+        .unwrap();
+    }
+    let ids: Vec<u64> = ctl
+        .list_deploys()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, vec![3, 4, 5]);
+    assert!(matches!(
+        ctl.get_deploy(1).await,
+        Err(WorldError::DeployNotFound(1))
+    ));
+    assert!(matches!(
+        ctl.fs_tree(&bundles[0]).await,
+        Err(WorldError::FileNotFound { .. })
+    ));
+    assert!(matches!(
+        ctl.fs_read(&bundles[1], "main.mcl").await,
+        Err(WorldError::FileNotFound { .. })
+    ));
+    assert_eq!(
+        ctl.fs_read(&bundles[4], "main.mcl").await.unwrap(),
+        b"program 5"
+    );
+    assert_eq!(
+        ctl.fs_read(&bundles[2], "main.mcl").await.unwrap(),
+        b"program 3"
+    );
+}
+
+async fn files_are_chunked_and_deduplicated(fx: Fixture) {
+    let w = fx.world("h1").await;
+    let src = fx.dir.path().join("tree");
+    std::fs::create_dir_all(src.join("sub/empty")).unwrap();
+    // 3 MiB of non-repeating bytes.
+    let mut big = Vec::with_capacity(3 << 20);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while big.len() < 3 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        big.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    std::fs::write(src.join("sub/copy.bin"), &big).unwrap();
+    std::fs::write(src.join("sub/small.txt"), "hello").unwrap();
+    let hash = w.fs_put_tree(&src).await.unwrap();
+    let store = fx.store().await;
+    let big_hash = blake3::hash(&big).to_hex().to_string();
+    let chunks = store
+        .range(KeyRange::prefix(w.keys().blob_data(&big_hash)))
+        .await
+        .unwrap();
+    assert_eq!(chunks.kvs.len(), 6, "3 MiB in 512 KiB chunks");
+    assert!(chunks.kvs.iter().all(|kv| kv.value.len() < 1024 * 1024));
+    let metas = store
+        .range(KeyRange::prefix(w.keys().area("blobs") + "meta/"))
+        .await
+        .unwrap();
+    assert_eq!(metas.kvs.len(), 3, "big (once), small, and the manifest");
+    // Storing the same tree again stores nothing new.
+    let rev = store.range(KeyRange::prefix("/x")).await.unwrap().revision;
+    assert_eq!(w.fs_put_tree(&src).await.unwrap(), hash);
+    assert_eq!(
+        store.range(KeyRange::prefix("/x")).await.unwrap().revision,
+        rev
+    );
+    let dest = fx.dir.path().join("out");
+    w.fs_get_tree(&hash, &dest).await.unwrap();
+    assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(dest.join("sub/copy.bin")).unwrap(), big);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("sub/small.txt")).unwrap(),
+        "hello"
+    );
+    assert!(dest.join("sub/empty").is_dir());
+    assert_eq!(w.fs_read(&hash, "sub/small.txt").await.unwrap(), b"hello");
+    assert!(matches!(
+        w.fs_read(&hash, "nope").await,
+        Err(WorldError::PathNotFound { .. })
+    ));
+}
+
+async fn hosts_register_and_leave(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    let mut watch = h1.hosts_watch();
+    next_change(&mut watch, "initial").await;
+    let hosts = h1.hosts().await.unwrap();
+    assert_eq!(
+        hosts
+            .iter()
+            .map(|h| h.hostname.as_str())
+            .collect::<Vec<_>>(),
+        vec!["h1", "h2"]
+    );
+    assert!(hosts.iter().all(|h| !h.converged && h.deploy.is_none()));
+    h2.host_update(Some(7), true).await.unwrap();
+    next_change(&mut watch, "h2 converged").await;
+    let h2info = eventually(Duration::from_secs(10), "h2 converged", || async {
+        h1.hosts()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|h| h.hostname == "h2" && h.converged)
+    })
+    .await;
+    assert_eq!(h2info.deploy, Some(7));
+    h2.close().await.unwrap();
+    eventually(Duration::from_secs(10), "h2 to leave", || async {
+        (h1.hosts().await.unwrap().len() == 1).then_some(())
+    })
+    .await;
+}
+
+async fn exports_expire_with_the_session(fx: Fixture) {
+    let h1 = fx.world("h1").await; // session TTL 2 s
+    let h2 = fx.world("h2").await;
+    h1.res_export(vec![export("file", "a", "*", "1")])
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "h2 to see the export", || async {
+        (h2.res_collect(&[]).await.unwrap().len() == 1).then_some(())
+    })
+    .await;
+    // h1 disappears without saying goodbye (its keepalive stops with it).
+    drop(h1);
+    let gone_at = Instant::now();
+    eventually(Duration::from_secs(10), "the export to expire", || async {
+        h2.res_collect(&[]).await.unwrap().is_empty().then_some(())
+    })
+    .await;
+    let took = gone_at.elapsed();
+    assert!(
+        took <= Duration::from_secs(3),
+        "{:?}: export outlived TTL + 1 s: {took:?}",
+        fx.kind
+    );
+    assert!(h2.hosts().await.unwrap().iter().all(|h| h.hostname != "h1"));
+}
