@@ -111,7 +111,10 @@ impl Engine {
     /// Creates an engine running an empty graph. Must be called inside a tokio runtime.
     pub fn new(cfg: EngineConfig, registry: Arc<Registry>) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (status_tx, status_rx) = watch::channel(Status::default());
+        let (status_tx, status_rx) = watch::channel(Status {
+            counts: VertexState::ALL.iter().map(|s| (*s, 0)).collect(),
+            ..Status::default()
+        });
         let (events_tx, _) = broadcast::channel(4096);
         let sink = EventSink {
             metrics: Arc::new(Mutex::new(MetricsSnapshot::default())),
@@ -300,6 +303,8 @@ struct Vertex {
     bucket: Option<Bucket>,
     refresh_from: HashSet<ResId>,
     refresh_inflight: Vec<ResId>,
+    /// Cleared when the vertex leaves the graph: a queued check then never starts.
+    alive: Arc<std::sync::atomic::AtomicBool>,
     /// An ancestor changed since this vertex last ran: tell the successors after running.
     upstream_changed: bool,
     /// `upstream_changed` taken by the running check.
@@ -338,6 +343,7 @@ impl Vertex {
             bucket,
             refresh_from: HashSet::new(),
             refresh_inflight: Vec::new(),
+            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             upstream_changed: false,
             upstream_inflight: false,
             preds: Vec::new(),
@@ -622,6 +628,7 @@ impl Coord {
             if let Some(d) = &v.driver {
                 d.abort();
             }
+            v.alive.store(false, std::sync::atomic::Ordering::SeqCst);
             if v.running {
                 self.running -= 1;
             }
@@ -1091,14 +1098,40 @@ impl Coord {
         let res = v.res.clone();
         let tx = self.tx.clone();
         let mut cancel = self.cancel_tx.subscribe();
+        let alive = v.alive.clone();
         self.running += 1;
         self.touched.push(inc);
         v.check = Some(tokio::spawn(async move {
-            let mut permits = Vec::with_capacity(semas.len());
-            for s in semas {
-                permits.push(s.acquire_owned().await);
+            let mut cancelled = Box::pin(async move {
+                if cancel.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            });
+            let acquire = async {
+                let mut permits = Vec::with_capacity(semas.len() + 1);
+                for s in semas {
+                    permits.push(s.acquire_owned().await);
+                }
+                permits.push(parallel.acquire_owned().await);
+                permits
+            };
+            let permits = tokio::select! {
+                p = acquire => p,
+                () = &mut cancelled => {
+                    let _ = tx.send(Msg::CheckDone {
+                        inc,
+                        result: Err("cancelled".to_string()),
+                        duration: Duration::ZERO,
+                        apply,
+                        refresh,
+                    });
+                    return;
+                }
+            };
+            if !alive.load(std::sync::atomic::Ordering::SeqCst) {
+                // Removed from the graph while queued: never start.
+                return;
             }
-            let _slot = parallel.acquire_owned().await;
             let start = Instant::now();
             let task =
                 tokio::spawn(async move { res.check_apply(CheckCtx { apply, refresh }).await });
@@ -1121,14 +1154,9 @@ impl Coord {
                     Err(je) => Err(join_error_message(je)),
                 }
             };
-            let cancelled = async {
-                if cancel.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            };
             let result = tokio::select! {
                 r = run => r,
-                () = cancelled => {
+                () = &mut cancelled => {
                     abort.abort();
                     Err("cancelled".to_string())
                 }
