@@ -350,7 +350,19 @@ async fn watch_follows_the_parent_directory_being_removed_and_recreated() {
     wd.event("parent back").await;
     wd.clear();
     fs::write(&deep, "z").unwrap();
-    wd.event("write under the replaced ancestor").await;
+    wd.event("write under the replaced parent").await;
+    wd.clear();
+
+    // A grand-parent is moved away: the file is gone from its path.
+    fs::rename(t.path().join("g"), t.path().join("g.older")).unwrap();
+    wd.event("grand-parent moved away").await;
+    assert_eq!(apply(&rd).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&deep).unwrap(), "x");
+    wd.clear();
+    // The watch now follows the new directories, not the moved ones.
+    fs::write(t.path().join("g.older/h/child"), "elsewhere").unwrap();
+    fs::write(&deep, "edited").unwrap();
+    wd.event("edit under the new grand-parent").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
