@@ -435,3 +435,37 @@ async fn thousands_of_watched_files_share_inotify() {
     fs::write(t.path().join("f5"), "drift").unwrap();
     w.event("edit after many unsubscribes").await;
 }
+
+#[tokio::test]
+async fn unmanaged_existence_and_an_explicit_path() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("maybe");
+    let r = build(
+        ResSpec::new("file", "config")
+            .param("path", p.to_str().unwrap())
+            .param("state", "")
+            .param("content", "managed"),
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    assert!(!p.exists(), "state \"\" does not create");
+    fs::write(&p, "other").unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "managed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_notices_the_source_changing() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src/data");
+    fs::create_dir(t.path().join("src")).unwrap();
+    fs::write(&src, "v1").unwrap();
+    let dst = t.path().join("dst");
+    let r = build(file(&dst).param("source", src.to_str().unwrap()));
+    apply(&r).await.unwrap();
+    let w = watch(&r).await;
+    w.clear();
+    fs::write(&src, "v2").unwrap();
+    w.event("source edited").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&dst).unwrap(), "v2");
+}
