@@ -247,3 +247,18 @@ async fn stopping_the_watch_kills_the_watch_command() {
     drop(w);
     eventually("the watch command's group is killed", 5, || !alive(pid)).await;
 }
+
+#[tokio::test]
+async fn binary_and_bulky_output_does_not_block_the_command() {
+    let r = build(
+        sh(
+            "e",
+            "head -c 2000000 /dev/urandom; head -c 300000 /dev/urandom >&2; echo done >&2",
+        )
+        .param("timeout", 60i64),
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    let r = build(sh("e", "printf 'bad \\377 byte\\n' >&2; exit 1"));
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("bad \u{fffd} byte"), "{e}");
+}
