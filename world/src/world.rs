@@ -486,8 +486,14 @@ impl World {
     /// Writes the records of `batch` that differ from the store (value or session), in one
     /// read and one write transaction. Only this host writes its own export keys.
     async fn put_leased_batch(&self, batch: Vec<(String, Vec<u8>)>) -> Result<bool, WorldError> {
-        if batch.is_empty() {
-            return Ok(false);
+        match batch.len() {
+            0 => return Ok(false),
+            // One record: a single compare-and-put transaction.
+            1 => {
+                let (key, value) = batch.into_iter().next().expect("one record");
+                return self.put_leased(&key, value).await;
+            }
+            _ => {}
         }
         for attempt in 0..3 {
             let lease = self.lease();
