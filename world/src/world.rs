@@ -592,10 +592,30 @@ impl World {
         for (key, value) in exports {
             ops.push(Op::Put { key, value, lease });
         }
-        for chunk in ops.chunks(100) {
+        // At most 64 operations and about 512 KiB per transaction (etcd's limits).
+        let mut batch: Vec<Op> = Vec::new();
+        let mut size = 0;
+        for op in ops {
+            let len = match &op {
+                Op::Put { key, value, .. } => key.len() + value.len(),
+                _ => 0,
+            };
+            if !batch.is_empty() && (batch.len() >= 64 || size + len > 512 * 1024) {
+                self.txn(Txn {
+                    compares: vec![],
+                    success: std::mem::take(&mut batch),
+                    failure: vec![],
+                })
+                .await?;
+                size = 0;
+            }
+            size += len;
+            batch.push(op);
+        }
+        if !batch.is_empty() {
             self.txn(Txn {
                 compares: vec![],
-                success: chunk.to_vec(),
+                success: batch,
                 failure: vec![],
             })
             .await?;
@@ -634,6 +654,13 @@ impl World {
         match self.inner.store.get(&key).await? {
             Some(kv) => self.decode_deploy(&key, &kv.value),
             None => Err(WorldError::DeployNotFound(id)),
+        }
+    }
+
+    /// Retention after a deploy: a failure is logged, never reported as a failed deploy.
+    async fn retention_best_effort(&self) {
+        if let Err(e) = self.apply_retention().await {
+            tracing::warn!(error = %e, "deploy retention failed; old deploys and files are kept");
         }
     }
 
@@ -1448,7 +1475,7 @@ impl DeployWorld for World {
                 // Our own retried write may have landed: check before calling it a conflict.
                 if let Ok(d) = self.store_deploy(id).await {
                     if d.hash == record.hash {
-                        self.apply_retention().await?;
+                        self.retention_best_effort().await;
                         return Ok(d);
                     }
                 }
@@ -1464,7 +1491,7 @@ impl DeployWorld for World {
                     latest,
                 });
             }
-            self.apply_retention().await?;
+            self.retention_best_effort().await;
             return Ok(Deploy {
                 id,
                 bundle: record.bundle,
