@@ -242,7 +242,16 @@ pub enum Backend {
 pub async fn open_store(backend: &Backend) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match backend {
         Backend::Etcd(cfg) => Arc::new(Etcd::connect(cfg.clone()).await?),
-        Backend::Embedded { state_dir } => Arc::new(Embedded::open(state_dir)?),
+        Backend::Embedded { state_dir } => {
+            // Replaying the log is blocking file I/O: keep it off the async workers.
+            let dir = state_dir.clone();
+            let opened = tokio::task::spawn_blocking(move || Embedded::open(&dir))
+                .await
+                .map_err(|e| {
+                    StoreError::Unsupported(format!("opening the embedded store failed: {e}"))
+                })?;
+            Arc::new(opened?)
+        }
     })
 }
 
