@@ -314,7 +314,25 @@ struct Inner {
     own_exports: Mutex<BTreeMap<String, Vec<u8>>>,
     host: Mutex<HostRecord>,
     last_write: AtomicI64,
+    last_contact_ms: AtomicI64,
     tasks: Mutex<Vec<AbortOnDrop>>,
+}
+
+/// A snapshot of a World's health, for probes and `/info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorldStatus {
+    /// The store (`etcd http://...` or `embedded /path/world.log`).
+    pub backend: String,
+    /// This host's name.
+    pub hostname: String,
+    /// Whether the session was confirmed alive within its TTL.
+    pub session_ok: bool,
+    /// Last confirmation of the session, milliseconds since the Unix epoch.
+    pub last_contact_ms: u64,
+    /// The last store revision the watch cache applied.
+    pub cache_revision: i64,
+    /// Live local subscriptions.
+    pub subscribers: usize,
 }
 
 /// A host's handle on the World: implements every World trait. Cheap to clone; the session
@@ -369,6 +387,7 @@ impl World {
                 own_exports: Mutex::new(BTreeMap::new()),
                 host: Mutex::new(host),
                 last_write: AtomicI64::new(0),
+                last_contact_ms: AtomicI64::new(now_ms() as i64),
                 tasks: Mutex::new(vec![cache_task]),
             }),
         };
@@ -384,9 +403,19 @@ impl World {
                 let w = World { inner };
                 let lease = w.lease();
                 delay = match w.inner.store.lease_keepalive(lease).await {
-                    Ok(_) => period,
+                    Ok(_) => {
+                        w.inner
+                            .last_contact_ms
+                            .store(now_ms() as i64, Ordering::SeqCst);
+                        period
+                    }
                     Err(StoreError::LeaseNotFound(_)) => match w.renew_session(lease).await {
-                        Ok(()) => period,
+                        Ok(()) => {
+                            w.inner
+                                .last_contact_ms
+                                .store(now_ms() as i64, Ordering::SeqCst);
+                            period
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, host = %w.inner.cfg.hostname, "cannot renew the world session");
                             Duration::from_millis(500)
@@ -424,6 +453,20 @@ impl World {
     /// The store under this World.
     pub fn store(&self) -> Arc<dyn Store> {
         self.inner.store.clone()
+    }
+
+    /// Health for probes: the session is OK when it was confirmed within its TTL.
+    pub fn status(&self) -> WorldStatus {
+        let last = self.inner.last_contact_ms.load(Ordering::SeqCst).max(0) as u64;
+        let ttl = self.inner.cfg.session_ttl.as_millis() as u64;
+        WorldStatus {
+            backend: self.inner.store.describe(),
+            hostname: self.inner.cfg.hostname.clone(),
+            session_ok: now_ms().saturating_sub(last) <= ttl,
+            last_contact_ms: last,
+            cache_revision: self.inner.cache.revision(),
+            subscribers: self.inner.cache.subscribers(),
+        }
     }
 
     /// The number of live local subscriptions (for tests and metrics).
