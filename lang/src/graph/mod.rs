@@ -865,3 +865,47 @@ pub fn binop(op: BinOp, a: Value, b: Value, span: Span) -> R<Value> {
 
 /// A shareable handle on a world (re-exported for the driver).
 pub type World = Arc<dyn crate::funcs::world::WorldView>;
+
+/// Static checks of function-graph construction (stage *graph*): a resource body may not hold
+/// both `Meta => …` and `Meta:x => …`.
+pub fn check_static(m: &Modules) -> Result<(), Error> {
+    fn walk(stmts: &[Stmt]) -> Result<(), Error> {
+        for st in stmts {
+            match &st.kind {
+                StmtKind::Resource(r) => {
+                    let all = r
+                        .entries
+                        .iter()
+                        .any(|e| matches!(e.kind, EntryKind::MetaAll { .. }));
+                    if let Some(one) = r
+                        .entries
+                        .iter()
+                        .find(|e| matches!(e.kind, EntryKind::Meta { .. }))
+                    {
+                        if all {
+                            return Err(Error::new(
+                                Stage::Graph,
+                                "`Meta =>` cannot be combined with `Meta:x =>` in one resource",
+                                one.span,
+                            ));
+                        }
+                    }
+                }
+                StmtKind::If(i) => {
+                    walk(&i.then.stmts)?;
+                    if let Some(b) = &i.els {
+                        walk(&b.stmts)?;
+                    }
+                }
+                StmtKind::For(f) | StmtKind::ForKv(f) => walk(&f.body.stmts)?,
+                StmtKind::Class(c) => walk(&c.body.stmts)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    for f in &m.files {
+        walk(&f.stmts)?;
+    }
+    Ok(())
+}
