@@ -179,7 +179,12 @@ struct Eval<'a, 's> {
     includes: RefCell<HashMap<(usize, usize), Sc<'a>>>,
     out: RefCell<Output>,
     depth: RefCell<u32>,
+    /// Results of named-function calls with data arguments in this evaluation (a named
+    /// function is deterministic given its definition scope and arguments).
+    calls: RefCell<HashMap<CallKey, Slot<'a>>>,
 }
+
+type CallKey = (usize, usize, Vec<Value>);
 
 /// Looks up `$const.<rest>` (`res.file.state.exists`) in the schemas.
 pub fn constant(schemas: &BTreeMap<String, KindSchema>, rest: &str) -> Option<Value> {
@@ -210,6 +215,7 @@ pub fn evaluate(m: &Modules, env: &EvalEnv<'_>, streams: &mut Streams) -> Result
         includes: RefCell::new(HashMap::new()),
         out: RefCell::new(Output::default()),
         depth: RefCell::new(0),
+        calls: RefCell::new(HashMap::new()),
     };
     let main = &m.files[0];
     let mut sc = Scope::new(Some(ev.global.clone()));
@@ -654,6 +660,19 @@ impl<'a, 's> Eval<'a, 's> {
                     }
                 };
                 let (f, fsc) = user;
+                let key: Option<CallKey> = vals
+                    .iter()
+                    .map(|v| match v {
+                        Rv::V(v) => Some(v.clone()),
+                        Rv::F(_) => None,
+                    })
+                    .collect::<Option<Vec<Value>>>()
+                    .map(|args| (f as *const _ as usize, fsc.id, args));
+                if let Some(k) = &key {
+                    if let Some(r) = self.calls.borrow().get(k) {
+                        return r.clone();
+                    }
+                }
                 self.enter(e.span)?;
                 let mut s = Scope::new(Some(fsc));
                 for (p, v) in f.params.iter().zip(vals) {
@@ -661,6 +680,9 @@ impl<'a, 's> Eval<'a, 's> {
                 }
                 let r = self.expr(&Rc::new(s), &f.body);
                 self.leave();
+                if let Some(k) = key {
+                    self.calls.borrow_mut().insert(k, r.clone());
+                }
                 r
             }
             Callee::Var(n) => match self.var(sc, &n.text, n.span)? {
