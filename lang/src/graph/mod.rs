@@ -139,6 +139,10 @@ pub struct Streams {
     pub snapshots: HashMap<StreamKey, Result<Value, FuncError>>,
     /// Keys reached by the last evaluation.
     pub used: HashSet<StreamKey>,
+    /// Watch calls (`world.*`, `collect.res`) by call site, in the current evaluation.
+    sites: HashMap<Span, HashSet<StreamKey>>,
+    /// The same for the previous evaluation.
+    prev_sites: HashMap<Span, HashSet<StreamKey>>,
 }
 
 impl Streams {
@@ -221,8 +225,48 @@ pub fn evaluate(m: &Modules, env: &EvalEnv<'_>, streams: &mut Streams) -> Result
     let mut sc = Scope::new(Some(ev.global.clone()));
     sc.define(main.file, &main.stmts, m);
     let sc = Rc::new(sc);
-    ev.stmts(&sc, &main.stmts).map_err(|e| e.to_error())?;
-    Ok(ev.out.into_inner())
+    let r = ev.stmts(&sc, &main.stmts).map_err(|e| e.to_error());
+    let out = ev.out.into_inner();
+    drop(sc);
+    r?;
+    watch_args_unchanged(streams)?;
+    Ok(out)
+}
+
+/// The arguments of a call that opens a watch (`world.*`, `collect.res`) must not change at
+/// run time (spec §10): a call site that had one key and now has another one is fatal. Sites
+/// reached with several keys (inside loops) are not compared.
+fn watch_args_unchanged(streams: &mut Streams) -> Result<(), Error> {
+    let now = std::mem::take(&mut streams.sites);
+    let prev = std::mem::replace(&mut streams.prev_sites, now);
+    for (span, keys) in &streams.prev_sites {
+        let (Some(old), true) = (prev.get(span), keys.len() == 1) else {
+            continue;
+        };
+        if old.len() == 1 && old != keys {
+            let (a, b) = (
+                old.iter().next().expect("one key"),
+                keys.iter().next().expect("one key"),
+            );
+            let show = |k: &StreamKey| {
+                k.1.iter()
+                    .map(|v| funcs::text::show(v, false))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(Error::new(
+                Stage::Stream,
+                format!(
+                    "the arguments of {} changed at run time (from ({}) to ({}))",
+                    b.0,
+                    show(a),
+                    show(b)
+                ),
+                *span,
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct Caller<'e, 'a, 's> {
@@ -570,6 +614,9 @@ impl<'a, 's> Eval<'a, 's> {
         let key: StreamKey = (b.display_name(), args);
         let mut st = self.streams.borrow_mut();
         st.used.insert(key.clone());
+        if b.module.starts_with("world") {
+            st.sites.entry(span).or_default().insert(key.clone());
+        }
         let v = match st.sources.get(&key) {
             Some((v, _)) => v.clone(),
             None => {
