@@ -293,7 +293,9 @@ impl<'t> Parser<'t> {
                             stmts.push(s);
                         }
                         _ => {
-                            let msg = if top {
+                            let msg = if matches!(self.peek(), Tok::Op(Op::LParen)) {
+                                "expected a newline after the statement (only names, `$variables` and lambdas can be called; bind the result first)"
+                            } else if top {
                                 "expected a newline after the statement"
                             } else {
                                 "expected a newline after the statement (a non-empty block spans several lines)"
@@ -354,6 +356,9 @@ impl<'t> Parser<'t> {
             Tok::Kw(Kw::Include) => StmtKind::Include(self.include()?),
             Tok::Kw(Kw::Import) => StmtKind::Import(self.import()?),
             Tok::Kw(Kw::Panic) => StmtKind::Panic(self.panic_stmt()?),
+            Tok::Kw(Kw::Else) => {
+                return self.fail("`else` must follow the `}` of the if block on the same line")
+            }
             _ => return self.expected("a statement"),
         };
         let stmt = Stmt {
