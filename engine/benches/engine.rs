@@ -53,7 +53,7 @@ impl Resource for Mem {
         }
         if ctx.apply {
             self.0.in_state.store(true, SeqCst);
-            self.0.repaired.notify_one();
+            self.0.repaired.notify_waiters();
         }
         Ok(Checked::Changed)
     }
@@ -106,7 +106,10 @@ fn chains(chains: usize, len: usize) -> GraphSpec {
 
 async fn converge(e: &Engine, g: GraphSpec) -> Duration {
     let t = Instant::now();
-    e.swap(g).await.expect("valid graph");
+    let st = e.swap(g).await.expect("valid graph");
+    if std::env::var_os("VERBOSE").is_some() {
+        eprintln!("swap returned after {:.1?} ({st:?})", t.elapsed());
+    }
     let mut rx = e.status();
     while !rx.borrow_and_update().converged {
         rx.changed().await.unwrap();

@@ -1,4 +1,4 @@
-//! Internal events: everything notable the engine does. [`Event::emit`] logs the event (tracing
+//! Internal events: everything notable the engine does. `Event::emit` logs the event (tracing
 //! key/value pairs, the error field is always `error`), counts it in the metrics, and broadcasts
 //! it to [`crate::Engine::events`] subscribers.
 

@@ -66,6 +66,8 @@ struct Inner {
     tx: mpsc::UnboundedSender<Msg>,
     status: watch::Receiver<Status>,
     sink: EventSink,
+    /// The last graph swapped in, with every edge (automatic ones included).
+    graph: std::sync::Mutex<Arc<GraphSpec>>,
 }
 
 type SwapReply = oneshot::Sender<Result<SwapStats, Vec<GraphError>>>;
@@ -99,6 +101,8 @@ enum Msg {
     },
     RetryReady(u64),
     LimitReady(u64),
+    /// Time to publish a throttled status.
+    Publish,
 }
 
 fn stopped_error() -> Vec<GraphError> {
@@ -109,7 +113,10 @@ impl Engine {
     /// Creates an engine running an empty graph. Must be called inside a tokio runtime.
     pub fn new(cfg: EngineConfig, registry: Arc<Registry>) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (status_tx, status_rx) = watch::channel(Status::default());
+        let (status_tx, status_rx) = watch::channel(Status {
+            counts: VertexState::ALL.iter().map(|s| (*s, 0)).collect(),
+            ..Status::default()
+        });
         let (events_tx, _) = broadcast::channel(4096);
         let sink = EventSink {
             metrics: Arc::new(Mutex::new(MetricsSnapshot::default())),
@@ -149,6 +156,10 @@ impl Engine {
             converged: false,
             status_dirty: true,
             republish: false,
+            pending_status: HashSet::new(),
+            last_publish: Instant::now(),
+            publish_armed: false,
+            published_generation: 0,
         };
         tokio::spawn(coord.run(rx));
         Engine {
@@ -157,6 +168,7 @@ impl Engine {
                 tx,
                 status: status_rx,
                 sink,
+                graph: std::sync::Mutex::new(Arc::new(GraphSpec::default())),
             }),
         }
     }
@@ -175,6 +187,12 @@ impl Engine {
         let started = Instant::now();
         let edges = analyze(&self.inner.registry, &g)?;
         let (reply, rx) = oneshot::channel();
+        // Published before the swap starts (and so before the generation moves), so that a
+        // reader woken by the new generation sees this graph.
+        *self.inner.graph.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(GraphSpec {
+            resources: g.resources.clone(),
+            edges: edges.clone(),
+        });
         self.inner
             .tx
             .send(Msg::Swap {
@@ -185,6 +203,16 @@ impl Engine {
             })
             .map_err(|_| stopped_error())?;
         rx.await.unwrap_or_else(|_| Err(stopped_error()))
+    }
+
+    /// The graph of the last swap started, with every edge (automatic ones included); empty
+    /// before the first swap.
+    pub fn graph(&self) -> Arc<GraphSpec> {
+        self.inner
+            .graph
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The graph's status, updated as vertices change state.
@@ -281,6 +309,8 @@ struct Vertex {
     bucket: Option<Bucket>,
     refresh_from: HashSet<ResId>,
     refresh_inflight: Vec<ResId>,
+    /// Cleared when the vertex leaves the graph: a queued check then never starts.
+    alive: Arc<std::sync::atomic::AtomicBool>,
     /// An ancestor changed since this vertex last ran: tell the successors after running.
     upstream_changed: bool,
     /// `upstream_changed` taken by the running check.
@@ -319,6 +349,7 @@ impl Vertex {
             bucket,
             refresh_from: HashSet::new(),
             refresh_inflight: Vec::new(),
+            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             upstream_changed: false,
             upstream_inflight: false,
             preds: Vec::new(),
@@ -408,7 +439,16 @@ struct Coord {
     status_dirty: bool,
     /// Publish at the next opportunity even if no vertex changed.
     republish: bool,
+    /// Vertices whose status changed since the last publish.
+    pending_status: HashSet<u64>,
+    last_publish: Instant,
+    /// A [`Msg::Publish`] is on its way.
+    publish_armed: bool,
+    published_generation: u64,
 }
+
+/// The shortest interval between two status publications that do not change convergence.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(10);
 
 fn join_error_message(e: tokio::task::JoinError) -> String {
     if e.is_panic() {
@@ -504,6 +544,10 @@ impl Coord {
                     self.candidates.push(inc);
                     self.touched.push(inc);
                 }
+            }
+            Msg::Publish => {
+                self.publish_armed = false;
+                self.republish = true;
             }
             Msg::LimitReady(inc) => {
                 if let Some(v) = self.verts.get_mut(&inc) {
@@ -603,6 +647,7 @@ impl Coord {
             if let Some(d) = &v.driver {
                 d.abort();
             }
+            v.alive.store(false, std::sync::atomic::Ordering::SeqCst);
             if v.running {
                 self.running -= 1;
             }
@@ -1072,14 +1117,40 @@ impl Coord {
         let res = v.res.clone();
         let tx = self.tx.clone();
         let mut cancel = self.cancel_tx.subscribe();
+        let alive = v.alive.clone();
         self.running += 1;
         self.touched.push(inc);
         v.check = Some(tokio::spawn(async move {
-            let mut permits = Vec::with_capacity(semas.len());
-            for s in semas {
-                permits.push(s.acquire_owned().await);
+            let mut cancelled = Box::pin(async move {
+                if cancel.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            });
+            let acquire = async {
+                let mut permits = Vec::with_capacity(semas.len() + 1);
+                for s in semas {
+                    permits.push(s.acquire_owned().await);
+                }
+                permits.push(parallel.acquire_owned().await);
+                permits
+            };
+            let permits = tokio::select! {
+                p = acquire => p,
+                () = &mut cancelled => {
+                    let _ = tx.send(Msg::CheckDone {
+                        inc,
+                        result: Err("cancelled".to_string()),
+                        duration: Duration::ZERO,
+                        apply,
+                        refresh,
+                    });
+                    return;
+                }
+            };
+            if !alive.load(std::sync::atomic::Ordering::SeqCst) {
+                // Removed from the graph while queued: never start.
+                return;
             }
-            let _slot = parallel.acquire_owned().await;
             let start = Instant::now();
             let task =
                 tokio::spawn(async move { res.check_apply(CheckCtx { apply, refresh }).await });
@@ -1102,14 +1173,9 @@ impl Coord {
                     Err(je) => Err(join_error_message(je)),
                 }
             };
-            let cancelled = async {
-                if cancel.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            };
             let result = tokio::select! {
                 r = run => r,
-                () = cancelled => {
+                () = &mut cancelled => {
                     abort.abort();
                     Err("cancelled".to_string())
                 }
@@ -1154,7 +1220,7 @@ impl Coord {
     /// and publishes the status if anything changed.
     fn publish(&mut self) {
         let mut work = std::mem::take(&mut self.touched);
-        let mut changed: HashSet<u64> = HashSet::new();
+        let mut changed = std::mem::take(&mut self.pending_status);
         while let Some(inc) = work.pop() {
             let Some(v) = self.verts.get(&inc) else {
                 continue;
@@ -1177,7 +1243,6 @@ impl Coord {
         if changed.is_empty() && !self.status_dirty && !self.republish {
             return;
         }
-        self.republish = false;
         let count = |s| self.counts.get(&s).copied().unwrap_or(0);
         let converged = self.generation > 0
             && self.swapping.is_none()
@@ -1185,6 +1250,28 @@ impl Coord {
             && self.running == 0
             && count(VertexState::Pending) == 0
             && count(VertexState::Dirty) == 0;
+        // Convergence flips and new generations are published at once; progress in between
+        // at most every PUBLISH_INTERVAL, so a watcher cloning the status is not swamped.
+        let urgent = converged != self.converged
+            || self.generation != self.published_generation
+            || self.status_dirty;
+        let now = Instant::now();
+        if !urgent && now < self.last_publish + PUBLISH_INTERVAL {
+            self.pending_status = changed;
+            if !self.publish_armed {
+                self.publish_armed = true;
+                let tx = self.tx.clone();
+                let at = self.last_publish + PUBLISH_INTERVAL;
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    let _ = tx.send(Msg::Publish);
+                });
+            }
+            return;
+        }
+        self.republish = false;
+        self.last_publish = now;
+        self.published_generation = self.generation;
         let full = std::mem::replace(&mut self.status_dirty, false);
         let verts = &self.verts;
         let counts: std::collections::BTreeMap<VertexState, usize> =

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use tend_engine::{CheckResult, Event, VertexState};
+use tend_engine::{CheckResult, Event, Value, VertexState};
 
 use crate::support::*;
 
@@ -482,5 +482,85 @@ async fn autoedges_order_providers_first() {
     assert!(
         x.first_start() < d.first_end(),
         "autoedge=false still waited"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_forever() {
+    let e = engine(2);
+    let mut r = fake("forever").param("fail", 6i64);
+    r.meta.retry = -1;
+    e.swap(graph(vec![r], vec![])).await.unwrap();
+    let s = converged(&e).await;
+    assert_eq!(state(&s, "forever"), VertexState::Converged);
+    assert_eq!(probe("forever").checks(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryreset_restores_the_budget_after_success() {
+    for reset in [false, true] {
+        let e = engine(2);
+        let name = format!("rreset-{reset}");
+        // Checks 0 and 2 fail: the first drift needs the retry budget again.
+        let mut r = fake(&name).param("fail_at", Value::List(vec![0.into(), 2.into()]));
+        r.meta.retry = 1;
+        r.meta.retryreset = reset;
+        e.swap(graph(vec![r], vec![])).await.unwrap();
+        let s = converged(&e).await;
+        assert_eq!(state(&s, &name), VertexState::Converged);
+        let p = probe(&name);
+        p.drift();
+        wait_for("drift handled", || p.checks() >= 3).await;
+        let s = converged(&e).await;
+        let want = if reset {
+            VertexState::Converged
+        } else {
+            VertexState::Failed
+        };
+        assert_eq!(state(&s, &name), want, "retryreset={reset}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_count_everything() {
+    let e = engine(2);
+    assert_eq!(e.status().borrow().counts.len(), 5);
+    assert!(!e.status().borrow().converged);
+    e.swap(graph(
+        vec![
+            fake("cnt-a"),
+            fake("cnt-b").param("fail", -1i64),
+            fake("cnt-c"),
+        ],
+        vec![edge("cnt-b", "cnt-c")],
+    ))
+    .await
+    .unwrap();
+    let s = converged(&e).await;
+    assert_eq!(s.total, 3);
+    assert_eq!(
+        VertexState::ALL.map(|st| s.count(st)),
+        [0, 1, 0, 1, 1],
+        "{:?}",
+        s.counts
+    );
+    assert_eq!(VertexState::Blocked.to_string(), "blocked");
+    let m = e.metrics();
+    assert_eq!(
+        m.check_apply_total[&("fake".into(), CheckResult::Changed)],
+        1
+    );
+    assert_eq!(
+        m.check_apply_total[&("fake".into(), CheckResult::Failed)],
+        1
+    );
+    assert_eq!(m.check_apply_duration_seconds["fake"].count, 2);
+    assert_eq!(m.failures_total["fake"], 1);
+    assert_eq!(m.graph_swaps_total, 1);
+    assert_eq!(m.graph_swap_duration_seconds.count, 1);
+    let h = &m.check_apply_duration_seconds["fake"];
+    assert!(
+        h.buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "not cumulative"
     );
 }

@@ -110,6 +110,7 @@ struct Fake {
     probe: Arc<Probe>,
     sleep: Duration,
     fail: i64,
+    fail_at: Vec<i64>,
     panic: bool,
     hang: bool,
     init_fail: bool,
@@ -135,6 +136,14 @@ fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         probe: probe(&spec.name),
         sleep: Duration::from_millis(int(spec, "sleep_ms") as u64),
         fail: int(spec, "fail"),
+        fail_at: spec
+            .params
+            .get("fail_at")
+            .and_then(Value::as_list)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(Value::as_int)
+            .collect(),
         panic: flag(spec, "panic"),
         hang: flag(spec, "hang"),
         init_fail: flag(spec, "init_fail"),
@@ -231,7 +240,9 @@ impl Resource for Fake {
         if !self.sleep.is_zero() {
             tokio::time::sleep(self.sleep).await;
         }
-        let failing = if self.fail < 0 {
+        let failing = if self.fail_at.contains(&(n as i64)) {
+            true
+        } else if self.fail < 0 {
             !self.probe.heal.load(SeqCst)
         } else {
             (n as i64) < self.fail
@@ -273,6 +284,11 @@ pub fn registry() -> Arc<Registry> {
             "fail",
             Type::Int,
             "fail the first N checks; -1 until healed",
+        ))
+        .field(Field::new(
+            "fail_at",
+            Type::List(Box::new(Type::Int)),
+            "fail these checks (0-based)",
         ))
         .field(Field::new("panic", Type::Bool, "check_apply panics"))
         .field(Field::new("hang", Type::Bool, "check_apply never returns"))

@@ -195,3 +195,27 @@ async fn retry_state_survives_a_param_change_unless_reset() {
         assert_eq!(p.checks(), if reset { 4 } else { 3 }, "reset={reset}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_vertex_never_starts_its_queued_check() {
+    let e = engine(1);
+    let slow = || fake("queued-slow").param("sleep_ms", 300i64);
+    e.swap(graph(
+        vec![slow(), fake("queued-b").param("watch_gate", true)],
+        vec![],
+    ))
+    .await
+    .unwrap();
+    let (s, b) = (probe("queued-slow"), probe("queued-b"));
+    // The slow one holds the only parallel slot; b's check queues behind it.
+    wait_for("slow running", || s.checks() == 1).await;
+    b.open_gate.store(true, SeqCst);
+    wait_for("b watching", || {
+        b.watch_running_at.lock().unwrap().is_some()
+    })
+    .await;
+    e.swap(graph(vec![slow()], vec![])).await.unwrap();
+    converged(&e).await;
+    assert_eq!(b.checks(), 0);
+    assert_eq!(b.cleanups.load(SeqCst), 1);
+}

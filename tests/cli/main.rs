@@ -2,8 +2,10 @@
 //! temporary directory and prints the command, its output and the directory listing when it
 //! fails.
 
+mod api;
 mod bad_input;
 mod check_cmd;
 mod daemon;
 mod one_shot;
 mod sandbox;
+mod world_cmd;
