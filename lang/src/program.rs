@@ -88,6 +88,9 @@ fn compile_here(path: &Path, opts: Options) -> Result<Compiled, Failure> {
     if let Err(e) = crate::unify::check(&modules, schemas) {
         return Err(fail(map, vec![e], &modules));
     }
+    if let Err(e) = graph::check_static(&modules) {
+        return Err(fail(map, vec![e], &modules));
+    }
     Ok(Compiled { modules, map, opts })
 }
 

@@ -181,3 +181,25 @@ async fn sources_of_a_dead_branch_are_stopped() {
     assert_eq!(names(&g), ["base"]);
     assert_eq!(live(&streams), ["world.getval"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_arguments_must_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = MemWorld::new("h");
+    w.set_value("which", "a");
+    w.set_value("a", "va");
+    let src = "import \"world\"\n$k = world.getval(\"which\")->value\n$v = world.getval($k)->value\ntest \"${v}\" {}\n";
+    let mut rx = start(dir.path(), src, w.clone());
+    assert_eq!(names(&next(&mut rx).await), ["va"]);
+    w.set_value("which", "b");
+    let r = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = r.unwrap_err();
+    assert!(
+        err.starts_with("error: errStream: the arguments of world.getval changed"),
+        "{err}"
+    );
+    assert!(err.contains("/main.mcl @ 3:6-3:22"), "{err}");
+}

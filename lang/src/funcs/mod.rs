@@ -871,6 +871,17 @@ mod tests {
     }
 
     #[test]
+    fn every_text_signature_reads_as_a_function_type() {
+        let mut u = Unifier::new();
+        for b in all() {
+            if let Sig::Text(_) = b.sig {
+                let t = b.signature(&mut u, &[]).unwrap();
+                assert!(matches!(t, Ty::Func(..)), "{}: {t}", b.display_name());
+            }
+        }
+    }
+
+    #[test]
     fn every_required_function_exists() {
         for (m, n) in [
             ("", "len"),

@@ -139,6 +139,10 @@ pub struct Streams {
     pub snapshots: HashMap<StreamKey, Result<Value, FuncError>>,
     /// Keys reached by the last evaluation.
     pub used: HashSet<StreamKey>,
+    /// Watch calls (`world.*`, `collect.res`) by call site, in the current evaluation.
+    sites: HashMap<Span, HashSet<StreamKey>>,
+    /// The same for the previous evaluation.
+    prev_sites: HashMap<Span, HashSet<StreamKey>>,
 }
 
 impl Streams {
@@ -179,7 +183,12 @@ struct Eval<'a, 's> {
     includes: RefCell<HashMap<(usize, usize), Sc<'a>>>,
     out: RefCell<Output>,
     depth: RefCell<u32>,
+    /// Results of named-function calls with data arguments in this evaluation (a named
+    /// function is deterministic given its definition scope and arguments).
+    calls: RefCell<HashMap<CallKey, Slot<'a>>>,
 }
+
+type CallKey = (usize, usize, Vec<Value>);
 
 /// Looks up `$const.<rest>` (`res.file.state.exists`) in the schemas.
 pub fn constant(schemas: &BTreeMap<String, KindSchema>, rest: &str) -> Option<Value> {
@@ -210,13 +219,54 @@ pub fn evaluate(m: &Modules, env: &EvalEnv<'_>, streams: &mut Streams) -> Result
         includes: RefCell::new(HashMap::new()),
         out: RefCell::new(Output::default()),
         depth: RefCell::new(0),
+        calls: RefCell::new(HashMap::new()),
     };
     let main = &m.files[0];
     let mut sc = Scope::new(Some(ev.global.clone()));
     sc.define(main.file, &main.stmts, m);
     let sc = Rc::new(sc);
-    ev.stmts(&sc, &main.stmts).map_err(|e| e.to_error())?;
-    Ok(ev.out.into_inner())
+    let r = ev.stmts(&sc, &main.stmts).map_err(|e| e.to_error());
+    let out = ev.out.into_inner();
+    drop(sc);
+    r?;
+    watch_args_unchanged(streams)?;
+    Ok(out)
+}
+
+/// The arguments of a call that opens a watch (`world.*`, `collect.res`) must not change at
+/// run time (spec §10): a call site that had one key and now has another one is fatal. Sites
+/// reached with several keys (inside loops) are not compared.
+fn watch_args_unchanged(streams: &mut Streams) -> Result<(), Error> {
+    let now = std::mem::take(&mut streams.sites);
+    let prev = std::mem::replace(&mut streams.prev_sites, now);
+    for (span, keys) in &streams.prev_sites {
+        let (Some(old), true) = (prev.get(span), keys.len() == 1) else {
+            continue;
+        };
+        if old.len() == 1 && old != keys {
+            let (a, b) = (
+                old.iter().next().expect("one key"),
+                keys.iter().next().expect("one key"),
+            );
+            let show = |k: &StreamKey| {
+                k.1.iter()
+                    .map(|v| funcs::text::show(v, false))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(Error::new(
+                Stage::Stream,
+                format!(
+                    "the arguments of {} changed at run time (from ({}) to ({}))",
+                    b.0,
+                    show(a),
+                    show(b)
+                ),
+                *span,
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct Caller<'e, 'a, 's> {
@@ -564,6 +614,9 @@ impl<'a, 's> Eval<'a, 's> {
         let key: StreamKey = (b.display_name(), args);
         let mut st = self.streams.borrow_mut();
         st.used.insert(key.clone());
+        if b.module.starts_with("world") {
+            st.sites.entry(span).or_default().insert(key.clone());
+        }
         let v = match st.sources.get(&key) {
             Some((v, _)) => v.clone(),
             None => {
@@ -654,6 +707,19 @@ impl<'a, 's> Eval<'a, 's> {
                     }
                 };
                 let (f, fsc) = user;
+                let key: Option<CallKey> = vals
+                    .iter()
+                    .map(|v| match v {
+                        Rv::V(v) => Some(v.clone()),
+                        Rv::F(_) => None,
+                    })
+                    .collect::<Option<Vec<Value>>>()
+                    .map(|args| (f as *const _ as usize, fsc.id, args));
+                if let Some(k) = &key {
+                    if let Some(r) = self.calls.borrow().get(k) {
+                        return r.clone();
+                    }
+                }
                 self.enter(e.span)?;
                 let mut s = Scope::new(Some(fsc));
                 for (p, v) in f.params.iter().zip(vals) {
@@ -661,6 +727,9 @@ impl<'a, 's> Eval<'a, 's> {
                 }
                 let r = self.expr(&Rc::new(s), &f.body);
                 self.leave();
+                if let Some(k) = key {
+                    self.calls.borrow_mut().insert(k, r.clone());
+                }
                 r
             }
             Callee::Var(n) => match self.var(sc, &n.text, n.span)? {
@@ -865,3 +934,47 @@ pub fn binop(op: BinOp, a: Value, b: Value, span: Span) -> R<Value> {
 
 /// A shareable handle on a world (re-exported for the driver).
 pub type World = Arc<dyn crate::funcs::world::WorldView>;
+
+/// Static checks of function-graph construction (stage *graph*): a resource body may not hold
+/// both `Meta => …` and `Meta:x => …`.
+pub fn check_static(m: &Modules) -> Result<(), Error> {
+    fn walk(stmts: &[Stmt]) -> Result<(), Error> {
+        for st in stmts {
+            match &st.kind {
+                StmtKind::Resource(r) => {
+                    let all = r
+                        .entries
+                        .iter()
+                        .any(|e| matches!(e.kind, EntryKind::MetaAll { .. }));
+                    if let Some(one) = r
+                        .entries
+                        .iter()
+                        .find(|e| matches!(e.kind, EntryKind::Meta { .. }))
+                    {
+                        if all {
+                            return Err(Error::new(
+                                Stage::Graph,
+                                "`Meta =>` cannot be combined with `Meta:x =>` in one resource",
+                                one.span,
+                            ));
+                        }
+                    }
+                }
+                StmtKind::If(i) => {
+                    walk(&i.then.stmts)?;
+                    if let Some(b) = &i.els {
+                        walk(&b.stmts)?;
+                    }
+                }
+                StmtKind::For(f) | StmtKind::ForKv(f) => walk(&f.body.stmts)?,
+                StmtKind::Class(c) => walk(&c.body.stmts)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    for f in &m.files {
+        walk(&f.stmts)?;
+    }
+    Ok(())
+}

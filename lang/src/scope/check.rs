@@ -22,7 +22,8 @@ type ClassVisit<'a> = (Visit, Option<Sc<'a>>);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Visit {
-    Active,
+    /// Being walked; the number of references followed when it started.
+    Active(usize),
     Done,
 }
 
@@ -199,21 +200,25 @@ impl<'a> Checker<'a> {
         let key = (sc.id, b as *const Bind as usize);
         match self.binds.borrow().get(&key) {
             Some(Visit::Done) => return,
-            Some(Visit::Active) => {
-                self.recursion();
+            Some(Visit::Active(at)) => {
+                self.recursion(*at);
                 return;
             }
             None => {}
         }
-        self.binds.borrow_mut().insert(key, Visit::Active);
+        self.binds
+            .borrow_mut()
+            .insert(key, Visit::Active(self.refs.borrow().len()));
         self.expr(sc, &b.value);
         self.binds.borrow_mut().insert(key, Visit::Done);
     }
 
-    fn recursion(&self) {
+    /// Reports a cycle: the references followed since the definition at depth `at` started.
+    fn recursion(&self, at: usize) {
         let refs = self.refs.borrow();
         if let Some(last) = refs.last() {
-            let also: Vec<Span> = refs.iter().rev().skip(1).take(8).copied().collect();
+            let start = at.min(refs.len() - 1);
+            let also: Vec<Span> = refs[start..refs.len() - 1].to_vec();
             self.err(Error::new(Stage::SetScope, "recursive reference", *last).with_also(also));
         }
     }
@@ -222,13 +227,15 @@ impl<'a> Checker<'a> {
         let key = (sc.id, f as *const FuncStmt as usize);
         match self.funcs.borrow().get(&key) {
             Some(Visit::Done) => return,
-            Some(Visit::Active) => {
-                self.recursion();
+            Some(Visit::Active(at)) => {
+                self.recursion(*at);
                 return;
             }
             None => {}
         }
-        self.funcs.borrow_mut().insert(key, Visit::Active);
+        self.funcs
+            .borrow_mut()
+            .insert(key, Visit::Active(self.refs.borrow().len()));
         self.body(sc, &f.params, &f.body);
         self.funcs.borrow_mut().insert(key, Visit::Done);
     }
@@ -295,13 +302,18 @@ impl<'a> Checker<'a> {
         let key = (at.id, class as *const ClassStmt as usize);
         match self.classes.borrow().get(&key) {
             Some((Visit::Done, Some(s))) => return Ok(s.clone()),
-            Some(_) => {
-                self.recursion();
+            Some((v, _)) => {
+                self.recursion(match v {
+                    Visit::Active(at) => *at,
+                    Visit::Done => 0,
+                });
                 return Ok(Rc::new(Scope::new(Some(at.clone()))));
             }
             None => {}
         }
-        self.classes.borrow_mut().insert(key, (Visit::Active, None));
+        self.classes
+            .borrow_mut()
+            .insert(key, (Visit::Active(self.refs.borrow().len()), None));
         let mut params = Scope::new(Some(at.clone()));
         for p in &class.params {
             params.vars.insert(&p.name.text, VarDef::Val(()));
@@ -311,9 +323,10 @@ impl<'a> Checker<'a> {
         self.errors.borrow_mut().extend(errs);
         let s = Rc::new(s);
         // Register the scope before walking the body, so `$alias.x` inside works.
-        self.classes
-            .borrow_mut()
-            .insert(key, (Visit::Active, Some(s.clone())));
+        self.classes.borrow_mut().insert(
+            key,
+            (Visit::Active(self.refs.borrow().len()), Some(s.clone())),
+        );
         self.stmts(&s, &class.body.stmts);
         self.classes
             .borrow_mut()

@@ -92,6 +92,7 @@ impl<'a, P> Scope<'a, P> {
         modules: &Modules,
     ) -> Vec<Error> {
         let mut errs = Vec::new();
+        let mut paths: Vec<&str> = Vec::new();
         for st in stmts {
             match &st.kind {
                 StmtKind::Bind(b) => {
@@ -113,6 +114,15 @@ impl<'a, P> Scope<'a, P> {
                     self.classes.entry(&c.name.text).or_insert(c);
                 }
                 StmtKind::Import(im) => {
+                    if paths.contains(&im.path.as_str()) {
+                        errs.push(Error::new(
+                            Stage::SetScope,
+                            format!("`{}` is imported twice in one scope", im.path),
+                            im.path_span,
+                        ));
+                        continue;
+                    }
+                    paths.push(&im.path);
                     let (alias, span) = match &im.alias {
                         Some(ImportAlias::Name(n)) => (n.text.clone(), n.span),
                         Some(ImportAlias::Star(sp)) => {
