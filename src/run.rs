@@ -305,8 +305,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
     match engine.swap(first.graph.clone()).await {
         Ok(stats) => {
             tracing::debug!(added = stats.added, duration = ?stats.duration, "first graph swapped in");
-            let s = status.borrow_and_update().clone();
-            conv.swapped(&s, &first.graph);
+            // (Never clone a Status: it holds every vertex.)
+            conv.swapped(&status.borrow_and_update(), &first.graph);
         }
         Err(errs) => {
             let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
@@ -329,8 +329,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                 if changed.is_err() {
                     anyhow::bail!("the engine stopped unexpectedly");
                 }
-                let s = status.borrow_and_update().clone();
-                conv.observe(&s);
+                conv.observe(&status.borrow_and_update());
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 progress::finish();
@@ -362,8 +361,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                                 kept = stats.kept,
                                 "new graph swapped in"
                             );
-                            let s = status.borrow_and_update().clone();
-                            conv.swapped(&s, &f.graph);
+                            conv.swapped(&status.borrow_and_update(), &f.graph);
                         }
                         Err(errs) => {
                             for e in &errs {

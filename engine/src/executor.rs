@@ -101,6 +101,8 @@ enum Msg {
     },
     RetryReady(u64),
     LimitReady(u64),
+    /// Time to publish a throttled status.
+    Publish,
 }
 
 fn stopped_error() -> Vec<GraphError> {
@@ -154,6 +156,10 @@ impl Engine {
             converged: false,
             status_dirty: true,
             republish: false,
+            pending_status: HashSet::new(),
+            last_publish: Instant::now(),
+            publish_armed: false,
+            published_generation: 0,
         };
         tokio::spawn(coord.run(rx));
         Engine {
@@ -433,7 +439,16 @@ struct Coord {
     status_dirty: bool,
     /// Publish at the next opportunity even if no vertex changed.
     republish: bool,
+    /// Vertices whose status changed since the last publish.
+    pending_status: HashSet<u64>,
+    last_publish: Instant,
+    /// A [`Msg::Publish`] is on its way.
+    publish_armed: bool,
+    published_generation: u64,
 }
+
+/// The shortest interval between two status publications that do not change convergence.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(10);
 
 fn join_error_message(e: tokio::task::JoinError) -> String {
     if e.is_panic() {
@@ -529,6 +544,10 @@ impl Coord {
                     self.candidates.push(inc);
                     self.touched.push(inc);
                 }
+            }
+            Msg::Publish => {
+                self.publish_armed = false;
+                self.republish = true;
             }
             Msg::LimitReady(inc) => {
                 if let Some(v) = self.verts.get_mut(&inc) {
@@ -1201,7 +1220,7 @@ impl Coord {
     /// and publishes the status if anything changed.
     fn publish(&mut self) {
         let mut work = std::mem::take(&mut self.touched);
-        let mut changed: HashSet<u64> = HashSet::new();
+        let mut changed = std::mem::take(&mut self.pending_status);
         while let Some(inc) = work.pop() {
             let Some(v) = self.verts.get(&inc) else {
                 continue;
@@ -1224,7 +1243,6 @@ impl Coord {
         if changed.is_empty() && !self.status_dirty && !self.republish {
             return;
         }
-        self.republish = false;
         let count = |s| self.counts.get(&s).copied().unwrap_or(0);
         let converged = self.generation > 0
             && self.swapping.is_none()
@@ -1232,6 +1250,28 @@ impl Coord {
             && self.running == 0
             && count(VertexState::Pending) == 0
             && count(VertexState::Dirty) == 0;
+        // Convergence flips and new generations are published at once; progress in between
+        // at most every PUBLISH_INTERVAL, so a watcher cloning the status is not swamped.
+        let urgent = converged != self.converged
+            || self.generation != self.published_generation
+            || self.status_dirty;
+        let now = Instant::now();
+        if !urgent && now < self.last_publish + PUBLISH_INTERVAL {
+            self.pending_status = changed;
+            if !self.publish_armed {
+                self.publish_armed = true;
+                let tx = self.tx.clone();
+                let at = self.last_publish + PUBLISH_INTERVAL;
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    let _ = tx.send(Msg::Publish);
+                });
+            }
+            return;
+        }
+        self.republish = false;
+        self.last_publish = now;
+        self.published_generation = self.generation;
         let full = std::mem::replace(&mut self.status_dirty, false);
         let verts = &self.verts;
         let counts: std::collections::BTreeMap<VertexState, usize> =

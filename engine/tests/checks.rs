@@ -101,3 +101,12 @@ async fn a_valid_graph_passes() {
     );
     assert_eq!(check(g), "ok");
 }
+
+#[tokio::test]
+async fn a_self_loop_is_a_cycle() {
+    let g = graph(vec![fake("self")], vec![edge("self", "self")]);
+    assert_eq!(
+        check(g),
+        "fake[self]: dependency cycle: fake[self] -> fake[self]"
+    );
+}

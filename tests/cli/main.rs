@@ -4,6 +4,8 @@
 
 mod api;
 mod bad_input;
+mod check_cmd;
 mod daemon;
 mod one_shot;
 mod sandbox;
+mod world_cmd;

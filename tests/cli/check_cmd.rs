@@ -1,0 +1,101 @@
+//! `tend check` as users run it: the real binary on real files (spec/mcl.md §12).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tend(args: &[&str], dir: &Path) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run tend");
+    eprintln!(
+        "tend {args:?}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn prints_the_first_graph_sorted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("prog")).unwrap();
+    std::fs::write(
+        dir.path().join("prog/main.mcl"),
+        "Test[\"conf\"] -> Test[\"${svc}\"]\n$svc = \"web\"\ntest \"${svc}\" {}\ntest \"conf\" {\n\tNotify => Test[\"reload\"],\n}\ntest \"reload\" {}\n",
+    )
+    .unwrap();
+    let out = tend(&["check", "--print-graph", "prog"], dir.path());
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "Edge: test[conf] -> test[reload] # test[conf] -> test[reload]\n\
+         Edge: test[conf] -> test[web] # test[conf] -> test[web]\n\
+         Vertex: test[conf]\nVertex: test[reload]\nVertex: test[web]\n"
+    );
+    // Without --print-graph nothing is printed.
+    let out = tend(&["check", "prog"], dir.path());
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn errors_go_to_stderr_with_status_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.mcl"),
+        "import \"fmt\"\ntest [fmt.printf(\"%d items\", \"three\")] {}\n",
+    )
+    .unwrap();
+    let out = tend(&["check", "--print-graph", "bad.mcl"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: errUnify: "), "{err}");
+    assert!(err.contains("/bad.mcl @ 2:7-2:38"), "{err}");
+    assert!(err.contains("\n      ^^^^^^^^^^"), "{err}");
+}
+
+#[test]
+fn world_seed_and_hostname() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("w.json"),
+        r#"{"hostname": "lb", "exports": [{"to": "lb", "from": "web1", "kind": "test", "name": "be-web1", "res": {"meta": {"hidden": true}}}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("main.mcl"),
+        "collect test \"be-web1\" {\n\tMeta:hidden => false,\n}\ntest \"on-${hostname}\" {}\n",
+    )
+    .unwrap();
+    let out = tend(
+        &["check", "--print-graph", "--world", "w.json", "main.mcl"],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "Vertex: test[be-web1]\nVertex: test[on-lb]\n"
+    );
+    let out = tend(
+        &[
+            "check",
+            "--print-graph",
+            "--world",
+            "w.json",
+            "--hostname",
+            "db",
+            "main.mcl",
+        ],
+        dir.path(),
+    );
+    // Host `db` cannot see an export addressed to `lb`.
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "Vertex: test[on-db]\n"
+    );
+}
