@@ -1,9 +1,11 @@
 //! One inotify watcher for the whole process, shared by every `file` resource.
 //!
 //! inotify is a scarce resource (by default 128 instances and 8192 watches per user), so
-//! instead of one watcher per resource, a single hub thread owns one
-//! `notify::RecommendedWatcher`, watches each *directory* once (reference counted), and
-//! dispatches events by path to the subscriptions that care. A subscription is for a target
+//! instead of one watcher per resource, a single hub thread owns one inotify instance
+//! (a reader thread blocks on it and forwards events in batches), watches each *directory*
+//! once (reference counted), and dispatches events by path to the subscriptions that care.
+//! The inotify mask leaves out reads (`IN_OPEN`, `IN_ACCESS`, `IN_CLOSE_NOWRITE`): programs
+//! reading managed files, and our own checks, cost nothing and cannot flood the queue. A subscription is for a target
 //! path; it is armed on the target's nearest existing ancestor directory, and also holds every
 //! directory above that one. When any of them is deleted or moved, or when a missing directory
 //! between it and the target appears, the subscription is re-armed and its watcher gets an
@@ -16,8 +18,7 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
-use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use inotify::{EventMask, EventOwned, Inotify, WatchDescriptor, WatchMask, Watches};
 use tend_engine::{ResError, Watcher};
 use tokio::sync::oneshot;
 
@@ -29,7 +30,22 @@ enum Msg {
         reply: oneshot::Sender<Result<u64, ResError>>,
     },
     Unsubscribe(u64),
-    Fs(notify::Result<Event>),
+    Fs(Vec<EventOwned>),
+    FsError(String),
+}
+
+/// What the directories are watched for: changes of their entries and of themselves.
+fn mask() -> WatchMask {
+    WatchMask::MODIFY
+        | WatchMask::ATTRIB
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
 }
 
 fn hub() -> &'static mpsc::Sender<Msg> {
@@ -102,9 +118,11 @@ struct Sub {
 
 struct Hub {
     events: mpsc::Sender<Msg>,
-    notify: Option<RecommendedWatcher>,
-    /// Watched directory -> number of subscriptions holding it.
-    dirs: HashMap<PathBuf, usize>,
+    watches: Option<Watches>,
+    /// Watched directory -> its watch and the number of subscriptions holding it.
+    dirs: HashMap<PathBuf, (WatchDescriptor, usize)>,
+    /// Watch -> the directory paths it stands for (several when reached through symlinks).
+    wd_paths: HashMap<WatchDescriptor, Vec<PathBuf>>,
     subs: HashMap<u64, Sub>,
     by_target: HashMap<PathBuf, HashSet<u64>>,
     by_armed: HashMap<PathBuf, HashSet<u64>>,
@@ -139,8 +157,9 @@ impl Hub {
     fn new(events: mpsc::Sender<Msg>) -> Self {
         Hub {
             events,
-            notify: None,
+            watches: None,
             dirs: HashMap::new(),
+            wd_paths: HashMap::new(),
             subs: HashMap::new(),
             by_target: HashMap::new(),
             by_armed: HashMap::new(),
@@ -200,8 +219,8 @@ impl Hub {
                     }
                 }
                 Msg::Unsubscribe(id) => self.remove(id),
-                Msg::Fs(Ok(ev)) => self.on_event(ev),
-                Msg::Fs(Err(e)) => {
+                Msg::Fs(evs) => self.on_events(evs),
+                Msg::FsError(e) => {
                     // Lost events (e.g. a queue overflow): everyone must look again.
                     tracing::warn!(error = %e, "file watch error; re-checking every file");
                     self.rescan();
@@ -210,40 +229,72 @@ impl Hub {
         }
     }
 
-    fn notify(&mut self) -> Result<&mut RecommendedWatcher, ResError> {
-        if self.notify.is_none() {
+    fn watches(&mut self) -> std::io::Result<&mut Watches> {
+        if self.watches.is_none() {
+            let mut ino = Inotify::init()?;
+            let w = ino.watches();
             let tx = self.events.clone();
-            let w = notify::recommended_watcher(move |ev| {
-                let _ = tx.send(Msg::Fs(ev));
-            })
-            .map_err(|e| ResError::new(format!("creating the inotify watcher: {e}")))?;
-            self.notify = Some(w);
+            std::thread::Builder::new()
+                .name("tend-inotify".into())
+                .spawn(move || {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    loop {
+                        match ino.read_events_blocking(&mut buf) {
+                            Ok(evs) => {
+                                let batch: Vec<EventOwned> = evs.map(|e| e.to_owned()).collect();
+                                if tx.send(Msg::Fs(batch)).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                let _ = tx.send(Msg::FsError(e.to_string()));
+                                return;
+                            }
+                        }
+                    }
+                })?;
+            self.watches = Some(w);
         }
-        Ok(self.notify.as_mut().expect("just set"))
+        Ok(self.watches.as_mut().expect("just set"))
     }
 
-    fn acquire(&mut self, dir: &Path) -> Result<(), notify::Error> {
-        if let Some(n) = self.dirs.get_mut(dir) {
+    fn acquire(&mut self, dir: &Path) -> std::io::Result<()> {
+        if let Some((_, n)) = self.dirs.get_mut(dir) {
             *n += 1;
             return Ok(());
         }
-        let w = self
-            .notify()
-            .map_err(|e| notify::Error::generic(&e.to_string()))?;
-        w.watch(dir, RecursiveMode::NonRecursive)?;
-        self.dirs.insert(dir.to_path_buf(), 1);
+        let wd = self.watches()?.add(dir, mask())?;
+        self.wd_paths
+            .entry(wd.clone())
+            .or_default()
+            .push(dir.to_path_buf());
+        self.dirs.insert(dir.to_path_buf(), (wd, 1));
         Ok(())
     }
 
+    /// Stops watching `dir` (whatever its count).
+    fn forget(&mut self, dir: &Path) {
+        let Some((wd, _)) = self.dirs.remove(dir) else {
+            return;
+        };
+        if let Some(paths) = self.wd_paths.get_mut(&wd) {
+            paths.retain(|p| p != dir);
+            if paths.is_empty() {
+                self.wd_paths.remove(&wd);
+                if let Some(w) = self.watches.as_mut() {
+                    // Fails harmlessly when the kernel already dropped the watch.
+                    let _ = w.remove(wd);
+                }
+            }
+        }
+    }
+
     fn release(&mut self, dir: &Path) {
-        if let Some(n) = self.dirs.get_mut(dir) {
+        if let Some((_, n)) = self.dirs.get_mut(dir) {
             *n -= 1;
             if *n == 0 {
-                self.dirs.remove(dir);
-                if let Some(w) = self.notify.as_mut() {
-                    // Fails harmlessly when the kernel already dropped the watch.
-                    let _ = w.unwatch(dir);
-                }
+                self.forget(dir);
             }
         }
     }
@@ -272,8 +323,8 @@ impl Hub {
         held
     }
 
-    fn watch_error(dir: &Path, e: notify::Error) -> ResError {
-        if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+    fn watch_error(dir: &Path, e: std::io::Error) -> ResError {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
             ResError::new(format!(
                 "watching {}: the inotify watch limit is reached \
                  (raise fs.inotify.max_user_watches)",
@@ -302,7 +353,9 @@ impl Hub {
                     for d in &chain[..i] {
                         self.release(d);
                     }
-                    if matches!(e.kind, notify::ErrorKind::PathNotFound) {
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::ENOTDIR)
+                    {
                         // It vanished between the look and the watch: look again.
                         continue 'again;
                     }
@@ -368,10 +421,7 @@ impl Hub {
             .collect();
         let mut ids: Vec<u64> = Vec::new();
         for d in &stale {
-            self.dirs.remove(d);
-            if let Some(w) = self.notify.as_mut() {
-                let _ = w.unwatch(d);
-            }
+            self.forget(d);
             for map in [&self.by_armed, &self.under] {
                 if let Some(set) = map.get(d) {
                     ids.extend(set.iter().copied());
@@ -415,61 +465,67 @@ impl Hub {
         }
     }
 
-    fn on_event(&mut self, ev: Event) {
-        if ev.need_rescan() {
-            self.rescan();
-            return;
-        }
-        // Reads (ours included) are not changes.
-        if let EventKind::Access(a) = ev.kind {
-            if a != AccessKind::Close(AccessMode::Write) {
-                return;
-            }
-        }
-        let structural = matches!(
-            ev.kind,
-            EventKind::Create(_)
-                | EventKind::Remove(_)
-                | EventKind::Modify(ModifyKind::Name(_))
-                | EventKind::Any
-                | EventKind::Other
-        );
-        let gone_kind = matches!(
-            ev.kind,
-            EventKind::Remove(_)
-                | EventKind::Modify(ModifyKind::Name(
-                    RenameMode::From | RenameMode::To | RenameMode::Any
-                ))
-        );
-        for path in &ev.paths {
-            if let Some(ids) = self.by_target.get(path) {
-                for id in ids {
-                    if let Some(sub) = self.subs.get(id) {
-                        sub.watcher.event();
-                    }
-                }
-            }
-            if !structural {
+    fn on_events(&mut self, evs: Vec<EventOwned>) {
+        for e in evs {
+            if e.mask.contains(EventMask::Q_OVERFLOW) {
+                tracing::warn!("inotify queue overflow; re-checking every file");
+                self.rescan();
                 continue;
             }
-            // A watched directory deleted, moved away or renamed over: its watch is stale.
-            if gone_kind && self.dirs.contains_key(path) {
-                self.dir_gone(path);
+            let Some(bases) = self.wd_paths.get(&e.wd).cloned() else {
+                continue;
+            };
+            if e.mask.contains(EventMask::IGNORED) {
+                // The kernel dropped the watch (its directory is gone).
+                for b in &bases {
+                    self.dir_gone(b);
+                }
+                continue;
             }
-            if let Some(parent) = path.parent() {
-                if let Some(ids) = self.deep.get(parent) {
-                    let hit: Vec<u64> = ids
-                        .iter()
-                        .copied()
-                        .filter(|id| {
-                            self.subs
-                                .get(id)
-                                .is_some_and(|s| s.target.starts_with(path) && s.target != *path)
-                        })
-                        .collect();
-                    for id in hit {
-                        self.rearm_and_signal(id);
+            for base in bases {
+                match &e.name {
+                    None if e
+                        .mask
+                        .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) =>
+                    {
+                        self.dir_gone(&base)
                     }
+                    None => self.on_path(&base, e.mask),
+                    Some(name) => self.on_path(&base.join(name), e.mask),
+                }
+            }
+        }
+    }
+
+    fn on_path(&mut self, path: &Path, mask: EventMask) {
+        if let Some(ids) = self.by_target.get(path) {
+            for id in ids {
+                if let Some(sub) = self.subs.get(id) {
+                    sub.watcher.event();
+                }
+            }
+        }
+        let gone = mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM | EventMask::MOVED_TO);
+        if !gone && !mask.contains(EventMask::CREATE) {
+            return;
+        }
+        // A watched directory deleted, moved away or renamed over: its watch is stale.
+        if gone && self.dirs.contains_key(path) {
+            self.dir_gone(path);
+        }
+        if let Some(parent) = path.parent() {
+            if let Some(ids) = self.deep.get(parent) {
+                let hit: Vec<u64> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| {
+                        self.subs
+                            .get(id)
+                            .is_some_and(|s| s.target.starts_with(path) && s.target != *path)
+                    })
+                    .collect();
+                for id in hit {
+                    self.rearm_and_signal(id);
                 }
             }
         }
