@@ -136,10 +136,7 @@ fn start_front_end(
             tokio::spawn(follow_yaml(path, registry, tx));
             Ok(rx)
         }
-        Program::Mcl(path) => Err(vec![format!(
-            "{}: the mcl front end is not available in this build; use a YAML graph (.yaml)",
-            path.display()
-        )]),
+        Program::Mcl(path) => crate::mcl_front::start(path, registry, machine_hostname()),
     }
 }
 

@@ -99,3 +99,30 @@ fn world_seed_and_hostname() {
         "Vertex: test[on-db]\n"
     );
 }
+
+#[test]
+fn run_converges_an_mcl_program() {
+    let sb = crate::sandbox::Sandbox::new();
+    let target = sb.path("out/motd");
+    let prog = sb.write(
+        "prog/main.mcl",
+        &format!(
+            "import \"strings\"\n$who = \"world\"\nfile \"{}\" {{\n\tcontent => strings.to_upper(\"hello ${{who}}\\n\"),\n\tstate => $const.res.file.state.exists,\n}}\n",
+            target.display()
+        ),
+    );
+    std::fs::create_dir_all(sb.path("out")).unwrap();
+    let state = sb.state_dir();
+    let out = sb.run(&[
+        "run",
+        prog.parent().unwrap().to_str().unwrap(),
+        "--converged-timeout",
+        "0",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--listen",
+        "none",
+    ]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "HELLO WORLD\n");
+}
