@@ -13,10 +13,21 @@ use tend_world::inspect::Inspector;
 use tend_world::store::embedded::{Embedded, LOG_FILE};
 use tend_world::store::etcd::{Etcd, EtcdConfig, EtcdTls};
 use tend_world::store::Store;
+use tend_world::Backend;
 
 /// Arguments of `tend world`.
 #[derive(clap::Args)]
 pub struct WorldArgs {
+    #[command(flatten)]
+    flags: WorldFlags,
+    #[command(subcommand)]
+    what: What,
+}
+
+/// How to reach the World's store: etcd (with TLS and user/password) or the embedded store in
+/// the state directory. Reusable by other subcommands (`#[command(flatten)]`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorldFlags {
     /// etcd client URL (repeat or comma-separate); without it, the embedded store in --state-dir.
     #[arg(
         long = "etcd",
@@ -56,8 +67,42 @@ pub struct WorldArgs {
         global = true
     )]
     etcd_password: Option<String>,
-    #[command(subcommand)]
-    what: What,
+}
+
+impl WorldFlags {
+    /// The etcd configuration, when `--etcd` was given.
+    pub fn etcd_config(&self) -> Option<EtcdConfig> {
+        if self.etcd.is_empty() {
+            return None;
+        }
+        let mut cfg = EtcdConfig::new(self.etcd.clone());
+        if self.etcd_ca.is_some() || self.etcd_cert.is_some() || self.etcd_key.is_some() {
+            cfg.tls = Some(EtcdTls {
+                ca: self.etcd_ca.clone(),
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_key.clone(),
+            });
+        }
+        if let Some(user) = &self.etcd_user {
+            cfg.user = Some((user.clone(), self.etcd_password.clone().unwrap_or_default()));
+        }
+        Some(cfg)
+    }
+
+    /// The backend these flags select.
+    pub fn backend(&self) -> Backend {
+        match self.etcd_config() {
+            Some(cfg) => Backend::Etcd(cfg),
+            None => Backend::Embedded {
+                state_dir: self.state_dir.clone(),
+            },
+        }
+    }
+
+    /// The key namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
 }
 
 #[derive(clap::Subcommand, Clone, Copy)]
@@ -121,56 +166,49 @@ pub fn main(args: WorldArgs) -> ExitCode {
     }
 }
 
-fn open_embedded(args: &WorldArgs) -> Result<Arc<dyn Store>> {
-    let log = args.state_dir.join(LOG_FILE);
+fn open_embedded(state_dir: &std::path::Path) -> Result<Arc<dyn Store>> {
+    let log = state_dir.join(LOG_FILE);
     if !log.exists() {
         bail!(
             "no embedded store at {} (run `tend run` with this --state-dir first, or pass --etcd URL)",
             log.display()
         );
     }
-    Ok(Arc::new(Embedded::open_read_only(&args.state_dir)?))
+    Ok(Arc::new(Embedded::open_read_only(state_dir)?))
 }
 
 async fn run(args: WorldArgs) -> Result<()> {
     let what = args.what;
+    let args = args.flags;
     let view = what.view();
-    if args.etcd.is_empty() {
-        let log = args.state_dir.join(LOG_FILE);
-        let mut last = None;
-        loop {
-            // The owner may be running: poll the log and re-read it when it grows.
-            let stamp = std::fs::metadata(&log)
-                .ok()
-                .map(|m| (m.len(), m.modified().ok()));
-            if stamp != last || last.is_none() {
-                let store = open_embedded(&args)?;
-                print(&Inspector::new(store, &args.namespace), what, view).await?;
-                last = stamp;
+    let cfg = match args.backend() {
+        Backend::Etcd(cfg) => cfg,
+        Backend::Embedded { state_dir } => {
+            let log = state_dir.join(LOG_FILE);
+            let mut last = None;
+            loop {
+                // The owner may be running: poll the log and re-read it when it changes.
+                let stamp = std::fs::metadata(&log)
+                    .ok()
+                    .map(|m| (m.len(), m.modified().ok()));
+                if stamp != last || last.is_none() {
+                    let store = open_embedded(&state_dir)?;
+                    print(&Inspector::new(store, args.namespace()), what, view).await?;
+                    last = stamp;
+                }
+                if !view.watch {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            if !view.watch {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-    }
-    let mut cfg = EtcdConfig::new(args.etcd.clone());
-    if args.etcd_ca.is_some() || args.etcd_cert.is_some() || args.etcd_key.is_some() {
-        cfg.tls = Some(EtcdTls {
-            ca: args.etcd_ca.clone(),
-            cert: args.etcd_cert.clone(),
-            key: args.etcd_key.clone(),
-        });
-    }
-    if let Some(user) = &args.etcd_user {
-        cfg.user = Some((user.clone(), args.etcd_password.clone().unwrap_or_default()));
-    }
+    };
     let store: Arc<dyn Store> = Arc::new(
         Etcd::connect(cfg)
             .await
             .with_context(|| format!("connecting to etcd at {}", args.etcd.join(",")))?,
     );
-    let inspector = Inspector::new(store, &args.namespace);
+    let inspector = Inspector::new(store, args.namespace());
     if !view.watch {
         return print(&inspector, what, view).await;
     }

@@ -105,6 +105,11 @@ fn chains(chains: usize, len: usize) -> GraphSpec {
 }
 
 async fn converge(e: &Engine, g: GraphSpec) -> Duration {
+    if std::env::var_os("VERBOSE").is_some() {
+        let t = Instant::now();
+        e.check_graph(&g).expect("valid graph");
+        eprintln!("check_graph took {:.1?}", t.elapsed());
+    }
     let t = Instant::now();
     let st = e.swap(g).await.expect("valid graph");
     if std::env::var_os("VERBOSE").is_some() {

@@ -3,7 +3,7 @@
 //! One coordinator task owns the graph and every vertex's state; everything else (init and
 //! watch drivers, `check_apply` runs, retry and rate-limit timers, removals) runs in its own
 //! task and reports back to the coordinator through one channel. A panic in a resource is
-//! caught as a `JoinError` of the task that ran it and fails that vertex only.
+//! caught (`catch_unwind` around each resource call) and fails that vertex only.
 //!
 //! Scheduling: a vertex runs `check_apply` when its watch is up, it is dirty (first run, drift,
 //! refresh, new spec), it is not failed nor waiting for a retry or a rate-limit token, and every
@@ -12,10 +12,12 @@
 //! the named `Meta:sema` semaphores (acquired in sorted order).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -450,27 +452,14 @@ struct Coord {
 /// The shortest interval between two status publications that do not change convergence.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(10);
 
-fn join_error_message(e: tokio::task::JoinError) -> String {
-    if e.is_panic() {
-        let p = e.into_panic();
-        if let Some(s) = p.downcast_ref::<&str>() {
-            format!("panicked: {s}")
-        } else if let Some(s) = p.downcast_ref::<String>() {
-            format!("panicked: {s}")
-        } else {
-            "panicked".to_string()
-        }
+/// What a caught panic says, as an error message.
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        format!("panicked: {s}")
     } else {
-        "cancelled".to_string()
-    }
-}
-
-/// Aborts a task when dropped (so aborting a driver also aborts the watch it spawned).
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+        "panicked".to_string()
     }
 }
 
@@ -732,10 +721,10 @@ impl Coord {
                     if !inited {
                         return None;
                     }
-                    match tokio::spawn(async move { res.cleanup().await }).await {
+                    match AssertUnwindSafe(res.cleanup()).catch_unwind().await {
                         Ok(Ok(())) => None,
                         Ok(Err(e)) => Some((id, e.0)),
-                        Err(je) => Some((id, join_error_message(je))),
+                        Err(p) => Some((id, panic_message(p))),
                     }
                 });
             for (id, error) in futures::future::join_all(futs).await.into_iter().flatten() {
@@ -797,14 +786,11 @@ impl Coord {
         let poll = v.spec.meta.poll;
         v.driver = Some(tokio::spawn(async move {
             if !skip_init {
-                let r2 = res.clone();
-                let h = tokio::spawn(async move { r2.init(&ctx).await });
-                let _guard = AbortOnDrop(h.abort_handle());
-                let out = h.await;
+                let out = AssertUnwindSafe(res.init(&ctx)).catch_unwind().await;
                 let err = match out {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(e.0),
-                    Err(je) => Some(join_error_message(je)),
+                    Err(p) => Some(panic_message(p)),
                 };
                 if let Some(error) = err {
                     let _ = tx.send(Msg::Failed {
@@ -846,8 +832,8 @@ impl Coord {
                 }
             }
             let (w, r) = Watcher::channel();
-            let mut h = tokio::spawn(async move { res.watch(w).await });
-            let _guard = AbortOnDrop(h.abort_handle());
+            // The watch runs inside this task: aborting the driver drops it.
+            let mut h = AssertUnwindSafe(res.watch(w)).catch_unwind();
             loop {
                 tokio::select! {
                     out = &mut h => {
@@ -855,7 +841,7 @@ impl Coord {
                         let msg = match out {
                             Ok(Ok(())) => Msg::Watch { inc, running: true, dirty: sig.dirty },
                             Ok(Err(e)) => Msg::Failed { inc, phase: "watch", error: e.0 },
-                            Err(je) => Msg::Failed { inc, phase: "watch", error: join_error_message(je) },
+                            Err(p) => Msg::Failed { inc, phase: "watch", error: panic_message(p) },
                         };
                         let _ = tx.send(msg);
                         return;
@@ -1152,33 +1138,27 @@ impl Coord {
                 return;
             }
             let start = Instant::now();
-            let task =
-                tokio::spawn(async move { res.check_apply(CheckCtx { apply, refresh }).await });
-            let abort = task.abort_handle();
+            // check_apply runs inside this task; a timeout or a cancellation drops it.
+            let call =
+                AssertUnwindSafe(res.check_apply(CheckCtx { apply, refresh })).catch_unwind();
             let run = async {
                 let joined = if timeout > 0 {
-                    match tokio::time::timeout(Duration::from_millis(timeout), task).await {
+                    match tokio::time::timeout(Duration::from_millis(timeout), call).await {
                         Ok(j) => j,
-                        Err(_) => {
-                            abort.abort();
-                            return Err(format!("timed out after {timeout} ms"));
-                        }
+                        Err(_) => return Err(format!("timed out after {timeout} ms")),
                     }
                 } else {
-                    task.await
+                    call.await
                 };
                 match joined {
                     Ok(Ok(c)) => Ok(c),
                     Ok(Err(e)) => Err(e.0),
-                    Err(je) => Err(join_error_message(je)),
+                    Err(p) => Err(panic_message(p)),
                 }
             };
             let result = tokio::select! {
                 r = run => r,
-                () = &mut cancelled => {
-                    abort.abort();
-                    Err("cancelled".to_string())
-                }
+                () = &mut cancelled => Err("cancelled".to_string()),
             };
             drop(permits);
             let _ = tx.send(Msg::CheckDone {

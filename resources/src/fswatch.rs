@@ -4,15 +4,17 @@
 //! instead of one watcher per resource, a single hub thread owns one
 //! `notify::RecommendedWatcher`, watches each *directory* once (reference counted), and
 //! dispatches events by path to the subscriptions that care. A subscription is for a target
-//! path; it is armed on the target's nearest existing ancestor directory. When that directory
-//! is deleted or moved, or when a missing directory between it and the target appears, the
-//! subscription is re-armed and its watcher gets an event. 10,000 files in one directory cost
-//! one inotify watch.
+//! path; it is armed on the target's nearest existing ancestor directory, and also holds every
+//! directory above that one. When any of them is deleted or moved, or when a missing directory
+//! between it and the target appears, the subscription is re-armed and its watcher gets an
+//! event. 10,000 files in one directory cost one inotify watch for the directory plus one per
+//! ancestor (shared by everyone).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
@@ -92,14 +94,16 @@ pub(crate) async fn subscribe(target: &Path, watcher: Watcher) -> Result<Subscri
 struct Sub {
     target: PathBuf,
     watcher: Watcher,
-    armed: Option<PathBuf>,
+    /// The directories it holds a watch on: the nearest existing ancestor of the target
+    /// (where it is armed), then each directory above it up to `/`.
+    held: Vec<PathBuf>,
     fatal: Option<oneshot::Sender<ResError>>,
 }
 
 struct Hub {
     events: mpsc::Sender<Msg>,
     notify: Option<RecommendedWatcher>,
-    /// Watched directory -> number of subscriptions armed on it.
+    /// Watched directory -> number of subscriptions holding it.
     dirs: HashMap<PathBuf, usize>,
     subs: HashMap<u64, Sub>,
     by_target: HashMap<PathBuf, HashSet<u64>>,
@@ -107,8 +111,15 @@ struct Hub {
     /// Subscriptions armed on a directory that is not their target's parent (the parent is
     /// missing), by armed directory: they care about directories being created below it.
     deep: HashMap<PathBuf, HashSet<u64>>,
+    /// Subscriptions holding a directory above the one they are armed on, by that directory.
+    under: HashMap<PathBuf, HashSet<u64>>,
     next_id: u64,
+    last_rescan: Option<Instant>,
+    rescan_due: bool,
 }
+
+/// The shortest time between two full rescans.
+const RESCAN_GAP: Duration = Duration::from_secs(1);
 
 /// The nearest existing directory that is an ancestor of `target`.
 fn nearest_dir(target: &Path) -> PathBuf {
@@ -134,12 +145,31 @@ impl Hub {
             by_target: HashMap::new(),
             by_armed: HashMap::new(),
             deep: HashMap::new(),
+            under: HashMap::new(),
             next_id: 1,
+            last_rescan: None,
+            rescan_due: false,
         }
     }
 
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        for msg in rx {
+        loop {
+            let msg = if self.rescan_due {
+                let since = self.last_rescan.map_or(RESCAN_GAP, |t| t.elapsed());
+                match rx.recv_timeout(RESCAN_GAP.saturating_sub(since)) {
+                    Ok(m) => m,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.rescan_now();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => return,
+                }
+            };
             match msg {
                 Msg::Subscribe {
                     target,
@@ -155,7 +185,7 @@ impl Hub {
                         Sub {
                             target,
                             watcher,
-                            armed: None,
+                            held: Vec::new(),
                             fatal: Some(fatal),
                         },
                     );
@@ -218,62 +248,86 @@ impl Hub {
         }
     }
 
-    fn detach(&mut self, id: u64) -> Option<PathBuf> {
-        let sub = self.subs.get_mut(&id)?;
-        let old = sub.armed.take()?;
-        for map in [&mut self.by_armed, &mut self.deep] {
-            if let Some(set) = map.get_mut(&old) {
+    /// Forgets where a subscription is armed; returns the directories it held.
+    fn detach(&mut self, id: u64) -> Vec<PathBuf> {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return Vec::new();
+        };
+        let held = std::mem::take(&mut sub.held);
+        let unindex = |map: &mut HashMap<PathBuf, HashSet<u64>>, dir: &Path| {
+            if let Some(set) = map.get_mut(dir) {
                 set.remove(&id);
                 if set.is_empty() {
-                    map.remove(&old);
+                    map.remove(dir);
                 }
             }
+        };
+        if let Some(armed) = held.first() {
+            unindex(&mut self.by_armed, armed);
+            unindex(&mut self.deep, armed);
         }
-        Some(old)
+        for a in held.iter().skip(1) {
+            unindex(&mut self.under, a);
+        }
+        held
     }
 
-    /// Arms (or re-arms) a subscription on its target's nearest existing ancestor.
+    fn watch_error(dir: &Path, e: notify::Error) -> ResError {
+        if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+            ResError::new(format!(
+                "watching {}: the inotify watch limit is reached \
+                 (raise fs.inotify.max_user_watches)",
+                dir.display()
+            ))
+        } else {
+            ResError::new(format!("watching {}: {e}", dir.display()))
+        }
+    }
+
+    /// Arms (or re-arms) a subscription on its target's nearest existing ancestor, and holds
+    /// every directory above it too, so that an ancestor moved away is noticed.
     fn arm(&mut self, id: u64) -> Result<(), ResError> {
-        for _ in 0..32 {
+        'again: for _ in 0..32 {
             let Some(sub) = self.subs.get(&id) else {
                 return Ok(());
             };
             let target = sub.target.clone();
             let want = nearest_dir(&target);
-            if sub.armed.as_ref() == Some(&want) {
+            if sub.held.first() == Some(&want) {
                 return Ok(());
             }
-            match self.acquire(&want) {
-                Ok(()) => {}
-                // It vanished between the look and the watch: look again.
-                Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => continue,
-                Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
-                    return Err(ResError::new(format!(
-                        "watching {}: the inotify watch limit is reached \
-                         (raise fs.inotify.max_user_watches)",
-                        want.display()
-                    )))
-                }
-                Err(e) => {
-                    return Err(ResError::new(format!("watching {}: {e}", want.display())));
+            let chain: Vec<PathBuf> = want.ancestors().map(Path::to_path_buf).collect();
+            for (i, dir) in chain.iter().enumerate() {
+                if let Err(e) = self.acquire(dir) {
+                    for d in &chain[..i] {
+                        self.release(d);
+                    }
+                    if matches!(e.kind, notify::ErrorKind::PathNotFound) {
+                        // It vanished between the look and the watch: look again.
+                        continue 'again;
+                    }
+                    return Err(Self::watch_error(dir, e));
                 }
             }
-            if let Some(old) = self.detach(id) {
+            for old in self.detach(id) {
                 self.release(&old);
             }
             self.by_armed.entry(want.clone()).or_default().insert(id);
             if target.parent() != Some(want.as_path()) {
                 self.deep.entry(want.clone()).or_default().insert(id);
             }
+            for a in chain.iter().skip(1) {
+                self.under.entry(a.clone()).or_default().insert(id);
+            }
             if let Some(sub) = self.subs.get_mut(&id) {
-                sub.armed = Some(want);
+                sub.held = chain;
             }
         }
         Ok(())
     }
 
     fn remove(&mut self, id: u64) {
-        if let Some(old) = self.detach(id) {
+        for old in self.detach(id) {
             self.release(&old);
         }
         if let Some(sub) = self.subs.remove(&id) {
@@ -300,31 +354,55 @@ impl Hub {
         }
     }
 
-    /// A watched directory was deleted or moved away: its watch is dead; move everyone
-    /// armed on it.
+    /// A watched directory was deleted or moved away: its watch, and the watches of every
+    /// directory below it, are stale. Everyone armed there or below is re-armed.
     fn dir_gone(&mut self, dir: &Path) {
-        let Some(n) = self.dirs.remove(dir) else {
+        if !self.dirs.contains_key(dir) {
             return;
-        };
-        debug_assert!(n > 0);
-        if let Some(w) = self.notify.as_mut() {
-            let _ = w.unwatch(dir);
         }
-        let ids: Vec<u64> = self
-            .by_armed
-            .get(dir)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let stale: Vec<PathBuf> = self
+            .dirs
+            .keys()
+            .filter(|d| d.starts_with(dir))
+            .cloned()
+            .collect();
+        let mut ids: Vec<u64> = Vec::new();
+        for d in &stale {
+            self.dirs.remove(d);
+            if let Some(w) = self.notify.as_mut() {
+                let _ = w.unwatch(d);
+            }
+            for map in [&self.by_armed, &self.under] {
+                if let Some(set) = map.get(d) {
+                    ids.extend(set.iter().copied());
+                }
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
         for &id in &ids {
-            // The watch is already gone: forget it without releasing.
-            self.detach(id);
+            // Stale directories are no longer counted: releasing them does nothing.
+            for old in self.detach(id) {
+                self.release(&old);
+            }
         }
         for id in ids {
             self.rearm_and_signal(id);
         }
     }
 
+    /// Events were lost: everyone must look again. At most once per [`RESCAN_GAP`], so that
+    /// the re-checks (which read files) cannot feed an overflow loop.
     fn rescan(&mut self) {
+        match self.last_rescan {
+            Some(t) if t.elapsed() < RESCAN_GAP => self.rescan_due = true,
+            _ => self.rescan_now(),
+        }
+    }
+
+    fn rescan_now(&mut self) {
+        self.rescan_due = false;
+        self.last_rescan = Some(Instant::now());
         let ids: Vec<u64> = self.subs.keys().copied().collect();
         let dirs: Vec<PathBuf> = self.dirs.keys().cloned().collect();
         for d in dirs {

@@ -560,6 +560,25 @@ resources:
     let _ = child.kill();
     let _ = child.wait();
 
+    // Text --watch: the table first, then a line per resource that changes.
+    let mut child = Command::new(TEND)
+        .args(["resources", "--watch", "--addr", &api.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let table: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert!(table[0].starts_with("exec[bad]"), "{table:?}");
+    std::fs::write(api.sb.path("out/motd"), "drifted again\n").unwrap();
+    let change = lines.next().unwrap().unwrap();
+    assert!(
+        change.starts_with(&format!("file[{root}/out/motd]")),
+        "{change}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
     // No daemon there: a clear error, exit 1.
     let out = Command::new(TEND)
         .args(["status", "--addr", &format!("127.0.0.1:{}", free_port())])

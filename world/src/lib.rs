@@ -47,5 +47,6 @@ pub use store::etcd::{EtcdConfig, EtcdTls};
 pub use store::{KeyRange, KeyValue, Store};
 pub use world::{
     open_store, Backend, Changes, Deploy, DeployWorld, Export, ExportFilter, ExportKey, FsWorld,
-    HostInfo, HostWorld, NewDeploy, ResWorld, StrWorld, TreeEntry, World, WorldConfig, CHUNK_SIZE,
+    HostInfo, HostWorld, NewDeploy, ResWorld, StrWorld, TreeEntry, World, WorldConfig, WorldStatus,
+    CHUNK_SIZE,
 };

@@ -242,7 +242,16 @@ pub enum Backend {
 pub async fn open_store(backend: &Backend) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match backend {
         Backend::Etcd(cfg) => Arc::new(Etcd::connect(cfg.clone()).await?),
-        Backend::Embedded { state_dir } => Arc::new(Embedded::open(state_dir)?),
+        Backend::Embedded { state_dir } => {
+            // Replaying the log is blocking file I/O: keep it off the async workers.
+            let dir = state_dir.clone();
+            let opened = tokio::task::spawn_blocking(move || Embedded::open(&dir))
+                .await
+                .map_err(|e| {
+                    StoreError::Unsupported(format!("opening the embedded store failed: {e}"))
+                })?;
+            Arc::new(opened?)
+        }
     })
 }
 
@@ -305,7 +314,25 @@ struct Inner {
     own_exports: Mutex<BTreeMap<String, Vec<u8>>>,
     host: Mutex<HostRecord>,
     last_write: AtomicI64,
+    last_contact_ms: AtomicI64,
     tasks: Mutex<Vec<AbortOnDrop>>,
+}
+
+/// A snapshot of a World's health, for probes and `/info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorldStatus {
+    /// The store (`etcd http://...` or `embedded /path/world.log`).
+    pub backend: String,
+    /// This host's name.
+    pub hostname: String,
+    /// Whether the session was confirmed alive within its TTL.
+    pub session_ok: bool,
+    /// Last confirmation of the session, milliseconds since the Unix epoch.
+    pub last_contact_ms: u64,
+    /// The last store revision the watch cache applied.
+    pub cache_revision: i64,
+    /// Live local subscriptions.
+    pub subscribers: usize,
 }
 
 /// A host's handle on the World: implements every World trait. Cheap to clone; the session
@@ -360,6 +387,7 @@ impl World {
                 own_exports: Mutex::new(BTreeMap::new()),
                 host: Mutex::new(host),
                 last_write: AtomicI64::new(0),
+                last_contact_ms: AtomicI64::new(now_ms() as i64),
                 tasks: Mutex::new(vec![cache_task]),
             }),
         };
@@ -375,9 +403,19 @@ impl World {
                 let w = World { inner };
                 let lease = w.lease();
                 delay = match w.inner.store.lease_keepalive(lease).await {
-                    Ok(_) => period,
+                    Ok(_) => {
+                        w.inner
+                            .last_contact_ms
+                            .store(now_ms() as i64, Ordering::SeqCst);
+                        period
+                    }
                     Err(StoreError::LeaseNotFound(_)) => match w.renew_session(lease).await {
-                        Ok(()) => period,
+                        Ok(()) => {
+                            w.inner
+                                .last_contact_ms
+                                .store(now_ms() as i64, Ordering::SeqCst);
+                            period
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, host = %w.inner.cfg.hostname, "cannot renew the world session");
                             Duration::from_millis(500)
@@ -415,6 +453,20 @@ impl World {
     /// The store under this World.
     pub fn store(&self) -> Arc<dyn Store> {
         self.inner.store.clone()
+    }
+
+    /// Health for probes: the session is OK when it was confirmed within its TTL.
+    pub fn status(&self) -> WorldStatus {
+        let last = self.inner.last_contact_ms.load(Ordering::SeqCst).max(0) as u64;
+        let ttl = self.inner.cfg.session_ttl.as_millis() as u64;
+        WorldStatus {
+            backend: self.inner.store.describe(),
+            hostname: self.inner.cfg.hostname.clone(),
+            session_ok: now_ms().saturating_sub(last) <= ttl,
+            last_contact_ms: last,
+            cache_revision: self.inner.cache.revision(),
+            subscribers: self.inner.cache.subscribers(),
+        }
     }
 
     /// The number of live local subscriptions (for tests and metrics).
@@ -486,8 +538,14 @@ impl World {
     /// Writes the records of `batch` that differ from the store (value or session), in one
     /// read and one write transaction. Only this host writes its own export keys.
     async fn put_leased_batch(&self, batch: Vec<(String, Vec<u8>)>) -> Result<bool, WorldError> {
-        if batch.is_empty() {
-            return Ok(false);
+        match batch.len() {
+            0 => return Ok(false),
+            // One record: a single compare-and-put transaction.
+            1 => {
+                let (key, value) = batch.into_iter().next().expect("one record");
+                return self.put_leased(&key, value).await;
+            }
+            _ => {}
         }
         for attempt in 0..3 {
             let lease = self.lease();
@@ -586,10 +644,30 @@ impl World {
         for (key, value) in exports {
             ops.push(Op::Put { key, value, lease });
         }
-        for chunk in ops.chunks(100) {
+        // At most 64 operations and about 512 KiB per transaction (etcd's limits).
+        let mut batch: Vec<Op> = Vec::new();
+        let mut size = 0;
+        for op in ops {
+            let len = match &op {
+                Op::Put { key, value, .. } => key.len() + value.len(),
+                _ => 0,
+            };
+            if !batch.is_empty() && (batch.len() >= 64 || size + len > 512 * 1024) {
+                self.txn(Txn {
+                    compares: vec![],
+                    success: std::mem::take(&mut batch),
+                    failure: vec![],
+                })
+                .await?;
+                size = 0;
+            }
+            size += len;
+            batch.push(op);
+        }
+        if !batch.is_empty() {
             self.txn(Txn {
                 compares: vec![],
-                success: chunk.to_vec(),
+                success: batch,
                 failure: vec![],
             })
             .await?;
@@ -628,6 +706,13 @@ impl World {
         match self.inner.store.get(&key).await? {
             Some(kv) => self.decode_deploy(&key, &kv.value),
             None => Err(WorldError::DeployNotFound(id)),
+        }
+    }
+
+    /// Retention after a deploy: a failure is logged, never reported as a failed deploy.
+    async fn retention_best_effort(&self) {
+        if let Err(e) = self.apply_retention().await {
+            tracing::warn!(error = %e, "deploy retention failed; old deploys and files are kept");
         }
     }
 
@@ -1442,7 +1527,7 @@ impl DeployWorld for World {
                 // Our own retried write may have landed: check before calling it a conflict.
                 if let Ok(d) = self.store_deploy(id).await {
                     if d.hash == record.hash {
-                        self.apply_retention().await?;
+                        self.retention_best_effort().await;
                         return Ok(d);
                     }
                 }
@@ -1458,7 +1543,7 @@ impl DeployWorld for World {
                     latest,
                 });
             }
-            self.apply_retention().await?;
+            self.retention_best_effort().await;
             return Ok(Deploy {
                 id,
                 bundle: record.bundle,

@@ -13,9 +13,6 @@ use tend_world::{
 
 use crate::support::{eventually, next_change, Fixture, Kind};
 
-#[allow(dead_code)]
-const _: Kind = Kind::Etcd;
-
 fn export(kind: &str, name: &str, to: &str, data: &str) -> Export {
     Export {
         kind: kind.into(),
@@ -497,6 +494,15 @@ async fn files_are_chunked_and_deduplicated(fx: Fixture) {
 async fn hosts_register_and_leave(fx: Fixture) {
     let h1 = fx.world("h1").await;
     let h2 = fx.world("h2").await;
+    let status = h1.status();
+    assert!(status.session_ok, "{status:?}");
+    assert_eq!(status.hostname, "h1");
+    let backend = if fx.kind == Kind::Etcd {
+        "etcd "
+    } else {
+        "embedded "
+    };
+    assert!(status.backend.starts_with(backend), "{status:?}");
     let mut watch = h1.hosts_watch();
     next_change(&mut watch, "initial").await;
     // h2 registered itself; h1's cache learns it through its watch.

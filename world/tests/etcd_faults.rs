@@ -231,3 +231,32 @@ async fn tls_with_client_certificates() {
     w.str_set("over", "tls").await.unwrap();
     assert_eq!(w.str_get("over").await.unwrap(), "tls");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password() {
+    let etcd = EtcdServer::start().unwrap();
+    let mut admin = etcd_client::Client::connect([etcd.client_url.clone()], None)
+        .await
+        .unwrap();
+    admin.user_add("root", "s3cret", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+    let mut cfg = EtcdConfig::new(vec![etcd.client_url.clone()]);
+    cfg.retries = 1;
+    let err = Etcd::connect(cfg.clone())
+        .await
+        .err()
+        .expect("anonymous refused");
+    assert!(err.to_string().contains(&etcd.client_url), "{err}");
+    cfg.user = Some(("root".into(), "wrong".into()));
+    assert!(
+        Etcd::connect(cfg.clone()).await.is_err(),
+        "wrong password refused"
+    );
+    cfg.user = Some(("root".into(), "s3cret".into()));
+    let mut wc = WorldConfig::etcd(vec![], "h1");
+    wc.backend = tend_world::Backend::Etcd(cfg);
+    let w = World::connect(wc).await.unwrap();
+    w.str_set("who", "root").await.unwrap();
+    assert_eq!(w.str_get("who").await.unwrap(), "root");
+}

@@ -36,6 +36,8 @@ const FRAME: usize = 12;
 const HISTORY_MAX_BYTES: usize = 64 << 20;
 const HISTORY_MAX_REVS: usize = 100_000;
 const COMPACT_MIN_BYTES: u64 = 64 << 20;
+/// The largest tail that may be a torn (never acknowledged) record.
+const TORN_MAX: usize = 16 << 20;
 
 #[derive(Serialize, Deserialize)]
 enum LogRecord {
@@ -350,6 +352,17 @@ fn replay(path: &Path, file: &mut File, state: &mut State) -> Result<u64, StoreE
             }
         }
         off = end;
+    }
+    // A torn tail is at most one unacknowledged record; much more than that is damage, and
+    // truncating it would lose acknowledged writes.
+    if buf.len() - off > TORN_MAX {
+        return Err(corrupt(
+            off,
+            format!(
+                "{} unreadable bytes at the end (more than one record could leave)",
+                buf.len() - off
+            ),
+        ));
     }
     Ok(off as u64)
 }

@@ -330,7 +330,11 @@ impl Etcd {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     failures += 1;
-                    tracing::debug!(error = %e, key = %range.start, "etcd watch failed; retrying");
+                    if failures >= 5 {
+                        tracing::warn!(error = %describe(&e), key = %range.start, "cannot re-open the etcd watch; retrying");
+                    } else {
+                        tracing::debug!(error = %describe(&e), key = %range.start, "etcd watch failed; retrying");
+                    }
                     tokio::time::sleep(backoff(failures)).await;
                     continue;
                 }
@@ -349,7 +353,11 @@ impl Etcd {
                     Ok(Some(resp)) => resp,
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::debug!(error = %e, key = %range.start, "etcd watch broke; resuming");
+                        if failures >= 5 {
+                            tracing::warn!(error = %describe(&e), key = %range.start, "etcd watch keeps breaking; resuming");
+                        } else {
+                            tracing::debug!(error = %describe(&e), key = %range.start, "etcd watch broke; resuming");
+                        }
                         break;
                     }
                 };
