@@ -9,6 +9,7 @@ mod api;
 mod check_cmd;
 mod client;
 mod logging;
+mod mcl_front;
 mod progress;
 mod run;
 mod world_cmd;

@@ -128,6 +128,7 @@ impl Program {
 fn start_front_end(
     program: Program,
     registry: Arc<Registry>,
+    hostname: String,
 ) -> Result<watch::Receiver<Arc<FrameResult>>, Vec<String>> {
     match program {
         Program::Yaml(path) => {
@@ -136,10 +137,7 @@ fn start_front_end(
             tokio::spawn(follow_yaml(path, registry, tx));
             Ok(rx)
         }
-        Program::Mcl(path) => Err(vec![format!(
-            "{}: the mcl front end is not available in this build; use a YAML graph (.yaml)",
-            path.display()
-        )]),
+        Program::Mcl(path) => crate::mcl_front::start(path, registry, hostname),
     }
 }
 
@@ -242,7 +240,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let registry = Arc::new(tend_resources::registry());
-    let mut frames = match start_front_end(program, registry.clone()) {
+    let host = args.hostname.clone().unwrap_or_else(machine_hostname);
+    let mut frames = match start_front_end(program, registry.clone(), host) {
         Ok(rx) => rx,
         Err(errs) => {
             print_errors(&errs);

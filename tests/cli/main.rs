@@ -4,8 +4,8 @@
 
 mod api;
 mod bad_input;
-mod check_cmd;
 mod daemon;
+mod mcl;
 mod one_shot;
 mod sandbox;
 mod world_cmd;

@@ -1,4 +1,4 @@
-//! `tend check` as users run it: the real binary on real files (spec/mcl.md §12).
+//! mcl programs through the real binary: `tend check` (spec/mcl.md §12) and `tend run` on `.mcl`.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -98,4 +98,88 @@ fn world_seed_and_hostname() {
         String::from_utf8(out.stdout).unwrap(),
         "Vertex: test[on-db]\n"
     );
+}
+
+#[test]
+fn run_converges_an_mcl_program() {
+    let sb = crate::sandbox::Sandbox::new();
+    let target = sb.path("out/motd");
+    let prog = sb.write(
+        "prog/main.mcl",
+        &format!(
+            "import \"strings\"\n$who = \"world\"\nfile \"{}\" {{\n\tcontent => strings.to_upper(\"hello ${{who}}\\n\"),\n\tstate => $const.res.file.state.exists,\n}}\n",
+            target.display()
+        ),
+    );
+    std::fs::create_dir_all(sb.path("out")).unwrap();
+    let state = sb.state_dir();
+    let out = sb.run(&[
+        "run",
+        prog.parent().unwrap().to_str().unwrap(),
+        "--converged-timeout",
+        "0",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--listen",
+        "none",
+    ]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "HELLO WORLD\n");
+}
+
+#[test]
+fn run_swaps_in_each_new_mcl_graph() {
+    use crate::sandbox::{read, wait_for};
+    use std::time::Duration;
+
+    let sb = crate::sandbox::Sandbox::new();
+    let prog = sb.write(
+        "main.mcl",
+        "import \"os\"\nimport \"sys\"\n$root = sys.getenv(\"TEND_ROOT\")\n$g = os.readfile(\"${root}/greeting\") <|> \"default\\n\"\nfile \"${root}/out/motd\" {\n\tcontent => $g,\n}\n",
+    );
+    std::fs::create_dir_all(sb.path("out")).unwrap();
+    let d = sb.spawn(&[
+        "run",
+        prog.to_str().unwrap(),
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+        "--listen",
+        "none",
+    ]);
+    let motd = sb.path("out/motd");
+    let ctx = || {
+        format!(
+            "command: {}\nstderr:\n{}\n{}",
+            d.cmdline,
+            d.stderr(),
+            sb.listing()
+        )
+    };
+    let limit = Duration::from_secs(20);
+    wait_for(
+        "the first graph",
+        limit,
+        || read(&motd).as_deref() == Some("default\n"),
+        ctx,
+    );
+    // A new value of the watched file is a new graph, swapped in without a restart.
+    let tmp = sb.path("greeting.tmp");
+    std::fs::write(&tmp, "custom\n").unwrap();
+    std::fs::rename(&tmp, sb.path("greeting")).unwrap();
+    wait_for(
+        "the new graph",
+        limit,
+        || read(&motd).as_deref() == Some("custom\n"),
+        ctx,
+    );
+    // Deleted: the fallback of `<|>`.
+    std::fs::remove_file(sb.path("greeting")).unwrap();
+    wait_for(
+        "the fallback graph",
+        limit,
+        || read(&motd).as_deref() == Some("default\n"),
+        ctx,
+    );
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(10)).is_some(), "{}", ctx());
 }
