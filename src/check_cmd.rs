@@ -1,17 +1,105 @@
-//! `tend check`.
+//! `tend check PROGRAM [--print-graph] [--hostname H] [--world FILE]` (spec/mcl.md §12):
+//! compiles the program, waits (at most 10 s) for its first graph, and prints it as sorted
+//! `Vertex:`/`Edge:` lines. Errors go to stderr, rendered like a compiler, with exit status 1.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tend_lang::funcs::world::{MemWorld, WorldView};
+use tend_lang::interp::print_graph;
+use tend_lang::program::{compile, Options};
 
 /// Arguments of `tend check`.
 #[derive(clap::Args)]
 pub struct CheckArgs {
-    /// Anything; this command is not available yet.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// The program: a `.mcl` file or a directory holding `main.mcl`.
+    program: PathBuf,
+    /// Print the first resource graph (sorted `Vertex:` and `Edge:` lines).
+    #[arg(long)]
+    print_graph: bool,
+    /// The value of `$hostname` (default: the world seed's host name, else "").
+    #[arg(long)]
+    hostname: Option<String>,
+    /// A JSON seed for the in-memory world (exports, values), as in golden tests.
+    #[arg(long)]
+    world: Option<PathBuf>,
 }
 
 /// Runs `tend check`.
-pub fn main(_args: CheckArgs) -> ExitCode {
-    eprintln!("tend check: not available in this build yet");
-    ExitCode::from(2)
+pub fn main(args: CheckArgs) -> ExitCode {
+    let world = match &args.world {
+        Some(p) => {
+            let text = match std::fs::read_to_string(p) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: cannot read world seed {}: {e}", p.display());
+                    return ExitCode::from(1);
+                }
+            };
+            match MemWorld::from_json(&text, args.hostname.as_deref()) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", p.display());
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        None => MemWorld::new(args.hostname.as_deref().unwrap_or("")),
+    };
+    let registry = tend_resources::registry();
+    let schemas = registry.schemas();
+    let opts = Options {
+        hostname: world.hostname(),
+        schemas,
+        world,
+        validate: Some(Arc::new(move |spec| {
+            registry.validate(spec).map_err(|e| e.to_string())
+        })),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let prog = match compile(&args.program, opts) {
+        Ok(p) => p,
+        Err(f) => {
+            eprint!("{}", f.render());
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        let mut rx = prog.run();
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await
+    });
+    // Stream sources may hold blocking watchers; do not wait for them.
+    rt.shutdown_background();
+    match result {
+        Ok(Some(Ok(g))) => {
+            if args.print_graph {
+                print!("{}", print_graph(&g));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Some(Err(text))) => {
+            eprint!("{text}");
+            ExitCode::from(1)
+        }
+        Ok(None) => {
+            eprintln!("error: errStream: the program ended without producing a graph");
+            ExitCode::from(1)
+        }
+        Err(_) => {
+            eprintln!("error: errStream: no first graph within 10 s");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod api;
 mod check_cmd;
+mod client;
 mod logging;
+mod mcl_front;
 mod progress;
 mod run;
 mod world_cmd;
@@ -28,6 +31,14 @@ enum Cmd {
     Check(check_cmd::CheckArgs),
     /// Read the World's store directly: exports, strings, deploys, hosts.
     World(world_cmd::WorldArgs),
+    /// Show the daemon's state on one screen (a client of `tend run`'s HTTP API).
+    Status(client::StatusArgs),
+    /// Print the daemon's running graph (JSON, text, or Graphviz dot).
+    Graph(client::GraphArgs),
+    /// List the daemon's resources with their state, or follow changes with --watch.
+    Resources(client::WatchArgs),
+    /// List the exports this host may collect, or follow changes with --watch.
+    Exports(client::WatchArgs),
     /// Print the version.
     Version,
 }
@@ -38,6 +49,10 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run::main(a),
         Cmd::Check(a) => check_cmd::main(a),
         Cmd::World(a) => world_cmd::main(a),
+        Cmd::Status(a) => client::status(a),
+        Cmd::Graph(a) => client::graph(a),
+        Cmd::Resources(a) => client::resources(a),
+        Cmd::Exports(a) => client::exports(a),
         Cmd::Version => {
             println!("tend {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// directives like `info,tend_engine=debug`).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log_level: String,
+    /// Address of the HTTP API (health probes, metrics, state; see README): `HOST:PORT`, or
+    /// `none` to disable it. Default 127.0.0.1:9488; when the default is taken the daemon
+    /// warns and runs without the API.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<crate::api::Listen>,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -123,6 +128,7 @@ impl Program {
 fn start_front_end(
     program: Program,
     registry: Arc<Registry>,
+    hostname: String,
 ) -> Result<watch::Receiver<Arc<FrameResult>>, Vec<String>> {
     match program {
         Program::Yaml(path) => {
@@ -131,10 +137,7 @@ fn start_front_end(
             tokio::spawn(follow_yaml(path, registry, tx));
             Ok(rx)
         }
-        Program::Mcl(path) => Err(vec![format!(
-            "{}: the mcl front end is not available in this build; use a YAML graph (.yaml)",
-            path.display()
-        )]),
+        Program::Mcl(path) => crate::mcl_front::start(path, registry, hostname),
     }
 }
 
@@ -237,7 +240,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let registry = Arc::new(tend_resources::registry());
-    let mut frames = match start_front_end(program, registry.clone()) {
+    let host = args.hostname.clone().unwrap_or_else(machine_hostname);
+    let mut frames = match start_front_end(program, registry.clone(), host) {
         Ok(rx) => rx,
         Err(errs) => {
             print_errors(&errs);
@@ -272,6 +276,11 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
     // The program is valid: from here on the host may change.
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+    let api_state = crate::api::ApiState::new(
+        engine.clone(),
+        crate::api::ApiInfo::local(&hostname, &args.program),
+    );
+    crate::api::start(args.listen, api_state.clone()).await?;
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -295,8 +304,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
     match engine.swap(first.graph.clone()).await {
         Ok(stats) => {
             tracing::debug!(added = stats.added, duration = ?stats.duration, "first graph swapped in");
-            let s = status.borrow_and_update().clone();
-            conv.swapped(&s, &first.graph);
+            // (Never clone a Status: it holds every vertex.)
+            conv.swapped(&status.borrow_and_update(), &first.graph);
         }
         Err(errs) => {
             let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
@@ -319,8 +328,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                 if changed.is_err() {
                     anyhow::bail!("the engine stopped unexpectedly");
                 }
-                let s = status.borrow_and_update().clone();
-                conv.observe(&s);
+                conv.observe(&status.borrow_and_update());
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 progress::finish();
@@ -340,9 +348,11 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                         for e in errs {
                             tracing::error!(error = %e, "new graph rejected; keeping the running one");
                         }
+                        api_state.set_program_error(Some(errs.join("; ")));
                     }
                     Ok(f) => match engine.swap(f.graph.clone()).await {
                         Ok(stats) => {
+                            api_state.set_program_error(None);
                             tracing::info!(
                                 added = stats.added,
                                 removed = stats.removed,
@@ -350,13 +360,14 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                                 kept = stats.kept,
                                 "new graph swapped in"
                             );
-                            let s = status.borrow_and_update().clone();
-                            conv.swapped(&s, &f.graph);
+                            conv.swapped(&status.borrow_and_update(), &f.graph);
                         }
                         Err(errs) => {
                             for e in &errs {
                                 tracing::error!(error = %(f.describe)(e), "new graph rejected; keeping the running one");
                             }
+                            let msgs: Vec<String> = errs.iter().map(|e| (f.describe)(e)).collect();
+                            api_state.set_program_error(Some(msgs.join("; ")));
                         }
                     },
                 }

@@ -68,6 +68,8 @@ struct Inner {
     tx: mpsc::UnboundedSender<Msg>,
     status: watch::Receiver<Status>,
     sink: EventSink,
+    /// The last graph swapped in, with every edge (automatic ones included).
+    graph: std::sync::Mutex<Arc<GraphSpec>>,
 }
 
 type SwapReply = oneshot::Sender<Result<SwapStats, Vec<GraphError>>>;
@@ -169,6 +171,7 @@ impl Engine {
                 tx,
                 status: status_rx,
                 sink,
+                graph: std::sync::Mutex::new(Arc::new(GraphSpec::default())),
             }),
         }
     }
@@ -187,6 +190,12 @@ impl Engine {
         let started = Instant::now();
         let a = analyze(&self.inner.registry, &g)?;
         let (reply, rx) = oneshot::channel();
+        // Published before the swap starts (and so before the generation moves), so that a
+        // reader woken by the new generation sees this graph.
+        *self.inner.graph.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(GraphSpec {
+            resources: g.resources.clone(),
+            edges: edges.clone(),
+        });
         self.inner
             .tx
             .send(Msg::Swap {
@@ -198,6 +207,16 @@ impl Engine {
             })
             .map_err(|_| stopped_error())?;
         rx.await.unwrap_or_else(|_| Err(stopped_error()))
+    }
+
+    /// The graph of the last swap started, with every edge (automatic ones included); empty
+    /// before the first swap.
+    pub fn graph(&self) -> Arc<GraphSpec> {
+        self.inner
+            .graph
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The graph's status, updated as vertices change state.

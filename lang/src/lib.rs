@@ -4,3 +4,15 @@
 //!
 //! **`lang` knows no concrete resource kind**: it type-checks resource fields against the
 //! schemas handed to it.
+
+pub mod check;
+pub mod diag;
+pub mod syntax;
+
+pub mod funcs;
+pub mod graph;
+pub mod interp;
+pub mod program;
+pub mod scope;
+pub mod types;
+pub mod unify;

@@ -13,15 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-
 use tend_engine::{
     AutoEdges, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Value,
     Watcher,
 };
 
 use crate::params::{field_err, Params};
-use crate::process::{describe, log_lines, CmdLine, TAIL_LINES};
+use crate::process::{describe, log_lines, CmdLine, Lines, TAIL_LINES};
 
 /// The `exec` schema.
 pub(crate) fn schema() -> &'static KindSchema {
@@ -250,8 +248,8 @@ impl Resource for Exec {
             .ok_or_else(|| ResError::new("watchcmd: no stdout"))?;
         w.running();
         let events = async {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
+            let mut lines = Lines::new(stdout);
+            while let Some(l) = lines.next().await {
                 tracing::debug!(resource = %self.id, line = %l, "watchcmd event");
                 self.needs_run.store(true, Ordering::SeqCst);
                 w.event();

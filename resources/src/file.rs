@@ -7,11 +7,12 @@
 //! when it differs; mode and owner are fixed in place. Missing parent directories are created
 //! (mode 0755). The watch uses the process-wide inotify hub ([`crate::fswatch`]).
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use tend_engine::{
     AutoEdges, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Watcher,
@@ -326,10 +327,55 @@ fn make_parents(path: &Path) -> Result<(), ResError> {
     Ok(())
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), ResError> {
+fn fsync_dir_now(dir: &Path) -> Result<(), ResError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| ResError::io("syncing directory", dir, e))
+}
+
+/// Group commit of directory fsyncs: per directory, how many syncs were asked for, how many
+/// are covered by a completed fsync, and whether one is running.
+#[derive(Default)]
+struct DirSync {
+    state: Mutex<(u64, u64, bool)>,
+    done: Condvar,
+}
+
+/// Makes the entries of `dir` durable. Callers that arrive while a sync is running wait for
+/// the next one, which covers all of them: 10,000 files written concurrently into one
+/// directory cost a handful of directory fsyncs, not 10,000.
+fn fsync_dir(dir: &Path) -> Result<(), ResError> {
+    static DIRS: OnceLock<Mutex<HashMap<PathBuf, Arc<DirSync>>>> = OnceLock::new();
+    let ds = DIRS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(dir.to_path_buf())
+        .or_default()
+        .clone();
+    let mut g = ds.state.lock().unwrap_or_else(|e| e.into_inner());
+    g.0 += 1;
+    let mine = g.0;
+    loop {
+        if g.1 >= mine {
+            return Ok(());
+        }
+        if !g.2 {
+            // A sync that starts now covers every request made so far.
+            g.2 = true;
+            let covers = g.0;
+            drop(g);
+            let res = fsync_dir_now(dir);
+            let mut g = ds.state.lock().unwrap_or_else(|e| e.into_inner());
+            g.2 = false;
+            if res.is_ok() {
+                g.1 = g.1.max(covers);
+            }
+            ds.done.notify_all();
+            return res;
+        }
+        g = ds.done.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
 }
 
 /// Writes `data` to `path` atomically, with the given mode and owner.

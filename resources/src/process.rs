@@ -185,9 +185,9 @@ pub(crate) async fn log_lines(
     stream: &'static str,
     keep: usize,
 ) -> VecDeque<String> {
-    let mut lines = BufReader::new(r).lines();
+    let mut lines = Lines::new(r);
     let mut tail = VecDeque::new();
-    while let Ok(Some(line)) = lines.next_line().await {
+    while let Some(line) = lines.next().await {
         tracing::info!(resource = %label, stream, "{line}");
         if keep > 0 {
             if tail.len() == keep {
@@ -197,4 +197,40 @@ pub(crate) async fn log_lines(
         }
     }
     tail
+}
+
+/// Lines of a child's output. Invalid UTF-8 is replaced rather than ending the read (a
+/// reader that stops would leave the child blocked on a full pipe), and very long lines are
+/// cut at [`MAX_LINE`] bytes.
+pub(crate) struct Lines<R> {
+    r: BufReader<R>,
+    buf: Vec<u8>,
+}
+
+/// The longest line kept (the rest of the line is dropped).
+pub(crate) const MAX_LINE: usize = 64 * 1024;
+
+impl<R: AsyncRead + Unpin> Lines<R> {
+    /// Reads lines from `r`.
+    pub(crate) fn new(r: R) -> Self {
+        Lines {
+            r: BufReader::new(r),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next line without its newline; `None` at the end (or on a read error).
+    pub(crate) async fn next(&mut self) -> Option<String> {
+        self.buf.clear();
+        match self.r.read_until(b'\n', &mut self.buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                if self.buf.last() == Some(&b'\n') {
+                    self.buf.pop();
+                }
+                self.buf.truncate(MAX_LINE);
+                Some(String::from_utf8_lossy(&self.buf).into_owned())
+            }
+        }
+    }
 }

@@ -224,3 +224,41 @@ async fn watchcmd_lines_are_drift_events() {
     .await;
     assert!(res.is_ok(), "the watch did not end with its command");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_watch_kills_the_watch_command() {
+    let t = tempfile::tempdir().unwrap();
+    let pidfile = t.path().join("pid");
+    let r = build(sh("e", "true").param(
+        "watchcmd",
+        format!("sleep 300 & echo $! > {}; wait", pidfile.display()),
+    ));
+    let w = watch(&r).await;
+    eventually("the watch command started", 10, || {
+        fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    drop(w);
+    eventually("the watch command's group is killed", 5, || !alive(pid)).await;
+}
+
+#[tokio::test]
+async fn binary_and_bulky_output_does_not_block_the_command() {
+    let r = build(
+        sh(
+            "e",
+            "head -c 2000000 /dev/urandom; head -c 300000 /dev/urandom >&2; echo done >&2",
+        )
+        .param("timeout", 60i64),
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    let r = build(sh("e", "printf 'bad \\377 byte\\n' >&2; exit 1"));
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("bad \u{fffd} byte"), "{e}");
+}

@@ -350,7 +350,19 @@ async fn watch_follows_the_parent_directory_being_removed_and_recreated() {
     wd.event("parent back").await;
     wd.clear();
     fs::write(&deep, "z").unwrap();
-    wd.event("write under the replaced ancestor").await;
+    wd.event("write under the replaced parent").await;
+    wd.clear();
+
+    // A grand-parent is moved away: the file is gone from its path.
+    fs::rename(t.path().join("g"), t.path().join("g.older")).unwrap();
+    wd.event("grand-parent moved away").await;
+    assert_eq!(apply(&rd).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&deep).unwrap(), "x");
+    wd.clear();
+    // The watch now follows the new directories, not the moved ones.
+    fs::write(t.path().join("g.older/h/child"), "elsewhere").unwrap();
+    fs::write(&deep, "edited").unwrap();
+    wd.event("edit under the new grand-parent").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,4 +434,38 @@ async fn thousands_of_watched_files_share_inotify() {
     w.clear();
     fs::write(t.path().join("f5"), "drift").unwrap();
     w.event("edit after many unsubscribes").await;
+}
+
+#[tokio::test]
+async fn unmanaged_existence_and_an_explicit_path() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("maybe");
+    let r = build(
+        ResSpec::new("file", "config")
+            .param("path", p.to_str().unwrap())
+            .param("state", "")
+            .param("content", "managed"),
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    assert!(!p.exists(), "state \"\" does not create");
+    fs::write(&p, "other").unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "managed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_notices_the_source_changing() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src/data");
+    fs::create_dir(t.path().join("src")).unwrap();
+    fs::write(&src, "v1").unwrap();
+    let dst = t.path().join("dst");
+    let r = build(file(&dst).param("source", src.to_str().unwrap()));
+    apply(&r).await.unwrap();
+    let w = watch(&r).await;
+    w.clear();
+    fs::write(&src, "v2").unwrap();
+    w.event("source edited").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&dst).unwrap(), "v2");
 }

@@ -139,10 +139,10 @@ fn unreadable_file() {
 }
 
 #[test]
-fn mcl_is_not_built_yet() {
+fn invalid_mcl_program() {
     check_named(
         "main.mcl",
-        "file \"/tmp/x\" {}\n",
-        &["main.mcl", "mcl front end is not available"],
+        "test \"x\" {\n\tnofield => 1,\n}\n",
+        &["errUnify", "/main.mcl @ 2:2-2:9"],
     );
 }

@@ -2,7 +2,10 @@
 //! temporary directory and prints the command, its output and the directory listing when it
 //! fails.
 
+mod api;
 mod bad_input;
 mod daemon;
+mod mcl;
 mod one_shot;
 mod sandbox;
+mod world_cmd;

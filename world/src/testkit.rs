@@ -56,9 +56,12 @@ pub struct EtcdServer {
     pub client_url: String,
     /// Peer URL.
     pub peer_url: String,
+    /// Plain-HTTP URL serving `/health` and `/metrics` (the client URL unless TLS is on).
+    pub metrics_url: String,
     data_dir: PathBuf,
     log: PathBuf,
     initial_cluster: String,
+    extra_args: Vec<String>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -77,11 +80,42 @@ impl EtcdServer {
         Ok(s)
     }
 
+    /// Starts a single-member etcd serving clients over TLS with client certificates
+    /// (`--client-cert-auth`), and waits until it is healthy.
+    pub fn start_tls(tls: &TestTls) -> std::io::Result<EtcdServer> {
+        let tmp = tempfile::tempdir()?;
+        let name = "m0".to_string();
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let initial_cluster = format!("{name}={peer_url}");
+        let mut s = EtcdServer::new(name, peer_url, initial_cluster, tmp.path());
+        s._tmp = Some(tmp);
+        s.client_url = s.client_url.replace("http://", "https://");
+        s.metrics_url = format!("http://127.0.0.1:{}", free_port());
+        let path = |p: &Path| p.display().to_string();
+        s.extra_args = vec![
+            "--listen-metrics-urls".into(),
+            s.metrics_url.clone(),
+            "--cert-file".into(),
+            path(&tls.server_cert),
+            "--key-file".into(),
+            path(&tls.server_key),
+            "--trusted-ca-file".into(),
+            path(&tls.ca),
+            "--client-cert-auth".into(),
+        ];
+        s.spawn()?;
+        s.wait_healthy(Duration::from_secs(20))?;
+        Ok(s)
+    }
+
     fn new(name: String, peer_url: String, initial_cluster: String, dir: &Path) -> EtcdServer {
+        let client_url = format!("http://127.0.0.1:{}", free_port());
         EtcdServer {
             data_dir: dir.join(format!("{name}.etcd")),
             log: dir.join(format!("{name}.log")),
-            client_url: format!("http://127.0.0.1:{}", free_port()),
+            metrics_url: client_url.clone(),
+            extra_args: Vec::new(),
+            client_url,
             name,
             peer_url,
             initial_cluster,
@@ -129,6 +163,7 @@ impl EtcdServer {
                 "stderr",
             ])
             .args(["--log-level", "warn"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -142,7 +177,7 @@ impl EtcdServer {
     pub fn wait_healthy(&mut self, within: Duration) -> std::io::Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok((200, body)) = http_get(&self.client_url, "/health") {
+            if let Ok((200, body)) = http_get(&self.metrics_url, "/health") {
                 if body.contains("true") {
                     return Ok(());
                 }
@@ -203,7 +238,7 @@ impl EtcdServer {
 
     /// etcd's own Prometheus metrics text.
     pub fn metrics(&self) -> std::io::Result<String> {
-        http_get(&self.client_url, "/metrics").map(|(_, body)| body)
+        http_get(&self.metrics_url, "/metrics").map(|(_, body)| body)
     }
 
     /// The value of one metric (the first sample with that exact name, labels ignored).
@@ -257,5 +292,100 @@ impl EtcdCluster {
     /// Every member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+}
+
+/// A throw-away certificate authority with a server certificate for 127.0.0.1 and a client
+/// certificate, made with the `openssl` command (PEM files in a temporary directory).
+pub struct TestTls {
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Server certificate (SAN IP 127.0.0.1).
+    pub server_cert: PathBuf,
+    /// Server key.
+    pub server_key: PathBuf,
+    /// Client certificate.
+    pub client_cert: PathBuf,
+    /// Client key.
+    pub client_key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestTls {
+    /// Generates the CA and certificates (EC P-256, valid one day).
+    pub fn generate() -> std::io::Result<TestTls> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        let run = |args: &[&str]| -> std::io::Result<()> {
+            let out = Command::new("openssl").args(args).current_dir(d).output()?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!(
+                    "openssl {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                )))
+            }
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+            &["-days", "1", "-subj", "/CN=tend-test-ca"],
+        ]
+        .concat())?;
+        for (name, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+            ),
+            ("client", "extendedKeyUsage=clientAuth"),
+        ] {
+            let key = format!("{name}.key");
+            let csr = format!("{name}.csr");
+            let crt = format!("{name}.crt");
+            let extfile = format!("{name}.ext");
+            std::fs::write(d.join(&extfile), ext)?;
+            run(&[
+                &["req"][..],
+                &ec,
+                &["-keyout", &key, "-out", &csr],
+                &["-subj", &format!("/CN={name}")],
+            ]
+            .concat())?;
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "1",
+                "-extfile",
+                &extfile,
+            ])?;
+        }
+        Ok(TestTls {
+            ca: d.join("ca.crt"),
+            server_cert: d.join("server.crt"),
+            server_key: d.join("server.key"),
+            client_cert: d.join("client.crt"),
+            client_key: d.join("client.key"),
+            _dir: dir,
+        })
     }
 }

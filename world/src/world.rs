@@ -242,7 +242,16 @@ pub enum Backend {
 pub async fn open_store(backend: &Backend) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match backend {
         Backend::Etcd(cfg) => Arc::new(Etcd::connect(cfg.clone()).await?),
-        Backend::Embedded { state_dir } => Arc::new(Embedded::open(state_dir)?),
+        Backend::Embedded { state_dir } => {
+            // Replaying the log is blocking file I/O: keep it off the async workers.
+            let dir = state_dir.clone();
+            let opened = tokio::task::spawn_blocking(move || Embedded::open(&dir))
+                .await
+                .map_err(|e| {
+                    StoreError::Unsupported(format!("opening the embedded store failed: {e}"))
+                })?;
+            Arc::new(opened?)
+        }
     })
 }
 
@@ -305,7 +314,25 @@ struct Inner {
     own_exports: Mutex<BTreeMap<String, Vec<u8>>>,
     host: Mutex<HostRecord>,
     last_write: AtomicI64,
+    last_contact_ms: AtomicI64,
     tasks: Mutex<Vec<AbortOnDrop>>,
+}
+
+/// A snapshot of a World's health, for probes and `/info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorldStatus {
+    /// The store (`etcd http://...` or `embedded /path/world.log`).
+    pub backend: String,
+    /// This host's name.
+    pub hostname: String,
+    /// Whether the session was confirmed alive within its TTL.
+    pub session_ok: bool,
+    /// Last confirmation of the session, milliseconds since the Unix epoch.
+    pub last_contact_ms: u64,
+    /// The last store revision the watch cache applied.
+    pub cache_revision: i64,
+    /// Live local subscriptions.
+    pub subscribers: usize,
 }
 
 /// A host's handle on the World: implements every World trait. Cheap to clone; the session
@@ -360,6 +387,7 @@ impl World {
                 own_exports: Mutex::new(BTreeMap::new()),
                 host: Mutex::new(host),
                 last_write: AtomicI64::new(0),
+                last_contact_ms: AtomicI64::new(now_ms() as i64),
                 tasks: Mutex::new(vec![cache_task]),
             }),
         };
@@ -375,9 +403,19 @@ impl World {
                 let w = World { inner };
                 let lease = w.lease();
                 delay = match w.inner.store.lease_keepalive(lease).await {
-                    Ok(_) => period,
+                    Ok(_) => {
+                        w.inner
+                            .last_contact_ms
+                            .store(now_ms() as i64, Ordering::SeqCst);
+                        period
+                    }
                     Err(StoreError::LeaseNotFound(_)) => match w.renew_session(lease).await {
-                        Ok(()) => period,
+                        Ok(()) => {
+                            w.inner
+                                .last_contact_ms
+                                .store(now_ms() as i64, Ordering::SeqCst);
+                            period
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, host = %w.inner.cfg.hostname, "cannot renew the world session");
                             Duration::from_millis(500)
@@ -417,6 +455,20 @@ impl World {
         self.inner.store.clone()
     }
 
+    /// Health for probes: the session is OK when it was confirmed within its TTL.
+    pub fn status(&self) -> WorldStatus {
+        let last = self.inner.last_contact_ms.load(Ordering::SeqCst).max(0) as u64;
+        let ttl = self.inner.cfg.session_ttl.as_millis() as u64;
+        WorldStatus {
+            backend: self.inner.store.describe(),
+            hostname: self.inner.cfg.hostname.clone(),
+            session_ok: now_ms().saturating_sub(last) <= ttl,
+            last_contact_ms: last,
+            cache_revision: self.inner.cache.revision(),
+            subscribers: self.inner.cache.subscribers(),
+        }
+    }
+
     /// The number of live local subscriptions (for tests and metrics).
     pub fn subscribers(&self) -> usize {
         self.inner.cache.subscribers()
@@ -441,9 +493,18 @@ impl World {
         self.inner.cache.wait_for(rev).await;
     }
 
+    /// Runs a transaction on keys the watch cache sees, remembering the revision it wrote.
     async fn txn(&self, txn: Txn) -> Result<crate::store::TxnResult, WorldError> {
         let r = self.inner.store.txn(txn).await?;
-        self.note_write(r.revision);
+        // Only a write produces an event the cache will see; reads and no-ops must not make
+        // later reads wait for a revision that may belong to keys the cache does not watch.
+        let wrote = r
+            .results
+            .iter()
+            .any(|x| matches!(x, OpResult::Put) || matches!(x, OpResult::Deleted(n) if *n > 0));
+        if wrote {
+            self.note_write(r.revision);
+        }
         Ok(r)
     }
 
@@ -465,6 +526,68 @@ impl World {
             };
             match self.txn(txn).await {
                 Ok(r) => return Ok(!r.succeeded),
+                Err(WorldError::Store(StoreError::LeaseNotFound(_))) if attempt < 2 => {
+                    self.renew_session(lease).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(WorldError::Store(StoreError::LeaseNotFound(self.lease())))
+    }
+
+    /// Writes the records of `batch` that differ from the store (value or session), in one
+    /// read and one write transaction. Only this host writes its own export keys.
+    async fn put_leased_batch(&self, batch: Vec<(String, Vec<u8>)>) -> Result<bool, WorldError> {
+        match batch.len() {
+            0 => return Ok(false),
+            // One record: a single compare-and-put transaction.
+            1 => {
+                let (key, value) = batch.into_iter().next().expect("one record");
+                return self.put_leased(&key, value).await;
+            }
+            _ => {}
+        }
+        for attempt in 0..3 {
+            let lease = self.lease();
+            let read = self
+                .inner
+                .store
+                .txn(Txn {
+                    compares: vec![],
+                    success: batch
+                        .iter()
+                        .map(|(k, _)| Op::Get(KeyRange::key(k.clone())))
+                        .collect(),
+                    failure: vec![],
+                })
+                .await?;
+            let stale: Vec<Op> = batch
+                .iter()
+                .zip(read.results.iter())
+                .filter(|((_, v), res)| match res {
+                    OpResult::Range(kvs) => kvs
+                        .first()
+                        .is_none_or(|kv| &kv.value != v || kv.lease != lease),
+                    _ => true,
+                })
+                .map(|((k, v), _)| Op::Put {
+                    key: k.clone(),
+                    value: v.clone(),
+                    lease,
+                })
+                .collect();
+            if stale.is_empty() {
+                return Ok(false);
+            }
+            match self
+                .txn(Txn {
+                    compares: vec![],
+                    success: stale,
+                    failure: vec![],
+                })
+                .await
+            {
+                Ok(_) => return Ok(true),
                 Err(WorldError::Store(StoreError::LeaseNotFound(_))) if attempt < 2 => {
                     self.renew_session(lease).await?;
                 }
@@ -521,10 +644,30 @@ impl World {
         for (key, value) in exports {
             ops.push(Op::Put { key, value, lease });
         }
-        for chunk in ops.chunks(100) {
+        // At most 64 operations and about 512 KiB per transaction (etcd's limits).
+        let mut batch: Vec<Op> = Vec::new();
+        let mut size = 0;
+        for op in ops {
+            let len = match &op {
+                Op::Put { key, value, .. } => key.len() + value.len(),
+                _ => 0,
+            };
+            if !batch.is_empty() && (batch.len() >= 64 || size + len > 512 * 1024) {
+                self.txn(Txn {
+                    compares: vec![],
+                    success: std::mem::take(&mut batch),
+                    failure: vec![],
+                })
+                .await?;
+                size = 0;
+            }
+            size += len;
+            batch.push(op);
+        }
+        if !batch.is_empty() {
             self.txn(Txn {
                 compares: vec![],
-                success: chunk.to_vec(),
+                success: batch,
                 failure: vec![],
             })
             .await?;
@@ -563,6 +706,13 @@ impl World {
         match self.inner.store.get(&key).await? {
             Some(kv) => self.decode_deploy(&key, &kv.value),
             None => Err(WorldError::DeployNotFound(id)),
+        }
+    }
+
+    /// Retention after a deploy: a failure is logged, never reported as a failed deploy.
+    async fn retention_best_effort(&self) {
+        if let Err(e) = self.apply_retention().await {
+            tracing::warn!(error = %e, "deploy retention failed; old deploys and files are kept");
         }
     }
 
@@ -632,15 +782,18 @@ impl World {
             if now.saturating_sub(meta.created_ms) < grace {
                 continue;
             }
-            self.txn(Txn {
-                compares: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
-                success: vec![
-                    Op::Delete(KeyRange::key(kv.key.clone())),
-                    Op::Delete(KeyRange::prefix(keys.blob_data(&hash))),
-                ],
-                failure: vec![],
-            })
-            .await?;
+            // Straight to the store: blobs are outside the watch cache's range.
+            self.inner
+                .store
+                .txn(Txn {
+                    compares: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
+                    success: vec![
+                        Op::Delete(KeyRange::key(kv.key.clone())),
+                        Op::Delete(KeyRange::prefix(keys.blob_data(&hash))),
+                    ],
+                    failure: vec![],
+                })
+                .await?;
         }
         Ok(())
     }
@@ -676,6 +829,145 @@ impl World {
             .try_collect::<Vec<()>>()
             .await?;
         Ok(n)
+    }
+    /// Stores blobs of at most one chunk, skipping those already stored: a few read
+    /// transactions to find what is missing, then a few write transactions (each blob's
+    /// chunk and metadata together, at most 64 operations and 1 MiB per transaction).
+    async fn put_small_blobs(&self, blobs: Vec<(String, Vec<u8>)>) -> Result<(), WorldError> {
+        let keys = &self.inner.keys;
+        let mut unique: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for (hash, bytes) in blobs {
+            unique.entry(hash).or_insert(bytes);
+        }
+        let hashes: Vec<String> = unique.keys().cloned().collect();
+        let mut missing = Vec::new();
+        for batch in hashes.chunks(64) {
+            let r = self
+                .inner
+                .store
+                .txn(Txn {
+                    compares: vec![],
+                    success: batch
+                        .iter()
+                        .map(|h| Op::Get(KeyRange::key(keys.blob_meta(h))))
+                        .collect(),
+                    failure: vec![],
+                })
+                .await?;
+            for (h, res) in batch.iter().zip(r.results) {
+                if matches!(res, OpResult::Range(kvs) if kvs.is_empty()) {
+                    missing.push(h.clone());
+                }
+            }
+        }
+        let now = now_ms();
+        let mut ops: Vec<Op> = Vec::new();
+        let mut size = 0;
+        for h in missing {
+            let bytes = &unique[&h];
+            if !ops.is_empty() && (ops.len() + 2 > 64 || size + bytes.len() > 1 << 20) {
+                self.inner
+                    .store
+                    .txn(Txn {
+                        compares: vec![],
+                        success: std::mem::take(&mut ops),
+                        failure: vec![],
+                    })
+                    .await?;
+                size = 0;
+            }
+            size += bytes.len();
+            let meta = BlobMeta {
+                size: bytes.len() as u64,
+                chunks: 1,
+                created_ms: now,
+            };
+            // Data first, metadata (which says "complete") second, in one transaction.
+            ops.push(Op::put(keys.blob_chunk(&h, 0), encode(bytes)));
+            ops.push(Op::put(keys.blob_meta(&h), encode(&meta)));
+        }
+        if !ops.is_empty() {
+            self.inner
+                .store
+                .txn(Txn {
+                    compares: vec![],
+                    success: ops,
+                    failure: vec![],
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reads blobs of one chunk, 64 per read transaction, verifying their hashes.
+    async fn get_small_blobs(
+        &self,
+        hashes: Vec<String>,
+    ) -> Result<BTreeMap<String, Vec<u8>>, WorldError> {
+        let keys = &self.inner.keys;
+        let unique: Vec<String> = hashes
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut out = BTreeMap::new();
+        for batch in unique.chunks(64) {
+            let r = self
+                .inner
+                .store
+                .txn(Txn {
+                    compares: vec![],
+                    success: batch
+                        .iter()
+                        .map(|h| Op::Get(KeyRange::key(keys.blob_chunk(h, 0))))
+                        .collect(),
+                    failure: vec![],
+                })
+                .await?;
+            for (h, res) in batch.iter().zip(r.results) {
+                let OpResult::Range(kvs) = res else { continue };
+                let Some(kv) = kvs.into_iter().next() else {
+                    return Err(WorldError::FileNotFound { hash: h.clone() });
+                };
+                let bytes: Vec<u8> = decode(&kv.key, &kv.value)?;
+                if blake3::hash(&bytes).to_hex().as_str() != h {
+                    return Err(WorldError::Decode {
+                        key: kv.key,
+                        message: "content does not match its hash".into(),
+                    });
+                }
+                out.insert(h.clone(), bytes);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads and verifies a blob's `chunks` chunks.
+    async fn read_chunks(&self, hash: &str, chunks: u32) -> Result<Vec<u8>, WorldError> {
+        let meta_key = self.inner.keys.blob_meta(hash);
+        let parts: Vec<Vec<u8>> = stream::iter(0..chunks)
+            .map(|i| {
+                let key = self.inner.keys.blob_chunk(hash, i);
+                async move {
+                    match self.inner.store.get(&key).await? {
+                        Some(kv) => decode::<Vec<u8>>(&key, &kv.value),
+                        None => Err(WorldError::FileNotFound {
+                            hash: format!("{hash} (chunk {i} missing)"),
+                        }),
+                    }
+                }
+            })
+            .buffered(4)
+            .try_collect()
+            .await?;
+        let bytes = parts.concat();
+        if blake3::hash(&bytes).to_hex().as_str() != hash {
+            return Err(WorldError::Decode {
+                key: meta_key,
+                message: "content does not match its hash".into(),
+            });
+        }
+        Ok(bytes)
     }
 }
 
@@ -786,9 +1078,21 @@ impl ResWorld for World {
                 .insert(key.clone(), value.clone());
             writes.push((key, value));
         }
-        let changed: Vec<bool> = stream::iter(writes)
-            .map(|(key, value)| async move { self.put_leased(&key, value).await })
-            .buffer_unordered(32)
+        // Batches of at most 64 records or 512 KiB (etcd limits operations and request size).
+        let mut batches: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new()];
+        let mut size = 0;
+        for (key, value) in writes {
+            let last = batches.last_mut().expect("never empty");
+            if !last.is_empty() && (last.len() >= 64 || size + value.len() > 512 * 1024) {
+                batches.push(Vec::new());
+                size = 0;
+            }
+            size += key.len() + value.len();
+            batches.last_mut().expect("never empty").push((key, value));
+        }
+        let changed: Vec<bool> = stream::iter(batches)
+            .map(|batch| async move { self.put_leased_batch(batch).await })
+            .buffer_unordered(4)
             .try_collect()
             .await?;
         Ok(changed.into_iter().any(|c| c))
@@ -821,9 +1125,20 @@ impl ResWorld for World {
     async fn res_collect(&self, filters: &[ExportFilter]) -> Result<Vec<Export>, WorldError> {
         self.settle().await;
         let keys = &self.inner.keys;
-        let mut out = Vec::new();
+        // When every filter names a kind, read only those kinds' key ranges.
+        let kinds: Option<BTreeSet<&str>> = (!filters.is_empty()
+            && filters.iter().all(|f| !f.kind.is_empty()))
+        .then(|| filters.iter().map(|f| f.kind.as_str()).collect());
+        let mut prefixes = Vec::new();
         for to in [self.inner.cfg.hostname.as_str(), "*"] {
-            for (key, value) in self.inner.cache.prefix(&keys.exports_to(to, None)) {
+            match &kinds {
+                Some(kinds) => prefixes.extend(kinds.iter().map(|k| keys.exports_to(to, Some(k)))),
+                None => prefixes.push(keys.exports_to(to, None)),
+            }
+        }
+        let mut out = Vec::new();
+        for prefix in prefixes {
+            for (key, value) in self.inner.cache.prefix(&prefix) {
                 let Some((to, kind, from, name)) = keys.parse_export(&key) else {
                     continue;
                 };
@@ -957,17 +1272,28 @@ impl FsWorld for World {
         if self.inner.store.get(&meta_key).await?.is_some() {
             return Ok(hash);
         }
-        let chunks = self.put_chunks(&hash, bytes).await?;
-        let meta = BlobMeta {
+        let mut meta = BlobMeta {
             size: bytes.len() as u64,
-            chunks,
+            chunks: 1,
             created_ms: now_ms(),
         };
+        let mut success = vec![Op::put(meta_key.clone(), Vec::new())];
+        if bytes.len() <= CHUNK_SIZE {
+            // One chunk: data and metadata in one transaction.
+            success.push(Op::put(
+                self.inner.keys.blob_chunk(&hash, 0),
+                encode(&bytes.to_vec()),
+            ));
+        } else {
+            // Chunks first; the metadata, written last, says the blob is complete.
+            meta.chunks = self.put_chunks(&hash, bytes).await?;
+        }
+        success[0] = Op::put(meta_key.clone(), encode(&meta));
         self.inner
             .store
             .txn(Txn {
-                compares: vec![Compare::Missing(meta_key.clone())],
-                success: vec![Op::put(meta_key, encode(&meta))],
+                compares: vec![Compare::Missing(meta_key)],
+                success,
                 failure: vec![],
             })
             .await?;
@@ -982,56 +1308,43 @@ impl FsWorld for World {
             });
         };
         let meta: BlobMeta = decode(&meta_key, &kv.value)?;
-        let parts: Vec<Vec<u8>> = stream::iter(0..meta.chunks)
-            .map(|i| {
-                let key = self.inner.keys.blob_chunk(hash, i);
-                async move {
-                    match self.inner.store.get(&key).await? {
-                        Some(kv) => decode::<Vec<u8>>(&key, &kv.value),
-                        None => Err(WorldError::FileNotFound {
-                            hash: format!("{hash} (chunk {i} missing)"),
-                        }),
-                    }
-                }
-            })
-            .buffered(4)
-            .try_collect()
-            .await?;
-        let bytes = parts.concat();
-        if blake3::hash(&bytes).to_hex().as_str() != hash {
-            return Err(WorldError::Decode {
-                key: meta_key,
-                message: "content does not match its hash".into(),
-            });
-        }
-        Ok(bytes)
+        self.read_chunks(hash, meta.chunks).await
     }
 
     async fn fs_put_tree(&self, root: &Path) -> Result<String, WorldError> {
         let mut found = Vec::new();
         walk(root, "", &mut found)?;
-        let entries: Vec<ManifestEntry> = stream::iter(found)
-            .map(|(rel, path, is_dir, mode)| async move {
-                if is_dir {
-                    return Ok(ManifestEntry::Dir { path: rel, mode });
-                }
-                let bytes = tokio::fs::read(&path)
-                    .await
-                    .map_err(|source| WorldError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                let blob = self.fs_put_blob(&bytes).await?;
-                Ok::<_, WorldError>(ManifestEntry::File {
-                    path: rel,
-                    mode,
-                    size: bytes.len() as u64,
-                    blob,
-                })
-            })
-            .buffered(16)
-            .try_collect()
-            .await?;
+        let mut entries = Vec::with_capacity(found.len());
+        let mut small = Vec::new();
+        let mut large = Vec::new();
+        for (rel, path, is_dir, mode) in found {
+            if is_dir {
+                entries.push(ManifestEntry::Dir { path: rel, mode });
+                continue;
+            }
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|source| WorldError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            let blob = blake3::hash(&bytes).to_hex().to_string();
+            entries.push(ManifestEntry::File {
+                path: rel,
+                mode,
+                size: bytes.len() as u64,
+                blob: blob.clone(),
+            });
+            if bytes.len() <= CHUNK_SIZE {
+                small.push((blob, bytes));
+            } else {
+                large.push(bytes);
+            }
+        }
+        self.put_small_blobs(small).await?;
+        for bytes in large {
+            self.fs_put_blob(&bytes).await?;
+        }
         self.fs_put_blob(&encode(&Manifest { entries })).await
     }
 
@@ -1045,42 +1358,58 @@ impl FsWorld for World {
         use std::os::unix::fs::PermissionsExt;
         let entries = self.fs_tree(hash).await?;
         let io = |path: PathBuf| move |source| WorldError::Io { path, source };
+        for e in &entries {
+            let path = match e {
+                TreeEntry::Dir { path, .. } | TreeEntry::File { path, .. } => path,
+            };
+            if !safe_rel(path) {
+                return Err(WorldError::Invalid {
+                    what: "bundle path",
+                    value: path.clone(),
+                    reason: "not a relative path inside the bundle",
+                });
+            }
+        }
         tokio::fs::create_dir_all(dest)
             .await
             .map_err(io(dest.to_path_buf()))?;
         for e in &entries {
             if let TreeEntry::Dir { path, .. } = e {
-                if !safe_rel(path) {
-                    return Err(WorldError::Invalid {
-                        what: "bundle path",
-                        value: path.clone(),
-                        reason: "not a relative path",
-                    });
-                }
                 let p = dest.join(path);
                 tokio::fs::create_dir_all(&p).await.map_err(io(p.clone()))?;
             }
         }
-        let files: Vec<(String, u32, String)> = entries
-            .into_iter()
+        // Small files: their one chunk, many per read transaction. Large ones: chunk by chunk.
+        let small: Vec<String> = entries
+            .iter()
+            .filter_map(|e| match e {
+                TreeEntry::File { size, blob, .. } if *size as usize <= CHUNK_SIZE => {
+                    Some(blob.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let mut contents = self.get_small_blobs(small).await?;
+        for e in &entries {
+            if let TreeEntry::File { blob, .. } = e {
+                if !contents.contains_key(blob) {
+                    let bytes = self.fs_get_blob(blob).await?;
+                    contents.insert(blob.clone(), bytes);
+                }
+            }
+        }
+        let writes: Vec<(PathBuf, u32, Vec<u8>)> = entries
+            .iter()
             .filter_map(|e| match e {
                 TreeEntry::File {
                     path, mode, blob, ..
-                } => Some((path, mode, blob)),
+                } => Some((dest.join(path), *mode, contents[blob].clone())),
                 TreeEntry::Dir { .. } => None,
             })
             .collect();
-        stream::iter(files)
-            .map(|(path, mode, blob)| async move {
-                if !safe_rel(&path) {
-                    return Err(WorldError::Invalid {
-                        what: "bundle path",
-                        value: path,
-                        reason: "not a relative path",
-                    });
-                }
-                let bytes = self.fs_get_blob(&blob).await?;
-                let p = dest.join(&path);
+        drop(contents);
+        stream::iter(writes)
+            .map(|(p, mode, bytes)| async move {
                 if let Some(parent) = p.parent() {
                     tokio::fs::create_dir_all(parent)
                         .await
@@ -1089,16 +1418,17 @@ impl FsWorld for World {
                 tokio::fs::write(&p, &bytes).await.map_err(io(p.clone()))?;
                 tokio::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
                     .await
-                    .map_err(io(p.clone()))?;
-                Ok(())
+                    .map_err(io(p.clone()))
             })
             .buffer_unordered(16)
             .try_collect::<Vec<()>>()
             .await?;
-        for e in self.fs_tree(hash).await? {
+        for e in entries {
             if let TreeEntry::Dir { path, mode } = e {
                 let p = dest.join(&path);
-                let _ = tokio::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).await;
+                tokio::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                    .await
+                    .map_err(io(p.clone()))?;
             }
         }
         Ok(())
@@ -1197,7 +1527,7 @@ impl DeployWorld for World {
                 // Our own retried write may have landed: check before calling it a conflict.
                 if let Ok(d) = self.store_deploy(id).await {
                     if d.hash == record.hash {
-                        self.apply_retention().await?;
+                        self.retention_best_effort().await;
                         return Ok(d);
                     }
                 }
@@ -1213,7 +1543,7 @@ impl DeployWorld for World {
                     latest,
                 });
             }
-            self.apply_retention().await?;
+            self.retention_best_effort().await;
             return Ok(Deploy {
                 id,
                 bundle: record.bundle,

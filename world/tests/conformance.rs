@@ -13,9 +13,6 @@ use tend_world::{
 
 use crate::support::{eventually, next_change, Fixture, Kind};
 
-#[allow(dead_code)]
-const _: Kind = Kind::Etcd;
-
 fn export(kind: &str, name: &str, to: &str, data: &str) -> Export {
     Export {
         kind: kind.into(),
@@ -65,6 +62,9 @@ conformance!(
     files_are_chunked_and_deduplicated,
     hosts_register_and_leave,
     exports_expire_with_the_session,
+    a_host_that_lost_its_session_re_exports,
+    slow_subscribers_get_the_latest_state,
+    unknown_format_version_is_a_clear_error,
 );
 
 async fn export_is_idempotent_without_watch_event(fx: Fixture) {
@@ -403,6 +403,7 @@ async fn retention_keeps_last_k_and_collects_files(fx: Fixture) {
         .await
         .unwrap();
     }
+    let t = Instant::now();
     let ids: Vec<u64> = ctl
         .list_deploys()
         .await
@@ -410,6 +411,10 @@ async fn retention_keeps_last_k_and_collects_files(fx: Fixture) {
         .iter()
         .map(|d| d.id)
         .collect();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "a read waited for a revision the watch cache never sees"
+    );
     assert_eq!(ids, vec![3, 4, 5]);
     assert!(matches!(
         ctl.get_deploy(1).await,
@@ -489,9 +494,23 @@ async fn files_are_chunked_and_deduplicated(fx: Fixture) {
 async fn hosts_register_and_leave(fx: Fixture) {
     let h1 = fx.world("h1").await;
     let h2 = fx.world("h2").await;
+    let status = h1.status();
+    assert!(status.session_ok, "{status:?}");
+    assert_eq!(status.hostname, "h1");
+    let backend = if fx.kind == Kind::Etcd {
+        "etcd "
+    } else {
+        "embedded "
+    };
+    assert!(status.backend.starts_with(backend), "{status:?}");
     let mut watch = h1.hosts_watch();
     next_change(&mut watch, "initial").await;
-    let hosts = h1.hosts().await.unwrap();
+    // h2 registered itself; h1's cache learns it through its watch.
+    let hosts = eventually(Duration::from_secs(10), "both hosts", || async {
+        let hosts = h1.hosts().await.unwrap();
+        (hosts.len() == 2).then_some(hosts)
+    })
+    .await;
     assert_eq!(
         hosts
             .iter()
@@ -542,4 +561,105 @@ async fn exports_expire_with_the_session(fx: Fixture) {
         fx.kind
     );
     assert!(h2.hosts().await.unwrap().iter().all(|h| h.hostname != "h1"));
+}
+
+async fn a_host_that_lost_its_session_re_exports(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    h1.res_export(vec![export("file", "a", "*", "1")])
+        .await
+        .unwrap();
+    let store = fx.store().await;
+    let host_key = h1.keys().host("h1");
+    let lease = store.get(&host_key).await.unwrap().unwrap().lease;
+    assert_ne!(lease, 0, "the registration is bound to the session");
+    // The session is lost (as after a partition longer than the TTL): everything goes...
+    store.lease_revoke(lease).await.unwrap();
+    eventually(Duration::from_secs(10), "the export to go", || async {
+        h2.res_collect(&[]).await.unwrap().is_empty().then_some(())
+    })
+    .await;
+    // ...and comes back under a new session as soon as the host notices.
+    let back = eventually(
+        Duration::from_secs(10),
+        "the export to come back",
+        || async {
+            let v = h2.res_collect(&[]).await.unwrap();
+            (v.len() == 1).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(back[0].data, b"1");
+    let kv = store.get(&host_key).await.unwrap().expect("re-registered");
+    assert_ne!(kv.lease, lease);
+    assert_ne!(kv.lease, 0);
+}
+
+async fn slow_subscribers_get_the_latest_state(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    let mut slow = h2.str_watch("counter");
+    let mut fast = h2.str_watch("counter");
+    next_change(&mut slow, "initial").await;
+    next_change(&mut fast, "initial").await;
+    for i in 0..200 {
+        h1.str_set("counter", &i.to_string()).await.unwrap();
+    }
+    // The fast one keeps up (the store watch was never blocked by the slow one)...
+    loop {
+        next_change(&mut fast, "counter").await;
+        if h2.str_get("counter").await.unwrap() == "199" {
+            break;
+        }
+    }
+    // ...and the slow one gets one coalesced change, then reads the latest value.
+    next_change(&mut slow, "coalesced").await;
+    assert!(
+        slow.next().now_or_never().is_none(),
+        "changes were coalesced"
+    );
+    assert_eq!(h2.str_get("counter").await.unwrap(), "199");
+}
+
+async fn unknown_format_version_is_a_clear_error(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let store = fx.store().await;
+    let key = h1.keys().string("future");
+    store
+        .txn(tend_world::store::Txn {
+            compares: vec![],
+            success: vec![tend_world::store::Op::put(key.clone(), vec![42, 1, 2, 3])],
+            failure: vec![],
+        })
+        .await
+        .unwrap();
+    let err = eventually(
+        Duration::from_secs(10),
+        "the value in the cache",
+        || async {
+            match h1.str_get("future").await {
+                Err(WorldError::NotFound { .. }) => None,
+                other => Some(other),
+            }
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, WorldError::UnknownVersion { version: 42, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{key}: unknown value format version 42")),
+        "{err}"
+    );
+    // A bad host name is refused with the name in the message.
+    let mut cfg = fx.config("a/b");
+    cfg.hostname = "a/b".into();
+    let err = tend_world::World::with_store(store, cfg)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("\"a/b\""), "{err}");
 }

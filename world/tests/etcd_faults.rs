@@ -207,3 +207,56 @@ async fn hundred_subscribers_share_one_etcd_watch() {
     assert_eq!(watchers(), 1.0, "100 subscribers, still one etcd watch");
     assert_eq!(streams(), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates() {
+    let tls = tend_world::testkit::TestTls::generate().unwrap();
+    let etcd = EtcdServer::start_tls(&tls).unwrap();
+    let mut cfg = EtcdConfig::new(vec![etcd.client_url.clone()]);
+    cfg.retries = 1;
+    cfg.request_timeout = Duration::from_secs(2);
+    let err = Etcd::connect(cfg.clone())
+        .await
+        .err()
+        .expect("no client certificate");
+    assert!(err.to_string().contains(&etcd.client_url), "{err}");
+    cfg.tls = Some(tend_world::EtcdTls {
+        ca: Some(tls.ca.clone()),
+        cert: Some(tls.client_cert.clone()),
+        key: Some(tls.client_key.clone()),
+    });
+    let mut wc = WorldConfig::etcd(vec![], "h1");
+    wc.backend = tend_world::Backend::Etcd(cfg);
+    let w = World::connect(wc).await.unwrap();
+    w.str_set("over", "tls").await.unwrap();
+    assert_eq!(w.str_get("over").await.unwrap(), "tls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password() {
+    let etcd = EtcdServer::start().unwrap();
+    let mut admin = etcd_client::Client::connect([etcd.client_url.clone()], None)
+        .await
+        .unwrap();
+    admin.user_add("root", "s3cret", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+    let mut cfg = EtcdConfig::new(vec![etcd.client_url.clone()]);
+    cfg.retries = 1;
+    let err = Etcd::connect(cfg.clone())
+        .await
+        .err()
+        .expect("anonymous refused");
+    assert!(err.to_string().contains(&etcd.client_url), "{err}");
+    cfg.user = Some(("root".into(), "wrong".into()));
+    assert!(
+        Etcd::connect(cfg.clone()).await.is_err(),
+        "wrong password refused"
+    );
+    cfg.user = Some(("root".into(), "s3cret".into()));
+    let mut wc = WorldConfig::etcd(vec![], "h1");
+    wc.backend = tend_world::Backend::Etcd(cfg);
+    let w = World::connect(wc).await.unwrap();
+    w.str_set("who", "root").await.unwrap();
+    assert_eq!(w.str_get("who").await.unwrap(), "root");
+}

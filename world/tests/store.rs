@@ -211,5 +211,4 @@ async fn leases(fx: Fixture) {
         s.get("/l/c").await.unwrap().is_none().then_some(())
     })
     .await;
-    let _ = Kind::Etcd;
 }

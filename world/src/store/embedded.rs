@@ -36,6 +36,8 @@ const FRAME: usize = 12;
 const HISTORY_MAX_BYTES: usize = 64 << 20;
 const HISTORY_MAX_REVS: usize = 100_000;
 const COMPACT_MIN_BYTES: u64 = 64 << 20;
+/// The largest tail that may be a torn (never acknowledged) record.
+const TORN_MAX: usize = 16 << 20;
 
 #[derive(Serialize, Deserialize)]
 enum LogRecord {
@@ -82,6 +84,9 @@ struct State {
     next_lease: LeaseId,
     log: Option<File>,
     log_len: u64,
+    /// The log is rewritten as a snapshot once it exceeds this size and 4x the live data.
+    compact_at: u64,
+    compact_min: u64,
 }
 
 struct Inner {
@@ -165,16 +170,7 @@ impl Embedded {
             state.log_len = valid_len;
         }
         state.log = Some(file);
-        if state.log_len > COMPACT_MIN_BYTES {
-            let live: usize = state
-                .kvs
-                .values()
-                .map(|kv| kv.key.len() + kv.value.len())
-                .sum();
-            if state.log_len > 4 * live as u64 {
-                compact_log(&path, &mut state)?;
-            }
-        }
+        state.maybe_compact(&path)?;
         // The previous owner's leases are gone: delete the keys bound to them.
         let leased: Vec<String> = state
             .kvs
@@ -207,13 +203,22 @@ impl Embedded {
     }
 
     /// Opens the store under `state_dir` read-only, without taking its lock (for inspection
-    /// while its owner runs). Writes and leases fail with [`StoreError::ReadOnly`].
+    /// while its owner runs). Writes and leases fail with [`StoreError::ReadOnly`]. When no
+    /// process owns the store, keys bound to leases are hidden (their owner is gone).
     pub fn open_read_only(state_dir: &Path) -> Result<Embedded, StoreError> {
         let path = state_dir.join(LOG_FILE);
         let mut file = File::open(&path).map_err(io_err(&path))?;
         let mut state = State::new();
         let len = replay(&path, &mut file, &mut state)?;
         state.log_len = len;
+        // When nobody holds the lock, the owner is gone and so are its leases: hide their keys.
+        if let Ok(lock) = File::open(state_dir.join(LOCK_FILE)) {
+            // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
+            let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+            if free {
+                state.kvs.retain(|_, kv| kv.lease == 0);
+            }
+        }
         Ok(Embedded {
             inner: Arc::new(Inner {
                 path,
@@ -221,6 +226,14 @@ impl Embedded {
                 _lock: None,
             }),
         })
+    }
+
+    /// Sets the log size past which the log is rewritten as a snapshot when it is mostly
+    /// dead records (default 64 MiB; mainly for tests).
+    pub fn set_compaction_threshold(&self, bytes: u64) {
+        let mut st = self.lock();
+        st.compact_min = bytes;
+        st.compact_at = bytes;
     }
 
     /// The log file.
@@ -340,6 +353,17 @@ fn replay(path: &Path, file: &mut File, state: &mut State) -> Result<u64, StoreE
         }
         off = end;
     }
+    // A torn tail is at most one unacknowledged record; much more than that is damage, and
+    // truncating it would lose acknowledged writes.
+    if buf.len() - off > TORN_MAX {
+        return Err(corrupt(
+            off,
+            format!(
+                "{} unreadable bytes at the end (more than one record could leave)",
+                buf.len() - off
+            ),
+        ));
+    }
     Ok(off as u64)
 }
 
@@ -425,6 +449,8 @@ impl State {
             next_lease: (seed & 0x0fff_ffff_ffff) << 8,
             log: None,
             log_len: 0,
+            compact_at: COMPACT_MIN_BYTES,
+            compact_min: COMPACT_MIN_BYTES,
         }
     }
 
@@ -470,6 +496,24 @@ impl State {
                 None => break,
             }
         }
+    }
+
+    /// Rewrites the log as one snapshot when it is large and mostly dead records.
+    fn maybe_compact(&mut self, path: &Path) -> Result<(), StoreError> {
+        if self.log_len <= self.compact_at || self.log.is_none() {
+            return Ok(());
+        }
+        let live: u64 = self
+            .kvs
+            .values()
+            .map(|kv| (kv.key.len() + kv.value.len() + 32) as u64)
+            .sum();
+        if self.log_len > 4 * live {
+            compact_log(path, self)?;
+        }
+        // Check again when the log has grown by half or past the minimum, whichever is more.
+        self.compact_at = (self.log_len + self.log_len / 2).max(self.compact_min);
+        Ok(())
     }
 
     fn compare(&self, c: &Compare) -> bool {
@@ -592,6 +636,10 @@ impl State {
         }
         self.log_len += bytes.len() as u64;
         self.revision = revision;
+        if let Err(e) = self.maybe_compact(path) {
+            // The write itself is durable; compaction is retried at the next threshold.
+            tracing::warn!(error = %e, "cannot compact the embedded store's log");
+        }
         self.notify(&events);
         self.push_history(revision, events);
         Ok(TxnResult {

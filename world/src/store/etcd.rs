@@ -85,6 +85,32 @@ fn retryable(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// A short, human message for an etcd-client error (no debug dumps of transport internals).
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            let mut msg = s.message().to_string();
+            let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(s);
+            let mut last = None;
+            while let Some(c) = cause {
+                last = Some(c.to_string());
+                cause = c.source();
+            }
+            if let Some(root) = last {
+                if !msg.contains(&root) {
+                    msg = format!("{msg}: {root}");
+                }
+            }
+            if msg.is_empty() {
+                format!("{:?}", s.code())
+            } else {
+                msg
+            }
+        }
+        e => e.to_string(),
+    }
+}
+
 fn convert_kv(kv: &etcd_client::KeyValue) -> KeyValue {
     KeyValue {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
@@ -211,7 +237,7 @@ impl Etcd {
             match r {
                 Ok(Ok(c)) => break c,
                 Ok(Err(e)) if !retryable(&e) || attempt >= cfg.retries => {
-                    return Err(fail("connect", e.to_string()))
+                    return Err(fail("connect", describe(&e)))
                 }
                 Err(_) if attempt >= cfg.retries => {
                     return Err(fail("connect", "timed out".into()))
@@ -260,9 +286,9 @@ impl Etcd {
                         return Err(StoreError::LeaseNotFound(0));
                     }
                     if !retryable(&e) {
-                        return Err(self.error(op, key, e.to_string()));
+                        return Err(self.error(op, key, describe(&e)));
                     }
-                    e.to_string()
+                    describe(&e)
                 }
                 Err(_) => format!("timed out after {:?}", self.cfg.request_timeout),
             };
@@ -304,7 +330,11 @@ impl Etcd {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     failures += 1;
-                    tracing::debug!(error = %e, key = %range.start, "etcd watch failed; retrying");
+                    if failures >= 5 {
+                        tracing::warn!(error = %describe(&e), key = %range.start, "cannot re-open the etcd watch; retrying");
+                    } else {
+                        tracing::debug!(error = %describe(&e), key = %range.start, "etcd watch failed; retrying");
+                    }
                     tokio::time::sleep(backoff(failures)).await;
                     continue;
                 }
@@ -323,7 +353,11 @@ impl Etcd {
                     Ok(Some(resp)) => resp,
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::debug!(error = %e, key = %range.start, "etcd watch broke; resuming");
+                        if failures >= 5 {
+                            tracing::warn!(error = %describe(&e), key = %range.start, "etcd watch keeps breaking; resuming");
+                        } else {
+                            tracing::debug!(error = %describe(&e), key = %range.start, "etcd watch broke; resuming");
+                        }
                         break;
                     }
                 };

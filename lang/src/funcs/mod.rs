@@ -1,0 +1,1007 @@
+//! The core library (spec §10): every built-in function as Rust over runtime values, with its
+//! signature (text with type variables, or computed per call site), a post-solve acceptance
+//! check, its kind (pure, stream, impure) and which of its errors are catchable by `<|>`.
+//!
+//! Stream sources (`datetime.now`, `os.readfile`, `world.*`, `collect.res`) live in
+//! [`stream`]; the cluster is reached through the [`world::WorldView`] trait.
+
+pub mod sig;
+pub mod stream;
+pub mod text;
+pub mod time;
+pub mod world;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use tend_engine::Value;
+
+use crate::types::{Ty, Unifier};
+
+/// How a function's value relates to time (spec §10 column "k").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FuncKind {
+    /// The value depends only on the arguments.
+    Pure,
+    /// Emits new values on its own (timer, file watch, cluster event).
+    Stream,
+    /// A snapshot of the host, taken when the call is first evaluated.
+    Impure,
+}
+
+/// A runtime failure of a built-in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FuncError {
+    /// What went wrong (lower-case phrase).
+    pub msg: String,
+    /// Whether `<|>` may catch it (spec §7.4).
+    pub catchable: bool,
+}
+
+impl FuncError {
+    /// A catchable error.
+    pub fn catchable(msg: impl Into<String>) -> Self {
+        FuncError {
+            msg: msg.into(),
+            catchable: true,
+        }
+    }
+
+    /// A fatal error.
+    pub fn fatal(msg: impl Into<String>) -> Self {
+        FuncError {
+            msg: msg.into(),
+            catchable: false,
+        }
+    }
+}
+
+impl fmt::Display for FuncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+/// Calls the function value passed as argument `arg` of a higher-order built-in.
+pub trait Invoke {
+    /// Calls argument `arg` (a function value) with `args`.
+    fn call(&mut self, arg: usize, args: Vec<Value>) -> Result<Value, FuncError>;
+}
+
+/// A signature computed per call site from the argument count and the statically known
+/// argument values (spec §5.5). Returns the function type to unify with the call.
+pub type SigFn = fn(&mut Unifier, &[Option<Value>]) -> Result<Ty, String>;
+
+/// How a built-in's signature is obtained.
+#[derive(Clone, Copy)]
+pub enum Sig {
+    /// A fixed signature text such as `func([]?a) int`; `?x` variables are fresh per call.
+    Text(&'static str),
+    /// Computed per call site.
+    Dyn(SigFn),
+}
+
+/// Accepts or rejects the solved function type of one call site.
+pub type CheckFn = fn(&Ty) -> Result<(), String>;
+
+/// Runs a built-in over argument values.
+pub type RunFn = fn(&[Value], &mut dyn Invoke) -> Result<Value, FuncError>;
+
+/// One built-in function.
+pub struct Builtin {
+    /// Module import path (`""` for top level, `"strings"`, `"world/collect"`).
+    pub module: &'static str,
+    /// Name inside the module.
+    pub name: &'static str,
+    /// Pure, stream or impure.
+    pub kind: FuncKind,
+    /// Signature.
+    pub sig: Sig,
+    /// Acceptance check of the solved function type (spec §5.2 step 4).
+    pub check: Option<CheckFn>,
+    /// Implementation (for streams: the snapshot used when no source is running).
+    pub run: RunFn,
+}
+
+impl Builtin {
+    /// Instantiates the signature for one call site with `nargs` arguments.
+    pub fn signature(&self, u: &mut Unifier, statics: &[Option<Value>]) -> Result<Ty, String> {
+        match self.sig {
+            Sig::Text(t) => Ok(sig::parse(t, u)),
+            Sig::Dyn(f) => f(u, statics),
+        }
+    }
+
+    /// `module.name` as written by users (`collect.res` for `world/collect`).
+    pub fn display_name(&self) -> String {
+        if self.module.is_empty() {
+            self.name.to_string()
+        } else {
+            format!("{}.{}", default_namespace(self.module), self.name)
+        }
+    }
+}
+
+/// The default namespace of an import path (spec §6.6): last segment, `.mcl`/`/` and an
+/// `mgmt-` prefix removed, `-` replaced by `_`, lower-cased.
+pub fn default_namespace(path: &str) -> String {
+    let p = path.trim_end_matches('/');
+    let last = p.rsplit('/').next().unwrap_or(p);
+    let last = last.strip_suffix(".mcl").unwrap_or(last);
+    let last = last.strip_prefix("mgmt-").unwrap_or(last);
+    last.replace('-', "_").to_lowercase()
+}
+
+/// Whether `path` names a core module.
+pub fn is_core_module(path: &str) -> bool {
+    LIBRARY
+        .iter()
+        .any(|b| !b.module.is_empty() && b.module == path)
+        || matches!(path, "fmt" | "list" | "map")
+}
+
+/// Core modules of the reference that v1 does not provide (spec §10 "Not in v1").
+pub fn is_unbuilt_module(path: &str) -> bool {
+    let root = path.split('/').next().unwrap_or(path);
+    matches!(
+        root,
+        "regexp"
+            | "encoding"
+            | "net"
+            | "golang"
+            | "deploy"
+            | "local"
+            | "value"
+            | "example"
+            | "test"
+    )
+}
+
+/// Functions of the reference's library that are known but not built yet.
+pub fn is_unbuilt_function(module: &str, name: &str) -> bool {
+    matches!(
+        (module, name),
+        ("", "history")
+            | ("", "random1")
+            | ("os", "system")
+            | ("os", "args")
+            | ("os", "family")
+            | ("os", "is_family_redhat")
+            | ("os", "is_family_debian")
+            | ("os", "is_family_archlinux")
+            | ("os", "release")
+            | ("os", "expand_home")
+            | ("os", "home")
+            | ("os", "uid")
+            | ("os", "user_exists")
+            | ("os", "is_virtual")
+            | ("sys", "load")
+            | ("sys", "uptime")
+            | ("sys", "cpu_count")
+    )
+}
+
+/// Looks up a built-in by module path and name.
+pub fn lookup(module: &str, name: &str) -> Option<&'static Builtin> {
+    LIBRARY
+        .iter()
+        .find(|b| b.module == module && b.name == name)
+}
+
+/// Every built-in.
+pub fn all() -> &'static [Builtin] {
+    LIBRARY
+}
+
+fn args_err(name: &str, want: &str, got: &[Value]) -> FuncError {
+    FuncError::fatal(format!(
+        "{name}: expected {want}, got ({})",
+        got.iter()
+            .map(|v| v.type_name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+macro_rules! s {
+    ($a:expr, $i:expr, $n:expr) => {
+        match $a.get($i) {
+            Some(Value::Str(s)) => s.as_str(),
+            _ => return Err(args_err($n, "str", $a)),
+        }
+    };
+}
+macro_rules! i {
+    ($a:expr, $i:expr, $n:expr) => {
+        match $a.get($i) {
+            Some(Value::Int(v)) => *v,
+            _ => return Err(args_err($n, "int", $a)),
+        }
+    };
+}
+macro_rules! l {
+    ($a:expr, $i:expr, $n:expr) => {
+        match $a.get($i) {
+            Some(Value::List(v)) => v,
+            _ => return Err(args_err($n, "list", $a)),
+        }
+    };
+}
+macro_rules! m {
+    ($a:expr, $i:expr, $n:expr) => {
+        match $a.get($i) {
+            Some(Value::Map(v)) => v,
+            _ => return Err(args_err($n, "map", $a)),
+        }
+    };
+}
+
+const fn pure(module: &'static str, name: &'static str, sig: &'static str, run: RunFn) -> Builtin {
+    Builtin {
+        module,
+        name,
+        kind: FuncKind::Pure,
+        sig: Sig::Text(sig),
+        check: None,
+        run,
+    }
+}
+
+const fn with_kind(mut b: Builtin, kind: FuncKind) -> Builtin {
+    b.kind = kind;
+    b
+}
+
+const fn checked(mut b: Builtin, check: CheckFn) -> Builtin {
+    b.check = Some(check);
+    b
+}
+
+const fn dynamic(module: &'static str, name: &'static str, sig: SigFn, run: RunFn) -> Builtin {
+    Builtin {
+        module,
+        name,
+        kind: FuncKind::Pure,
+        sig: Sig::Dyn(sig),
+        check: None,
+        run,
+    }
+}
+
+fn first_arg(t: &Ty) -> Ty {
+    match t {
+        Ty::Func(a, _) => a.first().cloned().unwrap_or(Ty::Variant),
+        _ => Ty::Variant,
+    }
+}
+
+fn check_len(t: &Ty) -> Result<(), String> {
+    match first_arg(t) {
+        Ty::Str | Ty::List(_) | Ty::Map(..) => Ok(()),
+        o => Err(format!("len does not accept {o}")),
+    }
+}
+
+fn check_num(t: &Ty) -> Result<(), String> {
+    match first_arg(t) {
+        Ty::Int | Ty::Float => Ok(()),
+        o => Err(format!("expected int or float, got {o}")),
+    }
+}
+
+fn printf_sig(u: &mut Unifier, statics: &[Option<Value>]) -> Result<Ty, String> {
+    if statics.is_empty() {
+        return Err("fmt.printf needs at least a format argument".into());
+    }
+    let mut args = vec![Ty::Str];
+    match &statics[0] {
+        Some(Value::Str(f)) => {
+            let verbs: Vec<char> = text::parse_format(f)?
+                .into_iter()
+                .filter_map(|p| match p {
+                    text::Piece::Verb(v) => Some(v),
+                    text::Piece::Text(_) => None,
+                })
+                .collect();
+            if verbs.len() != statics.len() - 1 {
+                return Err(format!(
+                    "printf format {} has {} verbs but {} arguments follow it",
+                    text::quote(f),
+                    verbs.len(),
+                    statics.len() - 1
+                ));
+            }
+            for v in verbs {
+                args.push(match v {
+                    's' | 'q' => Ty::Str,
+                    'd' => Ty::Int,
+                    'f' => Ty::Float,
+                    't' => Ty::Bool,
+                    _ => u.fresh(),
+                });
+            }
+        }
+        _ => {
+            for _ in 1..statics.len() {
+                args.push(u.fresh());
+            }
+        }
+    }
+    Ok(Ty::func(args, Ty::Str))
+}
+
+fn printf_run(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
+    let f = s!(a, 0, "fmt.printf");
+    text::printf(f, &a[1..])
+        .map(Value::Str)
+        .map_err(FuncError::fatal)
+}
+
+fn range_sig(_: &mut Unifier, statics: &[Option<Value>]) -> Result<Ty, String> {
+    match statics.len() {
+        1..=3 => Ok(Ty::func(vec![Ty::Int; statics.len()], Ty::list(Ty::Int))),
+        n => Err(format!("iter.range takes 1 to 3 arguments, got {n}")),
+    }
+}
+
+fn range_run(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
+    let n = "iter.range";
+    let (start, stop, step) = match a.len() {
+        1 => (0, i!(a, 0, n), 1),
+        2 => (i!(a, 0, n), i!(a, 1, n), 1),
+        _ => (i!(a, 0, n), i!(a, 1, n), i!(a, 2, n)),
+    };
+    if step == 0 {
+        return Err(FuncError::fatal("iter.range: step must not be 0"));
+    }
+    let mut out = Vec::new();
+    let mut x = start;
+    while (step > 0 && x < stop) || (step < 0 && x > stop) {
+        out.push(Value::Int(x));
+        if out.len() > 10_000_000 {
+            return Err(FuncError::fatal("iter.range: more than 10000000 elements"));
+        }
+        x = match x.checked_add(step) {
+            Some(x) => x,
+            None => break,
+        };
+    }
+    Ok(Value::List(out))
+}
+
+fn reduce_sig(u: &mut Unifier, statics: &[Option<Value>]) -> Result<Ty, String> {
+    let t = u.fresh();
+    let f = Ty::func(vec![t.clone(), t.clone()], t.clone());
+    match statics.len() {
+        2 => Ok(Ty::func(vec![Ty::list(t.clone()), f], t)),
+        3 => Ok(Ty::func(vec![t.clone(), Ty::list(t.clone()), f], t)),
+        n => Err(format!("iter.reduce takes 2 or 3 arguments, got {n}")),
+    }
+}
+
+fn reduce_run(a: &[Value], inv: &mut dyn Invoke) -> Result<Value, FuncError> {
+    let n = "iter.reduce";
+    let (mut acc, list, f) = if a.len() == 3 {
+        (a[0].clone(), l!(a, 1, n).as_slice(), 2)
+    } else {
+        let l = l!(a, 0, n);
+        match l.split_first() {
+            Some((h, rest)) => (h.clone(), rest, 1),
+            None => {
+                return Err(FuncError::fatal(
+                    "iter.reduce: empty list and no initial value",
+                ))
+            }
+        }
+    };
+    for e in list {
+        acc = inv.call(f, vec![acc, e.clone()])?;
+    }
+    Ok(acc)
+}
+
+fn list_concat_sig(u: &mut Unifier, statics: &[Option<Value>]) -> Result<Ty, String> {
+    if statics.is_empty() {
+        return Err("list.concat needs at least one list".into());
+    }
+    let t = Ty::list(u.fresh());
+    Ok(Ty::func(vec![t.clone(); statics.len()], t))
+}
+
+fn list_concat_run(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
+    let mut out = Vec::new();
+    for i in 0..a.len() {
+        out.extend(l!(a, i, "list.concat").iter().cloned());
+    }
+    Ok(Value::List(out))
+}
+
+/// Index into a list (catchable when missing).
+pub fn list_index(l: &[Value], i: i64) -> Result<Value, FuncError> {
+    usize::try_from(i)
+        .ok()
+        .and_then(|i| l.get(i))
+        .cloned()
+        .ok_or_else(|| FuncError::catchable(format!("list index {i} not present")))
+}
+
+/// Value for a map key (catchable when missing).
+pub fn map_key(m: &BTreeMap<Value, Value>, k: &Value) -> Result<Value, FuncError> {
+    m.get(k).cloned().ok_or_else(|| {
+        FuncError::catchable(format!("map key {} not present", text::show(k, false)))
+    })
+}
+
+fn pad(a: &[Value], left: bool) -> Result<Value, FuncError> {
+    let n = if left {
+        "strings.left_pad"
+    } else {
+        "strings.right_pad"
+    };
+    let (s, p, len) = (s!(a, 0, n), s!(a, 1, n), i!(a, 2, n));
+    if p.is_empty() {
+        return Ok(Value::from(s));
+    }
+    if len > 1 << 26 {
+        return Err(FuncError::fatal(format!("{n}: length {len} is too large")));
+    }
+    let mut extra = String::new();
+    while (s.len() + extra.len()) < usize::try_from(len).unwrap_or(0) {
+        extra.push_str(p);
+    }
+    Ok(Value::Str(if left {
+        extra + s
+    } else {
+        s.to_string() + &extra
+    }))
+}
+
+fn mod_run(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
+    match (a.first(), a.get(1)) {
+        (Some(Value::Int(x)), Some(Value::Int(y))) => {
+            if *y == 0 {
+                return Err(FuncError::catchable("math.mod: division by zero"));
+            }
+            Ok(Value::Int(((*x as f64) % (*y as f64)) as i64))
+        }
+        (Some(Value::Float(x)), Some(Value::Float(y))) => {
+            let r = x % y;
+            if r.is_nan() {
+                return Err(FuncError::catchable("math.mod: result is not a number"));
+            }
+            Ok(Value::Float(r))
+        }
+        _ => Err(args_err("math.mod", "(int, int) or (float, float)", a)),
+    }
+}
+
+fn float_result(name: &str, r: f64) -> Result<Value, FuncError> {
+    if r.is_nan() || r.is_infinite() {
+        Err(FuncError::catchable(format!(
+            "{name}: result {} is not finite",
+            text::float_text(r)
+        )))
+    } else {
+        Ok(Value::Float(r))
+    }
+}
+
+fn local_time(name: &str, t: i64) -> Result<time::LocalTime, FuncError> {
+    time::local(t).map_err(|e| FuncError::fatal(format!("{name}: {e}")))
+}
+
+fn getenv(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
+    let k = s!(a, 0, "sys.getenv");
+    std::env::var(k)
+        .map(Value::Str)
+        .map_err(|_| FuncError::catchable(format!("environment variable {k} is not set")))
+}
+
+fn readfile_now(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
+    let p = s!(a, 0, "os.readfile");
+    stream::read_file(p)
+}
+
+fn no_snapshot(_: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
+    Err(FuncError::fatal(
+        "this stream function needs a running stream source",
+    ))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The system host name.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}
+
+static LIBRARY: &[Builtin] = &[
+    // Top level.
+    checked(
+        pure("", "len", "func(?a) int", |a, _| match a.first() {
+            Some(Value::Str(s)) => Ok(Value::Int(s.len() as i64)),
+            Some(Value::List(l)) => Ok(Value::Int(l.len() as i64)),
+            Some(Value::Map(m)) => Ok(Value::Int(m.len() as i64)),
+            _ => Err(args_err("len", "str, list or map", a)),
+        }),
+        check_len,
+    ),
+    pure("", "contains", "func(?a, []?a) bool", |a, _| {
+        Ok(Value::Bool(l!(a, 1, "contains").contains(&a[0])))
+    }),
+    pure("", "concat", "func(str, str) str", |a, _| {
+        Ok(Value::Str(format!(
+            "{}{}",
+            s!(a, 0, "concat"),
+            s!(a, 1, "concat")
+        )))
+    }),
+    pure("", "list_lookup", "func([]?a, int) ?a", |a, _| {
+        list_index(l!(a, 0, "list_lookup"), i!(a, 1, "list_lookup"))
+    }),
+    pure("", "map_lookup", "func(map{?k: ?v}, ?k) ?v", |a, _| {
+        map_key(m!(a, 0, "map_lookup"), &a[1])
+    }),
+    // fmt.
+    dynamic("fmt", "printf", printf_sig, printf_run),
+    // strings.
+    pure("strings", "contains", "func(str, str) bool", |a, _| {
+        Ok(Value::Bool(s!(a, 0, "strings.contains").contains(s!(
+            a,
+            1,
+            "strings.contains"
+        ))))
+    }),
+    pure("strings", "has_prefix", "func(str, str) bool", |a, _| {
+        Ok(Value::Bool(s!(a, 0, "strings.has_prefix").starts_with(s!(
+            a,
+            1,
+            "strings.has_prefix"
+        ))))
+    }),
+    pure("strings", "has_suffix", "func(str, str) bool", |a, _| {
+        Ok(Value::Bool(s!(a, 0, "strings.has_suffix").ends_with(s!(
+            a,
+            1,
+            "strings.has_suffix"
+        ))))
+    }),
+    pure("strings", "split", "func(str, str) []str", |a, _| {
+        let (s, sep) = (s!(a, 0, "strings.split"), s!(a, 1, "strings.split"));
+        let parts: Vec<Value> = if sep.is_empty() {
+            s.chars().map(|c| Value::Str(c.to_string())).collect()
+        } else {
+            s.split(sep).map(Value::from).collect()
+        };
+        Ok(Value::List(parts))
+    }),
+    pure(
+        "strings",
+        "join_nonempty",
+        "func([]str, str) str",
+        |a, _| {
+            let l = l!(a, 0, "strings.join_nonempty");
+            let sep = s!(a, 1, "strings.join_nonempty");
+            let parts: Vec<&str> = l
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .collect();
+            Ok(Value::Str(parts.join(sep)))
+        },
+    ),
+    pure("strings", "to_lower", "func(str) str", |a, _| {
+        Ok(Value::Str(s!(a, 0, "strings.to_lower").to_lowercase()))
+    }),
+    pure("strings", "to_upper", "func(str) str", |a, _| {
+        Ok(Value::Str(s!(a, 0, "strings.to_upper").to_uppercase()))
+    }),
+    pure("strings", "trim_space", "func(str) str", |a, _| {
+        Ok(Value::from(s!(a, 0, "strings.trim_space").trim()))
+    }),
+    pure(
+        "strings",
+        "replace_all",
+        "func(str, str, str) str",
+        |a, _| {
+            let n = "strings.replace_all";
+            let (s, old, new) = (s!(a, 0, n), s!(a, 1, n), s!(a, 2, n));
+            Ok(Value::Str(s.replace(old, new)))
+        },
+    ),
+    pure("strings", "substr", "func(str, int, int) str", |a, _| {
+        let n = "strings.substr";
+        let (s, lo, hi) = (s!(a, 0, n), i!(a, 1, n), i!(a, 2, n));
+        if lo < 0 || lo > hi || hi as usize > s.len() {
+            return Err(FuncError::catchable(format!(
+                "strings.substr: [{lo}, {hi}) is outside a string of length {}",
+                s.len()
+            )));
+        }
+        let b = &s.as_bytes()[lo as usize..hi as usize];
+        Ok(Value::Str(String::from_utf8_lossy(b).into_owned()))
+    }),
+    pure("strings", "left_pad", "func(str, str, int) str", |a, _| {
+        pad(a, true)
+    }),
+    pure("strings", "right_pad", "func(str, str, int) str", |a, _| {
+        pad(a, false)
+    }),
+    // convert.
+    pure("convert", "int_to_str", "func(int) str", |a, _| {
+        Ok(Value::Str(i!(a, 0, "convert.int_to_str").to_string()))
+    }),
+    pure("convert", "str_to_int", "func(str) int", |a, _| {
+        let s = s!(a, 0, "convert.str_to_int");
+        s.parse::<i64>().map(Value::Int).map_err(|e| {
+            FuncError::catchable(format!("convert.str_to_int: {}: {e}", text::quote(s)))
+        })
+    }),
+    pure("convert", "str_to_float", "func(str) float", |a, _| {
+        let s = s!(a, 0, "convert.str_to_float");
+        s.parse::<f64>().map(Value::Float).map_err(|e| {
+            FuncError::catchable(format!("convert.str_to_float: {}: {e}", text::quote(s)))
+        })
+    }),
+    pure("convert", "to_float", "func(int) float", |a, _| {
+        Ok(Value::Float(i!(a, 0, "convert.to_float") as f64))
+    }),
+    pure("convert", "to_int", "func(float) int", |a, _| {
+        match a.first() {
+            // `as` truncates toward zero, saturates, and maps NaN to 0.
+            Some(Value::Float(f)) => Ok(Value::Int(*f as i64)),
+            _ => Err(args_err("convert.to_int", "float", a)),
+        }
+    }),
+    pure("convert", "parse_bool", "func(str) bool", |a, _| {
+        match s!(a, 0, "convert.parse_bool") {
+            "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(Value::Bool(true)),
+            "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(Value::Bool(false)),
+            o => Err(FuncError::catchable(format!(
+                "convert.parse_bool: {} is not a bool",
+                text::quote(o)
+            ))),
+        }
+    }),
+    pure("convert", "format_bool", "func(bool) str", |a, _| {
+        match a.first() {
+            Some(Value::Bool(b)) => Ok(Value::Str(b.to_string())),
+            _ => Err(args_err("convert.format_bool", "bool", a)),
+        }
+    }),
+    // list, map.
+    dynamic("list", "concat", list_concat_sig, list_concat_run),
+    pure("list", "lookup", "func([]?a, int) ?a", |a, _| {
+        list_index(l!(a, 0, "list.lookup"), i!(a, 1, "list.lookup"))
+    }),
+    pure("map", "keys", "func(map{?k: ?v}) []?k", |a, _| {
+        Ok(Value::List(m!(a, 0, "map.keys").keys().cloned().collect()))
+    }),
+    pure("map", "values", "func(map{?k: ?v}) []?v", |a, _| {
+        Ok(Value::List(
+            m!(a, 0, "map.values").values().cloned().collect(),
+        ))
+    }),
+    pure("map", "lookup", "func(map{?k: ?v}, ?k) ?v", |a, _| {
+        map_key(m!(a, 0, "map.lookup"), &a[1])
+    }),
+    // iter.
+    pure("iter", "map", "func([]?a, func(?a) ?b) []?b", |a, inv| {
+        let l = l!(a, 0, "iter.map");
+        let out: Result<Vec<Value>, FuncError> =
+            l.iter().map(|e| inv.call(1, vec![e.clone()])).collect();
+        Ok(Value::List(out?))
+    }),
+    pure(
+        "iter",
+        "filter",
+        "func([]?a, func(?a) bool) []?a",
+        |a, inv| {
+            let l = l!(a, 0, "iter.filter");
+            let mut out = Vec::new();
+            for e in l {
+                if inv.call(1, vec![e.clone()])? == Value::Bool(true) {
+                    out.push(e.clone());
+                }
+            }
+            Ok(Value::List(out))
+        },
+    ),
+    dynamic("iter", "reduce", reduce_sig, reduce_run),
+    dynamic("iter", "range", range_sig, range_run),
+    pure(
+        "iter",
+        "zip",
+        "func([]?a, []?b, func(?a, ?b) ?c) []?c",
+        |a, inv| {
+            let (x, y) = (l!(a, 0, "iter.zip"), l!(a, 1, "iter.zip"));
+            let out: Result<Vec<Value>, FuncError> = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| inv.call(2, vec![p.clone(), q.clone()]))
+                .collect();
+            Ok(Value::List(out?))
+        },
+    ),
+    pure("iter", "flatten", "func([][]?a) []?a", |a, _| {
+        let mut out = Vec::new();
+        for e in l!(a, 0, "iter.flatten") {
+            out.extend(e.as_list().unwrap_or_default().iter().cloned());
+        }
+        Ok(Value::List(out))
+    }),
+    // math.
+    checked(pure("math", "mod", "func(?a, ?a) ?a", mod_run), check_num),
+    pure("math", "pow", "func(float, float) float", |a, _| {
+        match (a.first(), a.get(1)) {
+            (Some(Value::Float(x)), Some(Value::Float(y))) => float_result("math.pow", x.powf(*y)),
+            _ => Err(args_err("math.pow", "(float, float)", a)),
+        }
+    }),
+    pure("math", "sqrt", "func(float) float", |a, _| {
+        match a.first() {
+            Some(Value::Float(x)) => float_result("math.sqrt", x.sqrt()),
+            _ => Err(args_err("math.sqrt", "float", a)),
+        }
+    }),
+    // datetime.
+    with_kind(
+        pure("datetime", "now", "func() int", |_, _| {
+            Ok(Value::Int(unix_now()))
+        }),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure("datetime", "str_now", "func() str", |_, _| {
+            Ok(Value::Str(unix_now().to_string()))
+        }),
+        FuncKind::Stream,
+    ),
+    pure("datetime", "hour", "func(int) int", |a, _| {
+        let t = local_time("datetime.hour", i!(a, 0, "datetime.hour"))?;
+        Ok(Value::Int(t.hour.into()))
+    }),
+    pure("datetime", "weekday", "func(int) str", |a, _| {
+        let t = local_time("datetime.weekday", i!(a, 0, "datetime.weekday"))?;
+        Ok(Value::from(time::weekday_name(&t)))
+    }),
+    pure("datetime", "format", "func(int, str) str", |a, _| {
+        let t = local_time("datetime.format", i!(a, 0, "datetime.format"))?;
+        Ok(Value::Str(time::format(&t, s!(a, 1, "datetime.format"))))
+    }),
+    pure("datetime", "print", "func(int) str", |a, _| {
+        let t = local_time("datetime.print", i!(a, 0, "datetime.print"))?;
+        Ok(Value::Str(time::print(&t)))
+    }),
+    // os, sys.
+    with_kind(
+        pure("os", "readfile", "func(str) str", readfile_now),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure("os", "file_exists", "func(str) bool", |a, _| {
+            Ok(Value::Bool(
+                std::path::Path::new(s!(a, 0, "os.file_exists")).exists(),
+            ))
+        }),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure("sys", "getenv", "func(str) str", getenv),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("sys", "hasenv", "func(str) bool", |a, _| {
+            Ok(Value::Bool(
+                std::env::var_os(s!(a, 0, "sys.hasenv")).is_some(),
+            ))
+        }),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("sys", "env", "func() map{str: str}", |_, _| {
+            Ok(Value::Map(
+                std::env::vars()
+                    .map(|(k, v)| (Value::Str(k), Value::Str(v)))
+                    .collect(),
+            ))
+        }),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("sys", "hostname", "func() str", |_, _| {
+            Ok(Value::Str(system_hostname()))
+        }),
+        FuncKind::Stream,
+    ),
+    // world.
+    with_kind(
+        pure(
+            "world",
+            "getval",
+            "func(str) struct{value str; exists bool}",
+            no_snapshot,
+        ),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure("world", "kvlookup", "func(str) map{str: str}", no_snapshot),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure("world", "schedule", "func(str) []str", no_snapshot),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure(
+            "world/collect",
+            "res",
+            "func(str) []struct{name str; host str}",
+            no_snapshot,
+        ),
+        FuncKind::Stream,
+    ),
+];
+
+/// Runs a pure built-in that takes no function arguments (tests, constant folding).
+pub fn call_simple(b: &Builtin, args: &[Value]) -> Result<Value, FuncError> {
+    struct NoFuncs;
+    impl Invoke for NoFuncs {
+        fn call(&mut self, _: usize, _: Vec<Value>) -> Result<Value, FuncError> {
+            Err(FuncError::fatal("no function value was passed"))
+        }
+    }
+    (b.run)(args, &mut NoFuncs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(m: &str, n: &str, args: Vec<Value>) -> Result<Value, FuncError> {
+        call_simple(lookup(m, n).expect("builtin exists"), &args)
+    }
+
+    #[test]
+    fn every_text_signature_reads_as_a_function_type() {
+        let mut u = Unifier::new();
+        for b in all() {
+            if let Sig::Text(_) = b.sig {
+                let t = b.signature(&mut u, &[]).unwrap();
+                assert!(matches!(t, Ty::Func(..)), "{}: {t}", b.display_name());
+            }
+        }
+    }
+
+    #[test]
+    fn every_required_function_exists() {
+        for (m, n) in [
+            ("", "len"),
+            ("", "contains"),
+            ("", "concat"),
+            ("fmt", "printf"),
+            ("strings", "split"),
+            ("strings", "substr"),
+            ("convert", "parse_bool"),
+            ("list", "concat"),
+            ("map", "keys"),
+            ("iter", "reduce"),
+            ("math", "mod"),
+            ("datetime", "now"),
+            ("os", "readfile"),
+            ("sys", "getenv"),
+            ("world", "getval"),
+            ("world/collect", "res"),
+        ] {
+            assert!(lookup(m, n).is_some(), "{m}.{n}");
+        }
+        assert_eq!(
+            lookup("world/collect", "res").unwrap().display_name(),
+            "collect.res"
+        );
+    }
+
+    #[test]
+    fn strings_and_conversions() {
+        assert_eq!(
+            call("strings", "split", vec!["".into(), ",".into()]).unwrap(),
+            Value::from(vec![""])
+        );
+        assert_eq!(
+            call("strings", "split", vec!["ab".into(), "".into()]).unwrap(),
+            Value::from(vec!["a", "b"])
+        );
+        assert_eq!(
+            call(
+                "strings",
+                "left_pad",
+                vec!["7".into(), "ab".into(), Value::Int(4)]
+            )
+            .unwrap(),
+            Value::from("abab7")
+        );
+        assert_eq!(
+            call(
+                "strings",
+                "right_pad",
+                vec!["7".into(), "".into(), Value::Int(4)]
+            )
+            .unwrap(),
+            Value::from("7")
+        );
+        let e = call(
+            "strings",
+            "substr",
+            vec!["abc".into(), Value::Int(2), Value::Int(5)],
+        );
+        assert!(e.unwrap_err().catchable);
+        assert_eq!(
+            call("convert", "to_int", vec![Value::Float(-2.7)]).unwrap(),
+            Value::Int(-2)
+        );
+        assert_eq!(
+            call("convert", "to_int", vec![Value::Float(f64::NAN)]).unwrap(),
+            Value::Int(0)
+        );
+        assert!(
+            call("convert", "parse_bool", vec!["yes".into()])
+                .unwrap_err()
+                .catchable
+        );
+        assert_eq!(
+            call("math", "mod", vec![Value::Int(-7), Value::Int(3)]).unwrap(),
+            Value::Int(-1)
+        );
+        assert!(
+            call("math", "mod", vec![Value::Int(1), Value::Int(0)])
+                .unwrap_err()
+                .catchable
+        );
+    }
+
+    #[test]
+    fn printf_signature_follows_the_static_format() {
+        let b = lookup("fmt", "printf").unwrap();
+        let mut u = Unifier::new();
+        let t = b
+            .signature(&mut u, &[Some("%d-%s".into()), None, None])
+            .unwrap();
+        assert_eq!(t.to_string(), "func(str, int, str) str");
+        assert!(b.signature(&mut u, &[Some("%d".into())]).is_err());
+        assert!(b.signature(&mut u, &[Some("%5d".into()), None]).is_err());
+        let t = b.signature(&mut u, &[None, None]).unwrap();
+        assert!(!t.is_ground());
+    }
+
+    #[test]
+    fn range_and_namespaces() {
+        assert_eq!(
+            call(
+                "iter",
+                "range",
+                vec![Value::Int(5), Value::Int(0), Value::Int(-2)]
+            )
+            .unwrap(),
+            Value::from(vec![5i64, 3, 1])
+        );
+        assert!(call(
+            "iter",
+            "range",
+            vec![Value::Int(0), Value::Int(1), Value::Int(0)]
+        )
+        .is_err());
+        assert_eq!(default_namespace("world/collect"), "collect");
+        assert_eq!(default_namespace("lib/util.mcl"), "util");
+        assert_eq!(default_namespace("mgmt-web-x/"), "web_x");
+        assert!(is_core_module("strings"));
+        assert!(!is_core_module("lib/"));
+    }
+}

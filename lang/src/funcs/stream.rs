@@ -1,0 +1,333 @@
+//! Stream sources: built-ins that produce new values on their own (spec §10 kind **S**).
+//!
+//! [`start`] computes the current value at once and returns a [`Source`] whose background task
+//! (or file watcher) sends every *different* later value as a [`StreamEvent`]. Dropping the
+//! [`Source`] cancels it, so a source lives exactly as long as the part of the program that
+//! reads it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::Watcher as _;
+use tend_engine::Value;
+use tokio::sync::mpsc;
+
+use super::world::{collect_pairs, WorldView};
+use super::{system_hostname, Builtin, FuncError};
+
+/// Identifies one running source: the function's display name and its arguments.
+pub type StreamKey = (String, Vec<Value>);
+
+/// A new value (or error) of one source.
+#[derive(Clone, Debug)]
+pub struct StreamEvent {
+    /// The source.
+    pub key: StreamKey,
+    /// Its new value.
+    pub value: Result<Value, FuncError>,
+}
+
+/// What sources need: where to send events and the world to read.
+#[derive(Clone)]
+pub struct StreamCtx {
+    /// Events go here.
+    pub tx: mpsc::UnboundedSender<StreamEvent>,
+    /// The cluster view.
+    pub world: Arc<dyn WorldView>,
+}
+
+/// A running source; dropping it stops it.
+#[derive(Default)]
+pub struct Source {
+    task: Option<tokio::task::JoinHandle<()>>,
+    watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        self.watcher.take();
+    }
+}
+
+/// Reads a file for `os.readfile` (a missing or unreadable file is catchable).
+pub fn read_file(path: &str) -> Result<Value, FuncError> {
+    std::fs::read(path)
+        .map(|b| Value::Str(String::from_utf8_lossy(&b).into_owned()))
+        .map_err(|e| FuncError::catchable(format!("os.readfile: {path}: {e}")))
+}
+
+/// A sender that forwards only values different from the previous one.
+#[derive(Clone)]
+struct Dedup {
+    key: StreamKey,
+    tx: mpsc::UnboundedSender<StreamEvent>,
+    last: Arc<Mutex<Result<Value, FuncError>>>,
+}
+
+impl Dedup {
+    fn new(
+        key: StreamKey,
+        tx: mpsc::UnboundedSender<StreamEvent>,
+        first: &Result<Value, FuncError>,
+    ) -> Self {
+        Dedup {
+            key,
+            tx,
+            last: Arc::new(Mutex::new(first.clone())),
+        }
+    }
+
+    /// Sends `v` if it differs from the last value; false when the receiver is gone.
+    fn offer(&self, v: Result<Value, FuncError>) -> bool {
+        let mut last = self.last.lock().expect("poisoned");
+        if *last == v {
+            return !self.tx.is_closed();
+        }
+        *last = v.clone();
+        self.tx
+            .send(StreamEvent {
+                key: self.key.clone(),
+                value: v,
+            })
+            .is_ok()
+    }
+}
+
+fn spawn_poll<F>(
+    d: Dedup,
+    every: Duration,
+    align_to_second: bool,
+    f: F,
+) -> Option<tokio::task::JoinHandle<()>>
+where
+    F: Fn() -> Result<Value, FuncError> + Send + 'static,
+{
+    let rt = tokio::runtime::Handle::try_current().ok()?;
+    Some(rt.spawn(async move {
+        loop {
+            let wait = if align_to_second {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()))
+            } else {
+                every
+            };
+            tokio::time::sleep(wait).await;
+            if !d.offer(f()) {
+                return;
+            }
+        }
+    }))
+}
+
+fn watch_path(d: Dedup, path: String, f: fn(&str) -> Result<Value, FuncError>) -> Source {
+    let p = Path::new(&path);
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    };
+    let d2 = d.clone();
+    let p2 = path.clone();
+    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        d2.offer(f(&p2));
+    })
+    .ok()
+    .and_then(|mut w| {
+        w.watch(&dir, notify::RecursiveMode::NonRecursive)
+            .ok()
+            .map(|_| w)
+    });
+    // Without a watch (the directory is missing, or inotify is exhausted) fall back to polling.
+    let task = if watcher.is_none() {
+        spawn_poll(d, Duration::from_millis(500), false, move || f(&path))
+    } else {
+        None
+    };
+    Source { task, watcher }
+}
+
+fn world_source<F>(d: Dedup, world: Arc<dyn WorldView>, f: F) -> Source
+where
+    F: Fn(&dyn WorldView) -> Result<Value, FuncError> + Send + 'static,
+{
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return Source::default();
+    };
+    let mut rx = world.changes();
+    let task = rt.spawn(async move {
+        while rx.changed().await.is_ok() {
+            if !d.offer(f(world.as_ref())) {
+                return;
+            }
+        }
+    });
+    Source {
+        task: Some(task),
+        watcher: None,
+    }
+}
+
+fn str_arg(args: &[Value]) -> String {
+    args.first()
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn getval(w: &dyn WorldView, key: &str) -> Result<Value, FuncError> {
+    if key.is_empty() {
+        return Err(FuncError::fatal("world.getval: the key is empty"));
+    }
+    let v = w.getval(key).map_err(FuncError::fatal)?;
+    Ok(Value::Struct(vec![
+        ("value".into(), Value::Str(v.clone().unwrap_or_default())),
+        ("exists".into(), Value::Bool(v.is_some())),
+    ]))
+}
+
+fn kvlookup(w: &dyn WorldView, ns: &str) -> Result<Value, FuncError> {
+    let m = w.kvlookup(ns).map_err(FuncError::fatal)?;
+    Ok(Value::Map(
+        m.into_iter()
+            .map(|(k, v)| (Value::Str(k), Value::Str(v)))
+            .collect(),
+    ))
+}
+
+fn schedule(w: &dyn WorldView, ns: &str) -> Result<Value, FuncError> {
+    let l = w.schedule(ns).map_err(FuncError::fatal)?;
+    Ok(Value::List(l.into_iter().map(Value::Str).collect()))
+}
+
+fn collect_res(w: &dyn WorldView, kind: &str) -> Result<Value, FuncError> {
+    collect_pairs(w, kind).map_err(FuncError::fatal)
+}
+
+/// Starts the source for a stream built-in called with `args`: returns its current value and
+/// the running source. `known_kind` says whether a kind exists (for `collect.res`).
+pub fn start(
+    b: &Builtin,
+    args: &[Value],
+    ctx: &StreamCtx,
+    known_kind: &dyn Fn(&str) -> bool,
+) -> (Result<Value, FuncError>, Source) {
+    let key: StreamKey = (b.display_name(), args.to_vec());
+    let arg = str_arg(args);
+    let first: Result<Value, FuncError> = match (b.module, b.name) {
+        ("world", "getval") => getval(ctx.world.as_ref(), &arg),
+        ("world", "kvlookup") => kvlookup(ctx.world.as_ref(), &arg),
+        ("world", "schedule") => schedule(ctx.world.as_ref(), &arg),
+        ("world/collect", "res") => {
+            if known_kind(&arg) {
+                collect_res(ctx.world.as_ref(), &arg)
+            } else {
+                Err(FuncError::fatal(format!(
+                    "collect.res: unknown kind `{arg}`"
+                )))
+            }
+        }
+        _ => super::call_simple(b, args),
+    };
+    if matches!(&first, Err(e) if !e.catchable) {
+        return (first, Source::default());
+    }
+    let d = Dedup::new(key, ctx.tx.clone(), &first);
+    let w = ctx.world.clone();
+    let src = match (b.module, b.name) {
+        ("datetime", "now") => Source {
+            task: spawn_poll(d, Duration::from_secs(1), true, || {
+                super::call_simple(super::lookup("datetime", "now").expect("exists"), &[])
+            }),
+            watcher: None,
+        },
+        ("datetime", "str_now") => Source {
+            task: spawn_poll(d, Duration::from_secs(1), true, || {
+                super::call_simple(super::lookup("datetime", "str_now").expect("exists"), &[])
+            }),
+            watcher: None,
+        },
+        ("sys", "hostname") => Source {
+            task: spawn_poll(d, Duration::from_secs(5), false, || {
+                Ok(Value::Str(system_hostname()))
+            }),
+            watcher: None,
+        },
+        ("os", "readfile") => watch_path(d, arg, read_file),
+        ("os", "file_exists") => watch_path(d, arg, |p| Ok(Value::Bool(Path::new(p).exists()))),
+        ("world", "getval") => world_source(d, w, move |w| getval(w, &arg)),
+        ("world", "kvlookup") => world_source(d, w, move |w| kvlookup(w, &arg)),
+        ("world", "schedule") => world_source(d, w, move |w| schedule(w, &arg)),
+        ("world/collect", "res") => world_source(d, w, move |w| collect_res(w, &arg)),
+        _ => Source::default(),
+    };
+    (first, src)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::funcs::{lookup, world::MemWorld};
+
+    #[tokio::test]
+    async fn readfile_sends_changes_and_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "one").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ctx = StreamCtx {
+            tx,
+            world: MemWorld::new("h"),
+        };
+        let b = lookup("os", "readfile").unwrap();
+        let p = Value::from(path.to_str().unwrap());
+        let (first, _src) = start(b, &[p], &ctx, &|_| true);
+        assert_eq!(first.unwrap(), Value::from("one"));
+        // Replace atomically: a plain write truncates first, and a watcher may see that.
+        let tmp = dir.path().join("f.tmp");
+        std::fs::write(&tmp, "two").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.value.unwrap(), Value::from("two"));
+        std::fs::remove_file(&path).unwrap();
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let Err(e) = ev.value {
+                assert!(e.catchable);
+                break;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn world_values_stream() {
+        let w = MemWorld::new("h");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ctx = StreamCtx {
+            tx,
+            world: w.clone(),
+        };
+        let b = lookup("world", "getval").unwrap();
+        let (first, _src) = start(b, &[Value::from("k")], &ctx, &|_| true);
+        assert_eq!(first.unwrap().field("exists"), Some(&Value::Bool(false)));
+        w.set_value("k", "v");
+        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.value.unwrap().field("value"), Some(&Value::from("v")));
+        let c = lookup("world/collect", "res").unwrap();
+        let (first, _s) = start(c, &[Value::from("nope")], &ctx, &|k| k == "test");
+        assert!(!first.unwrap_err().catchable);
+    }
+}

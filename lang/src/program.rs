@@ -1,0 +1,383 @@
+//! The public entry point: load a program (a `.mcl` file or a directory holding `main.mcl`)
+//! with the local files it imports, compile it through every static stage (lex/parse, init,
+//! interpolate, set-scope, unify), then run it: a stream of `GraphSpec`s, one per distinct
+//! table of values (spec §7).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use tend_engine::{GraphSpec, KindSchema};
+use tokio::sync::mpsc;
+
+use crate::diag::{Error, SourceMap, Stage};
+use crate::funcs::stream::{StreamCtx, StreamEvent};
+use crate::funcs::world::WorldView;
+use crate::graph::{self, EvalEnv, Streams};
+use crate::interp::{self, InterpEnv, Validator};
+use crate::scope::Modules;
+use crate::syntax::ast::{Stmt, StmtKind};
+use crate::syntax::span::{FileId, Span};
+
+/// Everything a program needs from its host.
+#[derive(Clone)]
+pub struct Options {
+    /// `$hostname`.
+    pub hostname: String,
+    /// The kinds' schemas.
+    pub schemas: BTreeMap<String, KindSchema>,
+    /// The cluster view (an in-memory world for `check`).
+    pub world: Arc<dyn WorldView>,
+    /// Validation of every non-hidden resource (the kinds' own checks), if any.
+    pub validate: Option<Arc<Validator>>,
+}
+
+/// Errors of a program together with the sources needed to render them.
+#[derive(Debug)]
+pub struct Failure {
+    /// The files read so far.
+    pub map: SourceMap,
+    /// The errors (all of one stage).
+    pub errors: Vec<Error>,
+}
+
+impl Failure {
+    /// Renders every error as spec §11.2 describes.
+    pub fn render(&self) -> String {
+        self.map.render_all(&self.errors)
+    }
+}
+
+/// A compiled program, ready to run.
+pub struct Compiled {
+    modules: Modules,
+    map: SourceMap,
+    opts: Options,
+}
+
+/// Reads, parses and checks a program.
+pub fn compile(path: &Path, opts: Options) -> Result<Compiled, Failure> {
+    let path = path.to_path_buf();
+    on_big_stack(move || compile_here(&path, opts)).unwrap_or_else(|msg| {
+        Err(Failure {
+            map: SourceMap::new(),
+            errors: vec![Error::new(Stage::LexParse, msg, Span::default())],
+        })
+    })
+}
+
+fn compile_here(path: &Path, opts: Options) -> Result<Compiled, Failure> {
+    let mut map = SourceMap::new();
+    let modules = match load(path, &mut map) {
+        Ok(m) => m,
+        Err(errors) => return Err(Failure { map, errors }),
+    };
+    let fail = |map: SourceMap, errors: Vec<Error>, modules: &Modules| Failure {
+        errors: errors
+            .into_iter()
+            .map(|e| with_importers(e, modules))
+            .collect(),
+        map,
+    };
+    let schemas = &opts.schemas;
+    let is_const = |rest: &str| graph::constant(schemas, rest).is_some();
+    let errors = crate::scope::check(&modules, &is_const);
+    if !errors.is_empty() {
+        return Err(fail(map, errors, &modules));
+    }
+    if let Err(e) = crate::unify::check(&modules, schemas) {
+        return Err(fail(map, vec![e], &modules));
+    }
+    if let Err(e) = graph::check_static(&modules) {
+        return Err(fail(map, vec![e], &modules));
+    }
+    Ok(Compiled { modules, map, opts })
+}
+
+fn with_importers(mut e: Error, m: &Modules) -> Error {
+    let mut file = e.span.file;
+    let mut guard = 0;
+    while file != m.files[0].file && guard < 64 {
+        guard += 1;
+        let Some(idx) = m.files.iter().position(|f| f.file == file) else {
+            break;
+        };
+        let Some(at) = m.imported_at.get(&idx) else {
+            break;
+        };
+        e = e.imported_at(*at);
+        file = at.file;
+    }
+    e
+}
+
+fn is_clean(p: &str) -> bool {
+    !p.starts_with('/')
+        && !p.contains("//")
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        && !p.starts_with("./")
+}
+
+/// Reads the entry file and every local file it imports (transitively).
+fn load(path: &Path, map: &mut SourceMap) -> Result<Modules, Vec<Error>> {
+    let (root, main) = if path.is_dir() {
+        (path.to_path_buf(), path.join("main.mcl"))
+    } else {
+        let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        (root, path.to_path_buf())
+    };
+    let mut m = Modules {
+        files: Vec::new(),
+        imports: HashMap::new(),
+        imported_at: HashMap::new(),
+    };
+    let mut by_path: HashMap<PathBuf, usize> = HashMap::new();
+    let mut queue: Vec<(PathBuf, Option<Span>)> = vec![(main, None)];
+    let mut links: Vec<((FileId, String), PathBuf)> = Vec::new();
+    while !queue.is_empty() {
+        let (file, at) = queue.remove(0);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                let span = at.unwrap_or_default();
+                let msg = format!("cannot read {}: {e}", file.display());
+                let stage = if at.is_some() {
+                    Stage::SetScope
+                } else {
+                    Stage::LexParse
+                };
+                if at.is_none() {
+                    map.add(
+                        format!(
+                            "/{}",
+                            file.file_name().unwrap_or_default().to_string_lossy()
+                        ),
+                        "",
+                    );
+                }
+                return Err(vec![Error::new(stage, msg, span)]);
+            }
+        };
+        let rel = file.strip_prefix(&root).unwrap_or(&file);
+        let id = map.add(format!("/{}", rel.display()), text.clone());
+        let prog = match crate::syntax::front(id, &text) {
+            Ok(p) => p,
+            Err(errors) => {
+                return Err(match at {
+                    // An error inside an imported file is a set-scope error of the import.
+                    Some(at) => errors
+                        .into_iter()
+                        .map(|mut e| {
+                            e.stage = Stage::SetScope;
+                            e.imported_at(at)
+                        })
+                        .collect(),
+                    None => errors,
+                });
+            }
+        };
+        let idx = m.files.len();
+        by_path.insert(file.clone(), idx);
+        if let Some(at) = at {
+            m.imported_at.insert(idx, at);
+        }
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut imports = Vec::new();
+        collect_imports(&prog.stmts, &mut imports);
+        m.files.push(prog);
+        for (p, span) in imports {
+            if crate::funcs::is_core_module(&p) {
+                continue;
+            }
+            if p.contains("://") {
+                return Err(vec![Error::new(
+                    Stage::SetScope,
+                    format!("remote module `{p}` is not supported yet"),
+                    span,
+                )]);
+            }
+            if !is_clean(&p) || !(p.ends_with(".mcl") || p.ends_with('/')) {
+                let msg = if crate::funcs::is_unbuilt_module(&p) {
+                    format!("core module `{p}` is not supported yet")
+                } else if p.ends_with(".mcl") || p.ends_with('/') {
+                    format!("import path `{p}` must be relative and clean")
+                } else {
+                    format!("no core module `{p}`")
+                };
+                return Err(vec![Error::new(Stage::SetScope, msg, span)]);
+            }
+            let target = if p.ends_with('/') {
+                let d = dir.join(&p);
+                let meta = d.join("metadata.yaml");
+                let main = std::fs::read_to_string(&meta)
+                    .ok()
+                    .and_then(|t| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&t).ok())
+                    .and_then(|v| v.get("main").and_then(|x| x.as_str()).map(str::to_string))
+                    .unwrap_or_else(|| "main.mcl".into());
+                d.join(main)
+            } else {
+                dir.join(&p)
+            };
+            if !target.is_file() {
+                return Err(vec![Error::new(
+                    Stage::SetScope,
+                    format!("no module file for `{p}`"),
+                    span,
+                )]);
+            }
+            if !by_path.contains_key(&target) && !queue.iter().any(|(q, _)| *q == target) {
+                queue.push((target.clone(), Some(span)));
+            }
+            links.push(((id, p.clone()), target));
+        }
+    }
+    for (k, t) in links {
+        if let Some(i) = by_path.get(&t) {
+            m.imports.insert(k, *i);
+        }
+    }
+    Ok(m)
+}
+
+fn collect_imports(stmts: &[Stmt], out: &mut Vec<(String, Span)>) {
+    for st in stmts {
+        match &st.kind {
+            StmtKind::Import(im) => out.push((im.path.clone(), im.path_span)),
+            StmtKind::If(i) => {
+                collect_imports(&i.then.stmts, out);
+                if let Some(b) = &i.els {
+                    collect_imports(&b.stmts, out);
+                }
+            }
+            StmtKind::Class(c) => collect_imports(&c.body.stmts, out),
+            _ => {}
+        }
+    }
+}
+
+impl Compiled {
+    /// The source files (to render errors).
+    pub fn sources(&self) -> &SourceMap {
+        &self.map
+    }
+
+    /// Evaluates and interprets once against the current stream values.
+    pub fn graph_once(&self, streams: &mut Streams, ctx: &StreamCtx) -> Result<GraphSpec, Error> {
+        let env = EvalEnv {
+            hostname: self.opts.hostname.clone(),
+            schemas: &self.opts.schemas,
+            ctx,
+        };
+        let out = graph::evaluate(&self.modules, &env, streams);
+        streams.prune();
+        let out = out?;
+        interp::build(
+            &out,
+            &InterpEnv {
+                schemas: &self.opts.schemas,
+                world: self.opts.world.as_ref(),
+                validate: self.opts.validate.as_deref(),
+            },
+        )
+    }
+
+    /// Runs the program: sends a new graph whenever the values it reads change (never the same
+    /// graph twice in a row), or a rendered error (after which the run ends). Stops when the
+    /// receiver is dropped. Must be called inside a tokio runtime.
+    pub fn run(self) -> mpsc::Receiver<Result<GraphSpec, String>> {
+        let (out_tx, out_rx) = mpsc::channel(4);
+        let (tx, events) = mpsc::unbounded_channel();
+        let rt = tokio::runtime::Handle::current();
+        // When the consumer goes away, wake the driver with an empty key so it stops.
+        let stop = tx.clone();
+        let closed = out_tx.clone();
+        rt.spawn(async move {
+            closed.closed().await;
+            let _ = stop.send(StreamEvent {
+                key: (String::new(), Vec::new()),
+                value: Ok(tend_engine::Value::Bool(false)),
+            });
+        });
+        // Evaluation is synchronous and recursive: it runs on its own thread with a large
+        // stack, entering the runtime so stream sources can spawn their tasks.
+        let spawned = std::thread::Builder::new()
+            .name("mcl-eval".into())
+            .stack_size(STACK)
+            .spawn(move || {
+                let _guard = rt.enter();
+                self.drive(out_tx, tx, events);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the mcl evaluation thread");
+        }
+        out_rx
+    }
+
+    fn drive(
+        &self,
+        out_tx: mpsc::Sender<Result<GraphSpec, String>>,
+        tx: mpsc::UnboundedSender<StreamEvent>,
+        mut events: mpsc::UnboundedReceiver<StreamEvent>,
+    ) {
+        let ctx = StreamCtx {
+            tx,
+            world: self.opts.world.clone(),
+        };
+        let mut streams = Streams::default();
+        let mut last: Option<GraphSpec> = None;
+        loop {
+            match self.graph_once(&mut streams, &ctx) {
+                Ok(g) => {
+                    if last.as_ref() != Some(&g) {
+                        last = Some(g.clone());
+                        if out_tx.blocking_send(Ok(g)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = out_tx.blocking_send(Err(self.map.render_all(&[e])));
+                    return;
+                }
+            }
+            // Wait for a value that differs, then take every event already queued so one
+            // burst yields one table.
+            loop {
+                let Some(ev) = events.blocking_recv() else {
+                    return;
+                };
+                if ev.key.0.is_empty() {
+                    return;
+                }
+                let mut changed = streams.update(&ev.key, ev.value);
+                while let Ok(ev) = events.try_recv() {
+                    if ev.key.0.is_empty() {
+                        return;
+                    }
+                    changed |= streams.update(&ev.key, ev.value);
+                }
+                if changed {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Stack size of the threads that compile and evaluate programs (reserved, not committed).
+const STACK: usize = 256 << 20;
+
+/// Runs `f` on a thread with a large stack (the passes recurse over the program).
+fn on_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let h = std::thread::Builder::new()
+        .name("mcl-compile".into())
+        .stack_size(STACK)
+        .spawn(f)
+        .map_err(|e| format!("cannot start a compiler thread: {e}"))?;
+    match h.join() {
+        Ok(v) => Ok(v),
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}

@@ -1,0 +1,293 @@
+//! Scopes (spec §6): the scope tree shared by every later pass, name lookup through the chain
+//! and through namespaces (`$a.b.c`, `ns.f()`, `include ns.c`), and the set-scope stage
+//! ([`check`]): undefined names, duplicates in one scope, class arity, imports and recursion.
+//!
+//! A [`Scope`] is generic over the payload `P` a pass stores for parameters and loop variables
+//! (nothing for set-scope, a type for unify, a value for evaluation); binds, functions and
+//! classes are stored as references into the AST and evaluated by the pass in the scope where
+//! they were found (lexical scoping).
+
+mod check;
+
+pub use check::{check, MAX_NESTING};
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::diag::{Error, Stage};
+use crate::syntax::ast::{self, Bind, ClassStmt, FuncStmt, ImportAlias, Include, StmtKind};
+use crate::syntax::span::{FileId, Span};
+
+/// What a variable name is bound to in one scope.
+pub enum VarDef<'a, P> {
+    /// A bind statement, evaluated lazily in the scope that holds it.
+    Bind(&'a Bind),
+    /// A parameter, loop variable or constant, with the pass's payload.
+    Val(P),
+}
+
+/// What a namespace name is bound to in one scope.
+#[derive(Clone)]
+pub enum NsDef<'a> {
+    /// A core module (`fmt`, `world/collect`), by import path.
+    Core(String),
+    /// A local file or module directory, by index into [`Modules::files`].
+    File(usize),
+    /// `include c as ns`: the include statement.
+    Include(&'a Include),
+}
+
+/// The program's files as the scope passes see them.
+pub struct Modules {
+    /// Every parsed file; index 0 is the entry point.
+    pub files: Vec<ast::Program>,
+    /// `(importing file, import path)` -> index into `files`.
+    pub imports: HashMap<(FileId, String), usize>,
+    /// `(file index)` -> span of the import statement that first loaded it.
+    pub imported_at: HashMap<usize, Span>,
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// One scope of the chain: global, file, or block (spec §6.1).
+pub struct Scope<'a, P> {
+    /// Unique id (for memo tables).
+    pub id: usize,
+    /// The enclosing scope.
+    pub parent: Option<Rc<Scope<'a, P>>>,
+    /// Variables.
+    pub vars: HashMap<&'a str, VarDef<'a, P>>,
+    /// Named functions.
+    pub funcs: HashMap<&'a str, &'a FuncStmt>,
+    /// Classes.
+    pub classes: HashMap<&'a str, &'a ClassStmt>,
+    /// Namespaces (imports and include aliases).
+    pub nss: HashMap<String, NsDef<'a>>,
+    /// Results of binds already evaluated in this scope (by bind address).
+    pub memo: RefCell<HashMap<usize, P>>,
+}
+
+impl<'a, P> Scope<'a, P> {
+    /// An empty scope under `parent`.
+    pub fn new(parent: Option<Rc<Scope<'a, P>>>) -> Self {
+        Scope {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            parent,
+            vars: HashMap::new(),
+            funcs: HashMap::new(),
+            classes: HashMap::new(),
+            nss: HashMap::new(),
+            memo: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Adds the definitions of a list of statements (binds, functions, classes, imports,
+    /// include aliases). Returns set-scope errors for duplicates in this scope.
+    pub fn define(
+        &mut self,
+        file: FileId,
+        stmts: &'a [ast::Stmt],
+        modules: &Modules,
+    ) -> Vec<Error> {
+        let mut errs = Vec::new();
+        let mut paths: Vec<&str> = Vec::new();
+        for st in stmts {
+            match &st.kind {
+                StmtKind::Bind(b) => {
+                    if self.vars.contains_key(b.name.text.as_str()) {
+                        errs.push(dup("variable", &b.name.text, b.name.span));
+                    } else {
+                        self.vars.insert(&b.name.text, VarDef::Bind(b));
+                    }
+                }
+                StmtKind::Func(f) => {
+                    if self.funcs.contains_key(f.name.text.as_str()) {
+                        errs.push(dup("function", &f.name.text, f.name.span));
+                    } else {
+                        self.funcs.insert(&f.name.text, f);
+                    }
+                }
+                StmtKind::Class(c) => {
+                    // Duplicate classes are an interpolate error, reported earlier.
+                    self.classes.entry(&c.name.text).or_insert(c);
+                }
+                StmtKind::Import(im) => {
+                    if paths.contains(&im.path.as_str()) {
+                        errs.push(Error::new(
+                            Stage::SetScope,
+                            format!("`{}` is imported twice in one scope", im.path),
+                            im.path_span,
+                        ));
+                        continue;
+                    }
+                    paths.push(&im.path);
+                    let (alias, span) = match &im.alias {
+                        Some(ImportAlias::Name(n)) => (n.text.clone(), n.span),
+                        Some(ImportAlias::Star(sp)) => {
+                            errs.push(Error::new(
+                                Stage::SetScope,
+                                "`import ... as *` is not supported yet; use a namespace",
+                                *sp,
+                            ));
+                            continue;
+                        }
+                        None => (crate::funcs::default_namespace(&im.path), im.path_span),
+                    };
+                    let def = if crate::funcs::is_core_module(&im.path) {
+                        NsDef::Core(im.path.clone())
+                    } else if let Some(i) = modules.imports.get(&(file, im.path.clone())) {
+                        NsDef::File(*i)
+                    } else {
+                        errs.push(Error::new(
+                            Stage::SetScope,
+                            format!("no module `{}`", im.path),
+                            im.path_span,
+                        ));
+                        continue;
+                    };
+                    let key = alias.clone();
+                    match self.nss.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(_) => {
+                            errs.push(dup("namespace", &alias, span))
+                        }
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(def);
+                        }
+                    }
+                }
+                StmtKind::Include(inc) => {
+                    if let Some(a) = &inc.alias {
+                        if self.nss.contains_key(a.text.as_str()) {
+                            errs.push(dup("namespace", &a.text, a.span));
+                        } else {
+                            self.nss.insert(a.text.clone(), NsDef::Include(inc));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        errs
+    }
+}
+
+fn dup(what: &str, name: &str, span: Span) -> Error {
+    Error::new(
+        Stage::SetScope,
+        format!("{what} `{name}` is defined twice in one scope"),
+        span,
+    )
+}
+
+/// Finds the scope (innermost first) defining variable `name`.
+pub fn find_var<'a, 'b, P>(sc: &'b Rc<Scope<'a, P>>, name: &str) -> Option<&'b Rc<Scope<'a, P>>> {
+    let mut s = sc;
+    loop {
+        if s.vars.contains_key(name) {
+            return Some(s);
+        }
+        s = s.parent.as_ref()?;
+    }
+}
+
+/// Finds a named function and the scope defining it.
+pub fn find_func<'a, P>(
+    sc: &Rc<Scope<'a, P>>,
+    name: &str,
+) -> Option<(&'a FuncStmt, Rc<Scope<'a, P>>)> {
+    let mut s = sc.clone();
+    loop {
+        if let Some(f) = s.funcs.get(name) {
+            return Some((*f, s.clone()));
+        }
+        s = s.parent.clone()?;
+    }
+}
+
+/// Finds a class and the scope defining it.
+pub fn find_class<'a, P>(
+    sc: &Rc<Scope<'a, P>>,
+    name: &str,
+) -> Option<(&'a ClassStmt, Rc<Scope<'a, P>>)> {
+    let mut s = sc.clone();
+    loop {
+        if let Some(c) = s.classes.get(name) {
+            return Some((*c, s.clone()));
+        }
+        s = s.parent.clone()?;
+    }
+}
+
+/// Finds a namespace and the scope defining it.
+pub fn find_ns<'a, P>(sc: &Rc<Scope<'a, P>>, name: &str) -> Option<(NsDef<'a>, Rc<Scope<'a, P>>)> {
+    let mut s = sc.clone();
+    loop {
+        if let Some(n) = s.nss.get(name) {
+            return Some((n.clone(), s.clone()));
+        }
+        s = s.parent.clone()?;
+    }
+}
+
+/// Where a dotted prefix leads.
+pub enum Target<'a, P> {
+    /// A scope (a file, an included class body).
+    Scope(Rc<Scope<'a, P>>),
+    /// A core module, by import path.
+    Core(String),
+}
+
+/// Opens namespaces for one pass: imported files and include aliases.
+pub trait Opener<'a, P> {
+    /// The top scope of imported file `idx`.
+    fn open_file(&self, idx: usize, at: Span) -> Result<Rc<Scope<'a, P>>, Error>;
+    /// The body scope of the include statement `inc` found in scope `sc`.
+    fn open_include(
+        &self,
+        sc: &Rc<Scope<'a, P>>,
+        inc: &'a Include,
+    ) -> Result<Rc<Scope<'a, P>>, Error>;
+}
+
+/// Resolves the namespace path `parts` (e.g. `["a", "b"]` of `$a.b.c`) from scope `sc`.
+pub fn resolve_path<'a, P>(
+    o: &dyn Opener<'a, P>,
+    sc: &Rc<Scope<'a, P>>,
+    parts: &[&str],
+    span: Span,
+) -> Result<Target<'a, P>, Error> {
+    let mut cur = sc.clone();
+    for (i, p) in parts.iter().enumerate() {
+        let Some((def, at)) = find_ns(&cur, p) else {
+            return Err(Error::new(
+                Stage::SetScope,
+                format!("no namespace `{}` in scope", parts[..=i].join(".")),
+                span,
+            ));
+        };
+        cur = match def {
+            NsDef::Core(m) => {
+                if i + 1 != parts.len() {
+                    return Err(Error::new(
+                        Stage::SetScope,
+                        format!("module `{m}` has no namespace `{}`", parts[i + 1]),
+                        span,
+                    ));
+                }
+                return Ok(Target::Core(m));
+            }
+            NsDef::File(idx) => o.open_file(idx, span)?,
+            NsDef::Include(inc) => o.open_include(&at, inc)?,
+        };
+    }
+    Ok(Target::Scope(cur))
+}
+
+/// Splits a dotted name into its namespace path and final name.
+pub fn split_dotted(text: &str) -> (Vec<&str>, &str) {
+    let mut parts: Vec<&str> = text.split('.').map(str::trim).collect();
+    let last = parts.pop().unwrap_or_default();
+    (parts, last)
+}

@@ -1,0 +1,185 @@
+//! mcl programs through the real binary: `tend check` (spec/mcl.md §12) and `tend run` on `.mcl`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tend(args: &[&str], dir: &Path) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run tend");
+    eprintln!(
+        "tend {args:?}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn prints_the_first_graph_sorted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("prog")).unwrap();
+    std::fs::write(
+        dir.path().join("prog/main.mcl"),
+        "Test[\"conf\"] -> Test[\"${svc}\"]\n$svc = \"web\"\ntest \"${svc}\" {}\ntest \"conf\" {\n\tNotify => Test[\"reload\"],\n}\ntest \"reload\" {}\n",
+    )
+    .unwrap();
+    let out = tend(&["check", "--print-graph", "prog"], dir.path());
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "Edge: test[conf] -> test[reload] # test[conf] -> test[reload]\n\
+         Edge: test[conf] -> test[web] # test[conf] -> test[web]\n\
+         Vertex: test[conf]\nVertex: test[reload]\nVertex: test[web]\n"
+    );
+    // Without --print-graph nothing is printed.
+    let out = tend(&["check", "prog"], dir.path());
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn errors_go_to_stderr_with_status_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.mcl"),
+        "import \"fmt\"\ntest [fmt.printf(\"%d items\", \"three\")] {}\n",
+    )
+    .unwrap();
+    let out = tend(&["check", "--print-graph", "bad.mcl"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: errUnify: "), "{err}");
+    assert!(err.contains("/bad.mcl @ 2:7-2:38"), "{err}");
+    assert!(err.contains("\n      ^^^^^^^^^^"), "{err}");
+}
+
+#[test]
+fn world_seed_and_hostname() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("w.json"),
+        r#"{"hostname": "lb", "exports": [{"to": "lb", "from": "web1", "kind": "test", "name": "be-web1", "res": {"meta": {"hidden": true}}}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("main.mcl"),
+        "collect test \"be-web1\" {\n\tMeta:hidden => false,\n}\ntest \"on-${hostname}\" {}\n",
+    )
+    .unwrap();
+    let out = tend(
+        &["check", "--print-graph", "--world", "w.json", "main.mcl"],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "Vertex: test[be-web1]\nVertex: test[on-lb]\n"
+    );
+    let out = tend(
+        &[
+            "check",
+            "--print-graph",
+            "--world",
+            "w.json",
+            "--hostname",
+            "db",
+            "main.mcl",
+        ],
+        dir.path(),
+    );
+    // Host `db` cannot see an export addressed to `lb`.
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "Vertex: test[on-db]\n"
+    );
+}
+
+#[test]
+fn run_converges_an_mcl_program() {
+    let sb = crate::sandbox::Sandbox::new();
+    let target = sb.path("out/motd");
+    let prog = sb.write(
+        "prog/main.mcl",
+        &format!(
+            "import \"strings\"\n$who = \"world\"\nfile \"{}\" {{\n\tcontent => strings.to_upper(\"hello ${{who}}\\n\"),\n\tstate => $const.res.file.state.exists,\n}}\n",
+            target.display()
+        ),
+    );
+    std::fs::create_dir_all(sb.path("out")).unwrap();
+    let state = sb.state_dir();
+    let out = sb.run(&[
+        "run",
+        prog.parent().unwrap().to_str().unwrap(),
+        "--converged-timeout",
+        "0",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--listen",
+        "none",
+    ]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "HELLO WORLD\n");
+}
+
+#[test]
+fn run_swaps_in_each_new_mcl_graph() {
+    use crate::sandbox::{read, wait_for};
+    use std::time::Duration;
+
+    let sb = crate::sandbox::Sandbox::new();
+    let prog = sb.write(
+        "main.mcl",
+        "import \"os\"\nimport \"sys\"\n$root = sys.getenv(\"TEND_ROOT\")\n$g = os.readfile(\"${root}/greeting\") <|> \"default\\n\"\nfile \"${root}/out/motd\" {\n\tcontent => $g,\n}\n",
+    );
+    std::fs::create_dir_all(sb.path("out")).unwrap();
+    let d = sb.spawn(&[
+        "run",
+        prog.to_str().unwrap(),
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+        "--listen",
+        "none",
+    ]);
+    let motd = sb.path("out/motd");
+    let ctx = || {
+        format!(
+            "command: {}\nstderr:\n{}\n{}",
+            d.cmdline,
+            d.stderr(),
+            sb.listing()
+        )
+    };
+    let limit = Duration::from_secs(20);
+    wait_for(
+        "the first graph",
+        limit,
+        || read(&motd).as_deref() == Some("default\n"),
+        ctx,
+    );
+    // A new value of the watched file is a new graph, swapped in without a restart.
+    let tmp = sb.path("greeting.tmp");
+    std::fs::write(&tmp, "custom\n").unwrap();
+    std::fs::rename(&tmp, sb.path("greeting")).unwrap();
+    wait_for(
+        "the new graph",
+        limit,
+        || read(&motd).as_deref() == Some("custom\n"),
+        ctx,
+    );
+    // Deleted: the fallback of `<|>`.
+    std::fs::remove_file(sb.path("greeting")).unwrap();
+    wait_for(
+        "the fallback graph",
+        limit,
+        || read(&motd).as_deref() == Some("default\n"),
+        ctx,
+    );
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(10)).is_some(), "{}", ctx());
+}
