@@ -194,7 +194,7 @@ impl Engine {
         // reader woken by the new generation sees this graph.
         *self.inner.graph.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(GraphSpec {
             resources: g.resources.clone(),
-            edges: edges.clone(),
+            edges: a.edges.clone(),
         });
         self.inner
             .tx
