@@ -43,7 +43,31 @@ enum Cmd {
     Version,
 }
 
+/// Replaces Rust's default panic output (a message and, with `RUST_BACKTRACE`, a stack trace) by
+/// one log line. The engine catches a resource's panic and fails only that vertex; this hook makes
+/// sure the user sees one readable line for it rather than a trace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!(error = %msg, %location, "panic (the failing task was isolated)");
+        } else {
+            eprintln!("tend: internal error: {msg} ({location})");
+        }
+    }));
+}
+
 fn main() -> ExitCode {
+    install_panic_hook();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run(a) => run::main(a),
