@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 mod api;
 mod check_cmd;
 mod client;
+mod cluster;
+mod deploy_cmd;
 mod logging;
 mod mcl_front;
 mod progress;
@@ -29,6 +31,8 @@ enum Cmd {
     Run(run::RunArgs),
     /// Check an mcl program and optionally print its first graph.
     Check(check_cmd::CheckArgs),
+    /// Publish a program to every host (or roll back, or list the deploys).
+    Deploy(deploy_cmd::DeployArgs),
     /// Read the World's store directly: exports, strings, deploys, hosts.
     World(world_cmd::WorldArgs),
     /// Show the daemon's state on one screen (a client of `tend run`'s HTTP API).
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Run(a) => run::main(a),
         Cmd::Check(a) => check_cmd::main(a),
+        Cmd::Deploy(a) => deploy_cmd::main(a),
         Cmd::World(a) => world_cmd::main(a),
         Cmd::Status(a) => client::status(a),
         Cmd::Graph(a) => client::graph(a),

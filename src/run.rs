@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use tend_engine::{Engine, EngineConfig, GraphError, GraphSpec, Registry, Status, VertexState};
+use tend_world::Backend;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -27,8 +28,16 @@ use crate::{progress, yaml};
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// The program: a YAML graph (`.yaml`, `.yml`) or an mcl program (`.mcl`, or a directory
-    /// holding `main.mcl`).
-    pub program: PathBuf,
+    /// holding `main.mcl`). An mcl program is published as the first deploy when the World
+    /// has none (on the embedded store: whenever it changed); without a program, the daemon
+    /// follows the World's deploys.
+    pub program: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: crate::world_cmd::ClusterFlags,
+    /// Session TTL in seconds: when this host is gone longer than that, its exports and its
+    /// registration disappear from the World.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
+    pub session_ttl: Duration,
     /// This host's name (default: the machine's hostname).
     #[arg(long)]
     pub hostname: Option<String>,
@@ -232,7 +241,7 @@ async fn run(args: RunArgs) -> ExitCode {
 }
 
 async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let program = match Program::of(&args.program) {
+    let program = match args.program.as_deref().map(Program::of).transpose() {
         Ok(p) => p,
         Err(e) => {
             print_errors(&[e]);
@@ -241,11 +250,92 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let registry = Arc::new(tend_resources::registry());
     let host = args.hostname.clone().unwrap_or_else(machine_hostname);
-    let mut frames = match start_front_end(program, registry.clone(), host) {
-        Ok(rx) => rx,
-        Err(errs) => {
-            print_errors(&errs);
-            return Ok(ExitCode::from(2));
+    let hostname = host.clone();
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let backend = args.cluster.backend(&state_dir);
+    let embedded = matches!(backend, Backend::Embedded { .. });
+    let running = crate::cluster::Running::default();
+    let engine = Engine::new(
+        EngineConfig {
+            hostname: hostname.clone(),
+            state_dir: state_dir.clone(),
+            parallel: args.parallel,
+            noop: args.noop,
+        },
+        registry.clone(),
+    );
+    // A YAML graph runs locally; an mcl program (or none) goes through the World's deploys.
+    let (mut frames, world) = match program {
+        Some(Program::Yaml(path)) => {
+            let frames = match start_front_end(Program::Yaml(path), registry.clone(), host) {
+                Ok(rx) => rx,
+                Err(errs) => {
+                    print_errors(&errs);
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            match frames.borrow().as_ref() {
+                Err(e) => {
+                    print_errors(e);
+                    return Ok(ExitCode::from(2));
+                }
+                Ok(first) => {
+                    if let Err(errs) = engine.check_graph(&first.graph) {
+                        let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
+                        print_errors(&msgs);
+                        return Ok(ExitCode::from(2));
+                    }
+                }
+            }
+            std::fs::create_dir_all(&state_dir)
+                .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+            let world = crate::cluster::open(
+                backend.clone(),
+                args.cluster.namespace(),
+                &hostname,
+                args.session_ttl,
+            )
+            .await?;
+            (frames, world)
+        }
+        other => {
+            if let Some(Program::Mcl(entry)) = &other {
+                // Nothing is published or changed unless the program checks.
+                if let Err(text) = crate::deploy_cmd::check_program(entry) {
+                    eprint!("{text}");
+                    eprintln!("tend run: the program is invalid; nothing was changed");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            std::fs::create_dir_all(&state_dir)
+                .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+            let world = crate::cluster::open(
+                backend.clone(),
+                args.cluster.namespace(),
+                &hostname,
+                args.session_ttl,
+            )
+            .await?;
+            if let Some(Program::Mcl(entry)) = &other {
+                crate::cluster::publish_initial(&world, entry, embedded).await?;
+            }
+            let follow = crate::cluster::follow(
+                world.clone(),
+                state_dir.clone(),
+                registry.clone(),
+                hostname.clone(),
+                running.clone(),
+            );
+            let mut sigint =
+                signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+            let mut sigterm =
+                signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+            let frames = tokio::select! {
+                f = follow => f?,
+                _ = sigint.recv() => return Ok(ExitCode::SUCCESS),
+                _ = sigterm.recv() => return Ok(ExitCode::SUCCESS),
+            };
+            (frames, world)
         }
     };
     let first = frames.borrow_and_update().clone();
@@ -257,30 +347,29 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
-    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-    let engine = Engine::new(
-        EngineConfig {
-            hostname: hostname.clone(),
-            state_dir: state_dir.clone(),
-            parallel: args.parallel,
-            noop: args.noop,
-        },
-        registry.clone(),
-    );
     if let Err(errs) = engine.check_graph(&first.graph) {
         let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
         print_errors(&msgs);
         return Ok(ExitCode::from(2));
     }
-    // The program is valid: from here on the host may change.
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
     let api_state = crate::api::ApiState::new(
         engine.clone(),
-        crate::api::ApiInfo::local(&hostname, &args.program),
+        crate::api::ApiInfo {
+            hostname: hostname.clone(),
+            program: args
+                .program
+                .as_deref()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())),
+            world: crate::api::WorldInfo::of(&backend),
+        },
     );
     crate::api::start(args.listen, api_state.clone()).await?;
+    crate::cluster::report_host(
+        world.clone(),
+        running.clone(),
+        engine.clone(),
+        api_state.clone(),
+    );
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -294,7 +383,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         progress: args.converged_timeout.is_some() && progress::start(),
     };
     tracing::info!(
-        program = %args.program.display(),
+        program = %args.program.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "(following deploys)".into()),
         host = %hostname,
         state_dir = %state_dir.display(),
         resources = first.graph.resources.len(),

@@ -28,14 +28,8 @@ pub struct WorldArgs {
 /// the state directory. Reusable by other subcommands (`#[command(flatten)]`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct WorldFlags {
-    /// etcd client URL (repeat or comma-separate); without it, the embedded store in --state-dir.
-    #[arg(
-        long = "etcd",
-        value_name = "URL",
-        value_delimiter = ',',
-        global = true
-    )]
-    etcd: Vec<String>,
+    #[command(flatten)]
+    cluster: ClusterFlags,
     /// State directory holding the embedded store.
     #[arg(
         long,
@@ -44,6 +38,20 @@ pub struct WorldFlags {
         global = true
     )]
     state_dir: PathBuf,
+}
+
+/// The etcd side of [`WorldFlags`] (endpoints, TLS, user/password) and the namespace, for
+/// commands that have their own `--state-dir` (`tend run`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClusterFlags {
+    /// etcd client URL (repeat or comma-separate); without it, the embedded store in --state-dir.
+    #[arg(
+        long = "etcd",
+        value_name = "URL",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub etcd: Vec<String>,
     /// Key namespace.
     #[arg(long, default_value = "/tend", global = true)]
     namespace: String,
@@ -69,7 +77,7 @@ pub struct WorldFlags {
     etcd_password: Option<String>,
 }
 
-impl WorldFlags {
+impl ClusterFlags {
     /// The etcd configuration, when `--etcd` was given.
     pub fn etcd_config(&self) -> Option<EtcdConfig> {
         if self.etcd.is_empty() {
@@ -89,12 +97,12 @@ impl WorldFlags {
         Some(cfg)
     }
 
-    /// The backend these flags select.
-    pub fn backend(&self) -> Backend {
+    /// The backend these flags select, with the embedded store under `state_dir`.
+    pub fn backend(&self, state_dir: &std::path::Path) -> Backend {
         match self.etcd_config() {
             Some(cfg) => Backend::Etcd(cfg),
             None => Backend::Embedded {
-                state_dir: self.state_dir.clone(),
+                state_dir: state_dir.to_path_buf(),
             },
         }
     }
@@ -102,6 +110,18 @@ impl WorldFlags {
     /// The key namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+}
+
+impl WorldFlags {
+    /// The backend these flags select.
+    pub fn backend(&self) -> Backend {
+        self.cluster.backend(&self.state_dir)
+    }
+
+    /// The key namespace.
+    pub fn namespace(&self) -> &str {
+        self.cluster.namespace()
     }
 }
 
@@ -206,7 +226,7 @@ async fn run(args: WorldArgs) -> Result<()> {
     let store: Arc<dyn Store> = Arc::new(
         Etcd::connect(cfg)
             .await
-            .with_context(|| format!("connecting to etcd at {}", args.etcd.join(",")))?,
+            .with_context(|| format!("connecting to etcd at {}", args.cluster.etcd.join(",")))?,
     );
     let inspector = Inspector::new(store, args.namespace());
     if !view.watch {

@@ -97,11 +97,17 @@ pub struct WorldInfo {
 }
 
 impl WorldInfo {
-    /// A daemon running a local program without any World.
-    pub fn none() -> Self {
-        WorldInfo {
-            backend: "none".into(),
-            endpoints: Vec::new(),
+    /// The World a daemon joined.
+    pub fn of(backend: &tend_world::Backend) -> Self {
+        match backend {
+            tend_world::Backend::Etcd(cfg) => WorldInfo {
+                backend: "etcd".into(),
+                endpoints: cfg.endpoints.clone(),
+            },
+            tend_world::Backend::Embedded { state_dir } => WorldInfo {
+                backend: "embedded".into(),
+                endpoints: vec![state_dir.display().to_string()],
+            },
         }
     }
 }
@@ -115,17 +121,6 @@ pub struct ApiInfo {
     pub program: Option<PathBuf>,
     /// The World.
     pub world: WorldInfo,
-}
-
-impl ApiInfo {
-    /// A daemon running the local `program` without any World.
-    pub fn local(hostname: &str, program: &std::path::Path) -> Self {
-        ApiInfo {
-            hostname: hostname.to_string(),
-            program: Some(std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf())),
-            world: WorldInfo::none(),
-        }
-    }
 }
 
 /// A deploy as `/v1/deploy` and `/info` report it.
@@ -150,12 +145,12 @@ struct Inner {
     started_at: SystemTime,
     /// Set once the first graph has been applied (every vertex processed once).
     ready: AtomicBool,
-    /// The World's health (fixed until the daemon is wired to a World).
-    world: Health,
+    /// The World's health, as the daemon last reported it.
+    world: Mutex<Health>,
     /// Why the newest program was rejected, if it was.
     program_error: Mutex<Option<String>>,
-    /// The deploy the daemon runs (none until the daemon follows deploys).
-    deploy: Option<DeployInfo>,
+    /// The deploy the daemon runs (none for a local program).
+    deploy: Mutex<Option<DeployInfo>>,
 }
 
 impl ApiState {
@@ -176,9 +171,9 @@ impl ApiState {
                 started: Instant::now(),
                 started_at: SystemTime::now(),
                 ready: AtomicBool::new(false),
-                world,
+                world: Mutex::new(world),
                 program_error: Mutex::new(None),
-                deploy: None,
+                deploy: Mutex::new(None),
             }),
         };
         let watcher = state.clone();
@@ -209,6 +204,16 @@ impl ApiState {
     /// newest one was accepted. The previous graph keeps running either way.
     pub fn set_program_error(&self, error: Option<String>) {
         *lock(&self.inner.program_error) = error;
+    }
+
+    /// Reports the World's health (connected, session lost, ...).
+    pub fn set_world_health(&self, health: Health) {
+        *lock(&self.inner.world) = health;
+    }
+
+    /// Reports the deploy the daemon now runs.
+    pub fn set_deploy(&self, deploy: Option<DeployInfo>) {
+        *lock(&self.inner.deploy) = deploy;
     }
 
     fn status(&self) -> Status {
@@ -274,7 +279,7 @@ impl ApiState {
         vec![
             ("engine", self.engine_health(&s)),
             ("program", self.program_health(&s)),
-            ("world", self.inner.world.clone()),
+            ("world", lock(&self.inner.world).clone()),
         ]
     }
 
@@ -287,7 +292,7 @@ impl ApiState {
     }
 
     fn deploy_json(&self) -> JsonValue {
-        match self.inner.deploy.clone() {
+        match lock(&self.inner.deploy).clone() {
             Some(d) => json!({ "deploy": { "id": d.id, "hash": d.hash } }),
             None => json!({
                 "deploy": null,
@@ -424,7 +429,7 @@ async fn readiness(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     parse(&uri, &q, NONE)?;
-    let world = st.inner.world.clone();
+    let world = lock(&st.inner.world).clone();
     let graph_applied = st.inner.ready.load(Ordering::SeqCst);
     let body = match (&world, graph_applied) {
         (Health::Up(_), true) => json!({ "status": "UP" }),
@@ -475,7 +480,7 @@ fn info_json(st: &ApiState) -> JsonValue {
         "hostname": i.hostname,
         "world": { "backend": i.world.backend, "endpoints": i.world.endpoints },
         "program": i.program.as_ref().map(|p| p.display().to_string()),
-        "deploy": st.inner.deploy.clone().map(|d| json!({ "id": d.id, "hash": d.hash })),
+        "deploy": lock(&st.inner.deploy).clone().map(|d| json!({ "id": d.id, "hash": d.hash })),
         "graph": { "generation": s.generation, "resources": graph.resources.len(), "edges": graph.edges.len() },
         "started_at": views::rfc3339(st.inner.started_at),
         "uptime_seconds": st.inner.started.elapsed().as_secs_f64(),

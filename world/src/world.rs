@@ -272,6 +272,9 @@ pub struct WorldConfig {
     pub file_gc_grace: Duration,
     /// Version string registered for this host.
     pub version: String,
+    /// Register this process as a host (a daemon does; a controller such as `tend deploy`
+    /// does not, so it never shows up in the cluster's membership).
+    pub register: bool,
 }
 
 impl WorldConfig {
@@ -300,6 +303,7 @@ impl WorldConfig {
             deploy_retention: 50,
             file_gc_grace: Duration::from_secs(3600),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            register: true,
         }
     }
 }
@@ -598,6 +602,9 @@ impl World {
     }
 
     async fn put_host(&self) -> Result<bool, WorldError> {
+        if !self.inner.cfg.register {
+            return Ok(false);
+        }
         let record = self
             .inner
             .host
@@ -630,11 +637,14 @@ impl World {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut ops = vec![Op::Put {
-            key: self.inner.keys.host(&self.inner.cfg.hostname),
-            value: encode(&host),
-            lease,
-        }];
+        let mut ops = Vec::new();
+        if self.inner.cfg.register {
+            ops.push(Op::Put {
+                key: self.inner.keys.host(&self.inner.cfg.hostname),
+                value: encode(&host),
+                lease,
+            });
+        }
         let exports = self
             .inner
             .own_exports

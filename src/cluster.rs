@@ -1,0 +1,281 @@
+//! The daemon's side of the World: joining it (embedded store or etcd), publishing a program
+//! as the first deploy, following the cluster's deploys (fetch, compile, swap; a deploy that
+//! does not compile is rejected and the previous program keeps running), and keeping this
+//! host's registration (deploy it runs, converged or not) up to date.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use tend_engine::Registry;
+use tend_world::{
+    Backend, Deploy, DeployWorld, FsWorld, HostWorld, NewDeploy, World, WorldConfig, WorldError,
+};
+use tokio::sync::watch;
+
+use crate::api::{ApiState, DeployInfo, Health};
+use crate::run::FrameResult;
+
+/// Joins the World selected by `backend`.
+pub async fn open(
+    backend: Backend,
+    namespace: &str,
+    hostname: &str,
+    session_ttl: Duration,
+) -> Result<World> {
+    let what = match &backend {
+        Backend::Etcd(cfg) => format!("etcd at {}", cfg.endpoints.join(",")),
+        Backend::Embedded { state_dir } => {
+            format!("the embedded store in {}", state_dir.display())
+        }
+    };
+    let mut cfg = WorldConfig::with_backend(backend, hostname);
+    cfg.namespace = namespace.to_string();
+    cfg.session_ttl = session_ttl;
+    World::connect(cfg)
+        .await
+        .with_context(|| format!("joining the world ({what})"))
+}
+
+/// What the daemon reports about the deploy it runs: the deploy, and why the newest one was
+/// rejected (if it was). Shared between the deploy follower and [`report_host`].
+#[derive(Clone, Default)]
+pub struct Running {
+    deploy: Arc<Mutex<Option<Deploy>>>,
+    rejected: Arc<Mutex<Option<String>>>,
+}
+
+impl Running {
+    /// The deploy id the daemon runs, if it runs one.
+    pub fn id(&self) -> Option<u64> {
+        self.deploy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|d| d.id)
+    }
+
+    fn set(&self, d: &Deploy) {
+        *self.deploy.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
+        *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn reject(&self, d: &Deploy, errs: &[String]) {
+        for e in errs {
+            tracing::error!(deploy = d.id, error = %e, "deploy rejected: it does not compile here; keeping the running program");
+        }
+        *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(format!("deploy {} rejected: {}", d.id, errs.join("; ")));
+    }
+
+    fn snapshot(&self) -> (Option<Deploy>, Option<String>) {
+        (
+            self.deploy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            self.rejected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// Publishes `program` as a deploy when that is what the daemon should run:
+/// when the cluster has no deploy yet, or, on the embedded (single-host) store, when the
+/// program differs from the latest deploy. On etcd, an existing deploy chain wins: the host
+/// follows it, and `tend deploy` is how a program is published.
+pub async fn publish_initial(world: &World, program: &Path, embedded: bool) -> Result<()> {
+    let latest = world.latest_deploy().await?;
+    if latest.is_some() && !embedded {
+        let d = latest.as_ref().map(|d| d.id).unwrap_or_default();
+        tracing::info!(
+            deploy = d,
+            program = %program.display(),
+            "the cluster already has deploys: following them (publish a program with `tend deploy`)"
+        );
+        return Ok(());
+    }
+    let bundle = crate::deploy_cmd::make_bundle(program)?;
+    let hash = world
+        .fs_put_tree(bundle.path())
+        .await
+        .with_context(|| format!("uploading the bundle of {}", program.display()))?;
+    if latest.as_ref().is_some_and(|d| d.bundle == hash) {
+        return Ok(());
+    }
+    let deploy = world
+        .add_deploy(NewDeploy {
+            bundle: hash,
+            message: format!("tend run {}", program.display()),
+            author: format!("tend run@{}", world.hostname()),
+            parent: latest.map(|d| d.id),
+            force: false,
+        })
+        .await;
+    match deploy {
+        Ok(d) => {
+            tracing::info!(deploy = d.id, program = %program.display(), "published the program as a deploy");
+            Ok(())
+        }
+        // Another host published first: follow the chain.
+        Err(WorldError::DeployConflict { latest, .. }) => {
+            tracing::info!(deploy = ?latest, "another host published a deploy first: following it");
+            Ok(())
+        }
+        Err(e) => Err(e).context("publishing the program as a deploy"),
+    }
+}
+
+/// Fetches a deploy's bundle into the state directory (once) and returns its entry file.
+async fn fetch(world: &World, d: &Deploy, state_dir: &Path) -> Result<PathBuf> {
+    let dir = state_dir.join("deploys").join(d.id.to_string());
+    if !dir.join("main.mcl").is_file() {
+        let tmp = state_dir.join("deploys").join(format!(".{}.tmp", d.id));
+        let _ = std::fs::remove_dir_all(&tmp);
+        world
+            .fs_get_tree(&d.bundle, &tmp)
+            .await
+            .with_context(|| format!("fetching the bundle of deploy {}", d.id))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir)
+            .with_context(|| format!("moving deploy {} into {}", d.id, dir.display()))?;
+    }
+    Ok(dir.join("main.mcl"))
+}
+
+/// Fetches and compiles a deploy; returns its frames.
+async fn load(
+    world: &World,
+    d: &Deploy,
+    state_dir: &Path,
+    registry: &Arc<Registry>,
+    hostname: &str,
+) -> Result<watch::Receiver<Arc<FrameResult>>, Vec<String>> {
+    let entry = fetch(world, d, state_dir)
+        .await
+        .map_err(|e| vec![format!("{e:#}")])?;
+    crate::mcl_front::start(entry, registry.clone(), hostname.to_string())
+}
+
+/// Follows the cluster's deploys: waits (saying so) until a deploy compiles, then returns the
+/// frames of the program it runs; a background task switches to every newer deploy that
+/// compiles and rejects (logging why) those that do not.
+pub async fn follow(
+    world: World,
+    state_dir: PathBuf,
+    registry: Arc<Registry>,
+    hostname: String,
+    running: Running,
+) -> Result<watch::Receiver<Arc<FrameResult>>> {
+    let mut deploys = world.watch_deploys();
+    let waiting = tokio::spawn(async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tracing::info!("no deploy yet: waiting for one (publish a program with `tend deploy`)");
+    });
+    let mut current = loop {
+        let Some(d) = deploys.next().await else {
+            anyhow::bail!("the world's deploy watch ended");
+        };
+        match load(&world, &d, &state_dir, &registry, &hostname).await {
+            Ok(rx) => {
+                tracing::info!(deploy = d.id, "running deploy");
+                running.set(&d);
+                break rx;
+            }
+            Err(errs) => running.reject(&d, &errs),
+        }
+    };
+    waiting.abort();
+    let (tx, out) = watch::channel(current.borrow_and_update().clone());
+    tokio::spawn(async move {
+        let mut program_alive = true;
+        loop {
+            tokio::select! {
+                changed = current.changed(), if program_alive => {
+                    if changed.is_err() {
+                        program_alive = false;
+                        continue;
+                    }
+                    let f = current.borrow_and_update().clone();
+                    if tx.send(f).is_err() {
+                        return;
+                    }
+                }
+                next = deploys.next() => {
+                    let Some(d) = next else { return };
+                    if running.id() == Some(d.id) {
+                        continue;
+                    }
+                    match load(&world, &d, &state_dir, &registry, &hostname).await {
+                        Ok(mut rx) => {
+                            tracing::info!(deploy = d.id, "switching to deploy");
+                            running.set(&d);
+                            let f = rx.borrow_and_update().clone();
+                            current = rx;
+                            program_alive = true;
+                            if tx.send(f).is_err() {
+                                return;
+                            }
+                        }
+                        Err(errs) => running.reject(&d, &errs),
+                    }
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// Keeps this host's registration (deploy, converged) and the API's world health current.
+pub fn report_host(world: World, running: Running, engine: tend_engine::Engine, api: ApiState) {
+    // The World was joined before the API started: say so at once.
+    api.set_world_health(world_health(&world));
+    tokio::spawn(async move {
+        let mut status = engine.status();
+        let mut last: Option<(Option<u64>, bool)> = None;
+        let mut last_rejected: Option<String> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let (deploy, rejected) = running.snapshot();
+            api.set_deploy(deploy.as_ref().map(|d| DeployInfo {
+                id: d.id,
+                hash: d.hash.clone(),
+            }));
+            if rejected != last_rejected {
+                api.set_program_error(rejected.clone());
+                last_rejected = rejected;
+            }
+            let now = (deploy.map(|d| d.id), status.borrow_and_update().converged);
+            if last != Some(now) {
+                match world.host_update(now.0, now.1).await {
+                    Ok(()) => last = Some(now),
+                    Err(e) => tracing::warn!(error = %e, "cannot update this host's registration"),
+                }
+            }
+            api.set_world_health(world_health(&world));
+            tokio::select! {
+                changed = status.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {}
+            }
+        }
+    });
+}
+
+fn world_health(world: &World) -> Health {
+    let ws = world.status();
+    let details = serde_json::json!({
+        "backend": ws.backend,
+        "session_ok": ws.session_ok,
+        "cache_revision": ws.cache_revision,
+        "subscribers": ws.subscribers,
+    });
+    if ws.session_ok {
+        Health::Up(details)
+    } else {
+        Health::Down(details)
+    }
+}

@@ -1,0 +1,306 @@
+//! `tend deploy PROGRAM [--message M] [--force] [--parent ID]`, `tend deploy --rollback ID`,
+//! `tend deploy --list`: the controller's side of deploys (DESIGN.md "Deploys").
+//!
+//! A program is type-checked before anything is uploaded (a program that does not check is
+//! never published); its bundle goes through the World's content-addressed file store, and the
+//! deploy is appended with a compare-and-swap on the parent, so two controllers cannot silently
+//! overwrite each other.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tend_lang::funcs::world::MemWorld;
+use tend_lang::program::{compile, Options};
+use tend_world::{DeployWorld, FsWorld, NewDeploy, World, WorldConfig, WorldError};
+
+use crate::world_cmd::WorldFlags;
+
+/// Arguments of `tend deploy`.
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// The program to publish: an `.mcl` file or a directory holding `main.mcl`.
+    #[arg(required_unless_present_any = ["rollback", "list"])]
+    program: Option<PathBuf>,
+    /// The deploy message.
+    #[arg(long, short = 'm', default_value = "")]
+    message: String,
+    /// Publish even when another deploy landed after the parent this deploy was based on.
+    #[arg(long)]
+    force: bool,
+    /// The deploy this one is based on (default: the latest when `tend deploy` starts). The
+    /// deploy is refused when it is no longer the latest, unless `--force`.
+    #[arg(long, value_name = "ID")]
+    parent: Option<u64>,
+    /// Republish the bundle of an earlier deploy as a new deploy.
+    #[arg(long, value_name = "ID", conflicts_with = "program")]
+    rollback: Option<u64>,
+    /// Show the deploy history.
+    #[arg(long, conflicts_with_all = ["program", "rollback"])]
+    list: bool,
+    #[command(flatten)]
+    world: WorldFlags,
+}
+
+/// Runs `tend deploy`.
+pub fn main(args: DeployArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tend deploy: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(run(args));
+    rt.shutdown_background();
+    code
+}
+
+async fn run(args: DeployArgs) -> ExitCode {
+    // Check first: a program that does not type-check is never published.
+    if let Some(program) = &args.program {
+        if let Err(text) = check_program(program) {
+            eprint!("{text}");
+            eprintln!("tend deploy: the program does not check; nothing was published");
+            return ExitCode::from(1);
+        }
+    }
+    match publish(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tend deploy: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Compiles the program against this build's kinds (parse, scope, types), as every host will.
+pub fn check_program(program: &Path) -> std::result::Result<(), String> {
+    let registry = tend_resources::registry();
+    let schemas = registry.schemas();
+    let opts = Options {
+        hostname: String::new(),
+        schemas,
+        world: MemWorld::new(""),
+        validate: Some(Arc::new(move |spec| {
+            registry.validate(spec).map_err(|e| e.to_string())
+        })),
+    };
+    let entry = entry_file(program).map_err(|e| format!("error: {e:#}\n"))?;
+    compile(&entry, opts).map(drop).map_err(|f| f.render())
+}
+
+/// The entry file of a program path (`main.mcl` of a directory).
+pub fn entry_file(program: &Path) -> Result<PathBuf> {
+    if program.is_dir() {
+        let main = program.join("main.mcl");
+        if !main.is_file() {
+            bail!("{}: the directory holds no main.mcl", program.display());
+        }
+        return Ok(main);
+    }
+    if program.extension().and_then(|e| e.to_str()) != Some("mcl") {
+        bail!(
+            "{}: a deploy is an mcl program (an `.mcl` file or a directory holding main.mcl)",
+            program.display()
+        );
+    }
+    if !program.is_file() {
+        bail!("{}: no such file", program.display());
+    }
+    Ok(program.to_path_buf())
+}
+
+/// The largest bundle `tend deploy` uploads.
+const MAX_BUNDLE: u64 = 64 << 20;
+
+/// Builds the bundle of a program in a temporary directory: a directory program as it is
+/// (`.mcl` files and `metadata.yaml` files, recursively), a file program as `main.mcl` plus the
+/// `.mcl`/`metadata.yaml` files beside and below it (what its imports can reach).
+pub fn make_bundle(program: &Path) -> Result<tempfile::TempDir> {
+    let entry = entry_file(program)?;
+    let root = entry
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let out = tempfile::tempdir().context("creating a temporary directory for the bundle")?;
+    let mut total = 0u64;
+    copy_sources(&root, &root, out.path(), &mut total)?;
+    if entry.file_name().and_then(|n| n.to_str()) != Some("main.mcl") {
+        let main = out.path().join("main.mcl");
+        if root.join("main.mcl").exists() {
+            bail!(
+                "{}: cannot deploy it as the entry point because {} exists beside it; deploy the directory instead",
+                entry.display(),
+                root.join("main.mcl").display()
+            );
+        }
+        std::fs::copy(&entry, &main)
+            .with_context(|| format!("copying {} into the bundle", entry.display()))?;
+    }
+    Ok(out)
+}
+
+fn copy_sources(root: &Path, dir: &Path, out: &Path, total: &mut u64) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading directory {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading directory {}", dir.display()))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        let ft = entry
+            .file_type()
+            .with_context(|| format!("reading {}", path.display()))?;
+        let rel = path.strip_prefix(root).unwrap_or(&path);
+        if ft.is_dir() {
+            copy_sources(root, &path, out, total)?;
+        } else if ft.is_file() && (name.ends_with(".mcl") || name == "metadata.yaml") {
+            *total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if *total > MAX_BUNDLE {
+                bail!(
+                    "{}: the program's files exceed {} MiB",
+                    root.display(),
+                    MAX_BUNDLE >> 20
+                );
+            }
+            let dest = out.join(rel);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::copy(&path, &dest).with_context(|| format!("copying {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Who is deploying: `$USER@hostname`.
+fn author() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
+}
+
+async fn connect(flags: &WorldFlags) -> Result<World> {
+    let mut cfg = WorldConfig::with_backend(flags.backend(), "tend-deploy");
+    cfg.namespace = flags.namespace().to_string();
+    cfg.register = false;
+    World::connect(cfg)
+        .await
+        .context("connecting to the world (for the embedded store, stop the daemon that owns it or use --etcd)")
+}
+
+fn show_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (d, s) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = d as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
+async fn publish(args: DeployArgs) -> Result<()> {
+    let world = connect(&args.world).await?;
+    let result = publish_on(&world, &args).await;
+    let _ = world.close().await;
+    result
+}
+
+async fn publish_on(world: &World, args: &DeployArgs) -> Result<()> {
+    if args.list {
+        let deploys = world.list_deploys().await?;
+        if deploys.is_empty() {
+            println!("no deploys yet");
+        }
+        let latest = deploys.last().map(|d| d.id);
+        println!(
+            "{:<6} {:<21} {:<24} {:<14} MESSAGE",
+            "ID", "TIME", "AUTHOR", "BUNDLE"
+        );
+        for d in &deploys {
+            let mark = if Some(d.id) == latest { "*" } else { " " };
+            println!(
+                "{:<6} {:<21} {:<24} {:<14} {}",
+                format!("{}{mark}", d.id),
+                show_time(d.time_ms),
+                d.author,
+                &d.bundle[..d.bundle.len().min(12)],
+                d.message
+            );
+        }
+        return Ok(());
+    }
+    let parent = match args.parent {
+        Some(p) => Some(p),
+        None => world.latest_deploy().await?.map(|d| d.id),
+    };
+    let (bundle, message) = if let Some(id) = args.rollback {
+        let old = world
+            .get_deploy(id)
+            .await
+            .with_context(|| format!("reading deploy {id}"))?;
+        let message = if args.message.is_empty() {
+            format!("rollback to deploy {id}")
+        } else {
+            args.message.clone()
+        };
+        (old.bundle, message)
+    } else {
+        let program = args.program.as_deref().context("no program given")?;
+        let dir = make_bundle(program)?;
+        let hash = world
+            .fs_put_tree(dir.path())
+            .await
+            .with_context(|| format!("uploading the bundle of {}", program.display()))?;
+        (hash, args.message.clone())
+    };
+    let deploy = world
+        .add_deploy(NewDeploy {
+            bundle,
+            message,
+            author: author(),
+            parent,
+            force: args.force,
+        })
+        .await;
+    match deploy {
+        Ok(d) => {
+            println!(
+                "deploy {} published (bundle {}, parent {})",
+                d.id,
+                &d.bundle[..d.bundle.len().min(12)],
+                parent.map_or("none".to_string(), |p| p.to_string())
+            );
+            Ok(())
+        }
+        Err(e @ WorldError::DeployConflict { .. }) => {
+            bail!("{e}: another controller deployed in the meantime (see `tend deploy --list`)")
+        }
+        Err(e) => Err(e).context("appending the deploy"),
+    }
+}
