@@ -1,12 +1,12 @@
 //! The mcl front end of `tend run`: compiles the program once and publishes a new frame for
-//! every new graph the running program yields (spec/mcl.md §7). The world functions see an
-//! in-memory world holding nothing until the cluster World is wired in.
+//! every new graph the running program yields (spec/mcl.md §7). The world functions and
+//! `collect` read the World through the [`WorldView`] they are given.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tend_engine::{GraphSpec, Registry};
-use tend_lang::funcs::world::MemWorld;
+use tend_lang::funcs::world::WorldView;
 use tend_lang::program::{compile, Options};
 use tokio::sync::watch;
 
@@ -33,10 +33,11 @@ pub fn start(
     path: PathBuf,
     registry: Arc<Registry>,
     hostname: String,
+    world: Arc<dyn WorldView>,
 ) -> Result<watch::Receiver<Arc<FrameResult>>, Vec<String>> {
     let validator = registry.clone();
     let opts = Options {
-        world: MemWorld::new(&hostname),
+        world,
         hostname,
         schemas: registry.schemas(),
         validate: Some(Arc::new(move |spec| {

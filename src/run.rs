@@ -146,7 +146,12 @@ fn start_front_end(
             tokio::spawn(follow_yaml(path, registry, tx));
             Ok(rx)
         }
-        Program::Mcl(path) => crate::mcl_front::start(path, registry, hostname),
+        Program::Mcl(path) => crate::mcl_front::start(
+            path,
+            registry,
+            hostname.clone(),
+            tend_lang::funcs::world::MemWorld::new(&hostname),
+        ),
     }
 }
 
@@ -370,6 +375,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         engine.clone(),
         api_state.clone(),
     );
+    tend_engine::export::spawn_exporter(engine.clone(), Arc::new(world.clone()), args.noop);
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -621,6 +621,10 @@ impl Coord {
                 });
                 continue;
             };
+            if spec.meta.hidden {
+                built.push((spec, Arc::new(crate::resource::Hidden), old.is_some()));
+                continue;
+            }
             match (kind.build)(&spec) {
                 Ok(r) => built.push((spec, Arc::from(r), old.is_some())),
                 Err(e) => errors.push(GraphError {

@@ -111,7 +111,11 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
                 e.reason,
             ));
         }
-        if errors.len() == before {
+        if errors.len() == before && spec.meta.hidden {
+            // Hidden resources are never applied here (only exported): the kind's own
+            // validation does not apply to them (spec/mcl.md §9).
+            built.push(Arc::new(crate::resource::Hidden));
+        } else if errors.len() == before {
             match (kind.build)(spec) {
                 Ok(r) => built.push(Arc::from(r)),
                 Err(e) => errors.push(GraphError::res(&id, None, e.0)),

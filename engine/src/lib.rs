@@ -13,6 +13,7 @@
 
 pub mod events;
 pub mod executor;
+pub mod export;
 pub mod graph;
 pub mod metrics;
 pub mod registry;

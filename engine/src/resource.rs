@@ -79,6 +79,21 @@ pub trait Resource: Send + Sync + 'static {
     }
 }
 
+/// Stands in for a `Meta:hidden` resource: the executor never initialises, watches or
+/// applies a hidden vertex (it is only exported), so its kind is never built.
+pub(crate) struct Hidden;
+
+#[async_trait::async_trait]
+impl Resource for Hidden {
+    async fn watch(&self, _w: Watcher) -> Result<(), ResError> {
+        std::future::pending().await
+    }
+
+    async fn check_apply(&self, _ctx: CheckCtx) -> Result<Checked, ResError> {
+        Ok(Checked::InState)
+    }
+}
+
 #[derive(Debug, Default)]
 struct WatchShared {
     running: AtomicBool,

@@ -93,8 +93,11 @@ impl Host {
         if let Some(p) = program {
             cmd.arg(p);
         }
-        cmd.args(["--etcd", etcd, "--hostname", &self.name, "--listen", "none"])
-            .arg("--state-dir")
+        cmd.args(["--etcd", etcd, "--hostname", &self.name]);
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "none"]);
+        }
+        cmd.arg("--state-dir")
             .arg(&self.state)
             .args(extra)
             .env("TEND_ROOT", &self.root)

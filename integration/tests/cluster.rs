@@ -187,3 +187,179 @@ fn a_program_given_to_run_becomes_the_first_deploy() {
         "{listing}"
     );
 }
+
+const EXPORTS: &str = r#"import "sys"
+$root = sys.getenv("TEND_ROOT")
+file "${root}/hello" {
+	content => "i am ${hostname}\n",
+}
+if $hostname == "h1" {
+	file "to-h2" {
+		content => "for h2\n",
+		Meta:hidden => true,
+		Meta:export => ["h2"],
+	}
+	file "to-all" {
+		content => "for all\n",
+		Meta:hidden => true,
+		Meta:export => ["*"],
+	}
+}
+if $hostname != "h1" {
+	collect file "to-h2" {
+		path => "${root}/to-h2",
+		Meta:hidden => false,
+	}
+	collect file "to-all" {
+		path => "${root}/to-all",
+		Meta:hidden => false,
+	}
+}
+"#;
+
+/// The resource names in a host's running graph (from its HTTP API).
+fn graph_names(port: u16) -> String {
+    match tend_world::testkit::http_get(&format!("http://127.0.0.1:{port}"), "/v1/graph") {
+        Ok((200, body)) => body,
+        _ => String::new(),
+    }
+}
+
+#[test]
+fn exports_are_directed_withdrawn_and_expire_with_their_host() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let ttl = ["--session-ttl", "2"];
+    let mut h1 = Host::start("h1", &url, None, &ttl);
+    let port = tend_world::testkit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let h2 = Host::start(
+        "h2",
+        &url,
+        None,
+        &["--session-ttl", "2", "--listen", &listen],
+    );
+    let h3 = Host::start("h3", &url, None, &ttl);
+
+    // 2. h1 exports one file to h2 only and one to everyone: h2 applies both, h3 only the
+    // one for everyone, h1 neither (they are hidden there).
+    let p = program(src.path(), "exports", EXPORTS);
+    let o = deploy(&url, &[p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for (h, file, want) in [
+        (&h2, "to-h2", "for h2\n"),
+        (&h2, "to-all", "for all\n"),
+        (&h3, "to-all", "for all\n"),
+    ] {
+        assert!(
+            wait_for(WITHIN, || h.read(file).as_deref() == Some(want)),
+            "{} never got {file}; its log:\n{}\nh1's log:\n{}",
+            h.name,
+            h.log(),
+            h1.log()
+        );
+    }
+    wait_content(&[&h1], |h| format!("i am {}\n", h.name));
+    assert_eq!(
+        h3.read("to-h2"),
+        None,
+        "h3 applied an export addressed to h2"
+    );
+    assert_eq!(h1.read("to-h2"), None);
+    assert_eq!(h1.read("to-all"), None);
+    assert!(graph_names(port).contains("to-h2"), "{}", graph_names(port));
+
+    // 4. h1 killed with SIGKILL: its exports leave h2's graph within the session TTL (+1 s,
+    // + the time to notice); restarted, h1 exports them again.
+    h1.kill();
+    let killed = std::time::Instant::now();
+    assert!(
+        wait_for(WITHIN, || !graph_names(port).contains("to-h2")),
+        "h1's exports never left h2's graph: {}",
+        graph_names(port)
+    );
+    let gone_after = killed.elapsed();
+    assert!(
+        gone_after < Duration::from_secs(4),
+        "exports took {gone_after:?} to expire (TTL 2 s)"
+    );
+    h1.spawn(&url, None, &ttl);
+    assert!(
+        wait_for(WITHIN, || graph_names(port).contains("to-h2")),
+        "restarted h1 did not re-export: {}\nh1's log:\n{}",
+        graph_names(port),
+        h1.log()
+    );
+
+    // 3. h1 withdraws the export for h2 (a new deploy without it): it leaves h2's graph.
+    let p2 = program(
+        src.path(),
+        "withdrawn",
+        &EXPORTS.replace("Meta:export => [\"h2\"]", "Meta:export => []"),
+    );
+    let o = deploy(&url, &[p2.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        wait_for(WITHIN, || !graph_names(port).contains("to-h2")
+            && graph_names(port).contains("to-all")),
+        "the withdrawn export stayed in h2's graph: {}",
+        graph_names(port)
+    );
+}
+
+#[test]
+fn hosts_keep_enforcing_while_etcd_is_down() {
+    let mut etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let ttl = ["--session-ttl", "2"];
+    let h1 = Host::start("h1", &url, None, &ttl);
+    let port = tend_world::testkit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let h2 = Host::start(
+        "h2",
+        &url,
+        None,
+        &["--session-ttl", "2", "--listen", &listen],
+    );
+    let p = program(src.path(), "exports", EXPORTS);
+    let o = deploy(&url, &[p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        wait_for(WITHIN, || h2.read("to-h2").as_deref() == Some("for h2\n")),
+        "h2 never collected: {}",
+        h2.log()
+    );
+
+    // 7. etcd stops: a drifted file is still repaired on both hosts.
+    etcd.kill();
+    for h in [&h1, &h2] {
+        std::fs::write(h.root.join("hello"), "drifted\n").unwrap();
+    }
+    wait_content(&[&h1, &h2], |h| format!("i am {}\n", h.name));
+    std::fs::remove_file(h2.root.join("to-h2")).unwrap();
+    assert!(
+        wait_for(WITHIN, || h2.read("to-h2").as_deref() == Some("for h2\n")),
+        "h2 did not repair its collected file while etcd was down: {}",
+        h2.log()
+    );
+
+    // etcd returns: nothing is lost, exports are consistent, and new deploys flow again.
+    etcd.restart().expect("etcd restart");
+    assert!(
+        wait_for(WITHIN, || graph_names(port).contains("to-h2")
+            && graph_names(port).contains("to-all")),
+        "h2's collected resources after etcd returned: {}",
+        graph_names(port)
+    );
+    let p2 = program(
+        src.path(),
+        "v2",
+        &EXPORTS.replace("i am ${hostname}", "i am ${hostname}, v2"),
+    );
+    let o = deploy(&url, &[p2.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_content(&[&h1, &h2], |h| format!("i am {}, v2\n", h.name));
+    assert!(graph_names(port).contains("to-h2"), "{}", graph_names(port));
+}
