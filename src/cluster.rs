@@ -268,6 +268,55 @@ pub fn report_host(world: World, running: Running, engine: tend_engine::Engine, 
     });
 }
 
+/// Keeps the API's view of the exports this host may collect current, from the World's watch
+/// cache (a local subscription: no store watch is opened).
+pub fn report_exports(world: World, api: ApiState) {
+    tokio::spawn(async move {
+        let mut changes = world.res_watch(None);
+        // This host's own count can change without a collectable record changing.
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                c = changes.next() => if c.is_none() { return },
+                _ = tick.tick() => {}
+            }
+            let records = match world.res_collect(&[]).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the exports for the API");
+                    continue;
+                }
+            };
+            let docs: Vec<serde_json::Value> = records
+                .iter()
+                .map(|r| {
+                    let (params, meta) = match tend_engine::export::decode(&r.data) {
+                        Ok((p, m)) => (
+                            p.iter()
+                                .map(|(k, v)| (k.clone(), tend_engine::export::value_to_json(v)))
+                                .collect::<serde_json::Map<_, _>>(),
+                            m.iter()
+                                .map(|(k, v)| (k.clone(), tend_engine::export::value_to_json(v)))
+                                .collect::<serde_json::Map<_, _>>(),
+                        ),
+                        Err(_) => Default::default(),
+                    };
+                    serde_json::json!({
+                        "kind": r.kind, "name": r.name, "from": r.from, "to": r.to,
+                        "params": params, "meta": meta,
+                    })
+                })
+                .collect();
+            let metrics = crate::api::metrics::WorldMetrics {
+                exports: world.own_export_count() as u64,
+                collected: docs.len() as u64,
+                ..Default::default()
+            };
+            api.set_exports(docs, metrics);
+        }
+    });
+}
+
 fn world_health(world: &World) -> Health {
     let ws = world.status();
     let details = serde_json::json!({

@@ -376,6 +376,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         api_state.clone(),
     );
     tend_engine::export::spawn_exporter(engine.clone(), Arc::new(world.clone()), args.noop);
+    crate::cluster::report_exports(world.clone(), api_state.clone());
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

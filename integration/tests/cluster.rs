@@ -363,3 +363,72 @@ fn hosts_keep_enforcing_while_etcd_is_down() {
     wait_content(&[&h1, &h2], |h| format!("i am {}, v2\n", h.name));
     assert!(graph_names(port).contains("to-h2"), "{}", graph_names(port));
 }
+
+/// Opens a Server-Sent Events stream and returns it once its `init` event arrived.
+fn sse_open(port: u16, path: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("event: init") {
+        let n = s.read(&mut buf).expect("reading the event stream");
+        assert!(n > 0, "stream closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    s
+}
+
+#[test]
+fn api_watchers_are_served_from_the_watch_cache() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let port = tend_world::testkit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let h2 = Host::start("h2", &url, None, &["--listen", &listen]);
+    let h1 = Host::start("h1", &url, None, &[]);
+    let p = program(src.path(), "exports", EXPORTS);
+    let o = deploy(&url, &[p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let exports = || {
+        tend_world::testkit::http_get(&format!("http://127.0.0.1:{port}"), "/v1/exports")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    // /v1/exports shows what h2 may collect, from the World.
+    assert!(
+        wait_for(WITHIN, || exports().contains("\"to-h2\"")
+            && exports().contains("\"to-all\"")),
+        "exports: {}\nh1: {}",
+        exports(),
+        h1.log()
+    );
+    let watchers = || {
+        etcd.metric("etcd_debugging_mvcc_watcher_total")
+            .unwrap_or(-1.0)
+    };
+    let before = watchers();
+    assert!(before >= 1.0, "etcd reports {before} watchers");
+    let paths = [
+        "/v1/exports?watch=1",
+        "/v1/resources?watch=1",
+        "/v1/deploy?watch=1",
+        "/v1/graph?watch=1",
+    ];
+    let streams: Vec<_> = (0..100)
+        .map(|i| sse_open(port, paths[i % paths.len()]))
+        .collect();
+    assert_eq!(
+        watchers(),
+        before,
+        "100 API watchers changed etcd's watcher count"
+    );
+    drop(streams);
+    drop(h2);
+}

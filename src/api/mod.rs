@@ -6,7 +6,7 @@
 //! snapshot and running graph, and, once a world is wired, the world's watch cache): an API
 //! client never causes a new watch on the store, however many connect.
 
-mod metrics;
+pub mod metrics;
 mod params;
 mod sse;
 mod views;
@@ -151,6 +151,12 @@ struct Inner {
     program_error: Mutex<Option<String>>,
     /// The deploy the daemon runs (none for a local program).
     deploy: Mutex<Option<DeployInfo>>,
+    /// The exports this host may collect, from the World's watch cache.
+    exports: Mutex<Vec<JsonValue>>,
+    /// What the world side contributes to `/metrics`.
+    world_metrics: Mutex<WorldMetrics>,
+    /// Bumped whenever `exports` or `deploy` change: drives their `watch=1` streams.
+    world_tx: tokio::sync::watch::Sender<u64>,
 }
 
 impl ApiState {
@@ -174,6 +180,9 @@ impl ApiState {
                 world: Mutex::new(world),
                 program_error: Mutex::new(None),
                 deploy: Mutex::new(None),
+                exports: Mutex::new(Vec::new()),
+                world_metrics: Mutex::new(WorldMetrics::default()),
+                world_tx: tokio::sync::watch::channel(0).0,
             }),
         };
         let watcher = state.clone();
@@ -213,7 +222,24 @@ impl ApiState {
 
     /// Reports the deploy the daemon now runs.
     pub fn set_deploy(&self, deploy: Option<DeployInfo>) {
-        *lock(&self.inner.deploy) = deploy;
+        let mut d = lock(&self.inner.deploy);
+        if *d != deploy {
+            *d = deploy;
+            drop(d);
+            self.inner.world_tx.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Reports the exports this host may collect (one JSON object each) and the world's
+    /// counters.
+    pub fn set_exports(&self, exports: Vec<JsonValue>, metrics: WorldMetrics) {
+        *lock(&self.inner.world_metrics) = metrics;
+        let mut e = lock(&self.inner.exports);
+        if *e != exports {
+            *e = exports;
+            drop(e);
+            self.inner.world_tx.send_modify(|n| *n += 1);
+        }
     }
 
     fn status(&self) -> Status {
@@ -287,7 +313,7 @@ impl ApiState {
         json!({
             "host": self.inner.info.hostname,
             "world": self.inner.info.world.backend,
-            "exports": [],
+            "exports": lock(&self.inner.exports).clone(),
         })
     }
 
@@ -504,7 +530,7 @@ async fn metrics(
     parse(&uri, &q, NONE)?;
     let status = st.status();
     let engine = st.inner.engine.metrics();
-    let world = WorldMetrics::default();
+    let world = lock(&st.inner.world_metrics).clone();
     let start_time = st
         .inner
         .started_at
@@ -569,12 +595,6 @@ fn new_generation(a: &Status, b: &Status) -> bool {
     a.generation != b.generation
 }
 
-/// For documents that do not depend on the engine (their watch sends only heartbeats until
-/// the daemon is wired to a World).
-fn never(_: &Status, _: &Status) -> bool {
-    false
-}
-
 async fn graph(
     State(st): State<ApiState>,
     uri: Uri,
@@ -618,7 +638,7 @@ async fn exports(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p = parse(&uri, &q, WATCH)?;
-    Ok(doc_or_watch(&st, &p, never, |st, _| st.exports_json()))
+    Ok(world_doc(&st, &p, ApiState::exports_json))
 }
 
 async fn deploy(
@@ -627,5 +647,22 @@ async fn deploy(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p = parse(&uri, &q, WATCH)?;
-    Ok(doc_or_watch(&st, &p, never, |st, _| st.deploy_json()))
+    Ok(world_doc(&st, &p, ApiState::deploy_json))
+}
+
+/// A document about the World (exports, deploy): a plain GET, or with `watch=1` an event
+/// stream that updates whenever the daemon's World side reports a change (served from the
+/// watch cache: a client never opens a store watch).
+fn world_doc(st: &ApiState, p: &Params, render: fn(&ApiState) -> JsonValue) -> Response {
+    if p.watch {
+        let st2 = st.clone();
+        sse::stream(
+            st.inner.world_tx.subscribe(),
+            move |_| Some(render(&st2)),
+            p.heartbeat,
+        )
+        .into_response()
+    } else {
+        Json(render(st)).into_response()
+    }
 }

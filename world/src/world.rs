@@ -444,6 +444,15 @@ impl World {
         self.inner.lease.load(Ordering::SeqCst)
     }
 
+    /// How many export records this host currently publishes.
+    pub fn own_export_count(&self) -> usize {
+        self.inner
+            .own_exports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// This host's name.
     pub fn hostname(&self) -> &str {
         &self.inner.cfg.hostname
