@@ -310,7 +310,12 @@ pub fn report_exports(world: World, api: ApiState) {
             let metrics = crate::api::metrics::WorldMetrics {
                 exports: world.own_export_count() as u64,
                 collected: docs.len() as u64,
-                ..Default::default()
+                operations_total: world
+                    .op_counts()
+                    .into_iter()
+                    .map(|((op, result), n)| ((op.to_string(), result.to_string()), n))
+                    .collect(),
+                watch_events_total: world.watch_events(),
             };
             api.set_exports(docs, metrics);
         }

@@ -31,6 +31,8 @@ struct Inner {
     mine: String,
     state: Mutex<State>,
     rev: watch::Sender<i64>,
+    /// Events received on the store watch.
+    events: std::sync::atomic::AtomicU64,
 }
 
 /// The cache (cheap to clone).
@@ -40,6 +42,11 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
+    /// How many events the store watch delivered so far.
+    pub(crate) fn events(&self) -> u64 {
+        self.inner.events.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Loads the namespace and starts the one store watch. The returned guard stops it.
     pub(crate) async fn start(
         store: Arc<dyn Store>,
@@ -57,6 +64,7 @@ impl Cache {
                     subs: Vec::new(),
                 }),
                 rev: watch::channel(snapshot.revision).0,
+                events: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         {
@@ -97,6 +105,9 @@ impl Cache {
         let mut st = self.lock();
         let revision = match msg {
             WatchMsg::Events(events) => {
+                self.inner
+                    .events
+                    .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let mut rev = 0;
                 for ev in events {
                     rev = rev.max(ev.revision());

@@ -310,6 +310,7 @@ impl WorldConfig {
 
 struct Inner {
     store: Arc<dyn Store>,
+    counting: Arc<crate::store::counting::Counting>,
     keys: Keys,
     cfg: WorldConfig,
     cache: Cache,
@@ -371,6 +372,8 @@ impl World {
     /// Joins the World over an already open store (`cfg.backend` is only informative).
     pub async fn with_store(store: Arc<dyn Store>, cfg: WorldConfig) -> Result<World, WorldError> {
         check_host(&cfg.hostname)?;
+        let counting = Arc::new(crate::store::counting::Counting::new(store));
+        let store: Arc<dyn Store> = counting.clone();
         let keys = Keys::new(&cfg.namespace);
         let lease = store.lease_grant(cfg.session_ttl).await?;
         let (cache, cache_task) = Cache::start(store.clone(), &keys, &cfg.hostname).await?;
@@ -383,6 +386,7 @@ impl World {
         let world = World {
             inner: Arc::new(Inner {
                 store,
+                counting,
                 keys,
                 cfg,
                 cache,
@@ -442,6 +446,16 @@ impl World {
 
     fn lease(&self) -> LeaseId {
         self.inner.lease.load(Ordering::SeqCst)
+    }
+
+    /// Store operations so far, by `(operation, "ok" | "error")`.
+    pub fn op_counts(&self) -> crate::store::counting::OpCounts {
+        self.inner.counting.counts()
+    }
+
+    /// Events the host's one store watch delivered so far.
+    pub fn watch_events(&self) -> u64 {
+        self.inner.cache.events()
     }
 
     /// How many export records this host currently publishes.

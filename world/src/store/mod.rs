@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::error::StoreError;
 
+pub mod counting;
 pub mod embedded;
 pub mod etcd;
 
