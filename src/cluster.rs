@@ -250,7 +250,12 @@ pub fn report_host(world: World, running: Running, engine: tend_engine::Engine, 
             }));
             if rejected != last_rejected {
                 api.set_program_error(rejected.clone());
-                last_rejected = rejected;
+                match world.host_set_error(rejected.clone()).await {
+                    Ok(()) => last_rejected = rejected,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot report the rejected deploy in this host's registration")
+                    }
+                }
             }
             let now = (deploy.map(|d| d.id), status.borrow_and_update().converged);
             if last != Some(now) {

@@ -343,6 +343,7 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                         json!({
                             "hostname": h.hostname, "version": h.version, "deploy": h.deploy,
                             "converged": h.converged, "started": rfc3339(h.started_ms),
+                            "updated": rfc3339(h.updated_ms), "error": h.error,
                         })
                     })
                     .collect(),
@@ -357,13 +358,26 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                             .map(|d| d.to_string())
                             .unwrap_or_else(|| "-".into()),
                         if h.converged { "yes" } else { "no" }.into(),
+                        rfc3339(h.updated_ms),
                         rfc3339(h.started_ms),
+                        h.error.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
             (
                 doc,
-                table(&["HOST", "VERSION", "DEPLOY", "CONVERGED", "STARTED"], rows),
+                table(
+                    &[
+                        "HOST",
+                        "VERSION",
+                        "DEPLOY",
+                        "CONVERGED",
+                        "LAST SEEN",
+                        "STARTED",
+                        "ERROR",
+                    ],
+                    rows,
+                ),
             )
         }
     };

@@ -131,6 +131,15 @@ fn deploys_reach_every_host_and_bad_ones_are_refused() {
         hosts[1].log()
     );
     assert_eq!(hosts[1].read("hello").as_deref(), Some("i am h2, v2\n"));
+    // ... and says so in its host record.
+    assert!(
+        wait_for(WITHIN, || {
+            let o = tend(&["world", "--etcd", &url, "hosts", "--json"]);
+            String::from_utf8_lossy(&o.stdout).contains("deploy 3 rejected")
+        }),
+        "h2's host record does not report the rejection: {}",
+        text(&tend(&["world", "--etcd", &url, "hosts"]))
+    );
 
     // 6. Two controllers race: the one whose parent is stale is refused, naming the latest.
     let o = deploy(&url, &[p2.to_str().unwrap(), "--parent", "2"]);

@@ -91,6 +91,10 @@ pub(crate) struct HostRecord {
     pub started_ms: u64,
     pub deploy: Option<u64>,
     pub converged: bool,
+    /// Why the newest deploy was rejected on this host, if it was.
+    pub error: Option<String>,
+    /// When the record was last written, milliseconds since the Unix epoch.
+    pub updated_ms: u64,
 }
 
 #[cfg(test)]

@@ -119,6 +119,8 @@ impl Inspector {
                 started_ms: r.started_ms,
                 deploy: r.deploy,
                 converged: r.converged,
+                error: r.error,
+                updated_ms: r.updated_ms,
             });
         }
         Ok(out)

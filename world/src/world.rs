@@ -121,6 +121,11 @@ pub struct HostInfo {
     pub deploy: Option<u64>,
     /// Whether the host is converged.
     pub converged: bool,
+    /// Why the newest deploy was rejected on this host, if it was.
+    pub error: Option<String>,
+    /// When the host last updated its registration, milliseconds since the Unix epoch (a
+    /// listed host is alive: its session holds; it disappears after the session TTL).
+    pub updated_ms: u64,
 }
 
 /// One entry of a stored tree.
@@ -220,6 +225,8 @@ pub trait DeployWorld: Send + Sync {
 pub trait HostWorld: Send + Sync {
     /// Updates this host's registration.
     async fn host_update(&self, deploy: Option<u64>, converged: bool) -> Result<(), WorldError>;
+    /// Records (or, with `None`, clears) why the newest deploy was rejected on this host.
+    async fn host_set_error(&self, error: Option<String>) -> Result<(), WorldError>;
     /// Every registered host, sorted by name.
     async fn hosts(&self) -> Result<Vec<HostInfo>, WorldError>;
     /// Fires when a host joins, leaves or changes.
@@ -382,6 +389,8 @@ impl World {
             started_ms: now_ms(),
             deploy: None,
             converged: false,
+            error: None,
+            updated_ms: now_ms(),
         };
         let world = World {
             inner: Arc::new(Inner {
@@ -1649,6 +1658,16 @@ impl HostWorld for World {
             let mut h = self.inner.host.lock().unwrap_or_else(|p| p.into_inner());
             h.deploy = deploy;
             h.converged = converged;
+            h.updated_ms = now_ms();
+        }
+        self.put_host().await.map(|_| ())
+    }
+
+    async fn host_set_error(&self, error: Option<String>) -> Result<(), WorldError> {
+        {
+            let mut h = self.inner.host.lock().unwrap_or_else(|p| p.into_inner());
+            h.error = error;
+            h.updated_ms = now_ms();
         }
         self.put_host().await.map(|_| ())
     }
@@ -1668,6 +1687,8 @@ impl HostWorld for World {
                     started_ms: r.started_ms,
                     deploy: r.deploy,
                     converged: r.converged,
+                    error: r.error,
+                    updated_ms: r.updated_ms,
                 })
             })
             .collect()
