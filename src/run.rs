@@ -375,6 +375,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         engine.clone(),
         api_state.clone(),
     );
+    engine.set_world(Arc::new(world.clone()));
     tend_engine::export::spawn_exporter(engine.clone(), Arc::new(world.clone()), args.noop);
     crate::cluster::report_exports(world.clone(), api_state.clone());
 

@@ -70,6 +70,8 @@ struct Inner {
     sink: EventSink,
     /// The last graph swapped in, with every edge (automatic ones included).
     graph: std::sync::Mutex<Arc<GraphSpec>>,
+    /// The World handed to resources' `init`.
+    world: crate::resource::WorldSlot,
 }
 
 type SwapReply = oneshot::Sender<Result<SwapStats, Vec<GraphError>>>;
@@ -131,10 +133,12 @@ impl Engine {
             cfg.parallel
         };
         let (cancel_tx, _) = watch::channel(0u64);
+        let world_slot = crate::resource::WorldSlot::default();
         let coord = Coord {
             init_ctx: InitCtx {
                 hostname: cfg.hostname.clone(),
                 state_dir: cfg.state_dir.clone(),
+                world: world_slot.clone(),
             },
             noop: cfg.noop,
             registry: registry.clone(),
@@ -172,8 +176,15 @@ impl Engine {
                 status: status_rx,
                 sink,
                 graph: std::sync::Mutex::new(Arc::new(GraphSpec::default())),
+                world: world_slot,
             }),
         }
+    }
+
+    /// Hands the World's shared strings to resources (their `InitCtx::world`). Resources
+    /// initialised before this call do not see it: call it before the first swap.
+    pub fn set_world(&self, world: Arc<dyn tend_world::StrWorld>) {
+        self.inner.world.set(world);
     }
 
     /// Checks a graph without side effects: unknown kinds, params against the schema, meta,

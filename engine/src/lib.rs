@@ -29,7 +29,7 @@ pub use graph::GraphError;
 pub use metrics::{CheckResult, Histogram, MetricsSnapshot};
 pub use registry::{AutoEdges, Kind, Registry, ValidateError};
 pub use resource::{
-    CheckCtx, Checked, InitCtx, ResError, Resource, WatchReceiver, WatchSignal, Watcher,
+    CheckCtx, Checked, InitCtx, ResError, Resource, WatchReceiver, WatchSignal, Watcher, WorldSlot,
 };
 pub use schema::{Field, KindSchema, SchemaError, Type};
 pub use spec::{EdgeSpec, GraphSpec, Meta, MetaError, ResId, ResSpec};

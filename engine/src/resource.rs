@@ -46,6 +46,35 @@ pub struct InitCtx {
     pub hostname: String,
     /// The daemon's state directory (a kind may keep private state under `kinds/<kind>/`).
     pub state_dir: PathBuf,
+    /// The World's shared strings, once the daemon has joined a World.
+    pub world: WorldSlot,
+}
+
+/// The World's shared strings as resources see them (for kinds such as `kv`). Set once by the
+/// daemon with [`crate::Engine::set_world`]; empty in tests and without a World.
+#[derive(Clone, Default)]
+pub struct WorldSlot(Arc<std::sync::OnceLock<Arc<dyn tend_world::StrWorld>>>);
+
+impl WorldSlot {
+    /// The World, if the daemon joined one.
+    pub fn get(&self) -> Option<Arc<dyn tend_world::StrWorld>> {
+        self.0.get().cloned()
+    }
+
+    /// Sets the World (the first call wins).
+    pub fn set(&self, world: Arc<dyn tend_world::StrWorld>) {
+        let _ = self.0.set(world);
+    }
+}
+
+impl std::fmt::Debug for WorldSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "WorldSlot(set)"
+        } else {
+            "WorldSlot(empty)"
+        })
+    }
 }
 
 /// Arguments of one [`Resource::check_apply`] call.

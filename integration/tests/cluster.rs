@@ -441,3 +441,50 @@ fn api_watchers_are_served_from_the_watch_cache() {
     drop(streams);
     drop(h2);
 }
+
+#[test]
+fn kv_values_flow_between_hosts_live() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let h1 = Host::start("h1", &url, None, &[]);
+    let h2 = Host::start("h2", &url, None, &[]);
+    let body = r#"import "sys"
+import "world"
+$root = sys.getenv("TEND_ROOT")
+kv "color" {
+	value => "${hostname}-COLOR",
+}
+if $hostname == "h1" {
+	kv "motd" {
+		value => "MOTD",
+		mapped => false,
+	}
+}
+$colors = world.kvlookup("color")
+$motd = world.getval("motd")
+file "${root}/seen" {
+	content => ($colors["h1"] <|> "none") + " " + ($colors["h2"] <|> "none") + " " + $motd->value + "\n",
+}
+"#;
+    let p = program(src.path(), "kv", &body.replace("COLOR", "blue"));
+    let o = deploy(&url, &[p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let seen = |h: &Host, want: &str| {
+        assert!(
+            wait_for(WITHIN, || h.read("seen").as_deref() == Some(want)),
+            "{} sees {:?}, not {want:?}; its log:\n{}",
+            h.name,
+            h.read("seen"),
+            h.log()
+        );
+    };
+    seen(&h1, "h1-blue h2-blue MOTD\n");
+    seen(&h2, "h1-blue h2-blue MOTD\n");
+    // A new value on every host reaches the others without recompiling anything but the deploy.
+    let p2 = program(src.path(), "kv2", &body.replace("COLOR", "red"));
+    let o = deploy(&url, &[p2.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    seen(&h1, "h1-red h2-red MOTD\n");
+    seen(&h2, "h1-red h2-red MOTD\n");
+}

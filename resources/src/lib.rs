@@ -1,13 +1,14 @@
-//! Resource kinds (`file`, `exec`, `noop`, `print`, `timer`, `test`) and the [`registry`] that
+//! Resource kinds (`file`, `exec`, `kv`, `noop`, `print`, `timer`, `test`) and the [`registry`] that
 //! maps each kind name to its schema, constructor and automatic edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
-//! engine's job) and nothing here talks to the cluster. Constructors validate a spec without
+//! engine's job) and only `kv` talks to the cluster (through the World handed to it in `init`). Constructors validate a spec without
 //! touching the host; all host access happens in `watch` and `check_apply`.
 
 mod exec;
 mod file;
 mod fswatch;
+mod kv;
 mod noop;
 mod params;
 mod print;
@@ -29,6 +30,11 @@ pub fn registry() -> Registry {
         schema: exec::schema().clone(),
         build: exec::build,
         autoedges: Some(exec::autoedges),
+    });
+    r.register(Kind {
+        schema: kv::schema().clone(),
+        build: kv::build,
+        autoedges: None,
     });
     r.register(Kind {
         schema: noop::schema().clone(),
@@ -63,7 +69,10 @@ mod tests {
     fn every_kind_is_registered() {
         let r = registry();
         let kinds: Vec<_> = r.kinds().map(|k| k.schema.kind.clone()).collect();
-        assert_eq!(kinds, ["exec", "file", "noop", "print", "test", "timer"]);
+        assert_eq!(
+            kinds,
+            ["exec", "file", "kv", "noop", "print", "test", "timer"]
+        );
     }
 
     #[test]
