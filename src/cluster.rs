@@ -351,6 +351,8 @@ pub struct ClusterView {
     handle: tokio::runtime::Handle,
     tx: watch::Sender<u64>,
     watched: Mutex<std::collections::BTreeSet<String>>,
+    /// The watch tasks stop once the view (its program) is gone.
+    alive: Arc<()>,
 }
 
 impl ClusterView {
@@ -362,6 +364,7 @@ impl ClusterView {
             handle: tokio::runtime::Handle::current(),
             tx,
             watched: Mutex::new(Default::default()),
+            alive: Arc::new(()),
         });
         view.follow("exports", world.res_watch(None));
         view
@@ -378,14 +381,16 @@ impl ClusterView {
             return;
         }
         let tx = self.tx.clone();
+        let alive = Arc::downgrade(&self.alive);
         self.handle.spawn(async move {
-            // The first item is the current state, which the caller is reading right now.
-            let _ = changes.next().await;
+            // The first item is the current state, which the caller may be reading right now;
+            // but a change made since may be coalesced into it: bump for it too (an unchanged
+            // table is not emitted again, so a spurious bump costs one evaluation).
             while changes.next().await.is_some() {
-                tx.send_modify(|n| *n += 1);
-                if tx.is_closed() && tx.receiver_count() == 0 {
+                if alive.strong_count() == 0 {
                     return;
                 }
+                tx.send_modify(|n| *n += 1);
             }
         });
     }

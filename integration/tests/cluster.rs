@@ -279,6 +279,22 @@ fn exports_are_directed_withdrawn_and_expire_with_their_host() {
     assert_eq!(h1.read("to-all"), None);
     assert!(graph_names(port).contains("to-h2"), "{}", graph_names(port));
 
+    // A changed export reaches the collector.
+    let changed = program(
+        src.path(),
+        "changed",
+        &EXPORTS.replace("for h2\\n", "for h2, v2\\n"),
+    );
+    let o = deploy(&url, &[changed.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        wait_for(WITHIN, || h2.read("to-h2").as_deref()
+            == Some("for h2, v2\n")),
+        "h2 never got the changed export: {:?}\n{}",
+        h2.read("to-h2"),
+        h2.log()
+    );
+
     // 4. h1 killed with SIGKILL: its exports leave h2's graph within the session TTL (+1 s,
     // + the time to notice); restarted, h1 exports them again.
     h1.kill();

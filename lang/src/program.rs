@@ -321,6 +321,23 @@ impl Compiled {
         tx: mpsc::UnboundedSender<StreamEvent>,
         mut events: mpsc::UnboundedReceiver<StreamEvent>,
     ) {
+        // `collect` statements read the World's exports while the table is interpreted: a change
+        // of the World re-runs the interpretation (an unchanged graph is not sent again).
+        {
+            let tx = tx.clone();
+            let mut rx = self.opts.world.changes();
+            tokio::runtime::Handle::current().spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let ev = StreamEvent {
+                        key: (COLLECT_KEY.to_string(), Vec::new()),
+                        value: Ok(tend_engine::Value::Bool(true)),
+                    };
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let ctx = StreamCtx {
             tx,
             world: self.opts.world.clone(),
@@ -351,12 +368,12 @@ impl Compiled {
                 if ev.key.0.is_empty() {
                     return;
                 }
-                let mut changed = streams.update(&ev.key, ev.value);
+                let mut changed = ev.key.0 == COLLECT_KEY || streams.update(&ev.key, ev.value);
                 while let Ok(ev) = events.try_recv() {
                     if ev.key.0.is_empty() {
                         return;
                     }
-                    changed |= streams.update(&ev.key, ev.value);
+                    changed |= ev.key.0 == COLLECT_KEY || streams.update(&ev.key, ev.value);
                 }
                 if changed {
                     break;
@@ -365,6 +382,9 @@ impl Compiled {
         }
     }
 }
+
+/// The event key that says "the World changed" (for `collect` statements).
+const COLLECT_KEY: &str = "\u{0}collect";
 
 /// Stack size of the threads that compile and evaluate programs (reserved, not committed).
 const STACK: usize = 256 << 20;
