@@ -20,13 +20,16 @@ use tokio::sync::watch;
 use crate::api::{ApiState, DeployInfo, Health};
 use crate::run::FrameResult;
 
-/// Joins the World selected by `backend`.
+/// Creates the state directory and joins the World selected by `backend`.
 pub async fn open(
     backend: Backend,
     namespace: &str,
     hostname: &str,
     session_ttl: Duration,
+    state_dir: &Path,
 ) -> Result<World> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
     let what = match &backend {
         Backend::Etcd(cfg) => format!("etcd at {}", cfg.endpoints.join(",")),
         Backend::Embedded { state_dir } => {

@@ -204,24 +204,7 @@ async fn connect(flags: &WorldFlags) -> Result<World> {
 }
 
 fn show_time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (d, s) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = d as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        s / 3600,
-        (s / 60) % 60,
-        s % 60
-    )
+    crate::api::views::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }
 
 async fn publish(args: DeployArgs) -> Result<()> {
@@ -245,7 +228,7 @@ async fn publish_on(world: &World, args: &DeployArgs) -> Result<()> {
         for d in &deploys {
             let mark = if Some(d.id) == latest { "*" } else { " " };
             println!(
-                "{:<6} {:<21} {:<24} {:<14} {}",
+                "{:<6} {:<25} {:<24} {:<14} {}",
                 format!("{}{mark}", d.id),
                 show_time(d.time_ms),
                 d.author,

@@ -269,6 +269,16 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         registry.clone(),
     );
+    // Joining the World creates the state directory: only once the program is known valid.
+    let join_world = || {
+        crate::cluster::open(
+            backend.clone(),
+            args.cluster.namespace(),
+            &hostname,
+            args.session_ttl,
+            &state_dir,
+        )
+    };
     // A YAML graph runs locally; an mcl program (or none) goes through the World's deploys.
     let (mut frames, world) = match program {
         Some(Program::Yaml(path)) => {
@@ -292,15 +302,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            std::fs::create_dir_all(&state_dir)
-                .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
-            let world = crate::cluster::open(
-                backend.clone(),
-                args.cluster.namespace(),
-                &hostname,
-                args.session_ttl,
-            )
-            .await?;
+            let world = join_world().await?;
             (frames, world)
         }
         other => {
@@ -312,15 +314,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             }
-            std::fs::create_dir_all(&state_dir)
-                .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
-            let world = crate::cluster::open(
-                backend.clone(),
-                args.cluster.namespace(),
-                &hostname,
-                args.session_ttl,
-            )
-            .await?;
+            let world = join_world().await?;
             if let Some(Program::Mcl(entry)) = &other {
                 crate::cluster::publish_initial(&world, entry, embedded).await?;
             }

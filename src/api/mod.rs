@@ -9,7 +9,7 @@
 pub mod metrics;
 mod params;
 mod sse;
-mod views;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
