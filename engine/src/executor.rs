@@ -29,6 +29,46 @@ use crate::resource::{CheckCtx, Checked, InitCtx, Resource, Watcher};
 use crate::spec::{parse_sema, EdgeSpec, GraphSpec, ResId, ResSpec};
 use crate::status::{Status, VertexState, VertexStatus};
 
+/// Hidden resources may share their identity with a visible one, or with each other
+/// (spec/mcl.md §8.6): they are never applied here, only exported. The engine runs one vertex
+/// per identity (the visible resource, else the first hidden copy); the other hidden copies
+/// ("twins") are set aside for the exporter. `None` when the graph has no twins.
+fn split_hidden_twins(g: &GraphSpec) -> Option<(GraphSpec, Vec<ResSpec>)> {
+    let mut seen: std::collections::HashSet<(&str, &str)> =
+        std::collections::HashSet::with_capacity(g.resources.len());
+    let dup = g
+        .resources
+        .iter()
+        .any(|r| !seen.insert((r.kind.as_str(), r.name.as_str())));
+    if !dup {
+        return None;
+    }
+    let mut visible: std::collections::HashSet<ResId> = std::collections::HashSet::new();
+    for r in g.resources.iter().filter(|r| !r.meta.hidden) {
+        visible.insert(r.id());
+    }
+    let mut kept_hidden: std::collections::HashSet<ResId> = std::collections::HashSet::new();
+    let mut resources = Vec::with_capacity(g.resources.len());
+    let mut twins = Vec::new();
+    for r in &g.resources {
+        if r.meta.hidden {
+            let id = r.id();
+            if visible.contains(&id) || !kept_hidden.insert(id) {
+                twins.push(r.clone());
+                continue;
+            }
+        }
+        resources.push(r.clone());
+    }
+    Some((
+        GraphSpec {
+            resources,
+            edges: g.edges.clone(),
+        },
+        twins,
+    ))
+}
+
 /// How the engine runs.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -191,7 +231,10 @@ impl Engine {
     /// constructor refusals, duplicate identities, edges to missing vertices, and cycles
     /// (automatic edges included). Returns every error found.
     pub fn check_graph(&self, g: &GraphSpec) -> Result<(), Vec<GraphError>> {
-        analyze(&self.inner.registry, g).map(drop)
+        match split_hidden_twins(g) {
+            Some((g, _)) => analyze(&self.inner.registry, &g).map(drop),
+            None => analyze(&self.inner.registry, g).map(drop),
+        }
     }
 
     /// Checks `g`, then swaps the running graph to it by diff (see the crate docs). On error
@@ -199,12 +242,16 @@ impl Engine {
     /// (not once converged: watch [`Engine::status`] for that).
     pub async fn swap(&self, g: GraphSpec) -> Result<SwapStats, Vec<GraphError>> {
         let started = Instant::now();
+        let (g, twins) = split_hidden_twins(&g).unwrap_or((g, Vec::new()));
         let a = analyze(&self.inner.registry, &g)?;
         let (reply, rx) = oneshot::channel();
         // Published before the swap starts (and so before the generation moves), so that a
-        // reader woken by the new generation sees this graph.
+        // reader woken by the new generation sees this graph (hidden twins included: they
+        // are exported like any other resource).
+        let mut resources = g.resources.clone();
+        resources.extend(twins);
         *self.inner.graph.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(GraphSpec {
-            resources: g.resources.clone(),
+            resources,
             edges: a.edges.clone(),
         });
         self.inner

@@ -434,6 +434,32 @@ async fn hidden_vertices_never_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_twins_share_the_identity_of_a_visible_resource() {
+    // spec/mcl.md §8.6: hidden copies may share kind and name with a visible resource (or with
+    // each other); one vertex runs, and every copy stays in the graph for the exporter.
+    let e = engine(2);
+    let mut h1 = fake("twin-a").param("tag", "hidden-1");
+    h1.meta.hidden = true;
+    let mut h2 = fake("twin-a").param("tag", "hidden-2");
+    h2.meta.hidden = true;
+    let mut only_hidden = fake("twin-b");
+    only_hidden.meta.hidden = true;
+    let g = graph(
+        vec![h1, fake("twin-a"), h2, only_hidden.clone(), only_hidden],
+        vec![edge("twin-a", "twin-b")],
+    );
+    e.check_graph(&g).unwrap();
+    e.swap(g).await.unwrap();
+    let s = converged(&e).await;
+    assert_eq!(s.total, 2);
+    assert_eq!(probe("twin-a").checks(), 1, "the visible copy runs");
+    assert_eq!(e.graph().resources.len(), 5);
+    // Two visible copies are still a duplicate.
+    let dup = graph(vec![fake("twin-c"), fake("twin-c")], vec![]);
+    assert!(e.check_graph(&dup).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_running_aborts_checks() {
     let e = engine(2);
     e.swap(graph(vec![fake("cancel-a").param("hang", true)], vec![]))

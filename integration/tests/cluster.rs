@@ -504,3 +504,40 @@ file "${root}/seen" {
     seen(&h1, "h1-red h2-red MOTD\n");
     seen(&h2, "h1-red h2-red MOTD\n");
 }
+
+#[test]
+fn a_host_collects_its_own_export_beside_the_hidden_copy() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let port = tend_world::testkit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let h = Host::start("solo", &url, None, &["--listen", &listen]);
+    let body = r#"import "sys"
+import "world/collect"
+$root = sys.getenv("TEND_ROOT")
+file "mine" {
+	content => "mine\n",
+	Meta:hidden => true,
+	Meta:export => ["*"],
+}
+collect file collect.res("file") {
+	path => "${root}/mine",
+	Meta:hidden => false,
+}
+"#;
+    let p = program(src.path(), "self", body);
+    let o = deploy(&url, &[p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        wait_for(WITHIN, || h.read("mine").as_deref() == Some("mine\n")),
+        "the host did not apply its own collected export: {}",
+        h.log()
+    );
+    let g = graph_names(port);
+    assert_eq!(
+        g.matches("\"mine\"").count(),
+        2,
+        "both copies are in the graph: {g}"
+    );
+}
