@@ -22,7 +22,7 @@ fn bare(text: &str) -> String {
 
 fn frame(graph: GraphSpec) -> Frame {
     Frame {
-        graph,
+        graph: Arc::new(graph),
         describe: Box::new(|e| e.to_string()),
     }
 }

@@ -78,6 +78,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 /// Runs `tend run`.
 pub fn main(args: RunArgs) -> ExitCode {
+    STARTED.get_or_init(Instant::now);
     if let Err(e) = logging::init(args.log_format, &args.log_level) {
         eprintln!("tend run: {e:#}");
         return ExitCode::from(2);
@@ -93,17 +94,19 @@ pub fn main(args: RunArgs) -> ExitCode {
         }
     };
     let code = rt.block_on(run(args));
+    phase("run done");
     progress::finish();
     // Resources may have left blocking work behind (a hung process after a forced stop):
     // do not wait for it.
     rt.shutdown_timeout(Duration::from_millis(200));
+    phase("runtime stopped");
     code
 }
 
 /// One graph from a front end, and how to say where an engine error about it came from.
 pub struct Frame {
     /// The graph.
-    pub graph: GraphSpec,
+    pub graph: Arc<GraphSpec>,
     /// Renders an engine error about this graph, naming the file, line, resource and field.
     pub describe: Box<dyn Fn(&GraphError) -> String + Send + Sync>,
 }
@@ -158,8 +161,9 @@ fn start_front_end(
 fn load_yaml(path: &Path, registry: &Registry) -> FrameResult {
     let env = |name: &str| std::env::var(name).ok();
     match yaml::load(path, registry, &env) {
-        Ok(loaded) => {
-            let graph = loaded.graph.clone();
+        Ok(mut loaded) => {
+            // The frame owns the graph; `loaded` keeps only what locates errors.
+            let graph = Arc::new(std::mem::take(&mut loaded.graph));
             Ok(Frame {
                 graph,
                 describe: Box::new(move |e: &GraphError| {
@@ -245,6 +249,15 @@ async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
+/// When `tend run` started (for the startup phase timings).
+static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Logs how long after the start a phase of the run ended (`--log-level tend::timing=debug`).
+fn phase(what: &str) {
+    let ms = STARTED.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3;
+    tracing::debug!(target: "tend::timing", phase = what, ms, "phase done");
+}
+
 async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
     let program = match args.program.as_deref().map(Program::of).transpose() {
         Ok(p) => p,
@@ -280,30 +293,36 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
     };
     // A YAML graph runs locally; an mcl program (or none) goes through the World's deploys.
-    let (mut frames, world) = match program {
+    let (mut frames, first, world, prepared) = match program {
         Some(Program::Yaml(path)) => {
-            let frames = match start_front_end(Program::Yaml(path), registry.clone(), host) {
+            let mut frames = match start_front_end(Program::Yaml(path), registry.clone(), host) {
                 Ok(rx) => rx,
                 Err(errs) => {
                     print_errors(&errs);
                     return Ok(ExitCode::from(2));
                 }
             };
-            match frames.borrow().as_ref() {
+            phase("program loaded");
+            let first = frames.borrow_and_update().clone();
+            // Checked once: the swap below uses what this check built.
+            let prepared = match &*first {
                 Err(e) => {
                     print_errors(e);
                     return Ok(ExitCode::from(2));
                 }
-                Ok(first) => {
-                    if let Err(errs) = engine.check_graph(&first.graph) {
-                        let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
+                Ok(f) => match engine.prepare(f.graph.clone()) {
+                    Ok(p) => p,
+                    Err(errs) => {
+                        let msgs: Vec<String> = errs.iter().map(|e| (f.describe)(e)).collect();
                         print_errors(&msgs);
                         return Ok(ExitCode::from(2));
                     }
-                }
-            }
+                },
+            };
+            phase("program checked");
             let world = join_world().await?;
-            (frames, world)
+            phase("world joined");
+            (frames, first, world, Some(prepared))
         }
         other => {
             if let Some(Program::Mcl(entry)) = &other {
@@ -329,15 +348,15 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                 signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
             let mut sigterm =
                 signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-            let frames = tokio::select! {
+            let mut frames = tokio::select! {
                 f = follow => f?,
                 _ = sigint.recv() => return Ok(ExitCode::SUCCESS),
                 _ = sigterm.recv() => return Ok(ExitCode::SUCCESS),
             };
-            (frames, world)
+            let first = frames.borrow_and_update().clone();
+            (frames, first, world, None)
         }
     };
-    let first = frames.borrow_and_update().clone();
     let first = match &*first {
         Ok(f) => f,
         Err(errs) => {
@@ -345,12 +364,17 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-
-    if let Err(errs) = engine.check_graph(&first.graph) {
-        let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
-        print_errors(&msgs);
-        return Ok(ExitCode::from(2));
-    }
+    let prepared = match prepared {
+        Some(p) => p,
+        None => match engine.prepare(first.graph.clone()) {
+            Ok(p) => p,
+            Err(errs) => {
+                let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
+                print_errors(&msgs);
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
     let api_state = crate::api::ApiState::new(
         engine.clone(),
         crate::api::ApiInfo {
@@ -373,6 +397,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
     tend_engine::export::spawn_exporter(engine.clone(), Arc::new(world.clone()), args.noop);
     crate::cluster::report_exports(world.clone(), api_state.clone());
 
+    phase("api started");
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
@@ -392,8 +417,9 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         noop = args.noop,
         "starting"
     );
-    match engine.swap(first.graph.clone()).await {
+    match engine.swap_prepared(prepared).await {
         Ok(stats) => {
+            phase("first graph swapped");
             tracing::debug!(added = stats.added, duration = ?stats.duration, "first graph swapped in");
             // (Never clone a Status: it holds every vertex.)
             conv.swapped(&status.borrow_and_update(), &first.graph);
@@ -423,8 +449,10 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 progress::finish();
+                phase("converged");
                 let code = report_final(&engine);
                 engine.shutdown().await;
+                phase("engine stopped");
                 return Ok(code);
             }
             changed = frames.changed(), if !front_end_done => {
@@ -535,7 +563,9 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Prints the outcome of a one-shot run and chooses the exit status.
 fn report_final(engine: &Engine) -> ExitCode {
-    let s = engine.status().borrow().clone();
+    let status = engine.status();
+    // Read in place: the status holds every vertex.
+    let s = status.borrow();
     let count = |st: VertexState| s.counts.get(&st).copied().unwrap_or(0);
     let failed = count(VertexState::Failed);
     for (id, v) in &s.vertices {

@@ -161,11 +161,23 @@ impl Event {
 }
 
 fn count_check(m: &mut MetricsSnapshot, kind: &str, result: CheckResult, d: Duration) {
-    *m.check_apply_total
-        .entry((kind.to_string(), result))
-        .or_default() += 1;
-    m.check_apply_duration_seconds
-        .entry(kind.to_string())
-        .or_default()
-        .observe(d);
+    // Looked up before inserting: no allocation on the hot path.
+    match m
+        .check_apply_total
+        .iter_mut()
+        .find(|((k, r), _)| k == kind && *r == result)
+    {
+        Some((_, n)) => *n += 1,
+        None => {
+            m.check_apply_total.insert((kind.to_string(), result), 1);
+        }
+    }
+    match m.check_apply_duration_seconds.get_mut(kind) {
+        Some(h) => h.observe(d),
+        None => m
+            .check_apply_duration_seconds
+            .entry(kind.to_string())
+            .or_default()
+            .observe(d),
+    }
 }

@@ -97,6 +97,37 @@ pub struct SwapStats {
     pub duration: Duration,
 }
 
+/// A graph checked by [`Engine::prepare`], ready for [`Engine::swap_prepared`].
+pub struct Prepared {
+    /// The graph, hidden twins set aside.
+    graph: Arc<GraphSpec>,
+    twins: Vec<ResSpec>,
+    /// Every edge, automatic ones included.
+    edges: Vec<EdgeSpec>,
+    /// The graph's resources, built by the check, in order.
+    built: Vec<Arc<dyn Resource>>,
+    started: Instant,
+}
+
+/// The graph the engine was last asked to run ([`Engine::graph`]).
+#[derive(Debug, Default)]
+pub struct RunningGraph {
+    /// The graph as given, without the hidden twins (its `edges` are the given ones).
+    pub graph: Arc<GraphSpec>,
+    /// Hidden resources sharing their identity with another resource of the graph: exported,
+    /// never run.
+    pub twins: Vec<ResSpec>,
+    /// Every edge, automatic ones included.
+    pub edges: Vec<EdgeSpec>,
+}
+
+impl RunningGraph {
+    /// Every resource, hidden twins included.
+    pub fn resources(&self) -> impl Iterator<Item = &ResSpec> {
+        self.graph.resources.iter().chain(&self.twins)
+    }
+}
+
 /// The graph executor. Cheap to clone; must be created inside a tokio runtime.
 #[derive(Clone)]
 pub struct Engine {
@@ -109,7 +140,7 @@ struct Inner {
     status: watch::Receiver<Status>,
     sink: EventSink,
     /// The last graph swapped in, with every edge (automatic ones included).
-    graph: std::sync::Mutex<Arc<GraphSpec>>,
+    graph: std::sync::Mutex<Arc<RunningGraph>>,
     /// The World handed to resources' `init`.
     world: crate::resource::WorldSlot,
 }
@@ -118,7 +149,7 @@ type SwapReply = oneshot::Sender<Result<SwapStats, Vec<GraphError>>>;
 
 enum Msg {
     Swap {
-        graph: GraphSpec,
+        graph: Arc<GraphSpec>,
         edges: Vec<EdgeSpec>,
         built: Vec<Arc<dyn Resource>>,
         started: Instant,
@@ -215,7 +246,7 @@ impl Engine {
                 tx,
                 status: status_rx,
                 sink,
-                graph: std::sync::Mutex::new(Arc::new(GraphSpec::default())),
+                graph: std::sync::Mutex::new(Arc::new(RunningGraph::default())),
                 world: world_slot,
             }),
         }
@@ -237,30 +268,51 @@ impl Engine {
         }
     }
 
+    /// Checks `g` like [`Engine::check_graph`] and keeps what the check built, so that
+    /// [`Engine::swap_prepared`] does not do the work again. Has no side effects.
+    pub fn prepare(&self, g: impl Into<Arc<GraphSpec>>) -> Result<Prepared, Vec<GraphError>> {
+        let started = Instant::now();
+        let g = g.into();
+        let (graph, twins) = match split_hidden_twins(&g) {
+            Some((g, twins)) => (Arc::new(g), twins),
+            None => (g, Vec::new()),
+        };
+        let a = analyze(&self.inner.registry, &graph)?;
+        Ok(Prepared {
+            graph,
+            twins,
+            edges: a.edges,
+            built: a.built,
+            started,
+        })
+    }
+
     /// Checks `g`, then swaps the running graph to it by diff (see the crate docs). On error
     /// nothing changes on the host. Returns once removals are cleaned up and additions started
     /// (not once converged: watch [`Engine::status`] for that).
-    pub async fn swap(&self, g: GraphSpec) -> Result<SwapStats, Vec<GraphError>> {
-        let started = Instant::now();
-        let (g, twins) = split_hidden_twins(&g).unwrap_or((g, Vec::new()));
-        let a = analyze(&self.inner.registry, &g)?;
+    pub async fn swap(&self, g: impl Into<Arc<GraphSpec>>) -> Result<SwapStats, Vec<GraphError>> {
+        let p = self.prepare(g)?;
+        self.swap_prepared(p).await
+    }
+
+    /// Swaps the running graph to a prepared one by diff (see [`Engine::swap`]).
+    pub async fn swap_prepared(&self, p: Prepared) -> Result<SwapStats, Vec<GraphError>> {
         let (reply, rx) = oneshot::channel();
         // Published before the swap starts (and so before the generation moves), so that a
         // reader woken by the new generation sees this graph (hidden twins included: they
         // are exported like any other resource).
-        let mut resources = g.resources.clone();
-        resources.extend(twins);
-        *self.inner.graph.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(GraphSpec {
-            resources,
-            edges: a.edges.clone(),
+        *self.inner.graph.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(RunningGraph {
+            graph: p.graph.clone(),
+            twins: p.twins,
+            edges: p.edges.clone(),
         });
         self.inner
             .tx
             .send(Msg::Swap {
-                graph: g,
-                edges: a.edges,
-                built: a.built,
-                started,
+                graph: p.graph,
+                edges: p.edges,
+                built: p.built,
+                started: p.started,
                 reply,
             })
             .map_err(|_| stopped_error())?;
@@ -269,7 +321,7 @@ impl Engine {
 
     /// The graph of the last swap started, with every edge (automatic ones included); empty
     /// before the first swap.
-    pub fn graph(&self) -> Arc<GraphSpec> {
+    pub fn graph(&self) -> Arc<RunningGraph> {
         self.inner
             .graph
             .lock()
@@ -351,7 +403,10 @@ impl Bucket {
 
 struct Vertex {
     id: ResId,
-    spec: ResSpec,
+    /// The graph this vertex's spec is in (shared with the engine's published graph).
+    graph: Arc<GraphSpec>,
+    /// Index of the spec in `graph.resources`.
+    idx: usize,
     res: Arc<dyn Resource>,
     /// The driver (init + watch/poll) has been spawned.
     started: bool,
@@ -385,7 +440,8 @@ struct Vertex {
 }
 
 impl Vertex {
-    fn new(spec: ResSpec, res: Arc<dyn Resource>) -> Self {
+    fn new(graph: Arc<GraphSpec>, idx: usize, res: Arc<dyn Resource>) -> Self {
+        let spec = &graph.resources[idx];
         let bucket = spec
             .meta
             .limit
@@ -394,7 +450,8 @@ impl Vertex {
         Vertex {
             id: spec.id(),
             retries_left: spec.meta.retry,
-            spec,
+            graph,
+            idx,
             res,
             started: false,
             inited: false,
@@ -425,7 +482,7 @@ impl Vertex {
     /// What a replacement of this vertex may inherit (see [`Vertex::carry_over`]); the rest of
     /// `self` stays behind for the removal.
     fn take_carried(&mut self) -> Vertex {
-        let mut c = Vertex::new(self.spec.clone(), self.res.clone());
+        let mut c = Vertex::new(self.graph.clone(), self.idx, self.res.clone());
         c.refresh_from = std::mem::take(&mut self.refresh_from);
         c.upstream_changed = self.upstream_changed || self.upstream_inflight;
         c.retries_left = self.retries_left;
@@ -436,24 +493,28 @@ impl Vertex {
     /// Inherits from the vertex this one replaces: pending refreshes and upstream changes
     /// always; retry and rate-limit state too, unless `Meta:reset` (or the meta that governs
     /// that state changed).
-    fn carry_over(&mut self, old: Vertex) {
-        self.refresh_from = old.refresh_from;
+    fn carry_over(&mut self, mut old: Vertex) {
+        self.refresh_from = std::mem::take(&mut old.refresh_from);
         self.upstream_changed = old.upstream_changed;
-        if self.spec.meta.reset {
+        if self.spec().meta.reset {
             return;
         }
-        if old.spec.meta.retry == self.spec.meta.retry {
+        if old.spec().meta.retry == self.spec().meta.retry {
             self.retries_left = old.retries_left;
         }
-        if old.spec.meta.limit == self.spec.meta.limit
-            && old.spec.meta.burst == self.spec.meta.burst
+        if old.spec().meta.limit == self.spec().meta.limit
+            && old.spec().meta.burst == self.spec().meta.burst
         {
             self.bucket = old.bucket;
         }
     }
 
+    fn spec(&self) -> &ResSpec {
+        &self.graph.resources[self.idx]
+    }
+
     fn hidden(&self) -> bool {
-        self.spec.meta.hidden
+        self.spec().meta.hidden
     }
 
     fn is_converged(&self) -> bool {
@@ -469,7 +530,7 @@ impl Vertex {
 
 /// A checked graph waiting for its turn.
 struct QueuedSwap {
-    graph: GraphSpec,
+    graph: Arc<GraphSpec>,
     edges: Vec<EdgeSpec>,
     /// The graph's resources, built by the check, in order.
     built: Vec<Arc<dyn Resource>>,
@@ -578,7 +639,7 @@ impl Coord {
                 if !self.shutting_down {
                     self.shutting_down = true;
                     self.swap_queue.push_back(QueuedSwap {
-                        graph: GraphSpec::default(),
+                        graph: Arc::new(GraphSpec::default()),
                         edges: Vec::new(),
                         built: Vec::new(),
                         started: Instant::now(),
@@ -652,41 +713,41 @@ impl Coord {
         };
         let mut prebuilt = prebuilt.into_iter();
         // Build new and changed resources first: if a constructor fails, nothing changes.
-        let mut built: Vec<(ResSpec, Arc<dyn Resource>, bool)> = Vec::new();
-        let mut kept: Vec<u64> = Vec::new();
+        let mut built: Vec<(usize, Arc<dyn Resource>, bool)> = Vec::new();
+        let mut kept: Vec<(u64, usize)> = Vec::new();
         let mut errors = Vec::new();
         let mut new_ids: HashSet<ResId> = HashSet::with_capacity(graph.resources.len());
-        for spec in graph.resources {
+        for (idx, spec) in graph.resources.iter().enumerate() {
             let pre = prebuilt.next();
             let id = spec.id();
-            new_ids.insert(id.clone());
             let old = self.by_id.get(&id).copied();
+            new_ids.insert(id);
             if let Some(inc) = old {
-                if self.verts[&inc].spec == spec {
-                    kept.push(inc);
+                if self.verts[&inc].spec() == spec {
+                    kept.push((inc, idx));
                     continue;
                 }
             }
             if let Some(r) = pre {
-                built.push((spec, r, old.is_some()));
+                built.push((idx, r, old.is_some()));
                 continue;
             }
             let Some(kind) = self.registry.get(&spec.kind) else {
                 errors.push(GraphError {
-                    res: Some(id),
+                    res: Some(spec.id()),
                     field: None,
                     message: format!("unknown resource kind `{}`", spec.kind),
                 });
                 continue;
             };
             if spec.meta.hidden {
-                built.push((spec, Arc::new(crate::resource::Hidden), old.is_some()));
+                built.push((idx, Arc::new(crate::resource::Hidden), old.is_some()));
                 continue;
             }
-            match (kind.build)(&spec) {
-                Ok(r) => built.push((spec, Arc::from(r), old.is_some())),
+            match (kind.build)(spec) {
+                Ok(r) => built.push((idx, Arc::from(r), old.is_some())),
                 Err(e) => errors.push(GraphError {
-                    res: Some(id),
+                    res: Some(spec.id()),
                     field: None,
                     message: e.0,
                 }),
@@ -703,6 +764,12 @@ impl Coord {
             kept: kept.len(),
             ..SwapStats::default()
         };
+        // Kept vertices now read their (equal) spec from the new graph.
+        for &(inc, idx) in &kept {
+            let v = self.verts.get_mut(&inc).expect("present");
+            v.graph = graph.clone();
+            v.idx = idx;
+        }
 
         // Stop removed and replaced vertices now; clean them up in the background.
         let mut carried: HashMap<ResId, Vertex> = HashMap::new();
@@ -710,7 +777,7 @@ impl Coord {
         let replaced: HashSet<ResId> = built
             .iter()
             .filter(|(_, _, changed)| *changed)
-            .map(|(s, _, _)| s.id())
+            .map(|(idx, _, _)| graph.resources[*idx].id())
             .collect();
         let gone: Vec<ResId> = self
             .by_id
@@ -740,13 +807,13 @@ impl Coord {
 
         // Insert additions, not started yet.
         let mut to_start = Vec::new();
-        for (spec, res, changed) in built {
+        for (idx, res, changed) in built {
             if !changed {
                 stats.added += 1;
             }
             let inc = self.next_inc;
             self.next_inc += 1;
-            let mut v = Vertex::new(spec, res);
+            let mut v = Vertex::new(graph.clone(), idx, res);
             if let Some(old) = carried.remove(&v.id) {
                 v.carry_over(old);
             }
@@ -782,9 +849,9 @@ impl Coord {
                 .retain(|from| notify_pairs.contains(&(from.clone(), to.clone())));
         }
         // Restart failed watches on request.
-        for &inc in &kept {
+        for &(inc, _) in &kept {
             let v = &self.verts[&inc];
-            if v.watch_failed && v.spec.meta.rewatch && !v.hidden() {
+            if v.watch_failed && v.spec().meta.rewatch && !v.hidden() {
                 to_start.push(inc);
             }
         }
@@ -872,13 +939,13 @@ impl Coord {
             v.watch_running = false;
             v.failed = None;
             v.dirty = true;
-            v.retries_left = v.spec.meta.retry;
+            v.retries_left = v.spec().meta.retry;
         }
         let skip_init = v.inited;
         let res = v.res.clone();
         let tx = self.tx.clone();
         let ctx = self.init_ctx.clone();
-        let poll = v.spec.meta.poll;
+        let poll = v.spec().meta.poll;
         v.driver = Some(tokio::spawn(async move {
             if !skip_init {
                 let out = AssertUnwindSafe(res.init(&ctx)).catch_unwind().await;
@@ -962,12 +1029,12 @@ impl Coord {
             self.candidates.push(inc);
         }
         if dirty && was_running && !v.watch_failed {
-            if v.spec.meta.poll == 0 {
+            if v.spec().meta.poll == 0 {
                 Event::Drift { id: v.id.clone() }.emit(&self.sink);
             }
             if v.failed.is_some() {
                 v.failed = None;
-                v.retries_left = v.spec.meta.retry;
+                v.retries_left = v.spec().meta.retry;
             }
             v.dirty = true;
             self.candidates.push(inc);
@@ -1021,8 +1088,8 @@ impl Coord {
                     v.failed = None;
                     v.status.last_error = None;
                 }
-                if v.spec.meta.retryreset {
-                    v.retries_left = v.spec.meta.retry;
+                if v.spec().meta.retryreset {
+                    v.retries_left = v.spec().meta.retry;
                 }
                 v.refresh_inflight.clear();
                 let result = match (c, apply) {
@@ -1083,7 +1150,7 @@ impl Coord {
                     v.retry_wait = true;
                     v.dirty = true;
                     let tx = self.tx.clone();
-                    let delay = Duration::from_millis(v.spec.meta.delay);
+                    let delay = Duration::from_millis(v.spec().meta.delay);
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
                         let _ = tx.send(Msg::RetryReady(inc));
@@ -1174,10 +1241,10 @@ impl Coord {
         v.upstream_inflight = std::mem::take(&mut v.upstream_changed);
         let refresh = !v.refresh_from.is_empty();
         v.refresh_inflight = v.refresh_from.drain().collect();
-        let apply = !(self.noop || v.spec.meta.noop);
-        let timeout = v.spec.meta.timeout;
+        let apply = !(self.noop || v.spec().meta.noop);
+        let timeout = v.spec().meta.timeout;
         let mut names: Vec<(String, usize)> = v
-            .spec
+            .spec()
             .meta
             .sema
             .iter()
@@ -1374,7 +1441,12 @@ impl Coord {
             } else {
                 for inc in &changed {
                     if let Some(v) = verts.get(inc) {
-                        s.vertices.insert(v.id.clone(), v.status.clone());
+                        match s.vertices.get_mut(&v.id) {
+                            Some(e) => e.clone_from(&v.status),
+                            None => {
+                                s.vertices.insert(v.id.clone(), v.status.clone());
+                            }
+                        }
                     }
                 }
             }

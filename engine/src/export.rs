@@ -7,15 +7,15 @@
 //! `Meta:hidden` resources are exported without being applied here. Nothing is exported in
 //! noop mode (global or `Meta:noop`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value as Json};
 use tend_world::{Export, ExportKey, ResWorld};
 
-use crate::executor::Engine;
-use crate::spec::{GraphSpec, ResId, ResSpec};
+use crate::executor::{Engine, RunningGraph};
+use crate::spec::{ResId, ResSpec};
 use crate::status::VertexState;
 use crate::value::Value;
 
@@ -141,12 +141,13 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
 /// The records a graph should have exported now: resources with `Meta:export` whose vertex
 /// is converged and whose predecessors are all converged, one record per recipient.
 fn wanted(
-    graph: &GraphSpec,
+    exporting: &[&ResSpec],
+    graph: &RunningGraph,
     engine: &Engine,
     noop: bool,
 ) -> BTreeMap<(String, String, String), Vec<u8>> {
     let mut out = BTreeMap::new();
-    if noop {
+    if noop || exporting.is_empty() {
         return out;
     }
     let status = engine.status();
@@ -156,12 +157,15 @@ fn wanted(
             .get(id)
             .is_some_and(|v| v.state == VertexState::Converged)
     };
-    let mut preds: BTreeMap<ResId, Vec<&ResId>> = BTreeMap::new();
+    let ids: HashSet<ResId> = exporting.iter().map(|r| r.id()).collect();
+    let mut preds: HashMap<&ResId, Vec<&ResId>> = HashMap::new();
     for e in &graph.edges {
-        preds.entry(e.to.clone()).or_default().push(&e.from);
+        if ids.contains(&e.to) {
+            preds.entry(&e.to).or_default().push(&e.from);
+        }
     }
-    for r in &graph.resources {
-        if r.meta.export.is_empty() || r.meta.noop {
+    for r in exporting {
+        if r.meta.noop {
             continue;
         }
         let id = r.id();
@@ -189,21 +193,28 @@ pub fn spawn_exporter(
         let mut published: BTreeMap<(String, String, String), Vec<u8>> = BTreeMap::new();
         loop {
             let graph = engine.graph();
-            let want = wanted(&graph, &engine, noop);
-            let in_graph: BTreeSet<(String, String)> = graph
-                .resources
-                .iter()
-                .map(|r| (r.kind.clone(), r.name.clone()))
+            // Only resources with `Meta:export` matter: a graph without any costs one scan.
+            let exporting: Vec<&ResSpec> = graph
+                .resources()
+                .filter(|r| !r.meta.export.is_empty())
                 .collect();
-            // Withdraw records whose resource left the graph (or stopped exporting there).
+            let want = wanted(&exporting, &graph, &engine, noop);
+            // Records still exported by a resource of the graph are kept while it is not
+            // processed (e.g. re-checking); the others are withdrawn.
+            let exports_now: HashSet<(&str, &str, &str)> = exporting
+                .iter()
+                .flat_map(|r| {
+                    r.meta
+                        .export
+                        .iter()
+                        .map(|to| (r.kind.as_str(), r.name.as_str(), to.as_str()))
+                })
+                .collect();
             let gone: Vec<ExportKey> = published
                 .keys()
-                .filter(|(k, n, to)| {
-                    !want.contains_key(&(k.clone(), n.clone(), to.clone()))
-                        && (!in_graph.contains(&(k.clone(), n.clone()))
-                            || !graph.resources.iter().any(|r| {
-                                r.kind == *k && r.name == *n && r.meta.export.contains(to)
-                            }))
+                .filter(|key| {
+                    !want.contains_key(*key)
+                        && !exports_now.contains(&(key.0.as_str(), key.1.as_str(), key.2.as_str()))
                 })
                 .map(|(kind, name, to)| ExportKey {
                     kind: kind.clone(),

@@ -453,7 +453,7 @@ async fn hidden_twins_share_the_identity_of_a_visible_resource() {
     let s = converged(&e).await;
     assert_eq!(s.total, 2);
     assert_eq!(probe("twin-a").checks(), 1, "the visible copy runs");
-    assert_eq!(e.graph().resources.len(), 5);
+    assert_eq!(e.graph().resources().count(), 5);
     // Two visible copies are still a duplicate.
     let dup = graph(vec![fake("twin-c"), fake("twin-c")], vec![]);
     assert!(e.check_graph(&dup).is_err());
@@ -589,4 +589,33 @@ async fn status_and_metrics_count_everything() {
         h.buckets.windows(2).all(|w| w[0].1 <= w[1].1),
         "not cumulative"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_graph_swaps_without_a_second_check() {
+    let e = engine(2);
+    // A bad graph is refused by prepare, with the same errors as check_graph.
+    let bad = graph(vec![fake("prep-a")], vec![edge("prep-a", "prep-missing")]);
+    let want = e.check_graph(&bad).unwrap_err();
+    let Err(got) = e.prepare(bad) else {
+        panic!("prepare accepted an edge to a missing vertex");
+    };
+    assert_eq!(got, want);
+    assert_eq!(e.graph().resources().count(), 0, "nothing was swapped in");
+    // A good one runs; the published graph is the one given, with its automatic edges.
+    let good = std::sync::Arc::new(graph(
+        vec![fake("prep-a"), fake("prep-b")],
+        vec![edge("prep-a", "prep-b")],
+    ));
+    let p = e.prepare(good.clone()).unwrap();
+    let stats = e.swap_prepared(p).await.unwrap();
+    assert_eq!(stats.added, 2);
+    let s = converged(&e).await;
+    assert_eq!(s.count(VertexState::Converged), 2);
+    assert!(
+        std::sync::Arc::ptr_eq(&e.graph().graph, &good),
+        "the graph is shared, not copied"
+    );
+    assert_eq!(e.graph().edges.len(), 1);
+    assert!(probe("prep-a").first_end() <= probe("prep-b").first_start());
 }

@@ -507,7 +507,7 @@ fn info_json(st: &ApiState) -> JsonValue {
         "world": { "backend": i.world.backend, "endpoints": i.world.endpoints },
         "program": i.program.as_ref().map(|p| p.display().to_string()),
         "deploy": lock(&st.inner.deploy).clone().map(|d| json!({ "id": d.id, "hash": d.hash })),
-        "graph": { "generation": s.generation, "resources": graph.resources.len(), "edges": graph.edges.len() },
+        "graph": { "generation": s.generation, "resources": graph.resources().count(), "edges": graph.edges.len() },
         "started_at": views::rfc3339(st.inner.started_at),
         "uptime_seconds": st.inner.started.elapsed().as_secs_f64(),
     })

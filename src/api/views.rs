@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value as Json};
-use tend_engine::{GraphSpec, Meta, ResId, Status, Value, VertexState};
+use tend_engine::{Meta, ResId, RunningGraph, Status, Value, VertexState};
 
 /// A resource value as JSON: maps with string keys become objects, other maps a list of
 /// `[key, value]` pairs; structs become objects; non-finite floats become strings.
@@ -81,10 +81,9 @@ pub fn meta_json(m: &Meta) -> Json {
 }
 
 /// `/v1/graph` as JSON.
-pub fn graph_json(generation: u64, g: &GraphSpec) -> Json {
+pub fn graph_json(generation: u64, g: &RunningGraph) -> Json {
     let resources: Vec<Json> = g
-        .resources
-        .iter()
+        .resources()
         .map(|r| {
             json!({
                 "kind": r.kind,
@@ -120,9 +119,9 @@ fn dot_quote(s: &str) -> String {
 }
 
 /// `/v1/graph?format=dot`: Graphviz text, vertices coloured by their state.
-pub fn graph_dot(g: &GraphSpec, status: &Status) -> String {
+pub fn graph_dot(g: &RunningGraph, status: &Status) -> String {
     let mut t = String::from("digraph tend {\n  node [shape=box];\n");
-    for r in &g.resources {
+    for r in g.resources() {
         let id = ResId::new(r.kind.clone(), r.name.clone());
         let state = status.vertices.get(&id).map(|v| v.state);
         let color = match state {
@@ -258,9 +257,13 @@ mod tests {
 
     #[test]
     fn dot_escapes() {
-        let mut g = GraphSpec::default();
+        let mut g = tend_engine::GraphSpec::default();
         g.resources
             .push(tend_engine::ResSpec::new("file", "/tmp/\"x\""));
+        let g = RunningGraph {
+            graph: std::sync::Arc::new(g),
+            ..RunningGraph::default()
+        };
         let dot = graph_dot(&g, &Status::default());
         assert!(
             dot.contains(r#""file[/tmp/\"x\"]" [label="file[/tmp/\"x\"]", color=grey];"#),
