@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::registry::Registry;
+use crate::registry::{AutoEdgeSink, Registry};
 use crate::resource::Resource;
 use crate::schema::check_field;
 use crate::spec::{EdgeSpec, GraphSpec, ResId};
@@ -70,12 +70,11 @@ pub(crate) struct Analyzed {
 pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Vec<GraphError>> {
     let mut errors = Vec::new();
     let mut built: Vec<Arc<dyn Resource>> = Vec::with_capacity(g.resources.len());
-    let mut seen: HashSet<ResId> = HashSet::with_capacity(g.resources.len());
+    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(g.resources.len());
     for spec in &g.resources {
-        let id = spec.id();
-        if !seen.insert(id.clone()) {
+        if !seen.insert((spec.kind.as_str(), spec.name.as_str())) {
             errors.push(GraphError::res(
-                &id,
+                &spec.id(),
                 None,
                 "duplicate resource (kind and name must be unique)",
             ));
@@ -83,7 +82,7 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
         }
         let Some(kind) = registry.get(&spec.kind) else {
             errors.push(GraphError::res(
-                &id,
+                &spec.id(),
                 None,
                 format!("unknown resource kind `{}`", spec.kind),
             ));
@@ -93,20 +92,20 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
         for (name, value) in &spec.params {
             match kind.schema.get(name) {
                 None => errors.push(GraphError::res(
-                    &id,
+                    &spec.id(),
                     Some(name.clone()),
                     format!("kind `{}` has no such field", spec.kind),
                 )),
                 Some(f) => {
                     if let Err(e) = check_field(f, value) {
-                        errors.push(GraphError::res(&id, Some(e.field), e.reason));
+                        errors.push(GraphError::res(&spec.id(), Some(e.field), e.reason));
                     }
                 }
             }
         }
         if let Err(e) = spec.meta.validate() {
             errors.push(GraphError::res(
-                &id,
+                &spec.id(),
                 Some(format!("Meta:{}", e.name)),
                 e.reason,
             ));
@@ -118,7 +117,7 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
         } else if errors.len() == before {
             match (kind.build)(spec) {
                 Ok(r) => built.push(Arc::from(r)),
-                Err(e) => errors.push(GraphError::res(&id, None, e.0)),
+                Err(e) => errors.push(GraphError::res(&spec.id(), None, e.0)),
             }
         }
     }
@@ -128,7 +127,7 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
     for e in &g.edges {
         let mut ok = true;
         for end in [&e.from, &e.to] {
-            if !seen.contains(end) {
+            if !seen.contains(&(end.kind.as_str(), end.name.as_str())) {
                 errors.push(GraphError::res(
                     end,
                     None,
@@ -153,32 +152,40 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
     }
 
     // Automatic edges: every provider of a key -> every requirer of it.
-    let mut providers: HashMap<String, Vec<ResId>> = HashMap::new();
-    let mut requirers: Vec<(ResId, Vec<String>)> = Vec::new();
-    for spec in &g.resources {
-        let Some(kind) = registry.get(&spec.kind) else {
-            continue;
-        };
-        let Some(f) = kind.autoedges else { continue };
-        let ae = f(spec);
-        for p in ae.provides {
-            providers.entry(p).or_default().push(spec.id());
-        }
-        if spec.meta.autoedge && !ae.requires.is_empty() {
-            requirers.push((spec.id(), ae.requires));
+    // Automatic edges, by index into the graph: keys are looked up as the kinds lend them,
+    // and no identity is cloned unless an edge is made.
+    let mut providers: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+    for (i, spec) in g.resources.iter().enumerate() {
+        if let Some(f) = registry.get(&spec.kind).and_then(|k| k.autoedges) {
+            f(spec, &mut Provides(&mut providers, i));
         }
     }
-    for (to, keys) in requirers {
-        for k in keys {
-            for from in providers.get(&k).into_iter().flatten() {
-                if *from != to && pairs.insert((from.clone(), to.clone())) {
-                    edges.push(EdgeSpec {
-                        from: from.clone(),
-                        to: to.clone(),
-                        notify: false,
-                    });
-                }
+    let mut auto_pairs: Vec<(usize, usize)> = Vec::new();
+    if !providers.is_empty() {
+        for (i, spec) in g.resources.iter().enumerate() {
+            if !spec.meta.autoedge {
+                continue;
             }
+            if let Some(f) = registry.get(&spec.kind).and_then(|k| k.autoedges) {
+                f(
+                    spec,
+                    &mut Requires {
+                        providers: &providers,
+                        to: i,
+                        out: &mut auto_pairs,
+                    },
+                );
+            }
+        }
+    }
+    for (from_i, to_i) in auto_pairs {
+        let (from, to) = (g.resources[from_i].id(), g.resources[to_i].id());
+        if from != to && pairs.insert((from.clone(), to.clone())) {
+            edges.push(EdgeSpec {
+                from,
+                to,
+                notify: false,
+            });
         }
     }
 
@@ -203,19 +210,56 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
     }
 }
 
+/// Records the keys resource `.1` provides.
+struct Provides<'a>(&'a mut HashMap<Box<str>, Vec<usize>>, usize);
+
+impl AutoEdgeSink for Provides<'_> {
+    fn provides(&mut self, key: &str) {
+        match self.0.get_mut(key) {
+            Some(v) => v.push(self.1),
+            None => {
+                self.0.insert(key.into(), vec![self.1]);
+            }
+        }
+    }
+    fn requires(&mut self, _: &str) {}
+}
+
+/// Pairs resource `to` with the providers of the keys it requires.
+struct Requires<'a> {
+    providers: &'a HashMap<Box<str>, Vec<usize>>,
+    to: usize,
+    out: &'a mut Vec<(usize, usize)>,
+}
+
+impl AutoEdgeSink for Requires<'_> {
+    fn provides(&mut self, _: &str) {}
+    fn requires(&mut self, key: &str) {
+        for &from in self.providers.get(key).into_iter().flatten() {
+            if from != self.to {
+                self.out.push((from, self.to));
+            }
+        }
+    }
+}
+
 /// Finds dependency cycles (each reported once, as the list of its vertices in edge order).
-fn cycles(vertices: &HashSet<ResId>, edges: &[EdgeSpec]) -> Vec<Vec<ResId>> {
+fn cycles(vertices: &HashSet<(&str, &str)>, edges: &[EdgeSpec]) -> Vec<Vec<ResId>> {
     let mut succ: HashMap<&ResId, Vec<&ResId>> = HashMap::new();
     let mut pred: HashMap<&ResId, Vec<&ResId>> = HashMap::new();
+    // Only a vertex with edges can be on a cycle.
+    let mut alive: HashSet<&ResId> = HashSet::new();
     for e in edges {
-        if vertices.contains(&e.from) && vertices.contains(&e.to) {
+        let has = |r: &ResId| vertices.contains(&(r.kind.as_str(), r.name.as_str()));
+        if has(&e.from) && has(&e.to) {
             succ.entry(&e.from).or_default().push(&e.to);
             pred.entry(&e.to).or_default().push(&e.from);
+            alive.insert(&e.from);
+            alive.insert(&e.to);
         }
     }
     // Trim sources, then sinks: what remains lies on a cycle or between cycles, and every
     // remaining vertex has a remaining successor.
-    let mut alive: HashSet<&ResId> = vertices.iter().collect();
     for (fwd, back) in [(&succ, &pred), (&pred, &succ)] {
         let mut deg: HashMap<&ResId, usize> = alive
             .iter()

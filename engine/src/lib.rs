@@ -27,7 +27,7 @@ pub use events::Event;
 pub use executor::{Engine, EngineConfig, Prepared, RunningGraph, SwapStats};
 pub use graph::GraphError;
 pub use metrics::{CheckResult, Histogram, MetricsSnapshot};
-pub use registry::{AutoEdges, Kind, Registry, ValidateError};
+pub use registry::{AutoEdgeFn, AutoEdgeSink, AutoEdges, Kind, Registry, ValidateError};
 pub use resource::{
     CheckCtx, Checked, InitCtx, ResError, Resource, WatchReceiver, WatchSignal, Watcher, WorldSlot,
 };

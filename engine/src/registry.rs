@@ -13,18 +13,45 @@ use crate::spec::ResSpec;
 /// has no side effects on the host.
 pub type Constructor = fn(&ResSpec) -> Result<Box<dyn Resource>, ResError>;
 
-/// What a resource offers to and needs from others, for automatic edges: an edge is added from
-/// every resource that `provides` a key to every resource that `requires` it.
+/// Receives what a resource offers to and needs from others, for automatic edges: an edge
+/// is added from every resource that provides a key to every resource that requires it.
+/// Keys are lent, not given: a kind builds them in a reused buffer.
+pub trait AutoEdgeSink {
+    /// This resource provides `key` (e.g. `file:/etc/app/`).
+    fn provides(&mut self, key: &str);
+    /// This resource depends on whatever provides `key` (e.g. its parent directories).
+    fn requires(&mut self, key: &str);
+}
+
+/// A resource's automatic-edge keys, collected (for tests and tools).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AutoEdges {
-    /// Keys this resource provides (e.g. `path:/etc/app/`).
+    /// Keys this resource provides.
     pub provides: Vec<String>,
-    /// Keys this resource depends on (e.g. its parent directories).
+    /// Keys this resource depends on.
     pub requires: Vec<String>,
 }
 
-/// Computes a resource's [`AutoEdges`] from its spec.
-pub type AutoEdgeFn = fn(&ResSpec) -> AutoEdges;
+impl AutoEdges {
+    /// Collects what `f` says of `spec`.
+    pub fn of(f: AutoEdgeFn, spec: &ResSpec) -> AutoEdges {
+        let mut out = AutoEdges::default();
+        f(spec, &mut out);
+        out
+    }
+}
+
+impl AutoEdgeSink for AutoEdges {
+    fn provides(&mut self, key: &str) {
+        self.provides.push(key.to_string());
+    }
+    fn requires(&mut self, key: &str) {
+        self.requires.push(key.to_string());
+    }
+}
+
+/// Tells `sink` a resource's automatic-edge keys, from its spec.
+pub type AutoEdgeFn = fn(&ResSpec, &mut dyn AutoEdgeSink);
 
 /// One registered kind.
 #[derive(Clone)]

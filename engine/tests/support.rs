@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tend_engine::{
-    AutoEdges, CheckCtx, Checked, EdgeSpec, Engine, EngineConfig, Field, GraphSpec, InitCtx, Kind,
-    KindSchema, Registry, ResError, ResId, ResSpec, Resource, Status, Type, Value, VertexState,
-    Watcher,
+    AutoEdgeSink, CheckCtx, Checked, EdgeSpec, Engine, EngineConfig, Field, GraphSpec, InitCtx,
+    Kind, KindSchema, Registry, ResError, ResId, ResSpec, Resource, Status, Type, Value,
+    VertexState, Watcher,
 };
 
 /// What the tests observe of one fake resource (shared by every instance with that name).
@@ -164,10 +164,12 @@ fn strs(spec: &ResSpec, k: &str) -> Vec<String> {
         .collect()
 }
 
-fn autoedges(spec: &ResSpec) -> AutoEdges {
-    AutoEdges {
-        provides: strs(spec, "provides"),
-        requires: strs(spec, "requires"),
+fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
+    for k in strs(spec, "provides") {
+        out.provides(&k);
+    }
+    for k in strs(spec, "requires") {
+        out.requires(&k);
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tend_engine::{
-    AutoEdges, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Value,
+    AutoEdgeSink, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Value,
     Watcher,
 };
 
@@ -186,15 +186,13 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
 }
 
 /// `exec` requires the directory it runs in: `file:<cwd>/`.
-pub(crate) fn autoedges(spec: &ResSpec) -> AutoEdges {
-    let mut out = AutoEdges::default();
+pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
     if let Some(cwd) = spec.params.get("cwd").and_then(|v| v.as_str()) {
         if cwd.starts_with('/') {
             let t = cwd.trim_end_matches('/');
-            out.requires.push(format!("file:{t}/"));
+            out.requires(&format!("file:{t}/"));
         }
     }
-    out
 }
 
 impl Exec {

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use tend_engine::{
-    AutoEdges, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Watcher,
+    AutoEdgeSink, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Watcher,
 };
 
 use crate::fswatch;
@@ -224,32 +224,35 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
 
 /// `file` provides `file:<path>` (with the trailing `/` of a directory) and requires
 /// `file:<dir>/` for each ancestor directory and `file:<source>` for its source.
-pub(crate) fn autoedges(spec: &ResSpec) -> AutoEdges {
+pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
     let raw = spec
         .params
         .get("path")
         .and_then(|v| v.as_str())
         .unwrap_or(&spec.name);
-    let mut out = AutoEdges {
-        provides: vec![format!("file:{raw}")],
-        requires: Vec::new(),
-    };
+    // One buffer for every key.
+    let mut key = String::with_capacity(raw.len() + 6);
+    key.push_str("file:");
+    key.push_str(raw);
+    out.provides(&key);
     let trimmed = Path::new(raw.trim_end_matches('/'));
     for a in trimmed.ancestors().skip(1) {
         let s = a.to_string_lossy();
         if s.is_empty() {
             continue;
         }
-        out.requires.push(if s.ends_with('/') {
-            format!("file:{s}")
-        } else {
-            format!("file:{s}/")
-        });
+        key.truncate(5);
+        key.push_str(&s);
+        if !s.ends_with('/') {
+            key.push('/');
+        }
+        out.requires(&key);
     }
     if let Some(src) = spec.params.get("source").and_then(|v| v.as_str()) {
-        out.requires.push(format!("file:{src}"));
+        key.truncate(5);
+        key.push_str(src);
+        out.requires(&key);
     }
-    out
 }
 
 struct File {
@@ -654,10 +657,13 @@ mod tests {
 
     #[test]
     fn autoedges_need_every_ancestor_directory() {
-        let a = autoedges(&ResSpec::new("file", "/a/b/c"));
+        let a = tend_engine::AutoEdges::of(autoedges, &ResSpec::new("file", "/a/b/c"));
         assert_eq!(a.provides, ["file:/a/b/c"]);
         assert_eq!(a.requires, ["file:/a/b/", "file:/a/", "file:/"]);
-        let d = autoedges(&ResSpec::new("file", "x").param("path", "/a/b/"));
+        let d = tend_engine::AutoEdges::of(
+            autoedges,
+            &ResSpec::new("file", "x").param("path", "/a/b/"),
+        );
         assert_eq!(d.provides, ["file:/a/b/"]);
         assert_eq!(d.requires, ["file:/a/", "file:/"]);
     }
