@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value as Yaml;
 use tend_engine::schema::check_field;
-use tend_engine::{EdgeSpec, GraphSpec, Registry, ResId, ResSpec, Type, ValidateError, Value};
+use tend_engine::{EdgeSpec, GraphSpec, Registry, ResId, ResSpec, Type, Value};
 
 /// One mistake in a graph file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,7 +80,7 @@ impl Loaded {
             None => f,
         });
         let line = res.as_ref().and_then(|r| {
-            let start = *self.res_lines.get(r)?;
+            let start = *self.res_lines.get(r).filter(|l| **l > 0)?;
             let key = field
                 .as_deref()
                 .map(|f| if f.starts_with("meta.") { "meta" } else { f });
@@ -243,7 +243,6 @@ impl Parser<'_> {
                 return;
             }
         };
-        let mut seen: BTreeMap<ResId, usize> = BTreeMap::new();
         let mut cursor = section.unwrap_or(1);
         for (k, items) in kinds {
             let kind = key_text(&k);
@@ -335,20 +334,25 @@ impl Parser<'_> {
                 let Some(name) = self.expand(&raw, line) else {
                     continue;
                 };
-                let mut spec = ResSpec::new(kind.clone(), name.clone());
+                let mut spec = ResSpec::new(kind.clone(), name);
                 let id = spec.id();
-                if name.is_empty() {
+                if spec.name.is_empty() {
                     self.err(line, Some(&id), None, "empty resource name".into());
                     continue;
                 }
-                if let Some(first) = seen.get(&id) {
-                    let msg = format!("duplicate resource (first defined on line {first})");
-                    self.err(line, Some(&id), None, msg);
-                    continue;
-                }
-                seen.insert(id.clone(), line.unwrap_or(0));
-                if let Some(l) = line {
-                    self.res_lines.insert(id.clone(), l);
+                // The line of each resource (0: not found), which also finds duplicates.
+                match self.res_lines.entry(id.clone()) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        let msg = match *first.get() {
+                            0 => "duplicate resource".to_string(),
+                            l => format!("duplicate resource (first defined on line {l})"),
+                        };
+                        self.err(line, Some(&id), None, msg);
+                        continue;
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(line.unwrap_or(0));
+                    }
                 }
                 let mut ok = true;
                 for (fk, fv) in &fields {
@@ -392,23 +396,8 @@ impl Parser<'_> {
                 if !ok {
                     continue;
                 }
-                if let Err(e) = self.registry.validate(&spec) {
-                    let (field, msg) = match e {
-                        ValidateError::UnknownKind(k) => (None, format!("unknown kind `{k}`")),
-                        ValidateError::Schema(s) => (Some(s.field.clone()), s.reason.clone()),
-                        ValidateError::Meta(m) => (Some(format!("meta.{}", m.name)), m.reason),
-                        ValidateError::Build(b) => split_field(&b.0),
-                    };
-                    let fline = match (&field, line) {
-                        (Some(f), Some(l)) => {
-                            let key = f.strip_prefix("meta.").map(|_| "meta").unwrap_or(f);
-                            self.loc.field_line(l, key).or(line)
-                        }
-                        _ => line,
-                    };
-                    self.err(fline, Some(&id), field.as_deref(), msg);
-                    continue;
-                }
+                // Constructor checks are left to the engine's check of the whole graph
+                // (`Engine::prepare`), whose errors `Loaded::error` locates in this file.
                 graph.resources.push(spec);
             }
         }
@@ -702,16 +691,6 @@ pub fn parse_res_id(s: &str) -> Option<ResId> {
         return None;
     }
     Some(ResId::new(kind, inner))
-}
-
-/// Splits a kind's message `field `mode`: reason` into the field and the reason.
-fn split_field(msg: &str) -> (Option<String>, String) {
-    if let Some(rest) = msg.strip_prefix("field `") {
-        if let Some((field, reason)) = rest.split_once("`: ") {
-            return (Some(field.to_string()), reason.to_string());
-        }
-    }
-    (None, msg.to_string())
 }
 
 fn yaml_kind(v: &Yaml) -> &'static str {

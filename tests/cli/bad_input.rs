@@ -126,7 +126,7 @@ fn resource_refused_by_its_kind() {
         &format!(
             "resources:\n  file:\n{GOOD}    - name: ${{TEND_ROOT}}/out/b\n      mode: \"0999\"\n"
         ),
-        &["g.yaml:6", "/out/b]", "0999"],
+        &["g.yaml:6", "/out/b]", "field `mode`", "0999"],
     );
 }
 
