@@ -437,6 +437,8 @@ struct Vertex {
     notify_succs: Vec<u64>,
     state: VertexState,
     status: VertexStatus,
+    /// `status` changed since it was last published.
+    status_changed: bool,
 }
 
 impl Vertex {
@@ -476,6 +478,7 @@ impl Vertex {
             notify_succs: Vec::new(),
             state: VertexState::Pending,
             status: VertexStatus::default(),
+            status_changed: true,
         }
     }
 
@@ -871,12 +874,21 @@ impl Coord {
         let tx = self.tx.clone();
         let sink = self.sink.clone();
         tokio::spawn(async move {
-            let futs = removals
-                .into_iter()
-                .map(|(id, res, driver, check, inited)| async move {
-                    if let Some(d) = driver {
-                        let _ = d.await;
-                    }
+            // Aborted drivers end at their next await point: wait for each in turn (cheap:
+            // most are done by then), so that no watch outlives its removal.
+            let mut rest = Vec::with_capacity(removals.len());
+            for (id, res, driver, check, inited) in removals {
+                if let Some(d) = driver {
+                    let _ = d.await;
+                }
+                rest.push((id, res, check, inited));
+            }
+            // Then each vertex waits for its running check (never cut short) and is cleaned
+            // up; cleanups that finish at once are not queued, the others run concurrently.
+            let mut failed = Vec::new();
+            let mut slow = futures::stream::FuturesUnordered::new();
+            for (id, res, check, inited) in rest {
+                let mut fut = Box::pin(async move {
                     if let Some(c) = check {
                         let _ = c.await;
                     }
@@ -889,7 +901,15 @@ impl Coord {
                         Err(p) => Some((id, panic_message(p))),
                     }
                 });
-            for (id, error) in futures::future::join_all(futs).await.into_iter().flatten() {
+                match futures::poll!(fut.as_mut()) {
+                    std::task::Poll::Ready(r) => failed.extend(r),
+                    std::task::Poll::Pending => slow.push(fut),
+                }
+            }
+            while let Some(r) = futures::StreamExt::next(&mut slow).await {
+                failed.extend(r);
+            }
+            for (id, error) in failed {
                 Event::CleanupFailed { id, error }.emit(&sink);
             }
             let _ = tx.send(Msg::RemovalsDone);
@@ -1053,6 +1073,7 @@ impl Coord {
         let error = format!("{phase}: {error}");
         v.failed = Some(error.clone());
         v.status.last_error = Some(error.clone());
+        v.status_changed = true;
         Event::VertexFailed {
             id: v.id.clone(),
             phase,
@@ -1079,6 +1100,7 @@ impl Coord {
         let now = SystemTime::now();
         v.status.checks += 1;
         v.status.last_check = Some(now);
+        v.status_changed = true;
         self.touched.push(inc);
         self.candidates.push(inc);
         match result {
@@ -1362,6 +1384,7 @@ impl Coord {
     /// and publishes the status if anything changed.
     fn publish(&mut self) {
         let mut work = std::mem::take(&mut self.touched);
+        let touched_any = !work.is_empty();
         let mut changed = std::mem::take(&mut self.pending_status);
         while let Some(inc) = work.pop() {
             let Some(v) = self.verts.get(&inc) else {
@@ -1369,7 +1392,11 @@ impl Coord {
             };
             let new = self.compute_state(v);
             let old = v.state;
+            if new == old && !v.status_changed {
+                continue;
+            }
             changed.insert(inc);
+            self.verts.get_mut(&inc).expect("present").status_changed = false;
             if new != old {
                 self.dec_count(old);
                 *self.counts.entry(new).or_default() += 1;
@@ -1382,7 +1409,7 @@ impl Coord {
                 }
             }
         }
-        if changed.is_empty() && !self.status_dirty && !self.republish {
+        if changed.is_empty() && !touched_any && !self.status_dirty && !self.republish {
             return;
         }
         let count = |s| self.counts.get(&s).copied().unwrap_or(0);
