@@ -8,8 +8,9 @@
 //! Scheduling: a vertex runs `check_apply` when its watch is up, it is dirty (first run, drift,
 //! refresh, new spec), it is not failed nor waiting for a retry or a rate-limit token, and every
 //! predecessor is converged. A vertex that changed something marks its descendants dirty (and
-//! sets the refresh flag of its notify edges). Runs are bounded by the `parallel` semaphore and
-//! the named `Meta:sema` semaphores (acquired in sorted order).
+//! sets the refresh flag of its notify edges). Runs are bounded by `parallel` (the coordinator
+//! starts no more checks than that; the others wait in a FIFO queue, not as tasks) and the
+//! named `Meta:sema` semaphores (acquired in sorted order).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -217,7 +218,8 @@ impl Engine {
             status_tx,
             sink: sink.clone(),
             cancel_tx,
-            parallel: Arc::new(Semaphore::new(parallel)),
+            parallel,
+            ready: VecDeque::new(),
             semas: HashMap::new(),
             next_inc: 1,
             verts: HashMap::new(),
@@ -439,6 +441,8 @@ struct Vertex {
     status: VertexStatus,
     /// `status` changed since it was last published.
     status_changed: bool,
+    /// Waiting in the coordinator's ready queue for a free slot.
+    queued: bool,
 }
 
 impl Vertex {
@@ -479,6 +483,7 @@ impl Vertex {
             state: VertexState::Pending,
             status: VertexStatus::default(),
             status_changed: true,
+            queued: false,
         }
     }
 
@@ -557,7 +562,10 @@ struct Coord {
     status_tx: watch::Sender<Status>,
     sink: EventSink,
     cancel_tx: watch::Sender<u64>,
-    parallel: Arc<Semaphore>,
+    /// Maximum concurrent checks.
+    parallel: usize,
+    /// Vertices ready to run, waiting for a free slot (in order).
+    ready: VecDeque<u64>,
     semas: HashMap<String, Arc<Semaphore>>,
     next_inc: u64,
     verts: HashMap<u64, Vertex>,
@@ -809,7 +817,9 @@ impl Coord {
         }
 
         // Insert additions, not started yet.
-        let mut to_start = Vec::new();
+        let mut to_start = Vec::with_capacity(built.len());
+        self.verts.reserve(built.len());
+        self.by_id.reserve(built.len());
         for (idx, res, changed) in built {
             if !changed {
                 stats.added += 1;
@@ -1220,6 +1230,16 @@ impl Coord {
 
     /// Dispatches every candidate that may run now.
     fn schedule(&mut self) {
+        // Those already waiting for a slot go first.
+        while self.running < self.parallel {
+            let Some(inc) = self.ready.pop_front() else {
+                break;
+            };
+            if let Some(v) = self.verts.get_mut(&inc) {
+                v.queued = false;
+            }
+            self.try_dispatch(inc);
+        }
         let mut cands = std::mem::take(&mut self.candidates);
         cands.sort_unstable();
         cands.dedup();
@@ -1243,10 +1263,17 @@ impl Coord {
         {
             return;
         }
-        if !v.preds.iter().all(|p| self.verts[p].is_converged()) {
+        if v.queued || !v.preds.iter().all(|p| self.verts[p].is_converged()) {
             return;
         }
+        let full = self.running >= self.parallel;
         let v = self.verts.get_mut(&inc).expect("present");
+        if full {
+            // Started when a slot frees up (see `schedule`).
+            v.queued = true;
+            self.ready.push_back(inc);
+            return;
+        }
         if let Some(b) = &mut v.bucket {
             if let Err(wait) = b.take() {
                 v.limit_wait = true;
@@ -1283,7 +1310,6 @@ impl Coord {
                     .clone()
             })
             .collect();
-        let parallel = self.parallel.clone();
         let res = v.res.clone();
         let tx = self.tx.clone();
         let mut cancel = self.cancel_tx.subscribe();
@@ -1301,7 +1327,6 @@ impl Coord {
                 for s in semas {
                     permits.push(s.acquire_owned().await);
                 }
-                permits.push(parallel.acquire_owned().await);
                 permits
             };
             let permits = tokio::select! {
