@@ -24,7 +24,7 @@ pub mod status;
 pub mod value;
 
 pub use events::Event;
-pub use executor::{Engine, EngineConfig, Prepared, RunningGraph, SwapStats};
+pub use executor::{default_parallel, Engine, EngineConfig, Prepared, RunningGraph, SwapStats};
 pub use graph::GraphError;
 pub use metrics::{CheckResult, Histogram, MetricsSnapshot};
 pub use registry::{AutoEdgeFn, AutoEdgeSink, AutoEdges, Kind, Registry, ValidateError};
