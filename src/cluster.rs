@@ -237,7 +237,12 @@ pub async fn follow(
 }
 
 /// Keeps this host's registration (deploy, converged) and the API's world health current.
-pub fn report_host(world: World, running: Running, engine: tend_engine::Engine, api: ApiState) {
+pub fn report_host(
+    world: World,
+    running: Running,
+    engine: tend_engine::Engine,
+    api: ApiState,
+) -> tokio::task::JoinHandle<()> {
     // The World was joined before the API started: say so at once.
     api.set_world_health(world_health(&world));
     tokio::spawn(async move {
@@ -273,12 +278,12 @@ pub fn report_host(world: World, running: Running, engine: tend_engine::Engine, 
                 _ = tick.tick() => {}
             }
         }
-    });
+    })
 }
 
 /// Keeps the API's view of the exports this host may collect current, from the World's watch
 /// cache (a local subscription: no store watch is opened).
-pub fn report_exports(world: World, api: ApiState) {
+pub fn report_exports(world: World, api: ApiState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut changes = world.res_watch(None);
         // This host's own count can change without a collectable record changing.
@@ -327,7 +332,7 @@ pub fn report_exports(world: World, api: ApiState) {
             };
             api.set_exports(docs, metrics);
         }
-    });
+    })
 }
 
 fn world_health(world: &World) -> Health {

@@ -104,6 +104,17 @@ pub fn main(args: RunArgs) -> ExitCode {
     code
 }
 
+/// Aborts its tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 /// One graph from a front end, and how to say where an engine error about it came from.
 pub struct Frame {
     /// The graph.
@@ -388,15 +399,19 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
     );
     crate::api::start(args.listen, api_state.clone()).await?;
-    crate::cluster::report_host(
-        world.clone(),
-        running.clone(),
-        engine.clone(),
-        api_state.clone(),
-    );
+    // The World's reporters stop when this function returns, before the runtime does (a
+    // write cut short by the runtime's shutdown is not an error worth a warning).
+    let _reporters = AbortOnDrop(vec![
+        crate::cluster::report_host(
+            world.clone(),
+            running.clone(),
+            engine.clone(),
+            api_state.clone(),
+        ),
+        crate::cluster::report_exports(world.clone(), api_state.clone()),
+    ]);
     engine.set_world(Arc::new(world.clone()));
     tend_engine::export::spawn_exporter(engine.clone(), Arc::new(world.clone()), args.noop);
-    crate::cluster::report_exports(world.clone(), api_state.clone());
 
     phase("api started");
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
