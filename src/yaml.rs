@@ -250,7 +250,8 @@ impl Parser<'_> {
             if let Some(l) = kind_line {
                 cursor = l;
             }
-            let Some(kind_def) = self.registry.get(&kind) else {
+            let registry: &Registry = self.registry;
+            let Some(kind_def) = registry.get(&kind) else {
                 let known: Vec<&str> = self
                     .registry
                     .kinds()
@@ -267,7 +268,7 @@ impl Parser<'_> {
                 );
                 continue;
             };
-            let schema = kind_def.schema.clone();
+            let schema = &kind_def.schema;
             let items = match items {
                 Yaml::Null => continue,
                 Yaml::Sequence(s) => s,
@@ -284,6 +285,7 @@ impl Parser<'_> {
                     continue;
                 }
             };
+            graph.resources.reserve(items.len());
             for item in items {
                 let Yaml::Mapping(fields) = item else {
                     self.err(
