@@ -735,12 +735,17 @@ impl Coord {
         let mut built: Vec<(usize, Arc<dyn Resource>, bool)> = Vec::new();
         let mut kept: Vec<(u64, usize)> = Vec::new();
         let mut errors = Vec::new();
-        let mut new_ids: HashSet<ResId> = HashSet::with_capacity(graph.resources.len());
-        for (idx, spec) in graph.resources.iter().enumerate() {
+        let graph_ref = graph.clone();
+        let mut new_ids: HashSet<(&str, &str)> = HashSet::with_capacity(graph.resources.len());
+        for (idx, spec) in graph_ref.resources.iter().enumerate() {
             let pre = prebuilt.next();
-            let id = spec.id();
-            let old = self.by_id.get(&id).copied();
-            new_ids.insert(id);
+            // (The first graph has nothing to compare with.)
+            let old = if self.by_id.is_empty() {
+                None
+            } else {
+                self.by_id.get(&spec.id()).copied()
+            };
+            new_ids.insert((spec.kind.as_str(), spec.name.as_str()));
             if let Some(inc) = old {
                 if self.verts[&inc].spec() == spec {
                     kept.push((inc, idx));
@@ -798,19 +803,21 @@ impl Coord {
             .filter(|(_, _, changed)| *changed)
             .map(|(idx, _, _)| graph.resources[*idx].id())
             .collect();
-        let gone: Vec<ResId> = self
+        let gone: Vec<u64> = self
             .by_id
-            .keys()
-            .filter(|id| !new_ids.contains(*id) || replaced.contains(*id))
-            .cloned()
+            .iter()
+            .filter(|(id, _)| {
+                !new_ids.contains(&(id.kind.as_str(), id.name.as_str())) || replaced.contains(*id)
+            })
+            .map(|(_, inc)| *inc)
             .collect();
-        for id in gone {
-            let inc = self.by_id.remove(&id).expect("present");
+        for inc in gone {
             let mut v = self.verts.remove(&inc).expect("present");
+            self.by_id.remove(&v.id);
             self.dec_count(v.state);
-            if new_ids.contains(&id) {
+            if new_ids.contains(&(v.id.kind.as_str(), v.id.name.as_str())) {
                 stats.changed += 1;
-                carried.insert(id.clone(), v.take_carried());
+                carried.insert(v.id.clone(), v.take_carried());
             } else {
                 stats.removed += 1;
             }
@@ -865,6 +872,9 @@ impl Coord {
         }
         // Refresh flags survive on kept notify edges only.
         for v in self.verts.values_mut() {
+            if v.refresh_from.is_empty() {
+                continue;
+            }
             let to = v.id.clone();
             v.refresh_from
                 .retain(|from| notify_pairs.contains(&(from.clone(), to.clone())));
