@@ -7,15 +7,17 @@
 //! when it differs; mode and owner are fixed in place. Missing parent directories are created
 //! (mode 0755). The watch uses the process-wide inotify hub ([`crate::fswatch`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use tend_engine::{
-    AutoEdgeSink, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Watcher,
+    AutoEdgeSink, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Value,
+    Watcher,
 };
 
 use crate::fswatch;
@@ -87,22 +89,71 @@ enum State {
     Unmanaged,
 }
 
+/// An owner or group: a numeric id, or a name looked up at each check.
+#[derive(Debug)]
+enum Who {
+    Id(u32),
+    Name(String),
+}
+
+impl Who {
+    fn parse(s: String) -> Who {
+        match s.parse::<u32>() {
+            Ok(id) => Who::Id(id),
+            Err(_) => Who::Name(s),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Cfg {
-    /// `file[name]`, for logs.
-    id: String,
+    /// The resource name, unless it is the path (with the trailing `/` of a directory).
+    name: Option<Box<str>>,
     /// Without trailing slash.
-    path: PathBuf,
+    path: Arc<Path>,
     is_dir: bool,
     state: State,
     content: Option<Vec<u8>>,
-    source: Option<PathBuf>,
+    source: Option<Arc<Path>>,
     symlink: Option<PathBuf>,
     mode: Option<u32>,
-    owner: Option<String>,
-    group: Option<String>,
+    owner: Option<Who>,
+    group: Option<Who>,
     recurse: bool,
+    /// Checking is cheap enough to run on the async worker: no source to read, small
+    /// content, no user or group name to look up.
+    inline_check: bool,
 }
+
+impl Cfg {
+    /// `file[name]`, for logs.
+    fn id(&self) -> impl std::fmt::Display + '_ {
+        struct Id<'a>(&'a Cfg);
+        impl std::fmt::Display for Id<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match &self.0.name {
+                    Some(n) => write!(f, "file[{n}]"),
+                    None if self.0.is_dir => write!(f, "file[{}/]", self.0.path.display()),
+                    None => write!(f, "file[{}]", self.0.path.display()),
+                }
+            }
+        }
+        Id(self)
+    }
+}
+
+/// Whether `name` reads exactly as `path` (plus `/` for a directory), so need not be kept.
+fn is_path_name(name: &str, path: &Path, is_dir: bool) -> bool {
+    let p = path.as_os_str().as_encoded_bytes();
+    let n = name.as_bytes();
+    match n.strip_suffix(b"/") {
+        Some(head) if is_dir => head == p,
+        _ => !is_dir && n == p,
+    }
+}
+
+/// The largest `content` checked inline (larger ones are compared on a blocking thread).
+const INLINE_CONTENT_MAX: usize = 64 * 1024;
 
 /// Parses an octal mode such as `"0644"` or `"755"`.
 fn parse_mode(s: &str) -> Option<u32> {
@@ -114,7 +165,7 @@ fn parse_mode(s: &str) -> Option<u32> {
 
 /// Checks a path is absolute and normalized; returns it without a trailing slash, and
 /// whether it had one.
-fn clean_path(field: &str, s: &str) -> Result<(PathBuf, bool), ResError> {
+fn clean_path(field: &str, s: &str) -> Result<(Arc<Path>, bool), ResError> {
     if !s.starts_with('/') {
         return Err(field_err(field, format!("{s:?} is not an absolute path")));
     }
@@ -132,20 +183,39 @@ fn clean_path(field: &str, s: &str) -> Result<(PathBuf, bool), ResError> {
     }
     let trimmed = s.trim_end_matches('/');
     let is_dir = s.ends_with('/');
-    let path = if trimmed.is_empty() {
-        PathBuf::from("/")
+    let path: Arc<Path> = if trimmed.is_empty() {
+        Arc::from(Path::new("/"))
     } else {
-        PathBuf::from(trimmed)
+        Arc::from(Path::new(trimmed))
     };
     Ok((path, is_dir))
 }
 
 fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
     let p = Params::new(spec, schema())?;
-    let raw = p.opt_str("path")?.unwrap_or_else(|| spec.name.clone());
+    let raw = match p.get("path") {
+        Some(Value::Str(s)) => s.as_str(),
+        Some(v) => {
+            return Err(field_err(
+                "path",
+                format!("expected str, got {}", v.type_name()),
+            ))
+        }
+        None => spec.name.as_str(),
+    };
     let field = if p.is_set("path") { "path" } else { "name" };
-    let (path, is_dir) = clean_path(field, &raw)?;
-    let state = match p.str("state")?.as_str() {
+    let (path, is_dir) = clean_path(field, raw)?;
+    let state = match p.get("state") {
+        Some(Value::Str(s)) => s.as_str(),
+        Some(v) => {
+            return Err(field_err(
+                "state",
+                format!("expected str, got {}", v.type_name()),
+            ))
+        }
+        None => "",
+    };
+    let state = match state {
         "exists" => State::Exists,
         "absent" => State::Absent,
         _ => State::Unmanaged,
@@ -197,11 +267,20 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
     if symlink.is_some() && mode.is_some() {
         return Err(field_err("mode", "a symlink has no mode of its own"));
     }
-    if state == State::Absent && path == Path::new("/") {
+    if state == State::Absent && *path == *Path::new("/") {
         return Err(field_err(field, "refusing to remove `/`"));
     }
+    let owner = owner.map(Who::parse);
+    let group = group.map(Who::parse);
+    let inline_check = source.is_none()
+        && content
+            .as_ref()
+            .is_none_or(|c| c.len() <= INLINE_CONTENT_MAX)
+        && !matches!(owner, Some(Who::Name(_)))
+        && !matches!(group, Some(Who::Name(_)));
     Ok(Cfg {
-        id: format!("file[{}]", spec.name),
+        name: (p.is_set("path") || !is_path_name(&spec.name, &path, is_dir))
+            .then(|| spec.name.as_str().into()),
         path,
         is_dir,
         state,
@@ -212,6 +291,7 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
         owner,
         group,
         recurse: p.bool("recurse")?,
+        inline_check,
     })
 }
 
@@ -262,9 +342,9 @@ struct File {
 #[async_trait::async_trait]
 impl Resource for File {
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
-        let mut sub = fswatch::subscribe(&self.cfg.path, w.clone()).await?;
+        let mut sub = fswatch::subscribe(&self.cfg.path, w.clone())?;
         let mut src = match &self.cfg.source {
-            Some(s) => Some(fswatch::subscribe(s, w.clone()).await?),
+            Some(s) => Some(fswatch::subscribe(s, w.clone())?),
             None => None,
         };
         w.running();
@@ -280,8 +360,17 @@ impl Resource for File {
     }
 
     async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
+        // Most checks find the file in state after an lstat and a small read: do that here
+        // rather than pay for a hop to a blocking thread. What was seen is handed on.
+        let mut seen = Seen::default();
+        if self.cfg.inline_check {
+            match check(&self.cfg, false, &mut seen)? {
+                Checked::Changed if ctx.apply => {}
+                done => return Ok(done),
+            }
+        }
         let cfg = self.cfg.clone();
-        tokio::task::spawn_blocking(move || check(&cfg, ctx.apply))
+        tokio::task::spawn_blocking(move || check(&cfg, ctx.apply, &mut seen))
             .await
             .map_err(|e| ResError::new(format!("checking file: {e}")))?
     }
@@ -295,10 +384,11 @@ fn lstat(path: &Path) -> Result<Option<fs::Metadata>, ResError> {
     }
 }
 
-fn resolve_owner(name: &str) -> Result<u32, ResError> {
-    if let Ok(id) = name.parse::<u32>() {
-        return Ok(id);
-    }
+fn resolve_owner(who: &Who) -> Result<u32, ResError> {
+    let name = match who {
+        Who::Id(id) => return Ok(*id),
+        Who::Name(n) => n,
+    };
     match nix::unistd::User::from_name(name) {
         Ok(Some(u)) => Ok(u.uid.as_raw()),
         Ok(None) => Err(field_err("owner", format!("no such user {name:?}"))),
@@ -306,10 +396,11 @@ fn resolve_owner(name: &str) -> Result<u32, ResError> {
     }
 }
 
-fn resolve_group(name: &str) -> Result<u32, ResError> {
-    if let Ok(id) = name.parse::<u32>() {
-        return Ok(id);
-    }
+fn resolve_group(who: &Who) -> Result<u32, ResError> {
+    let name = match who {
+        Who::Id(id) => return Ok(*id),
+        Who::Name(n) => n,
+    };
     match nix::unistd::Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
         Ok(None) => Err(field_err("group", format!("no such group {name:?}"))),
@@ -411,13 +502,76 @@ fn write_atomic(
     fsync_dir(dir)
 }
 
-/// Whether the file at `path` (of size `len`) holds exactly `want`.
+/// Whether the file at `path` (of size `len`, as just seen by lstat) holds exactly `want`.
+/// Compares as it reads, without holding the file in memory.
 fn same_content(path: &Path, len: u64, want: &[u8]) -> Result<bool, ResError> {
     if len != want.len() as u64 {
         return Ok(false);
     }
-    let have = fs::read(path).map_err(|e| ResError::io("reading", path, e))?;
-    Ok(have == want)
+    let f = fs::File::open(path).map_err(|e| ResError::io("reading", path, e))?;
+    let same = if want.len() < 256 {
+        reads_as(f, want, &mut [0u8; 256])
+    } else {
+        reads_as(f, want, &mut [0u8; 8192])
+    };
+    same.map_err(|e| ResError::io("reading", path, e))
+}
+
+/// Whether `f` reads as exactly `want`, through `buf`.
+fn reads_as(mut f: fs::File, want: &[u8], buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut off = 0;
+    loop {
+        // Ask for one byte more than is left to see the end in the same read: a regular
+        // file reads short only at its end.
+        let ask = (want.len() - off + 1).min(buf.len());
+        let n = match f.read(&mut buf[..ask]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(off == want.len());
+        }
+        if want.get(off..off + n) != Some(&buf[..n]) {
+            return Ok(false);
+        }
+        off += n;
+        if off == want.len() && n < ask {
+            return Ok(true);
+        }
+    }
+}
+
+/// What a check saw of the file before changing anything, so that a check that follows
+/// (the inline dry look, then the real run on a blocking thread) need not look again.
+#[derive(Default)]
+struct Seen {
+    meta: Option<Option<fs::Metadata>>,
+    same: Option<bool>,
+}
+
+impl Seen {
+    fn lstat(&mut self, path: &Path) -> Result<Option<fs::Metadata>, ResError> {
+        match self.meta.take() {
+            Some(m) => Ok(m),
+            None => {
+                let m = lstat(path)?;
+                self.meta = Some(m.clone());
+                Ok(m)
+            }
+        }
+    }
+
+    fn same_content(&mut self, path: &Path, len: u64, want: &[u8]) -> Result<bool, ResError> {
+        match self.same {
+            Some(s) => Ok(s),
+            None => {
+                let s = same_content(path, len, want)?;
+                self.same = Some(s);
+                Ok(s)
+            }
+        }
+    }
 }
 
 fn remove(cfg: &Cfg, m: &fs::Metadata) -> Result<(), ResError> {
@@ -447,23 +601,23 @@ fn remove(cfg: &Cfg, m: &fs::Metadata) -> Result<(), ResError> {
 }
 
 /// Checks the file and, when `apply`, puts it in state.
-fn check(cfg: &Cfg, apply: bool) -> Result<Checked, ResError> {
-    let p = &cfg.path;
-    let meta = lstat(p)?;
+fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
+    let p: &Path = &cfg.path;
+    let meta = seen.lstat(p)?;
     match (cfg.state, &meta) {
         (State::Absent, None) => return Ok(Checked::InState),
         (State::Absent, Some(m)) => {
             if apply {
                 remove(cfg, m)?;
-                tracing::info!(resource = %cfg.id, path = %p.display(), "removed");
+                tracing::info!(resource = %cfg.id(), path = %p.display(), "removed");
             }
             return Ok(Checked::Changed);
         }
         (State::Unmanaged, None) => return Ok(Checked::InState),
         _ => {}
     }
-    let uid = cfg.owner.as_deref().map(resolve_owner).transpose()?;
-    let gid = cfg.group.as_deref().map(resolve_group).transpose()?;
+    let uid = cfg.owner.as_ref().map(resolve_owner).transpose()?;
+    let gid = cfg.group.as_ref().map(resolve_group).transpose()?;
     let mut changed = false;
 
     if let Some(target) = &cfg.symlink {
@@ -494,7 +648,7 @@ fn check(cfg: &Cfg, apply: bool) -> Result<Checked, ResError> {
                     .map_err(|e| ResError::io("creating symlink", &tmp, e))?;
                 fs::rename(&tmp, p).map_err(|e| ResError::io("renaming into place", p, e))?;
                 fsync_dir(dir)?;
-                tracing::info!(resource = %cfg.id, path = %p.display(), target = %target.display(), "linked");
+                tracing::info!(resource = %cfg.id(), path = %p.display(), target = %target.display(), "linked");
             }
         }
         let m = if apply { lstat(p)? } else { meta };
@@ -534,15 +688,15 @@ fn check(cfg: &Cfg, apply: bool) -> Result<Checked, ResError> {
                     fs::set_permissions(p, fs::Permissions::from_mode(0o755))
                         .map_err(|e| ResError::io("changing the mode of", p, e))?;
                 }
-                tracing::info!(resource = %cfg.id, path = %p.display(), "created directory");
+                tracing::info!(resource = %cfg.id(), path = %p.display(), "created directory");
             }
         }
     } else {
-        let want: Option<Vec<u8>> = match (&cfg.content, &cfg.source) {
-            (Some(c), _) => Some(c.clone()),
-            (None, Some(src)) => {
-                Some(fs::read(src).map_err(|e| ResError::io("reading source", src, e))?)
-            }
+        let want: Option<Cow<[u8]>> = match (&cfg.content, &cfg.source) {
+            (Some(c), _) => Some(Cow::Borrowed(c)),
+            (None, Some(src)) => Some(Cow::Owned(
+                fs::read(src).map_err(|e| ResError::io("reading source", src, e))?,
+            )),
             (None, None) => None,
         };
         let rewrite = match &meta {
@@ -554,7 +708,7 @@ fn check(cfg: &Cfg, apply: bool) -> Result<Checked, ResError> {
             }
             Some(m) if !m.is_file() => true,
             Some(m) => match &want {
-                Some(w) => !same_content(p, m.len(), w)?,
+                Some(w) => !seen.same_content(p, m.len(), w)?,
                 None => false,
             },
             None => true,
@@ -571,7 +725,7 @@ fn check(cfg: &Cfg, apply: bool) -> Result<Checked, ResError> {
                 .unwrap_or(0o644);
             let owner = (uid.or(kept.map(|m| m.uid())), gid.or(kept.map(|m| m.gid())));
             write_atomic(p, want.as_deref().unwrap_or_default(), mode, owner)?;
-            tracing::info!(resource = %cfg.id, path = %p.display(), "wrote content");
+            tracing::info!(resource = %cfg.id(), path = %p.display(), "wrote content");
             return Ok(Checked::Changed);
         }
     }
@@ -596,7 +750,7 @@ fn check(cfg: &Cfg, apply: bool) -> Result<Checked, ResError> {
         if apply {
             std::os::unix::fs::lchown(p, uid, gid)
                 .map_err(|e| ResError::io("changing the owner of", p, e))?;
-            tracing::info!(resource = %cfg.id, path = %p.display(), "changed owner");
+            tracing::info!(resource = %cfg.id(), path = %p.display(), "changed owner");
         }
     }
     if let Some(mode) = cfg.mode {
@@ -610,7 +764,7 @@ fn check(cfg: &Cfg, apply: bool) -> Result<Checked, ResError> {
             if apply {
                 fs::set_permissions(p, fs::Permissions::from_mode(mode))
                     .map_err(|e| ResError::io("changing the mode of", p, e))?;
-                tracing::info!(resource = %cfg.id, path = %p.display(), mode = %format!("{mode:04o}"), "changed mode");
+                tracing::info!(resource = %cfg.id(), path = %p.display(), mode = %format!("{mode:04o}"), "changed mode");
             }
         }
     }
@@ -666,5 +820,27 @@ mod tests {
         );
         assert_eq!(d.provides, ["file:/a/b/"]);
         assert_eq!(d.requires, ["file:/a/", "file:/"]);
+        let r = tend_engine::AutoEdges::of(autoedges, &ResSpec::new("file", "/"));
+        assert_eq!(r.provides, ["file:/"]);
+        assert!(r.requires.is_empty());
+        let s = tend_engine::AutoEdges::of(
+            autoedges,
+            &ResSpec::new("file", "/a").param("source", "/s/x"),
+        );
+        assert_eq!(s.requires, ["file:/", "file:/s/x"]);
+    }
+
+    #[test]
+    fn ids_name_the_resource() {
+        let id = |spec: ResSpec| cfg(&spec).unwrap().id().to_string();
+        assert_eq!(id(ResSpec::new("file", "/a/b")), "file[/a/b]");
+        assert_eq!(id(ResSpec::new("file", "/a/b/")), "file[/a/b/]");
+        assert_eq!(id(ResSpec::new("file", "/a/b//")), "file[/a/b//]");
+        assert_eq!(id(ResSpec::new("file", "/")), "file[/]");
+        assert_eq!(
+            id(ResSpec::new("file", "motd").param("path", "/etc/motd")),
+            "file[motd]"
+        );
+        assert!(cfg(&ResSpec::new("file", "/a/b")).unwrap().name.is_none());
     }
 }

@@ -1,38 +1,33 @@
 //! One inotify watcher for the whole process, shared by every `file` resource.
 //!
 //! inotify is a scarce resource (by default 128 instances and 8192 watches per user), so
-//! instead of one watcher per resource, a single hub thread owns one inotify instance
-//! (a reader thread blocks on it and forwards events in batches), watches each *directory*
-//! once (reference counted), and dispatches events by path to the subscriptions that care.
-//! The inotify mask leaves out reads (`IN_OPEN`, `IN_ACCESS`, `IN_CLOSE_NOWRITE`): programs
-//! reading managed files, and our own checks, cost nothing and cannot flood the queue. A subscription is for a target
-//! path; it is armed on the target's nearest existing ancestor directory, and also holds every
-//! directory above that one. When any of them is deleted or moved, or when a missing directory
-//! between it and the target appears, the subscription is re-armed and its watcher gets an
-//! event. 10,000 files in one directory cost one inotify watch for the directory plus one per
-//! ancestor (shared by everyone).
+//! instead of one watcher per resource, the process holds one inotify instance, watches each
+//! *directory* once (reference counted), and dispatches events by path to the subscriptions
+//! that care. The inotify mask leaves out reads (`IN_OPEN`, `IN_ACCESS`, `IN_CLOSE_NOWRITE`):
+//! programs reading managed files, and our own checks, cost nothing and cannot flood the queue.
+//!
+//! The hub's state sits behind a mutex. Subscribing locks it and arms the watch right there
+//! (adding an inotify watch is one fast syscall, and a directory already watched costs none),
+//! so no thread is woken; a reader thread blocks on the inotify descriptor and locks the state
+//! to dispatch each batch of events.
+//!
+//! A subscription is for a target path; it is armed on the target's nearest existing ancestor
+//! directory. Each watched directory holds its parent (a watched directory's parent is always
+//! watched, up to `/`), so an ancestor moved away or deleted is noticed: every subscription
+//! armed on or below it is re-armed and its watcher gets an event. When a missing directory
+//! between the armed one and the target appears, the subscription is re-armed too. 10,000
+//! files in one directory cost one inotify watch for the directory plus one per ancestor, and
+//! no allocation per file beyond the subscription's own slot.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use inotify::{EventMask, EventOwned, Inotify, WatchDescriptor, WatchMask, Watches};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tend_engine::{ResError, Watcher};
 use tokio::sync::oneshot;
-
-enum Msg {
-    Subscribe {
-        target: PathBuf,
-        watcher: Watcher,
-        fatal: oneshot::Sender<ResError>,
-        reply: oneshot::Sender<Result<u64, ResError>>,
-    },
-    Unsubscribe(u64),
-    Fs(Vec<EventOwned>),
-    FsError(String),
-}
 
 /// What the directories are watched for: changes of their entries and of themselves.
 fn mask() -> WatchMask {
@@ -48,22 +43,17 @@ fn mask() -> WatchMask {
         | WatchMask::ONLYDIR
 }
 
-fn hub() -> &'static mpsc::Sender<Msg> {
-    static TX: OnceLock<mpsc::Sender<Msg>> = OnceLock::new();
-    TX.get_or_init(|| {
-        let (tx, rx) = mpsc::channel();
-        let events = tx.clone();
-        std::thread::Builder::new()
-            .name("tend-fswatch".into())
-            .spawn(move || Hub::new(events).run(rx))
-            .expect("spawning the file watch thread");
-        tx
-    })
+/// The process-wide hub state.
+fn hub() -> MutexGuard<'static, Hub> {
+    static HUB: OnceLock<Mutex<Hub>> = OnceLock::new();
+    HUB.get_or_init(|| Mutex::new(Hub::default()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// A live subscription: events flow to its [`Watcher`] until it is dropped.
 pub(crate) struct Subscription {
-    id: u64,
+    id: u32,
     fatal: oneshot::Receiver<ResError>,
 }
 
@@ -73,66 +63,118 @@ impl Subscription {
     pub(crate) async fn failed(&mut self) -> ResError {
         match (&mut self.fatal).await {
             Ok(e) => e,
-            Err(_) => ResError::new("the file watch thread stopped"),
+            Err(_) => ResError::new("the file watch stopped"),
         }
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let _ = hub().send(Msg::Unsubscribe(self.id));
+        hub().remove(self.id);
     }
 }
 
 /// Watches `target` (an absolute path without trailing slash): its content, metadata,
 /// creation and deletion, including through deletion and re-creation of its ancestors.
-/// When this returns, the watch is armed.
-pub(crate) async fn subscribe(target: &Path, watcher: Watcher) -> Result<Subscription, ResError> {
-    let (reply, rx) = oneshot::channel();
+/// When this returns, the watch is armed; it never waits for another thread.
+pub(crate) fn subscribe(target: &Arc<Path>, watcher: Watcher) -> Result<Subscription, ResError> {
     let (fatal, fatal_rx) = oneshot::channel();
-    hub()
-        .send(Msg::Subscribe {
-            target: target.to_path_buf(),
-            watcher,
-            fatal,
-            reply,
-        })
-        .map_err(|_| ResError::new("the file watch thread stopped"))?;
-    let id = rx
-        .await
-        .map_err(|_| ResError::new("the file watch thread stopped"))??;
-    Ok(Subscription {
-        id,
-        fatal: fatal_rx,
-    })
+    let mut hub = hub();
+    let id = hub.insert(Sub {
+        target: target.clone(),
+        watcher,
+        armed: None,
+        armed_pos: 0,
+        deep_pos: None,
+        fatal: Some(fatal),
+    });
+    hub.by_target
+        .entry(target.clone())
+        .and_modify(|ids| ids.push(id))
+        .or_insert(Ids::One(id));
+    match hub.arm(id) {
+        Ok(()) => Ok(Subscription {
+            id,
+            fatal: fatal_rx,
+        }),
+        Err(e) => {
+            hub.remove(id);
+            Err(e)
+        }
+    }
 }
 
 struct Sub {
-    target: PathBuf,
+    target: Arc<Path>,
     watcher: Watcher,
-    /// The directories it holds a watch on: the nearest existing ancestor of the target
-    /// (where it is armed), then each directory above it up to `/`.
-    held: Vec<PathBuf>,
+    /// The directory it is armed on: the nearest existing ancestor of the target.
+    armed: Option<Arc<Path>>,
+    /// Its place in that directory's `armed` list.
+    armed_pos: usize,
+    /// Its place in that directory's `deep` list, when the directory is not the target's
+    /// parent (the parent is missing).
+    deep_pos: Option<usize>,
     fatal: Option<oneshot::Sender<ResError>>,
 }
 
+/// A watched directory.
+struct Dir {
+    wd: WatchDescriptor,
+    /// Subscriptions armed here, plus watched directories right below (each holds its parent).
+    refs: usize,
+    /// The subscriptions armed here.
+    armed: Vec<u32>,
+    /// Those of them whose target's parent is missing: they care about directories being
+    /// created below this one.
+    deep: Vec<u32>,
+}
+
+/// Ids of the subscriptions for one target: almost always one, kept inline.
+enum Ids {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Ids {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Ids::One(id) => std::slice::from_ref(id),
+            Ids::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, id: u32) {
+        match self {
+            Ids::One(first) => *self = Ids::Many(vec![*first, id]),
+            Ids::Many(v) => v.push(id),
+        }
+    }
+
+    /// Removes `id`; returns whether none is left.
+    fn remove(&mut self, id: u32) -> bool {
+        match self {
+            Ids::One(first) => *first == id,
+            Ids::Many(v) => {
+                v.retain(|&i| i != id);
+                v.is_empty()
+            }
+        }
+    }
+}
+
+#[derive(Default)]
 struct Hub {
-    events: mpsc::Sender<Msg>,
     watches: Option<Watches>,
-    /// Watched directory -> its watch and the number of subscriptions holding it.
-    dirs: HashMap<PathBuf, (WatchDescriptor, usize)>,
+    /// Watched directory -> its watch, holders and subscriptions.
+    dirs: HashMap<Arc<Path>, Dir>,
     /// Watch -> the directory paths it stands for (several when reached through symlinks).
-    wd_paths: HashMap<WatchDescriptor, Vec<PathBuf>>,
-    subs: HashMap<u64, Sub>,
-    by_target: HashMap<PathBuf, HashSet<u64>>,
-    by_armed: HashMap<PathBuf, HashSet<u64>>,
-    /// Subscriptions armed on a directory that is not their target's parent (the parent is
-    /// missing), by armed directory: they care about directories being created below it.
-    deep: HashMap<PathBuf, HashSet<u64>>,
-    /// Subscriptions holding a directory above the one they are armed on, by that directory.
-    under: HashMap<PathBuf, HashSet<u64>>,
-    next_id: u64,
+    wd_paths: HashMap<WatchDescriptor, Vec<Arc<Path>>>,
+    /// Subscriptions by id (a slot is reused once its subscription is dropped).
+    subs: Vec<Option<Sub>>,
+    free: Vec<u32>,
+    by_target: HashMap<Arc<Path>, Ids>,
     last_rescan: Option<Instant>,
+    /// A rescan is scheduled (one happened less than [`RESCAN_GAP`] ago).
     rescan_due: bool,
 }
 
@@ -140,187 +182,183 @@ struct Hub {
 const RESCAN_GAP: Duration = Duration::from_secs(1);
 
 /// The nearest existing directory that is an ancestor of `target`.
-fn nearest_dir(target: &Path) -> PathBuf {
+fn nearest_dir(target: &Path) -> &Path {
     let mut d = target.parent().unwrap_or(Path::new("/"));
     loop {
         if d.is_dir() {
-            return d.to_path_buf();
+            return d;
         }
         match d.parent() {
             Some(p) => d = p,
-            None => return PathBuf::from("/"),
+            None => return Path::new("/"),
+        }
+    }
+}
+
+/// Removes `id` from `list` at `pos` (swap-remove); returns the id moved into `pos`, if any.
+fn take_at(list: &mut Vec<u32>, pos: usize) -> Option<u32> {
+    list.swap_remove(pos);
+    list.get(pos).copied()
+}
+
+/// Reads events until the descriptor fails, dispatching each batch under the hub lock.
+fn read_events(mut ino: Inotify) {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match ino.read_events_blocking(&mut buf) {
+            Ok(evs) => {
+                let mut hub = hub();
+                for e in evs {
+                    hub.on_event(&e.wd, e.mask, e.name);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Lost events: everyone must look again.
+                tracing::warn!(error = %e, "file watch error; re-checking every file");
+                hub().rescan();
+                return;
+            }
         }
     }
 }
 
 impl Hub {
-    fn new(events: mpsc::Sender<Msg>) -> Self {
-        Hub {
-            events,
-            watches: None,
-            dirs: HashMap::new(),
-            wd_paths: HashMap::new(),
-            subs: HashMap::new(),
-            by_target: HashMap::new(),
-            by_armed: HashMap::new(),
-            deep: HashMap::new(),
-            under: HashMap::new(),
-            next_id: 1,
-            last_rescan: None,
-            rescan_due: false,
-        }
+    fn sub(&self, id: u32) -> Option<&Sub> {
+        self.subs.get(id as usize).and_then(Option::as_ref)
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        loop {
-            let msg = if self.rescan_due {
-                let since = self.last_rescan.map_or(RESCAN_GAP, |t| t.elapsed());
-                match rx.recv_timeout(RESCAN_GAP.saturating_sub(since)) {
-                    Ok(m) => m,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.rescan_now();
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                }
-            } else {
-                match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => return,
-                }
-            };
-            match msg {
-                Msg::Subscribe {
-                    target,
-                    watcher,
-                    fatal,
-                    reply,
-                } => {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    self.by_target.entry(target.clone()).or_default().insert(id);
-                    self.subs.insert(
-                        id,
-                        Sub {
-                            target,
-                            watcher,
-                            held: Vec::new(),
-                            fatal: Some(fatal),
-                        },
-                    );
-                    match self.arm(id) {
-                        Ok(()) => {
-                            let _ = reply.send(Ok(id));
-                        }
-                        Err(e) => {
-                            self.remove(id);
-                            let _ = reply.send(Err(e));
-                        }
-                    }
-                }
-                Msg::Unsubscribe(id) => self.remove(id),
-                Msg::Fs(evs) => self.on_events(evs),
-                Msg::FsError(e) => {
-                    // Lost events (e.g. a queue overflow): everyone must look again.
-                    tracing::warn!(error = %e, "file watch error; re-checking every file");
-                    self.rescan();
-                }
+    fn sub_mut(&mut self, id: u32) -> Option<&mut Sub> {
+        self.subs.get_mut(id as usize).and_then(Option::as_mut)
+    }
+
+    fn insert(&mut self, sub: Sub) -> u32 {
+        match self.free.pop() {
+            Some(id) => {
+                self.subs[id as usize] = Some(sub);
+                id
+            }
+            None => {
+                self.subs.push(Some(sub));
+                u32::try_from(self.subs.len() - 1).expect("fewer than 2^32 file watches")
             }
         }
     }
 
     fn watches(&mut self) -> std::io::Result<&mut Watches> {
         if self.watches.is_none() {
-            let mut ino = Inotify::init()?;
+            let ino = Inotify::init()?;
             let w = ino.watches();
-            let tx = self.events.clone();
             std::thread::Builder::new()
                 .name("tend-inotify".into())
-                .spawn(move || {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        match ino.read_events_blocking(&mut buf) {
-                            Ok(evs) => {
-                                let batch: Vec<EventOwned> = evs.map(|e| e.to_owned()).collect();
-                                if tx.send(Msg::Fs(batch)).is_err() {
-                                    return;
-                                }
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => {
-                                let _ = tx.send(Msg::FsError(e.to_string()));
-                                return;
-                            }
-                        }
-                    }
-                })?;
+                .spawn(move || read_events(ino))?;
             self.watches = Some(w);
         }
         Ok(self.watches.as_mut().expect("just set"))
     }
 
-    fn acquire(&mut self, dir: &Path) -> std::io::Result<()> {
-        if let Some((_, n)) = self.dirs.get_mut(dir) {
-            *n += 1;
-            return Ok(());
+    /// Takes one reference on `dir`, watching it (and the directories above it that are not
+    /// watched yet) when needed. Returns the directory's interned path.
+    fn acquire(&mut self, dir: &Path) -> std::io::Result<Arc<Path>> {
+        if let Some(k) = self.dirs.get_key_value(dir).map(|(k, _)| k.clone()) {
+            self.dirs.get_mut(dir).expect("just found").refs += 1;
+            return Ok(k);
         }
-        let wd = self.watches()?.add(dir, mask())?;
-        self.wd_paths
-            .entry(wd.clone())
-            .or_default()
-            .push(dir.to_path_buf());
-        self.dirs.insert(dir.to_path_buf(), (wd, 1));
-        Ok(())
+        // The directories to watch, from `dir` up to (excluding) the first watched one.
+        let mut missing: Vec<&Path> = vec![dir];
+        let mut up = dir.parent();
+        while let Some(p) = up {
+            if let Some(d) = self.dirs.get_mut(p) {
+                d.refs += 1;
+                break;
+            }
+            missing.push(p);
+            up = p.parent();
+        }
+        // Top-down, so that each new directory's parent is already held.
+        let mut key = None;
+        for (i, m) in missing.iter().enumerate().rev() {
+            let wd = match self.watches().and_then(|w| w.add(m, mask())) {
+                Ok(wd) => wd,
+                Err(e) => {
+                    if let Some(p) = m.parent() {
+                        self.release(p);
+                    }
+                    return Err(e);
+                }
+            };
+            let k: Arc<Path> = Arc::from(*m);
+            self.wd_paths.entry(wd.clone()).or_default().push(k.clone());
+            self.dirs.insert(
+                k.clone(),
+                Dir {
+                    wd,
+                    refs: 1,
+                    armed: Vec::new(),
+                    deep: Vec::new(),
+                },
+            );
+            if i == 0 {
+                key = Some(k);
+            }
+        }
+        Ok(key.expect("dir itself was missing"))
     }
 
-    /// Stops watching `dir` (whatever its count).
-    fn forget(&mut self, dir: &Path) {
-        let Some((wd, _)) = self.dirs.remove(dir) else {
-            return;
-        };
-        if let Some(paths) = self.wd_paths.get_mut(&wd) {
-            paths.retain(|p| p != dir);
+    /// Drops one reference on `dir`; a directory nobody holds is no longer watched (nor,
+    /// transitively, its parent).
+    fn release(&mut self, dir: &Path) {
+        let mut cur = Some(dir);
+        while let Some(d) = cur {
+            match self.dirs.get_mut(d) {
+                Some(e) if e.refs > 1 => {
+                    e.refs -= 1;
+                    return;
+                }
+                Some(_) => {
+                    self.forget(d);
+                    cur = d.parent();
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Stops watching `dir` (whatever its count); returns it.
+    fn forget(&mut self, dir: &Path) -> Option<Dir> {
+        let (_, d) = self.dirs.remove_entry(dir)?;
+        if let Some(paths) = self.wd_paths.get_mut(&d.wd) {
+            paths.retain(|p| &**p != dir);
             if paths.is_empty() {
-                self.wd_paths.remove(&wd);
+                self.wd_paths.remove(&d.wd);
                 if let Some(w) = self.watches.as_mut() {
                     // Fails harmlessly when the kernel already dropped the watch.
-                    let _ = w.remove(wd);
+                    let _ = w.remove(d.wd.clone());
                 }
             }
         }
+        Some(d)
     }
 
-    fn release(&mut self, dir: &Path) {
-        if let Some((_, n)) = self.dirs.get_mut(dir) {
-            *n -= 1;
-            if *n == 0 {
-                self.forget(dir);
+    /// Forgets where a subscription is armed; returns the directory (still held by it).
+    fn detach(&mut self, id: u32) -> Option<Arc<Path>> {
+        let sub = self.sub_mut(id)?;
+        let armed = sub.armed.take()?;
+        let (pos, deep) = (sub.armed_pos, sub.deep_pos.take());
+        let dir = self.dirs.get_mut(&armed)?;
+        let moved = take_at(&mut dir.armed, pos);
+        let moved_deep = deep.and_then(|p| take_at(&mut dir.deep, p).map(|m| (m, p)));
+        if let Some(m) = moved {
+            if let Some(s) = self.sub_mut(m) {
+                s.armed_pos = pos;
             }
         }
-    }
-
-    /// Forgets where a subscription is armed; returns the directories it held.
-    fn detach(&mut self, id: u64) -> Vec<PathBuf> {
-        let Some(sub) = self.subs.get_mut(&id) else {
-            return Vec::new();
-        };
-        let held = std::mem::take(&mut sub.held);
-        let unindex = |map: &mut HashMap<PathBuf, HashSet<u64>>, dir: &Path| {
-            if let Some(set) = map.get_mut(dir) {
-                set.remove(&id);
-                if set.is_empty() {
-                    map.remove(dir);
-                }
+        if let Some((m, p)) = moved_deep {
+            if let Some(s) = self.sub_mut(m) {
+                s.deep_pos = Some(p);
             }
-        };
-        if let Some(armed) = held.first() {
-            unindex(&mut self.by_armed, armed);
-            unindex(&mut self.deep, armed);
         }
-        for a in held.iter().skip(1) {
-            unindex(&mut self.under, a);
-        }
-        held
+        Some(armed)
     }
 
     fn watch_error(dir: &Path, e: std::io::Error) -> ResError {
@@ -335,74 +373,78 @@ impl Hub {
         }
     }
 
-    /// Arms (or re-arms) a subscription on its target's nearest existing ancestor, and holds
-    /// every directory above it too, so that an ancestor moved away is noticed.
-    fn arm(&mut self, id: u64) -> Result<(), ResError> {
-        'again: for _ in 0..32 {
-            let Some(sub) = self.subs.get(&id) else {
+    /// Arms (or re-arms) a subscription on its target's nearest existing ancestor.
+    fn arm(&mut self, id: u32) -> Result<(), ResError> {
+        for _ in 0..32 {
+            let Some(sub) = self.sub(id) else {
                 return Ok(());
             };
             let target = sub.target.clone();
-            let want = nearest_dir(&target);
-            if sub.held.first() == Some(&want) {
+            let parent = target.parent().unwrap_or(Path::new("/"));
+            // A watched parent exists (if it went away since, its events are queued and
+            // will re-arm everyone armed there): no need to look.
+            let want = if self.dirs.contains_key(parent) {
+                parent
+            } else {
+                nearest_dir(&target)
+            };
+            if sub.armed.as_deref() == Some(want) {
                 return Ok(());
             }
-            let chain: Vec<PathBuf> = want.ancestors().map(Path::to_path_buf).collect();
-            for (i, dir) in chain.iter().enumerate() {
-                if let Err(e) = self.acquire(dir) {
-                    for d in &chain[..i] {
-                        self.release(d);
-                    }
+            let key = match self.acquire(want) {
+                Ok(k) => k,
+                Err(e)
                     if e.kind() == std::io::ErrorKind::NotFound
-                        || e.raw_os_error() == Some(libc::ENOTDIR)
-                    {
-                        // It vanished between the look and the watch: look again.
-                        continue 'again;
-                    }
-                    return Err(Self::watch_error(dir, e));
+                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                {
+                    // It vanished between the look and the watch: look again.
+                    continue;
                 }
-            }
-            for old in self.detach(id) {
+                Err(e) => return Err(Self::watch_error(want, e)),
+            };
+            if let Some(old) = self.detach(id) {
                 self.release(&old);
             }
-            self.by_armed.entry(want.clone()).or_default().insert(id);
-            if target.parent() != Some(want.as_path()) {
-                self.deep.entry(want.clone()).or_default().insert(id);
-            }
-            for a in chain.iter().skip(1) {
-                self.under.entry(a.clone()).or_default().insert(id);
-            }
-            if let Some(sub) = self.subs.get_mut(&id) {
-                sub.held = chain;
-            }
+            let deep = want != parent;
+            let dir = self.dirs.get_mut(&key).expect("just acquired");
+            let pos = dir.armed.len();
+            dir.armed.push(id);
+            let deep_pos = deep.then(|| {
+                dir.deep.push(id);
+                dir.deep.len() - 1
+            });
+            let sub = self.sub_mut(id).expect("checked above");
+            sub.armed = Some(key);
+            sub.armed_pos = pos;
+            sub.deep_pos = deep_pos;
+            return Ok(());
         }
         Ok(())
     }
 
-    fn remove(&mut self, id: u64) {
-        for old in self.detach(id) {
+    fn remove(&mut self, id: u32) {
+        if let Some(old) = self.detach(id) {
             self.release(&old);
         }
-        if let Some(sub) = self.subs.remove(&id) {
-            if let Some(set) = self.by_target.get_mut(&sub.target) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.by_target.remove(&sub.target);
-                }
+        let Some(sub) = self.subs.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(id);
+        if let Some(ids) = self.by_target.get_mut(&sub.target) {
+            if ids.remove(id) {
+                self.by_target.remove(&sub.target);
             }
         }
     }
 
     /// Re-arms a subscription and tells its watcher to look again.
-    fn rearm_and_signal(&mut self, id: u64) {
+    fn rearm_and_signal(&mut self, id: u32) {
         if let Err(e) = self.arm(id) {
-            if let Some(sub) = self.subs.get_mut(&id) {
-                if let Some(f) = sub.fatal.take() {
-                    let _ = f.send(e);
-                }
+            if let Some(f) = self.sub_mut(id).and_then(|s| s.fatal.take()) {
+                let _ = f.send(e);
             }
         }
-        if let Some(sub) = self.subs.get(&id) {
+        if let Some(sub) = self.sub(id) {
             sub.watcher.event();
         }
     }
@@ -413,31 +455,31 @@ impl Hub {
         if !self.dirs.contains_key(dir) {
             return;
         }
-        let stale: Vec<PathBuf> = self
+        let stale: Vec<Arc<Path>> = self
             .dirs
             .keys()
             .filter(|d| d.starts_with(dir))
             .cloned()
             .collect();
-        let mut ids: Vec<u64> = Vec::new();
+        let mut ids: Vec<u32> = Vec::new();
         for d in &stale {
-            self.forget(d);
-            for map in [&self.by_armed, &self.under] {
-                if let Some(set) = map.get(d) {
-                    ids.extend(set.iter().copied());
-                }
+            if let Some(gone) = self.forget(d) {
+                ids.extend(gone.armed);
             }
         }
-        ids.sort_unstable();
-        ids.dedup();
         for &id in &ids {
-            // Stale directories are no longer counted: releasing them does nothing.
-            for old in self.detach(id) {
-                self.release(&old);
+            // Its directory is gone, and with it the reference it held.
+            if let Some(sub) = self.sub_mut(id) {
+                sub.armed = None;
+                sub.deep_pos = None;
             }
         }
         for id in ids {
             self.rearm_and_signal(id);
+        }
+        // The stale directories below `dir` held each other; `dir` held its parent.
+        if let Some(p) = dir.parent() {
+            self.release(p);
         }
     }
 
@@ -445,7 +487,21 @@ impl Hub {
     /// the re-checks (which read files) cannot feed an overflow loop.
     fn rescan(&mut self) {
         match self.last_rescan {
-            Some(t) if t.elapsed() < RESCAN_GAP => self.rescan_due = true,
+            Some(t) if t.elapsed() < RESCAN_GAP => {
+                if !self.rescan_due {
+                    self.rescan_due = true;
+                    let wait = RESCAN_GAP.saturating_sub(t.elapsed());
+                    let spawned = std::thread::Builder::new()
+                        .name("tend-rescan".into())
+                        .spawn(move || {
+                            std::thread::sleep(wait);
+                            hub().rescan_now();
+                        });
+                    if spawned.is_err() {
+                        self.rescan_now();
+                    }
+                }
+            }
             _ => self.rescan_now(),
         }
     }
@@ -453,54 +509,48 @@ impl Hub {
     fn rescan_now(&mut self) {
         self.rescan_due = false;
         self.last_rescan = Some(Instant::now());
-        let ids: Vec<u64> = self.subs.keys().copied().collect();
-        let dirs: Vec<PathBuf> = self.dirs.keys().cloned().collect();
+        let dirs: Vec<Arc<Path>> = self.dirs.keys().cloned().collect();
         for d in dirs {
             if !d.is_dir() {
                 self.dir_gone(&d);
             }
         }
-        for id in ids {
+        for id in 0..self.subs.len() as u32 {
             self.rearm_and_signal(id);
         }
     }
 
-    fn on_events(&mut self, evs: Vec<EventOwned>) {
-        for e in evs {
-            if e.mask.contains(EventMask::Q_OVERFLOW) {
-                tracing::warn!("inotify queue overflow; re-checking every file");
-                self.rescan();
-                continue;
+    fn on_event(&mut self, wd: &WatchDescriptor, mask: EventMask, name: Option<&OsStr>) {
+        if mask.contains(EventMask::Q_OVERFLOW) {
+            tracing::warn!("inotify queue overflow; re-checking every file");
+            self.rescan();
+            return;
+        }
+        let Some(bases) = self.wd_paths.get(wd).cloned() else {
+            return;
+        };
+        if mask.contains(EventMask::IGNORED) {
+            // The kernel dropped the watch (its directory is gone).
+            for b in &bases {
+                self.dir_gone(b);
             }
-            let Some(bases) = self.wd_paths.get(&e.wd).cloned() else {
-                continue;
-            };
-            if e.mask.contains(EventMask::IGNORED) {
-                // The kernel dropped the watch (its directory is gone).
-                for b in &bases {
-                    self.dir_gone(b);
+            return;
+        }
+        for base in bases {
+            match name {
+                None if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) => {
+                    self.dir_gone(&base)
                 }
-                continue;
-            }
-            for base in bases {
-                match &e.name {
-                    None if e
-                        .mask
-                        .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) =>
-                    {
-                        self.dir_gone(&base)
-                    }
-                    None => self.on_path(&base, e.mask),
-                    Some(name) => self.on_path(&base.join(name), e.mask),
-                }
+                None => self.on_path(&base, mask),
+                Some(name) => self.on_path(&base.join(name), mask),
             }
         }
     }
 
     fn on_path(&mut self, path: &Path, mask: EventMask) {
         if let Some(ids) = self.by_target.get(path) {
-            for id in ids {
-                if let Some(sub) = self.subs.get(id) {
+            for &id in ids.as_slice() {
+                if let Some(sub) = self.sub(id) {
                     sub.watcher.event();
                 }
             }
@@ -513,21 +563,104 @@ impl Hub {
         if gone && self.dirs.contains_key(path) {
             self.dir_gone(path);
         }
-        if let Some(parent) = path.parent() {
-            if let Some(ids) = self.deep.get(parent) {
-                let hit: Vec<u64> = ids
-                    .iter()
-                    .copied()
-                    .filter(|id| {
-                        self.subs
-                            .get(id)
-                            .is_some_and(|s| s.target.starts_with(path) && s.target != *path)
-                    })
-                    .collect();
-                for id in hit {
-                    self.rearm_and_signal(id);
+        let Some(parent) = path.parent() else {
+            return;
+        };
+        let Some(dir) = self.dirs.get(parent) else {
+            return;
+        };
+        if dir.deep.is_empty() {
+            return;
+        }
+        let hit: Vec<u32> = dir
+            .deep
+            .iter()
+            .copied()
+            .filter(|&id| {
+                self.sub(id)
+                    .is_some_and(|s| s.target.starts_with(path) && *s.target != *path)
+            })
+            .collect();
+        for id in hit {
+            self.rearm_and_signal(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arc(p: &Path) -> Arc<Path> {
+        Arc::from(p)
+    }
+
+    /// Whether `dir` is watched, and how many subscriptions are armed on it.
+    fn armed_on(dir: &Path) -> Option<usize> {
+        hub().dirs.get(dir).map(|d| d.armed.len())
+    }
+
+    #[test]
+    fn many_subscriptions_share_one_directory_and_release_it() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().to_path_buf();
+        let (w, _rx) = Watcher::channel();
+        let subs: Vec<_> = (0..300)
+            .map(|i| subscribe(&arc(&base.join(format!("f{i}"))), w.clone()).unwrap())
+            .collect();
+        assert_eq!(armed_on(&base), Some(300));
+        assert!(hub().dirs.contains_key(Path::new("/")));
+        drop(subs);
+        assert_eq!(armed_on(&base), None, "the directory is released");
+    }
+
+    #[test]
+    fn a_missing_parent_arms_on_the_nearest_ancestor() {
+        let t = tempfile::tempdir().unwrap();
+        let (w, _rx) = Watcher::channel();
+        let target = t.path().join("a/b/c");
+        let s = subscribe(&arc(&target), w.clone()).unwrap();
+        assert_eq!(armed_on(t.path()), Some(1));
+        assert_eq!(hub().dirs[t.path()].deep.len(), 1);
+        // Unsubscribe, create the parent, subscribe again: armed on the parent now.
+        drop(s);
+        assert_eq!(armed_on(t.path()), None);
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        let s = subscribe(&arc(&target), w).unwrap();
+        assert_eq!(armed_on(&t.path().join("a/b")), Some(1));
+        assert!(hub().dirs[&*t.path().join("a/b")].deep.is_empty());
+        // Its ancestors are watched (held by the directory below each).
+        assert!(hub().dirs.contains_key(&*t.path().join("a")));
+        drop(s);
+        assert!(!hub().dirs.contains_key(&*t.path().join("a")));
+    }
+
+    #[test]
+    fn removal_from_the_middle_keeps_positions_right() {
+        let t = tempfile::tempdir().unwrap();
+        let (w, _rx) = Watcher::channel();
+        let mut subs: Vec<Option<Subscription>> = (0..50)
+            .map(|i| Some(subscribe(&arc(&t.path().join(format!("x/f{i}"))), w.clone()).unwrap()))
+            .collect();
+        // All deep (x is missing); drop every other one, then the rest, in a mixed order.
+        for i in (0..50).step_by(2) {
+            subs[i] = None;
+        }
+        assert_eq!(armed_on(t.path()), Some(25));
+        assert_eq!(hub().dirs[t.path()].deep.len(), 25);
+        {
+            let h = hub();
+            for (i, s) in subs.iter().enumerate() {
+                if let Some(s) = s {
+                    let sub = h.sub(s.id).unwrap();
+                    assert_eq!(h.dirs[t.path()].armed[sub.armed_pos], s.id, "sub {i}");
+                    assert_eq!(h.dirs[t.path()].deep[sub.deep_pos.unwrap()], s.id);
                 }
             }
         }
+        for i in (1..50).step_by(2).rev() {
+            subs[i] = None;
+        }
+        assert_eq!(armed_on(t.path()), None);
     }
 }

@@ -469,3 +469,155 @@ async fn watch_notices_the_source_changing() {
     assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
     assert_eq!(fs::read_to_string(&dst).unwrap(), "v2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_then_resubscribe_still_sees_drift() {
+    let t = tempfile::tempdir().unwrap();
+    let rs: Vec<_> = (0..200)
+        .map(|i| build(file(&t.path().join(format!("f{i}"))).param("content", "x")))
+        .collect();
+    for r in &rs {
+        apply(r).await.unwrap();
+    }
+    let mut ws = Vec::new();
+    for r in &rs {
+        ws.push(watch(r).await);
+    }
+    // Two watches on one target both hear about it.
+    let twin = watch(&rs[7]).await;
+    twin.clear();
+    ws[7].clear();
+    fs::write(t.path().join("f7"), "drift").unwrap();
+    ws[7].event("first watch of a shared target").await;
+    twin.event("second watch of a shared target").await;
+    drop(twin);
+    apply(&rs[7]).await.unwrap();
+
+    // Drop every watch, and watch again: the directory is re-armed from scratch.
+    drop(ws);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut ws = Vec::new();
+    for r in &rs[..100] {
+        ws.push(watch(r).await);
+    }
+    for w in &ws {
+        w.clear();
+    }
+    fs::write(t.path().join("f42"), "drift").unwrap();
+    ws[42].event("drift after re-subscribing").await;
+    assert_eq!(apply(&rs[42]).await.unwrap(), Checked::Changed);
+    // Only the file that drifted was signalled.
+    assert!(!ws[41].rx.take().dirty);
+    fs::remove_file(t.path().join("f99")).unwrap();
+    ws[99].event("delete after re-subscribing").await;
+    // Dropping half keeps the other half working.
+    let rest = ws.split_off(50);
+    drop(ws);
+    rest[10].clear();
+    fs::write(t.path().join("f60"), "drift").unwrap();
+    rest[10].event("drift after dropping other watches").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_watches_follow_their_directory_being_replaced() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("d");
+    let rs: Vec<_> = (0..50)
+        .map(|i| build(file(&d.join(format!("f{i}"))).param("content", "x")))
+        .collect();
+    for r in &rs {
+        apply(r).await.unwrap();
+    }
+    let mut ws = Vec::new();
+    for r in &rs {
+        ws.push(watch(r).await);
+    }
+    fs::rename(&d, t.path().join("d.old")).unwrap();
+    for w in &ws {
+        w.event("directory moved away").await;
+        w.clear();
+    }
+    fs::create_dir(&d).unwrap();
+    for w in &ws {
+        w.event("directory back").await;
+        w.clear();
+    }
+    fs::write(d.join("f3"), "new").unwrap();
+    ws[3].event("write in the new directory").await;
+    fs::write(t.path().join("d.old/f4"), "old").unwrap();
+    fs::write(d.join("f4"), "new").unwrap();
+    ws[4].event("write in the new directory, not the old").await;
+}
+
+#[tokio::test]
+async fn quick_checks_report_exactly_what_the_full_check_does() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("f");
+    let r = build(file(&p).param("content", "want\n").param("mode", "0600"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    assert_eq!(dry(&r).await.unwrap(), Checked::InState);
+
+    // Only the mode drifted: a dry run reports it and changes nothing; the run fixes it in
+    // place.
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    let ino = fs::metadata(&p).unwrap().ino();
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&p), 0o644);
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&p), 0o600);
+    assert_eq!(fs::metadata(&p).unwrap().ino(), ino);
+
+    // Same length, last byte differs; longer; shorter; empty.
+    for drift in ["want!", "want\n\n", "wan", ""] {
+        fs::write(&p, drift).unwrap();
+        assert_eq!(dry(&r).await.unwrap(), Checked::Changed, "{drift:?}");
+        assert_eq!(fs::read_to_string(&p).unwrap(), drift);
+        assert_eq!(apply(&r).await.unwrap(), Checked::Changed, "{drift:?}");
+        assert_eq!(fs::read_to_string(&p).unwrap(), "want\n");
+        assert_eq!(apply(&r).await.unwrap(), Checked::InState, "{drift:?}");
+    }
+
+    // Something that is not a regular file is replaced without being opened.
+    fs::remove_file(&p).unwrap();
+    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&p).unwrap(), "want\n");
+
+    // A directory in the way is an error either way.
+    fs::remove_file(&p).unwrap();
+    fs::create_dir(&p).unwrap();
+    assert!(dry(&r).await.is_err());
+    assert!(apply(&r).await.is_err());
+}
+
+#[tokio::test]
+async fn large_content_is_compared_in_full() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("big");
+    // Larger than what is checked inline, and than one read buffer.
+    let mut want = "0123456789abcdef".repeat(8 * 1024);
+    want.push('\n');
+    for content in [
+        want.clone(),
+        want[..9000].to_string(),
+        want[..255].to_string(),
+    ] {
+        let r = build(file(&p).param("content", content.as_str()));
+        apply(&r).await.unwrap();
+        assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+        let mut bytes = content.clone().into_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] = b'!';
+        fs::write(&p, &bytes).unwrap();
+        assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+        assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+        assert_eq!(fs::read_to_string(&p).unwrap(), content);
+        bytes[0] = b'!';
+        bytes[last] = content.as_bytes()[last];
+        fs::write(&p, &bytes).unwrap();
+        assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+        assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    }
+}
