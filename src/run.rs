@@ -97,10 +97,10 @@ pub fn main(args: RunArgs) -> ExitCode {
     let code = rt.block_on(run(args));
     phase("run done");
     progress::finish();
-    // Resources may have left blocking work behind (a hung process after a forced stop):
-    // do not wait for it.
-    rt.shutdown_timeout(Duration::from_millis(200));
-    phase("runtime stopped");
+    // The engine is shut down and its resources cleaned up: what is left is memory to free
+    // and, after a forced stop, maybe blocking work of a hung resource. The process exit does
+    // both at once; tearing the runtime down first would only wait for them.
+    std::mem::forget(rt);
     code
 }
 
