@@ -811,9 +811,21 @@ impl Coord {
             })
             .map(|(_, inc)| *inc)
             .collect();
-        for inc in gone {
-            let mut v = self.verts.remove(&inc).expect("present");
-            self.by_id.remove(&v.id);
+        // Everything goes (e.g. at shutdown): take the maps whole instead of entry by entry.
+        let leaving: Vec<Vertex> = if gone.len() == self.verts.len() {
+            self.by_id.clear();
+            self.verts.drain().map(|(_, v)| v).collect()
+        } else {
+            gone.iter()
+                .map(|inc| {
+                    let v = self.verts.remove(inc).expect("present");
+                    self.by_id.remove(&v.id);
+                    v
+                })
+                .collect()
+        };
+        removals.reserve(leaving.len());
+        for mut v in leaving {
             self.dec_count(v.state);
             if new_ids.contains(&(v.id.kind.as_str(), v.id.name.as_str())) {
                 stats.changed += 1;
