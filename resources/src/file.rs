@@ -339,6 +339,75 @@ struct File {
     cfg: Arc<Cfg>,
 }
 
+/// Which directories are on a local filesystem, where a check may run inline on an async
+/// worker. A stalled network filesystem (an NFS server gone away) must stall a blocking
+/// thread, where `Meta:timeout` still fires and the daemon stays responsive, never a worker.
+/// Learnt with `statfs` on a blocking thread; an answer is trusted for [`local_fs::TTL`], so
+/// a filesystem mounted over a directory later is noticed.
+mod local_fs {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    /// How long an answer holds.
+    pub(super) const TTL: Duration = Duration::from_secs(10);
+
+    fn cache() -> &'static Mutex<HashMap<PathBuf, (bool, Instant)>> {
+        static CACHE: OnceLock<Mutex<HashMap<PathBuf, (bool, Instant)>>> = OnceLock::new();
+        CACHE.get_or_init(Default::default)
+    }
+
+    /// `dir` is known (recently) to be on a local filesystem.
+    pub(super) fn known(dir: &Path) -> bool {
+        let c = cache().lock().unwrap_or_else(|e| e.into_inner());
+        matches!(c.get(dir), Some((true, at)) if at.elapsed() < TTL)
+    }
+
+    /// Finds out whether `dir` is on a local filesystem, unless known; may block.
+    pub(super) fn learn(dir: &Path) {
+        {
+            let c = cache().lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(c.get(dir), Some((_, at)) if at.elapsed() < TTL) {
+                return;
+            }
+        }
+        // A missing directory (the file is about to be created) is not learnt.
+        let Ok(st) = nix::sys::statfs::statfs(dir) else {
+            return;
+        };
+        #[allow(clippy::useless_conversion)] // the magic is an i32 on some targets
+        let local = is_local(i64::from(st.filesystem_type().0));
+        let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
+        c.insert(dir.to_path_buf(), (local, Instant::now()));
+    }
+
+    /// Filesystems whose operations never wait on the network (`statfs(2)` magic numbers);
+    /// anything else (NFS, CIFS, FUSE, Ceph, 9p, ...) is checked on a blocking thread.
+    pub(super) fn is_local(magic: i64) -> bool {
+        const LOCAL: &[i64] = &[
+            0xEF53,      // ext2/3/4
+            0x5846_5342, // xfs
+            0x9123_683E, // btrfs
+            0x0102_1994, // tmpfs
+            0x794C_7630, // overlayfs
+            0x2FC1_2FC1, // zfs
+            0xF2F5_2010, // f2fs
+            0x8584_58F6, // ramfs
+            0x7371_7368, // squashfs
+            0x4D44,      // vfat/msdos
+            0x2011_BAB0, // exfat
+            0x5265_4973, // reiserfs
+            0x3153_464A, // jfs
+            0xCA45_1A4E, // bcachefs
+            0x3434,      // nilfs
+            0x9FA0,      // proc
+            0x6265_6572, // sysfs
+        ];
+        LOCAL.contains(&magic)
+    }
+}
+
 #[async_trait::async_trait]
 impl Resource for File {
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
@@ -363,16 +432,23 @@ impl Resource for File {
         // Most checks find the file in state after an lstat and a small read: do that here
         // rather than pay for a hop to a blocking thread. What was seen is handed on.
         let mut seen = Seen::default();
-        if self.cfg.inline_check {
+        let dir = self.cfg.path.parent().unwrap_or(Path::new("/"));
+        if self.cfg.inline_check && local_fs::known(dir) {
             match check(&self.cfg, false, &mut seen)? {
                 Checked::Changed if ctx.apply => {}
                 done => return Ok(done),
             }
         }
         let cfg = self.cfg.clone();
-        tokio::task::spawn_blocking(move || check(&cfg, ctx.apply, &mut seen))
-            .await
-            .map_err(|e| ResError::new(format!("checking file: {e}")))?
+        let learn = cfg.inline_check;
+        tokio::task::spawn_blocking(move || {
+            if learn {
+                local_fs::learn(cfg.path.parent().unwrap_or(Path::new("/")));
+            }
+            check(&cfg, ctx.apply, &mut seen)
+        })
+        .await
+        .map_err(|e| ResError::new(format!("checking file: {e}")))?
     }
 }
 
@@ -842,5 +918,23 @@ mod tests {
             "file[motd]"
         );
         assert!(cfg(&ResSpec::new("file", "/a/b")).unwrap().name.is_none());
+    }
+
+    #[test]
+    fn only_local_filesystems_are_checked_inline() {
+        assert!(local_fs::is_local(0xEF53), "ext4");
+        assert!(local_fs::is_local(0x0102_1994), "tmpfs");
+        assert!(!local_fs::is_local(0x6969), "nfs");
+        assert!(!local_fs::is_local(0x6573_5546), "fuse");
+        assert!(!local_fs::is_local(0xFF53_4D42), "cifs");
+        // A directory is unknown until learnt (on a blocking thread), then known.
+        let d = tempfile::tempdir().unwrap();
+        assert!(!local_fs::known(d.path()));
+        local_fs::learn(d.path());
+        assert!(local_fs::known(d.path()), "a temporary directory is local");
+        // A missing directory is not learnt.
+        let gone = d.path().join("missing");
+        local_fs::learn(&gone);
+        assert!(!local_fs::known(&gone));
     }
 }
