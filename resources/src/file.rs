@@ -339,47 +339,67 @@ struct File {
     cfg: Arc<Cfg>,
 }
 
-/// Which directories are on a local filesystem, where a check may run inline on an async
-/// worker. A stalled network filesystem (an NFS server gone away) must stall a blocking
-/// thread, where `Meta:timeout` still fires and the daemon stays responsive, never a worker.
-/// Learnt with `statfs` on a blocking thread; an answer is trusted for [`local_fs::TTL`], so
-/// a filesystem mounted over a directory later is noticed.
+/// Which directories are on a local filesystem, where a check may run (and a watch be armed)
+/// inline on an async worker. A stalled network filesystem (an NFS server gone away) must
+/// stall a blocking thread, where `Meta:timeout` still fires and the daemon stays responsive,
+/// never a worker. The first caller for a directory asks `statfs` on a blocking thread and the
+/// others wait for its answer; an answer holds for [`local_fs::TTL`], so a filesystem mounted
+/// over a directory later is noticed.
 mod local_fs {
     use std::collections::HashMap;
     use std::path::{Path, PathBuf};
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::{Arc, OnceLock, RwLock};
     use std::time::{Duration, Instant};
+
+    use tokio::sync::OnceCell;
 
     /// How long an answer holds.
     pub(super) const TTL: Duration = Duration::from_secs(10);
 
-    fn cache() -> &'static Mutex<HashMap<PathBuf, (bool, Instant)>> {
-        static CACHE: OnceLock<Mutex<HashMap<PathBuf, (bool, Instant)>>> = OnceLock::new();
-        CACHE.get_or_init(Default::default)
+    type Answer = Arc<OnceCell<(bool, Instant)>>;
+
+    fn answers() -> &'static RwLock<HashMap<PathBuf, Answer>> {
+        static ANSWERS: OnceLock<RwLock<HashMap<PathBuf, Answer>>> = OnceLock::new();
+        ANSWERS.get_or_init(Default::default)
     }
 
-    /// `dir` is known (recently) to be on a local filesystem.
-    pub(super) fn known(dir: &Path) -> bool {
-        let c = cache().lock().unwrap_or_else(|e| e.into_inner());
-        matches!(c.get(dir), Some((true, at)) if at.elapsed() < TTL)
-    }
-
-    /// Finds out whether `dir` is on a local filesystem, unless known; may block.
-    pub(super) fn learn(dir: &Path) {
-        {
-            let c = cache().lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(c.get(dir), Some((_, at)) if at.elapsed() < TTL) {
-                return;
-            }
-        }
-        // A missing directory (the file is about to be created) is not learnt.
-        let Ok(st) = nix::sys::statfs::statfs(dir) else {
-            return;
+    /// Whether `dir` is on a local filesystem (`false` when it cannot be told, e.g. `dir` is
+    /// missing). Never blocks the calling thread on the filesystem.
+    pub(super) async fn dir_is_local(dir: &Path) -> bool {
+        let fresh = |x: &Answer| x.get().is_none_or(|(_, at)| at.elapsed() < TTL);
+        let known = {
+            let a = answers().read().unwrap_or_else(|e| e.into_inner());
+            a.get(dir).filter(|x| fresh(x)).cloned()
         };
-        #[allow(clippy::useless_conversion)] // the magic is an i32 on some targets
-        let local = is_local(i64::from(st.filesystem_type().0));
-        let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
-        c.insert(dir.to_path_buf(), (local, Instant::now()));
+        let answer = match known {
+            Some(x) => x,
+            None => {
+                let mut a = answers().write().unwrap_or_else(|e| e.into_inner());
+                match a.get(dir) {
+                    Some(x) if fresh(x) => x.clone(),
+                    _ => {
+                        let x = Answer::default();
+                        a.insert(dir.to_path_buf(), x.clone());
+                        x
+                    }
+                }
+            }
+        };
+        answer
+            .get_or_init(|| async {
+                let d = dir.to_path_buf();
+                let local = tokio::task::spawn_blocking(move || {
+                    nix::sys::statfs::statfs(&d).is_ok_and(|st| {
+                        #[allow(clippy::useless_conversion)] // an i32 on some targets
+                        is_local(i64::from(st.filesystem_type().0))
+                    })
+                })
+                .await
+                .unwrap_or(false);
+                (local, Instant::now())
+            })
+            .await
+            .0
     }
 
     /// Filesystems whose operations never wait on the network (`statfs(2)` magic numbers);
@@ -411,10 +431,24 @@ mod local_fs {
 #[async_trait::async_trait]
 impl Resource for File {
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
-        let mut sub = fswatch::subscribe(&self.cfg.path, w.clone())?;
-        let mut src = match &self.cfg.source {
-            Some(s) => Some(fswatch::subscribe(s, w.clone())?),
-            None => None,
+        let subscribe = |path: Arc<Path>, source: Option<Arc<Path>>, w: Watcher| {
+            let sub = fswatch::subscribe(&path, w.clone())?;
+            let src = match source {
+                Some(s) => Some(fswatch::subscribe(&s, w)?),
+                None => None,
+            };
+            Ok::<_, ResError>((sub, src))
+        };
+        let (path, source) = (self.cfg.path.clone(), self.cfg.source.clone());
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        // Arming a watch looks the path up: inline only where that cannot hang.
+        let (mut sub, mut src) = if source.is_none() && local_fs::dir_is_local(dir).await {
+            subscribe(path, source, w.clone())?
+        } else {
+            let w = w.clone();
+            tokio::task::spawn_blocking(move || subscribe(path, source, w))
+                .await
+                .map_err(|e| ResError::new(format!("watching file: {e}")))??
         };
         w.running();
         match &mut src {
@@ -433,22 +467,16 @@ impl Resource for File {
         // rather than pay for a hop to a blocking thread. What was seen is handed on.
         let mut seen = Seen::default();
         let dir = self.cfg.path.parent().unwrap_or(Path::new("/"));
-        if self.cfg.inline_check && local_fs::known(dir) {
+        if self.cfg.inline_check && local_fs::dir_is_local(dir).await {
             match check(&self.cfg, false, &mut seen)? {
                 Checked::Changed if ctx.apply => {}
                 done => return Ok(done),
             }
         }
         let cfg = self.cfg.clone();
-        let learn = cfg.inline_check;
-        tokio::task::spawn_blocking(move || {
-            if learn {
-                local_fs::learn(cfg.path.parent().unwrap_or(Path::new("/")));
-            }
-            check(&cfg, ctx.apply, &mut seen)
-        })
-        .await
-        .map_err(|e| ResError::new(format!("checking file: {e}")))?
+        tokio::task::spawn_blocking(move || check(&cfg, ctx.apply, &mut seen))
+            .await
+            .map_err(|e| ResError::new(format!("checking file: {e}")))?
     }
 }
 
@@ -927,14 +955,12 @@ mod tests {
         assert!(!local_fs::is_local(0x6969), "nfs");
         assert!(!local_fs::is_local(0x6573_5546), "fuse");
         assert!(!local_fs::is_local(0xFF53_4D42), "cifs");
-        // A directory is unknown until learnt (on a blocking thread), then known.
+    }
+
+    #[tokio::test]
+    async fn a_temporary_directory_is_local_a_missing_one_is_not() {
         let d = tempfile::tempdir().unwrap();
-        assert!(!local_fs::known(d.path()));
-        local_fs::learn(d.path());
-        assert!(local_fs::known(d.path()), "a temporary directory is local");
-        // A missing directory is not learnt.
-        let gone = d.path().join("missing");
-        local_fs::learn(&gone);
-        assert!(!local_fs::known(&gone));
+        assert!(local_fs::dir_is_local(d.path()).await);
+        assert!(!local_fs::dir_is_local(&d.path().join("missing")).await);
     }
 }
