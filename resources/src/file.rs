@@ -363,8 +363,9 @@ mod local_fs {
         ANSWERS.get_or_init(Default::default)
     }
 
-    /// Whether `dir` is on a local filesystem (`false` when it cannot be told, e.g. `dir` is
-    /// missing). Never blocks the calling thread on the filesystem.
+    /// Whether `dir` (or, while it is missing, its nearest existing ancestor) is on a local
+    /// filesystem; `false` when it cannot be told. Never blocks the calling thread on the
+    /// filesystem.
     pub(super) async fn dir_is_local(dir: &Path) -> bool {
         let fresh = |x: &Answer| x.get().is_none_or(|(_, at)| at.elapsed() < TTL);
         let known = {
@@ -389,10 +390,24 @@ mod local_fs {
             .get_or_init(|| async {
                 let d = dir.to_path_buf();
                 let local = tokio::task::spawn_blocking(move || {
-                    nix::sys::statfs::statfs(&d).is_ok_and(|st| {
-                        #[allow(clippy::useless_conversion)] // an i32 on some targets
-                        is_local(i64::from(st.filesystem_type().0))
-                    })
+                    // A missing directory will be created on its nearest existing ancestor's
+                    // filesystem.
+                    let mut at: &Path = &d;
+                    loop {
+                        match nix::sys::statfs::statfs(at) {
+                            Ok(st) => {
+                                #[allow(clippy::useless_conversion)] // an i32 on some targets
+                                return is_local(i64::from(st.filesystem_type().0));
+                            }
+                            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => {
+                                match at.parent() {
+                                    Some(p) => at = p,
+                                    None => return false,
+                                }
+                            }
+                            Err(_) => return false,
+                        }
+                    }
                 })
                 .await
                 .unwrap_or(false);
@@ -958,9 +973,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_temporary_directory_is_local_a_missing_one_is_not() {
+    async fn a_temporary_directory_is_local_and_so_is_one_to_be_created_there() {
         let d = tempfile::tempdir().unwrap();
         assert!(local_fs::dir_is_local(d.path()).await);
-        assert!(!local_fs::dir_is_local(&d.path().join("missing")).await);
+        // A missing directory is on its nearest existing ancestor's filesystem.
+        assert!(local_fs::dir_is_local(&d.path().join("missing/deeper")).await);
     }
 }
