@@ -74,6 +74,16 @@ async fn independent_resources_run_concurrently() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_bounds_concurrent_checks_and_queued_ones_all_run() {
+    // Three ready at once, two slots: two run together, the third waits its turn.
+    assert_eq!(overlap("par2", 2).await, 2);
+    assert_eq!(
+        probe("par2-0").checks() + probe("par2-1").checks() + probe("par2-2").checks(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_one_serialises() {
     let t = Instant::now();
     assert_eq!(overlap("ser", 1).await, 1);
