@@ -97,10 +97,15 @@ pub fn main(args: RunArgs) -> ExitCode {
     let code = rt.block_on(run(args));
     phase("run done");
     progress::finish();
-    // The engine is shut down and its resources cleaned up: what is left is memory to free
-    // and, after a forced stop, maybe blocking work of a hung resource. The process exit does
-    // both at once; tearing the runtime down first would only wait for them.
-    std::mem::forget(rt);
+    if STOPPED_CLEANLY.load(std::sync::atomic::Ordering::SeqCst) {
+        // The engine is shut down and every resource cleaned up: what is left is memory to
+        // free, which the process exit does at once.
+        std::mem::forget(rt);
+    } else {
+        // A forced stop or an error: dropping the remaining tasks kills the processes they
+        // own; blocking work of a hung resource is not waited for long.
+        rt.shutdown_timeout(Duration::from_millis(200));
+    }
     code
 }
 
@@ -260,6 +265,9 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     }
 }
+
+/// The engine was shut down in order (every removal cleaned up, no check left running).
+static STOPPED_CLEANLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// When `tend run` started (for the startup phase timings).
 static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -468,6 +476,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                 phase("converged");
                 let code = report_final(&engine);
                 engine.shutdown().await;
+                STOPPED_CLEANLY.store(true, std::sync::atomic::Ordering::SeqCst);
                 phase("engine stopped");
                 return Ok(code);
             }
@@ -623,7 +632,10 @@ async fn stop(
     let shutdown = engine.shutdown();
     tokio::pin!(shutdown);
     tokio::select! {
-        _ = &mut shutdown => ExitCode::SUCCESS,
+        _ = &mut shutdown => {
+            STOPPED_CLEANLY.store(true, std::sync::atomic::Ordering::SeqCst);
+            ExitCode::SUCCESS
+        }
         _ = async { tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} } } => {
             tracing::warn!("second signal: cancelling running checks");
             engine.cancel_running();

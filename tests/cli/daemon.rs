@@ -194,7 +194,7 @@ fn a_second_signal_cancels_running_checks() {
 resources:
   exec:
     - name: slow
-      cmd: "touch ${TEND_ROOT}/started; exec sleep 30"
+      cmd: "echo $$ > ${TEND_ROOT}/pid; touch ${TEND_ROOT}/started; exec sleep 30"
       shell: /bin/sh
 "#,
     );
@@ -243,4 +243,19 @@ resources:
         ctx()
     );
     assert_eq!(status.code(), Some(1), "{}", ctx());
+    // The cancelled command did not outlive tend.
+    let pid = std::fs::read_to_string(sb.path("pid")).unwrap();
+    let stat = format!("/proc/{}/stat", pid.trim());
+    let gone = || {
+        std::fs::read_to_string(&stat)
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    };
+    wait_for("the cancelled command to be killed", limit, gone, ctx);
 }
