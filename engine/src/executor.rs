@@ -773,7 +773,7 @@ impl Coord {
                 Err(e) => errors.push(GraphError {
                     res: Some(spec.id()),
                     field: None,
-                    message: e.0,
+                    message: e.to_string(),
                 }),
             }
         }
@@ -937,7 +937,7 @@ impl Coord {
                     }
                     match AssertUnwindSafe(res.cleanup()).catch_unwind().await {
                         Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some((id, e.0)),
+                        Ok(Err(e)) => Some((id, e.to_string())),
                         Err(p) => Some((id, panic_message(p))),
                     }
                 });
@@ -1011,7 +1011,7 @@ impl Coord {
                 let out = AssertUnwindSafe(res.init(&ctx)).catch_unwind().await;
                 let err = match out {
                     Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.0),
+                    Ok(Err(e)) => Some(e.to_string()),
                     Err(p) => Some(panic_message(p)),
                 };
                 if let Some(error) = err {
@@ -1062,7 +1062,7 @@ impl Coord {
                         let sig = r.take();
                         let msg = match out {
                             Ok(Ok(())) => Msg::Watch { inc, running: true, dirty: sig.dirty },
-                            Ok(Err(e)) => Msg::Failed { inc, phase: "watch", error: e.0 },
+                            Ok(Err(e)) => Msg::Failed { inc, phase: "watch", error: e.to_string() },
                             Err(p) => Msg::Failed { inc, phase: "watch", error: panic_message(p) },
                         };
                         let _ = tx.send(msg);
@@ -1391,7 +1391,7 @@ impl Coord {
                 };
                 match joined {
                     Ok(Ok(c)) => Ok(c),
-                    Ok(Err(e)) => Err(e.0),
+                    Ok(Err(e)) => Err(e.to_string()),
                     Err(p) => Err(panic_message(p)),
                 }
             };

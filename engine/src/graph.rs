@@ -117,11 +117,7 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
         } else if errors.len() == before {
             match (kind.build)(spec) {
                 Ok(r) => built.push(Arc::from(r)),
-                Err(e) => {
-                    // Constructors name the field as `field `x`: reason`.
-                    let (field, message) = split_field(e.0);
-                    errors.push(GraphError::res(&spec.id(), field, message));
-                }
+                Err(e) => errors.push(GraphError::res(&spec.id(), e.field, e.message)),
             }
         }
     }
@@ -212,16 +208,6 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
     } else {
         Err(errors)
     }
-}
-
-/// Splits a ``field `x`: reason`` message into its field and reason.
-fn split_field(msg: String) -> (Option<String>, String) {
-    if let Some(rest) = msg.strip_prefix("field `") {
-        if let Some((field, reason)) = rest.split_once("`: ") {
-            return (Some(field.to_string()), reason.to_string());
-        }
-    }
-    (None, msg)
 }
 
 /// Records the keys resource `.1` provides.

@@ -22,20 +22,37 @@ pub enum Checked {
 }
 
 /// An error from a resource, with a message that names what was being done
-/// (`writing /etc/motd: permission denied`).
+/// (`writing /etc/motd: permission denied`), and the field of the spec at fault when there is
+/// one (a constructor refusing a param), so front ends can point at it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ResError(pub String);
+#[error("{}{message}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+pub struct ResError {
+    /// What went wrong.
+    pub message: String,
+    /// The spec's field at fault, if any.
+    pub field: Option<String>,
+}
 
 impl ResError {
     /// An error with this message.
     pub fn new(msg: impl Into<String>) -> Self {
-        ResError(msg.into())
+        ResError {
+            message: msg.into(),
+            field: None,
+        }
+    }
+
+    /// An error about one field of the spec.
+    pub fn field(field: impl Into<String>, msg: impl Into<String>) -> Self {
+        ResError {
+            message: msg.into(),
+            field: Some(field.into()),
+        }
     }
 
     /// An I/O error with what was being done and on which path.
     pub fn io(what: &str, path: &std::path::Path, e: std::io::Error) -> Self {
-        ResError(format!("{what} {}: {e}", path.display()))
+        ResError::new(format!("{what} {}: {e}", path.display()))
     }
 }
 

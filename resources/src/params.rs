@@ -6,7 +6,7 @@ use tend_engine::{KindSchema, ResError, ResSpec, Value};
 
 /// An error about one field: ``field `mode`: "0999" is not an octal mode``.
 pub(crate) fn field_err(field: &str, msg: impl std::fmt::Display) -> ResError {
-    ResError::new(format!("field `{field}`: {msg}"))
+    ResError::field(field, msg.to_string())
 }
 
 /// A spec's params seen through its kind's schema: an unset field reads as its default.
