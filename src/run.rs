@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -94,10 +94,10 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = rt.block_on(run(args));
+    let (code, shut_down) = rt.block_on(run(args));
     phase("run done");
     progress::finish();
-    if STOPPED_CLEANLY.load(std::sync::atomic::Ordering::SeqCst) {
+    if shut_down {
         // The engine is shut down and every resource cleaned up: what is left is memory to
         // free, which the process exit does at once.
         std::mem::forget(rt);
@@ -255,22 +255,23 @@ fn print_errors(errors: &[String]) {
     );
 }
 
-async fn run(args: RunArgs) -> ExitCode {
-    match run_inner(args).await {
+/// Runs `tend run`; also says whether the engine finished its shutdown (every resource
+/// cleaned up), after which nothing is left to wait for.
+async fn run(args: RunArgs) -> (ExitCode, bool) {
+    let engine = OnceLock::new();
+    let code = match run_inner(args, &engine).await {
         Ok(code) => code,
         Err(e) => {
             progress::finish();
             eprintln!("tend run: {e:#}");
             ExitCode::from(1)
         }
-    }
+    };
+    (code, engine.get().is_some_and(Engine::is_shut_down))
 }
 
-/// The engine was shut down in order (every removal cleaned up, no check left running).
-static STOPPED_CLEANLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// When `tend run` started (for the startup phase timings).
-static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+static STARTED: OnceLock<Instant> = OnceLock::new();
 
 /// Logs how long after the start a phase of the run ended (`--log-level tend::timing=debug`).
 fn phase(what: &str) {
@@ -278,7 +279,7 @@ fn phase(what: &str) {
     tracing::debug!(target: "tend::timing", phase = what, ms, "phase done");
 }
 
-async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
+async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Result<ExitCode> {
     let program = match args.program.as_deref().map(Program::of).transpose() {
         Ok(p) => p,
         Err(e) => {
@@ -302,6 +303,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         registry.clone(),
     );
+    let _ = engine_out.set(engine.clone());
     // Joining the World creates the state directory: only once the program is known valid.
     let join_world = || {
         crate::cluster::open(
@@ -476,7 +478,6 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<ExitCode> {
                 phase("converged");
                 let code = report_final(&engine);
                 engine.shutdown().await;
-                STOPPED_CLEANLY.store(true, std::sync::atomic::Ordering::SeqCst);
                 phase("engine stopped");
                 return Ok(code);
             }
@@ -632,10 +633,7 @@ async fn stop(
     let shutdown = engine.shutdown();
     tokio::pin!(shutdown);
     tokio::select! {
-        _ = &mut shutdown => {
-            STOPPED_CLEANLY.store(true, std::sync::atomic::Ordering::SeqCst);
-            ExitCode::SUCCESS
-        }
+        _ = &mut shutdown => ExitCode::SUCCESS,
         _ = async { tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} } } => {
             tracing::warn!("second signal: cancelling running checks");
             engine.cancel_running();

@@ -152,6 +152,8 @@ struct Inner {
     graph: std::sync::Mutex<Arc<RunningGraph>>,
     /// The World handed to resources' `init`.
     world: crate::resource::WorldSlot,
+    /// Set once a shutdown is complete (see [`Engine::is_shut_down`]).
+    shut_down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type SwapReply = oneshot::Sender<Result<SwapStats, Vec<GraphError>>>;
@@ -214,6 +216,7 @@ impl Engine {
         };
         let (cancel_tx, _) = watch::channel(0u64);
         let world_slot = crate::resource::WorldSlot::default();
+        let shut_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let coord = Coord {
             init_ctx: InitCtx {
                 hostname: cfg.hostname.clone(),
@@ -240,6 +243,7 @@ impl Engine {
             swap_queue: VecDeque::new(),
             swapping: None,
             shutting_down: false,
+            shut_down: shut_down.clone(),
             shutdown_waiters: Vec::new(),
             converged: false,
             status_dirty: true,
@@ -258,6 +262,7 @@ impl Engine {
                 sink,
                 graph: std::sync::Mutex::new(Arc::new(RunningGraph::default())),
                 world: world_slot,
+                shut_down,
             }),
         }
     }
@@ -366,6 +371,14 @@ impl Engine {
         if self.inner.tx.send(Msg::Shutdown(tx)).is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Whether a shutdown has completed: every watch stopped, no check running, every
+    /// resource cleaned up.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner
+            .shut_down
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Aborts running `check_apply` calls (they fail with "cancelled").
@@ -586,6 +599,8 @@ struct Coord {
     swap_queue: VecDeque<QueuedSwap>,
     swapping: Option<PendingSwap>,
     shutting_down: bool,
+    /// Shared with [`Inner`]: set when the shutdown's removals are all cleaned up.
+    shut_down: Arc<std::sync::atomic::AtomicBool>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     converged: bool,
     /// Rebuild the whole per-vertex status map at the next publish.
@@ -707,6 +722,8 @@ impl Coord {
 
     fn maybe_shutdown_done(&mut self) {
         if self.shutting_down && self.swapping.is_none() && self.swap_queue.is_empty() {
+            self.shut_down
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             for w in self.shutdown_waiters.drain(..) {
                 let _ = w.send(());
             }

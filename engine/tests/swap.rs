@@ -219,3 +219,17 @@ async fn a_removed_vertex_never_starts_its_queued_check() {
     assert_eq!(b.checks(), 0);
     assert_eq!(b.cleanups.load(SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_known_once_everything_is_cleaned_up() {
+    let e = engine(2);
+    e.swap(graph(vec![fake("down-a")], vec![])).await.unwrap();
+    converged(&e).await;
+    // An empty graph is not a shutdown.
+    e.swap(graph(vec![], vec![])).await.unwrap();
+    assert!(!e.is_shut_down());
+    e.swap(graph(vec![fake("down-a")], vec![])).await.unwrap();
+    e.shutdown().await;
+    assert!(e.is_shut_down());
+    assert_eq!(probe("down-a").cleanups.load(SeqCst), 2);
+}
