@@ -16,7 +16,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use tend_engine::{Engine, EngineConfig, GraphError, GraphSpec, Registry, Status, VertexState};
+use tend_engine::{
+    Engine, EngineConfig, GraphError, GraphSpec, Prepared, Registry, Status, VertexState,
+};
 use tend_world::Backend;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -244,6 +246,18 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from(home).join(".local/state/tend")
 }
 
+/// Checks a frame's graph for the engine; on errors prints them, located in the program.
+fn prepare(engine: &Engine, f: &Frame) -> Option<Prepared> {
+    match engine.prepare(f.graph.clone()) {
+        Ok(p) => Some(p),
+        Err(errs) => {
+            let msgs: Vec<String> = errs.iter().map(|e| (f.describe)(e)).collect();
+            print_errors(&msgs);
+            None
+        }
+    }
+}
+
 fn print_errors(errors: &[String]) {
     for e in errors {
         eprintln!("error: {e}");
@@ -332,13 +346,9 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
                     print_errors(e);
                     return Ok(ExitCode::from(2));
                 }
-                Ok(f) => match engine.prepare(f.graph.clone()) {
-                    Ok(p) => p,
-                    Err(errs) => {
-                        let msgs: Vec<String> = errs.iter().map(|e| (f.describe)(e)).collect();
-                        print_errors(&msgs);
-                        return Ok(ExitCode::from(2));
-                    }
+                Ok(f) => match prepare(&engine, f) {
+                    Some(p) => p,
+                    None => return Ok(ExitCode::from(2)),
                 },
             };
             phase("program checked");
@@ -386,16 +396,8 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
             return Ok(ExitCode::from(2));
         }
     };
-    let prepared = match prepared {
-        Some(p) => p,
-        None => match engine.prepare(first.graph.clone()) {
-            Ok(p) => p,
-            Err(errs) => {
-                let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
-                print_errors(&msgs);
-                return Ok(ExitCode::from(2));
-            }
-        },
+    let Some(prepared) = prepared.or_else(|| prepare(&engine, first)) else {
+        return Ok(ExitCode::from(2));
     };
     let api_state = crate::api::ApiState::new(
         engine.clone(),
