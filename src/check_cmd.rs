@@ -58,16 +58,9 @@ pub fn main(args: CheckArgs) -> ExitCode {
             registry.validate(spec).map_err(|e| e.to_string())
         })),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime("check", Some(2)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let prog = match compile(&args.program, opts) {
         Ok(p) => p,

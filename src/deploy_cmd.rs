@@ -45,16 +45,9 @@ pub struct DeployArgs {
 
 /// Runs `tend deploy`.
 pub fn main(args: DeployArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime("deploy", Some(2)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tend deploy: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let code = rt.block_on(run(args));
     rt.shutdown_background();

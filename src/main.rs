@@ -50,6 +50,22 @@ enum Cmd {
 /// Replaces Rust's default panic output (a message and, with `RUST_BACKTRACE`, a stack trace) by
 /// one log line. The engine catches a resource's panic and fails only that vertex; this hook makes
 /// sure the user sees one readable line for it rather than a trace.
+/// Starts a multi-thread async runtime for `tend <cmd>` (`workers`: threads, default one per
+/// CPU); when it cannot, says so and gives the exit status.
+pub(crate) fn runtime(
+    cmd: &str,
+    workers: Option<usize>,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all().build().map_err(|e| {
+        eprintln!("tend {cmd}: cannot start the async runtime: {e}");
+        ExitCode::from(1)
+    })
+}
+
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let msg = info

@@ -86,15 +86,9 @@ pub fn main(args: RunArgs) -> ExitCode {
         eprintln!("tend run: {e:#}");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime("run", None) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tend run: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let (code, shut_down) = rt.block_on(run(args));
     phase("run done");

@@ -166,16 +166,9 @@ impl What {
 
 /// Runs `tend world`.
 pub fn main(args: WorldArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime("world", Some(2)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tend world: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
