@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::codec::{decode, DeployRecord, ExportRecord, HostRecord};
+use crate::codec::{decode, ExportRecord, HostRecord};
 use crate::error::WorldError;
 use crate::keys::{unescape, Keys};
 use crate::store::{KeyRange, Store, Watch};
@@ -93,16 +93,7 @@ impl Inspector {
             .await?
             .kvs
         {
-            let r: DeployRecord = decode(&kv.key, &kv.value)?;
-            out.push(Deploy {
-                id: r.id,
-                bundle: r.bundle,
-                parent: r.parent,
-                hash: r.hash,
-                message: r.message,
-                author: r.author,
-                time_ms: r.time_ms,
-            });
+            out.push(crate::world::decode_deploy(&kv.key, &kv.value)?);
         }
         Ok((latest, out))
     }

@@ -717,19 +717,6 @@ impl World {
         Ok(())
     }
 
-    fn decode_deploy(&self, key: &str, bytes: &[u8]) -> Result<Deploy, WorldError> {
-        let r: DeployRecord = decode(key, bytes)?;
-        Ok(Deploy {
-            id: r.id,
-            bundle: r.bundle,
-            parent: r.parent,
-            hash: r.hash,
-            message: r.message,
-            author: r.author,
-            time_ms: r.time_ms,
-        })
-    }
-
     fn cached_latest(&self) -> Result<Option<Deploy>, WorldError> {
         let keys = &self.inner.keys;
         let Some(bytes) = self.inner.cache.get(&keys.deploy_latest()) else {
@@ -738,7 +725,7 @@ impl World {
         let id: u64 = decode(&keys.deploy_latest(), &bytes)?;
         let key = keys.deploy(id);
         match self.inner.cache.get(&key) {
-            Some(b) => self.decode_deploy(&key, &b).map(Some),
+            Some(b) => decode_deploy(&key, &b).map(Some),
             None => Err(WorldError::DeployNotFound(id)),
         }
     }
@@ -746,7 +733,7 @@ impl World {
     async fn store_deploy(&self, id: u64) -> Result<Deploy, WorldError> {
         let key = self.inner.keys.deploy(id);
         match self.inner.store.get(&key).await? {
-            Some(kv) => self.decode_deploy(&key, &kv.value),
+            Some(kv) => decode_deploy(&key, &kv.value),
             None => Err(WorldError::DeployNotFound(id)),
         }
     }
@@ -794,7 +781,7 @@ impl World {
             .await?;
         let mut referenced = BTreeSet::new();
         for kv in &deploys.kvs {
-            let d = self.decode_deploy(&kv.key, &kv.value)?;
+            let d = decode_deploy(&kv.key, &kv.value)?;
             referenced.insert(d.bundle.clone());
             match self.fs_tree(&d.bundle).await {
                 Ok(entries) => {
@@ -1492,6 +1479,20 @@ impl FsWorld for World {
     }
 }
 
+/// Decodes a stored deploy record.
+pub(crate) fn decode_deploy(key: &str, bytes: &[u8]) -> Result<Deploy, WorldError> {
+    let r: DeployRecord = decode(key, bytes)?;
+    Ok(Deploy {
+        id: r.id,
+        bundle: r.bundle,
+        parent: r.parent,
+        hash: r.hash,
+        message: r.message,
+        author: r.author,
+        time_ms: r.time_ms,
+    })
+}
+
 fn deploy_hash(r: &DeployRecord) -> String {
     let mut h = blake3::Hasher::new();
     h.update(&r.id.to_le_bytes());
@@ -1607,7 +1608,7 @@ impl DeployWorld for World {
         self.settle().await;
         let key = self.inner.keys.deploy(id);
         match self.inner.cache.get(&key) {
-            Some(b) => self.decode_deploy(&key, &b),
+            Some(b) => decode_deploy(&key, &b),
             None => Err(WorldError::DeployNotFound(id)),
         }
     }
@@ -1618,7 +1619,7 @@ impl DeployWorld for World {
             .cache
             .prefix(&self.inner.keys.deploy_ids())
             .into_iter()
-            .map(|(k, v)| self.decode_deploy(&k, &v))
+            .map(|(k, v)| decode_deploy(&k, &v))
             .collect()
     }
 
