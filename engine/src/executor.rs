@@ -752,9 +752,8 @@ impl Coord {
         let mut built: Vec<(usize, Arc<dyn Resource>, bool)> = Vec::new();
         let mut kept: Vec<(u64, usize)> = Vec::new();
         let mut errors = Vec::new();
-        let graph_ref = graph.clone();
         let mut new_ids: HashSet<(&str, &str)> = HashSet::with_capacity(graph.resources.len());
-        for (idx, spec) in graph_ref.resources.iter().enumerate() {
+        for (idx, spec) in graph.resources.iter().enumerate() {
             let pre = prebuilt.next();
             // (The first graph has nothing to compare with.)
             let old = if self.by_id.is_empty() {
