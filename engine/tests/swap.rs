@@ -229,6 +229,7 @@ async fn shutdown_is_known_once_everything_is_cleaned_up() {
     e.swap(graph(vec![], vec![])).await.unwrap();
     assert!(!e.is_shut_down());
     e.swap(graph(vec![fake("down-a")], vec![])).await.unwrap();
+    converged(&e).await; // initialised, so its cleanup is due
     e.shutdown().await;
     assert!(e.is_shut_down());
     assert_eq!(probe("down-a").cleanups.load(SeqCst), 2);
