@@ -16,8 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use tend_engine::{
-    AutoEdgeSink, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Value,
-    Watcher,
+    AutoEdgeSink, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Watcher,
 };
 
 use crate::fswatch;
@@ -193,29 +192,10 @@ fn clean_path(field: &str, s: &str) -> Result<(Arc<Path>, bool), ResError> {
 
 fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
     let p = Params::new(spec, schema())?;
-    let raw = match p.get("path") {
-        Some(Value::Str(s)) => s.as_str(),
-        Some(v) => {
-            return Err(field_err(
-                "path",
-                format!("expected str, got {}", v.type_name()),
-            ))
-        }
-        None => spec.name.as_str(),
-    };
+    let raw = p.opt_str_ref("path")?.unwrap_or(&spec.name);
     let field = if p.is_set("path") { "path" } else { "name" };
     let (path, is_dir) = clean_path(field, raw)?;
-    let state = match p.get("state") {
-        Some(Value::Str(s)) => s.as_str(),
-        Some(v) => {
-            return Err(field_err(
-                "state",
-                format!("expected str, got {}", v.type_name()),
-            ))
-        }
-        None => "",
-    };
-    let state = match state {
+    let state = match p.opt_str_ref("state")?.unwrap_or("") {
         "exists" => State::Exists,
         "absent" => State::Absent,
         _ => State::Unmanaged,
@@ -926,6 +906,16 @@ mod tests {
         .starts_with("field `source`:"));
         assert!(e(ResSpec::new("file", "/a").param("state", "gone")).starts_with("field `state`:"));
         assert!(e(ResSpec::new("file", "/a").param("bogus", 1i64)).starts_with("field `bogus`:"));
+        // The field is carried, not only written in the message.
+        let field = |spec: ResSpec| build(&spec).err().unwrap().field;
+        assert_eq!(
+            field(ResSpec::new("file", "/a").param("bogus", 1i64)).as_deref(),
+            Some("bogus")
+        );
+        assert_eq!(
+            field(ResSpec::new("file", "/a").param("mode", "0999")).as_deref(),
+            Some("mode")
+        );
     }
 
     #[test]

@@ -24,9 +24,13 @@ impl<'a> Params<'a> {
                 spec.kind
             )));
         }
-        schema
-            .check_params(&spec.params)
-            .map_err(|e| ResError::new(e.to_string()))?;
+        schema.check_params(&spec.params).map_err(|e| {
+            if e.field.is_empty() {
+                ResError::new(e.reason)
+            } else {
+                ResError::field(e.field, e.reason)
+            }
+        })?;
         Ok(Params { spec, schema })
     }
 
@@ -47,13 +51,18 @@ impl<'a> Params<'a> {
         field_err(name, format!("expected {want}, got {}", v.type_name()))
     }
 
-    /// An optional string.
-    pub(crate) fn opt_str(&self, name: &str) -> Result<Option<String>, ResError> {
+    /// An optional string, borrowed from the spec (or the schema's default).
+    pub(crate) fn opt_str_ref(&self, name: &str) -> Result<Option<&'a str>, ResError> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Str(s)) => Ok(Some(s.clone())),
+            Some(Value::Str(s)) => Ok(Some(s)),
             Some(v) => Err(self.wrong(name, "str", v)),
         }
+    }
+
+    /// An optional string.
+    pub(crate) fn opt_str(&self, name: &str) -> Result<Option<String>, ResError> {
+        Ok(self.opt_str_ref(name)?.map(str::to_string))
     }
 
     /// A string; empty when unset without default.
