@@ -214,9 +214,8 @@ fn read_events(mut ino: Inotify) {
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
-                // Lost events: everyone must look again.
-                tracing::warn!(error = %e, "file watch error; re-checking every file");
-                hub().rescan();
+                // Nobody reads this instance any more: its watches are dead.
+                hub().reader_failed(&e);
                 return;
             }
         }
@@ -483,6 +482,23 @@ impl Hub {
         }
     }
 
+    /// The inotify instance can no longer be read: every subscription's watch fails (its
+    /// resource reports it, and `Meta:rewatch` can start a new one), and the next
+    /// subscription opens a new instance.
+    fn reader_failed(&mut self, e: &std::io::Error) {
+        tracing::error!(error = %e, "reading file watch events failed; every file watch stops");
+        self.watches = None;
+        self.dirs.clear();
+        self.wd_paths.clear();
+        for sub in self.subs.iter_mut().flatten() {
+            sub.armed = None;
+            sub.deep_pos = None;
+            if let Some(f) = sub.fatal.take() {
+                let _ = f.send(ResError::new(format!("reading file watch events: {e}")));
+            }
+        }
+    }
+
     /// Events were lost: everyone must look again. At most once per [`RESCAN_GAP`], so that
     /// the re-checks (which read files) cannot feed an overflow loop.
     fn rescan(&mut self) {
@@ -598,6 +614,30 @@ mod tests {
     /// Whether `dir` is watched, and how many subscriptions are armed on it.
     fn armed_on(dir: &Path) -> Option<usize> {
         hub().dirs.get(dir).map(|d| d.armed.len())
+    }
+
+    #[tokio::test]
+    async fn a_failed_reader_fails_every_watch_instead_of_going_quiet() {
+        // On a hub of its own: the process-wide one serves the other tests.
+        let mut h = Hub::default();
+        let (w, _rx) = Watcher::channel();
+        let (fatal, mut fatal_rx) = oneshot::channel();
+        h.insert(Sub {
+            target: arc(Path::new("/x/y")),
+            watcher: w,
+            armed: Some(arc(Path::new("/x"))),
+            armed_pos: 0,
+            deep_pos: None,
+            fatal: Some(fatal),
+        });
+        h.reader_failed(&std::io::Error::other("boom"));
+        let e = (&mut fatal_rx).await.expect("the watch was told");
+        assert!(e.to_string().contains("boom"), "{e}");
+        assert!(
+            h.watches.is_none() && h.dirs.is_empty(),
+            "a new instance starts next time"
+        );
+        assert!(h.sub(0).is_some_and(|s| s.armed.is_none()));
     }
 
     #[test]
