@@ -56,12 +56,7 @@ impl Api {
     }
 
     fn ctx(&self) -> String {
-        format!(
-            "command: {}\nstderr:\n{}\n{}",
-            self.d.cmdline,
-            self.d.stderr(),
-            self.sb.listing()
-        )
+        self.sb.explain_daemon(&self.d)
     }
 
     fn wait(&self, what: &str, mut cond: impl FnMut(&Api) -> bool) {

@@ -28,14 +28,7 @@ fn drift_is_repaired() {
         sb.state_dir().to_str().unwrap(),
     ]);
     let motd = sb.path("out/motd");
-    let ctx = || {
-        format!(
-            "command: {}\nstderr:\n{}\n{}",
-            d.cmdline,
-            d.stderr(),
-            sb.listing()
-        )
-    };
+    let ctx = || sb.explain_daemon(&d);
     let limit = Duration::from_secs(20);
     wait_for(
         "the first converge",
@@ -102,14 +95,7 @@ fn sigterm_stops_an_idle_daemon_quickly() {
             "--state-dir",
             sb.state_dir().to_str().unwrap(),
         ]);
-        let ctx = || {
-            format!(
-                "command: {}\nstderr:\n{}\n{}",
-                d.cmdline,
-                d.stderr(),
-                sb.listing()
-            )
-        };
+        let ctx = || sb.explain_daemon(&d);
         wait_for(
             "the first converge",
             Duration::from_secs(20),
@@ -143,14 +129,7 @@ fn a_changed_graph_file_is_swapped_in() {
         "--state-dir",
         sb.state_dir().to_str().unwrap(),
     ]);
-    let ctx = || {
-        format!(
-            "command: {}\nstderr:\n{}\n{}",
-            d.cmdline,
-            d.stderr(),
-            sb.listing()
-        )
-    };
+    let ctx = || sb.explain_daemon(&d);
     let a = sb.path("out/a");
     let limit = Duration::from_secs(20);
     wait_for(
@@ -204,14 +183,7 @@ resources:
         "--state-dir",
         sb.state_dir().to_str().unwrap(),
     ]);
-    let ctx = || {
-        format!(
-            "command: {}\nstderr:\n{}\n{}",
-            d.cmdline,
-            d.stderr(),
-            sb.listing()
-        )
-    };
+    let ctx = || sb.explain_daemon(&d);
     let limit = Duration::from_secs(20);
     wait_for(
         "the command to start",

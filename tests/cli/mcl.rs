@@ -147,14 +147,7 @@ fn run_swaps_in_each_new_mcl_graph() {
         "none",
     ]);
     let motd = sb.path("out/motd");
-    let ctx = || {
-        format!(
-            "command: {}\nstderr:\n{}\n{}",
-            d.cmdline,
-            d.stderr(),
-            sb.listing()
-        )
-    };
+    let ctx = || sb.explain_daemon(&d);
     let limit = Duration::from_secs(20);
     wait_for(
         "the first graph",

@@ -173,6 +173,16 @@ impl Sandbox {
             self.listing()
         )
     }
+
+    /// A failure context for a background `tend`: its command, stderr so far and the listing.
+    pub fn explain_daemon(&self, d: &Daemon) -> String {
+        format!(
+            "command: {}\nstderr:\n{}\n{}",
+            d.cmdline,
+            d.stderr(),
+            self.listing()
+        )
+    }
 }
 
 /// A `tend` process running in the background.
