@@ -29,28 +29,7 @@ fn names(v: &[Export]) -> Vec<String> {
         .collect()
 }
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Fixture::new(super::Kind::Embedded)).await
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Fixture::new(super::Kind::Etcd)).await
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+on_both_backends!(
     export_is_idempotent_without_watch_event,
     collect_sees_only_exports_to_me_or_everyone,
     filters_are_ored_and_empty_matches_any,

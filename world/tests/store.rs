@@ -8,28 +8,7 @@ use tend_world::StoreError;
 
 use crate::support::{eventually, Fixture, Kind};
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Fixture::new(super::Kind::Embedded)).await
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Fixture::new(super::Kind::Etcd)).await
-                }
-            )*
-        }
-    };
-}
-
-both!(
+on_both_backends!(
     compares_and_transactions,
     watch_from_a_revision_replays_history,
     leases
