@@ -588,14 +588,12 @@ impl World {
             let read = self
                 .inner
                 .store
-                .txn(Txn {
-                    compares: vec![],
-                    success: batch
+                .txn(Txn::ops(
+                    batch
                         .iter()
                         .map(|(k, _)| Op::Get(KeyRange::key(k.clone())))
                         .collect(),
-                    failure: vec![],
-                })
+                ))
                 .await?;
             let stale: Vec<Op> = batch
                 .iter()
@@ -615,14 +613,7 @@ impl World {
             if stale.is_empty() {
                 return Ok(false);
             }
-            match self
-                .txn(Txn {
-                    compares: vec![],
-                    success: stale,
-                    failure: vec![],
-                })
-                .await
-            {
+            match self.txn(Txn::ops(stale)).await {
                 Ok(_) => return Ok(true),
                 Err(WorldError::Store(StoreError::LeaseNotFound(_))) if attempt < 2 => {
                     self.renew_session(lease).await?;
@@ -695,24 +686,14 @@ impl World {
                 _ => 0,
             };
             if !batch.is_empty() && (batch.len() >= 64 || size + len > 512 * 1024) {
-                self.txn(Txn {
-                    compares: vec![],
-                    success: std::mem::take(&mut batch),
-                    failure: vec![],
-                })
-                .await?;
+                self.txn(Txn::ops(std::mem::take(&mut batch))).await?;
                 size = 0;
             }
             size += len;
             batch.push(op);
         }
         if !batch.is_empty() {
-            self.txn(Txn {
-                compares: vec![],
-                success: batch,
-                failure: vec![],
-            })
-            .await?;
+            self.txn(Txn::ops(batch)).await?;
         }
         Ok(())
     }
@@ -760,12 +741,7 @@ impl World {
                 .map(|kv| Op::Delete(KeyRange::key(kv.key.clone())))
                 .collect();
             for chunk in old.chunks(100) {
-                self.txn(Txn {
-                    compares: vec![],
-                    success: chunk.to_vec(),
-                    failure: vec![],
-                })
-                .await?;
+                self.txn(Txn::ops(chunk.to_vec())).await?;
             }
         }
         self.gc_files().await
@@ -845,11 +821,7 @@ impl World {
                 let store = store.clone();
                 async move {
                     store
-                        .txn(Txn {
-                            compares: vec![],
-                            success: vec![Op::put(key, value)],
-                            failure: vec![],
-                        })
+                        .txn(Txn::ops(vec![Op::put(key, value)]))
                         .await
                         .map(|_| ())
                 }
@@ -874,14 +846,12 @@ impl World {
             let r = self
                 .inner
                 .store
-                .txn(Txn {
-                    compares: vec![],
-                    success: batch
+                .txn(Txn::ops(
+                    batch
                         .iter()
                         .map(|h| Op::Get(KeyRange::key(keys.blob_meta(h))))
                         .collect(),
-                    failure: vec![],
-                })
+                ))
                 .await?;
             for (h, res) in batch.iter().zip(r.results) {
                 if matches!(res, OpResult::Range(kvs) if kvs.is_empty()) {
@@ -897,11 +867,7 @@ impl World {
             if !ops.is_empty() && (ops.len() + 2 > 64 || size + bytes.len() > 1 << 20) {
                 self.inner
                     .store
-                    .txn(Txn {
-                        compares: vec![],
-                        success: std::mem::take(&mut ops),
-                        failure: vec![],
-                    })
+                    .txn(Txn::ops(std::mem::take(&mut ops)))
                     .await?;
                 size = 0;
             }
@@ -916,14 +882,7 @@ impl World {
             ops.push(Op::put(keys.blob_meta(&h), encode(&meta)));
         }
         if !ops.is_empty() {
-            self.inner
-                .store
-                .txn(Txn {
-                    compares: vec![],
-                    success: ops,
-                    failure: vec![],
-                })
-                .await?;
+            self.inner.store.txn(Txn::ops(ops)).await?;
         }
         Ok(())
     }
@@ -944,14 +903,12 @@ impl World {
             let r = self
                 .inner
                 .store
-                .txn(Txn {
-                    compares: vec![],
-                    success: batch
+                .txn(Txn::ops(
+                    batch
                         .iter()
                         .map(|h| Op::Get(KeyRange::key(keys.blob_chunk(h, 0))))
                         .collect(),
-                    failure: vec![],
-                })
+                ))
                 .await?;
             for (h, res) in batch.iter().zip(r.results) {
                 let OpResult::Range(kvs) = res else { continue };
@@ -1138,11 +1095,7 @@ impl ResWorld for World {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
             let r = self
-                .txn(Txn {
-                    compares: vec![],
-                    success: vec![Op::Delete(KeyRange::key(key))],
-                    failure: vec![],
-                })
+                .txn(Txn::ops(vec![Op::Delete(KeyRange::key(key))]))
                 .await?;
             if matches!(r.results.first(), Some(OpResult::Deleted(n)) if *n > 0) {
                 any = true;
@@ -1228,11 +1181,7 @@ impl StrWorld for World {
     async fn str_del(&self, key: &str) -> Result<(), WorldError> {
         let k = self.inner.keys.string(key);
         let r = self
-            .txn(Txn {
-                compares: vec![],
-                success: vec![Op::Delete(KeyRange::key(k))],
-                failure: vec![],
-            })
+            .txn(Txn::ops(vec![Op::Delete(KeyRange::key(k))]))
             .await?;
         match r.results.first() {
             Some(OpResult::Deleted(n)) if *n > 0 => Ok(()),
@@ -1275,12 +1224,8 @@ impl StrWorld for World {
 
     async fn strmap_del(&self, key: &str) -> Result<(), WorldError> {
         let k = self.inner.keys.strmap_entry(key, &self.inner.cfg.hostname);
-        self.txn(Txn {
-            compares: vec![],
-            success: vec![Op::Delete(KeyRange::key(k))],
-            failure: vec![],
-        })
-        .await?;
+        self.txn(Txn::ops(vec![Op::Delete(KeyRange::key(k))]))
+            .await?;
         Ok(())
     }
 

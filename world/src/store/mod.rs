@@ -164,6 +164,17 @@ pub struct Txn {
     pub failure: Vec<Op>,
 }
 
+impl Txn {
+    /// A transaction without conditions: runs `ops`.
+    pub fn ops(ops: Vec<Op>) -> Txn {
+        Txn {
+            compares: Vec::new(),
+            success: ops,
+            failure: Vec::new(),
+        }
+    }
+}
+
 /// The outcome of a [`Txn`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxnResult {
