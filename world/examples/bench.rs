@@ -45,14 +45,10 @@ async fn put_to_watch(store: Arc<dyn Store>, watcher: Arc<dyn Store>, n: usize) 
     for i in 0..n {
         let t = Instant::now();
         store
-            .txn(Txn {
-                compares: vec![],
-                success: vec![Op::put(
-                    format!("/bench/raw/{}", i % 16),
-                    i.to_le_bytes().to_vec(),
-                )],
-                failure: vec![],
-            })
+            .txn(Txn::ops(vec![Op::put(
+                format!("/bench/raw/{}", i % 16),
+                i.to_le_bytes().to_vec(),
+            )]))
             .await
             .unwrap();
         match w.next().await.unwrap() {
@@ -220,11 +216,10 @@ async fn main() {
     let mut writes = Vec::new();
     for i in 0..n {
         let t = Instant::now();
-        emb.txn(Txn {
-            compares: vec![],
-            success: vec![Op::put(format!("/bench/w/{}", i % 16), vec![0; 64])],
-            failure: vec![],
-        })
+        emb.txn(Txn::ops(vec![Op::put(
+            format!("/bench/w/{}", i % 16),
+            vec![0; 64],
+        )]))
         .await
         .unwrap();
         writes.push(t.elapsed());

@@ -605,11 +605,9 @@ async fn unknown_format_version_is_a_clear_error(fx: Fixture) {
     let store = fx.store().await;
     let key = h1.keys().string("future");
     store
-        .txn(tend_world::store::Txn {
-            compares: vec![],
-            success: vec![tend_world::store::Op::put(key.clone(), vec![42, 1, 2, 3])],
-            failure: vec![],
-        })
+        .txn(tend_world::store::Txn::ops(vec![
+            tend_world::store::Op::put(key.clone(), vec![42, 1, 2, 3]),
+        ]))
         .await
         .unwrap();
     let err = eventually(

@@ -17,11 +17,10 @@ fn child_writer(dir: &str) {
         let s = Embedded::open(std::path::Path::new(dir)).unwrap();
         let mut out = std::io::stdout();
         for i in 0u64.. {
-            s.txn(Txn {
-                compares: vec![],
-                success: vec![Op::put(format!("/k/{i:08}"), vec![b'x'; 200])],
-                failure: vec![],
-            })
+            s.txn(Txn::ops(vec![Op::put(
+                format!("/k/{i:08}"),
+                vec![b'x'; 200],
+            )]))
             .await
             .unwrap();
             writeln!(out, "ack {i}").unwrap();
@@ -76,13 +75,9 @@ fn kill_9_keeps_every_acknowledged_write() {
             );
         }
         // The store keeps working after recovery.
-        s.txn(Txn {
-            compares: vec![],
-            success: vec![Op::put("/after", vec![1])],
-            failure: vec![],
-        })
-        .await
-        .unwrap();
+        s.txn(Txn::ops(vec![Op::put("/after", vec![1])]))
+            .await
+            .unwrap();
     });
 }
 
@@ -114,13 +109,9 @@ fn foreign_and_corrupt_files_are_clear_errors() {
     rt.block_on(async {
         let s = Embedded::open(dir.path()).unwrap();
         for i in 0..3 {
-            s.txn(Txn {
-                compares: vec![],
-                success: vec![Op::put(format!("/k/{i}"), vec![b'v'; 32])],
-                failure: vec![],
-            })
-            .await
-            .unwrap();
+            s.txn(Txn::ops(vec![Op::put(format!("/k/{i}"), vec![b'v'; 32])]))
+                .await
+                .unwrap();
         }
     });
     let path = dir.path().join(LOG_FILE);
@@ -141,13 +132,9 @@ fn foreign_and_corrupt_files_are_clear_errors() {
     rt.block_on(async {
         let s = Embedded::open(dir.path()).unwrap();
         for i in 0..2 {
-            s.txn(Txn {
-                compares: vec![],
-                success: vec![Op::put(format!("/k/{i}"), vec![b'v'; 32])],
-                failure: vec![],
-            })
-            .await
-            .unwrap();
+            s.txn(Txn::ops(vec![Op::put(format!("/k/{i}"), vec![b'v'; 32])]))
+                .await
+                .unwrap();
         }
     });
     let path = dir.path().join(LOG_FILE);
@@ -166,13 +153,9 @@ fn one_owner_at_a_time_and_read_only_inspection() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let s = Embedded::open(dir.path()).unwrap();
-        s.txn(Txn {
-            compares: vec![],
-            success: vec![Op::put("/a", b"1".to_vec())],
-            failure: vec![],
-        })
-        .await
-        .unwrap();
+        s.txn(Txn::ops(vec![Op::put("/a", b"1".to_vec())]))
+            .await
+            .unwrap();
         let err = Embedded::open(dir.path())
             .err()
             .expect("second owner refused");
@@ -180,11 +163,7 @@ fn one_owner_at_a_time_and_read_only_inspection() {
         let ro = Embedded::open_read_only(dir.path()).unwrap();
         assert_eq!(ro.get("/a").await.unwrap().unwrap().value, b"1");
         let err = ro
-            .txn(Txn {
-                compares: vec![],
-                success: vec![Op::put("/b", vec![])],
-                failure: vec![],
-            })
+            .txn(Txn::ops(vec![Op::put("/b", vec![])]))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
@@ -202,14 +181,10 @@ fn the_log_is_compacted_and_reopens_with_the_same_content() {
         let mut last = 0;
         for i in 0..1000u32 {
             let r = s
-                .txn(Txn {
-                    compares: vec![],
-                    success: vec![
-                        Op::put(format!("/k/{}", i % 4), i.to_le_bytes().repeat(256)),
-                        Op::put("/stable", b"s".to_vec()),
-                    ],
-                    failure: vec![],
-                })
+                .txn(Txn::ops(vec![
+                    Op::put(format!("/k/{}", i % 4), i.to_le_bytes().repeat(256)),
+                    Op::put("/stable", b"s".to_vec()),
+                ]))
                 .await
                 .unwrap();
             last = r.revision;
@@ -230,11 +205,7 @@ fn the_log_is_compacted_and_reopens_with_the_same_content() {
         let stable = s.get("/stable").await.unwrap().unwrap();
         assert_eq!(stable.version, 1000);
         let r = s
-            .txn(Txn {
-                compares: vec![],
-                success: vec![Op::put("/after", vec![])],
-                failure: vec![],
-            })
+            .txn(Txn::ops(vec![Op::put("/after", vec![])]))
             .await
             .unwrap();
         assert_eq!(r.revision, last + 1, "revisions continue after a snapshot");

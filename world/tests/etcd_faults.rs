@@ -12,11 +12,7 @@ use tend_world::{Export, ResWorld, StrWorld, World, WorldConfig};
 use crate::support::{eventually, next_change};
 
 fn put(k: String) -> Txn {
-    Txn {
-        compares: vec![],
-        success: vec![Op::put(k, b"v".to_vec())],
-        failure: vec![],
-    }
+    Txn::ops(vec![Op::put(k, b"v".to_vec())])
 }
 
 /// Collects the keys of put events until `n` were seen (a resync counts its keys).

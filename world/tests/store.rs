@@ -15,11 +15,7 @@ on_both_backends!(
 );
 
 fn put(k: &str, v: &str) -> Txn {
-    Txn {
-        compares: vec![],
-        success: vec![Op::put(k, v.as_bytes().to_vec())],
-        failure: vec![],
-    }
+    Txn::ops(vec![Op::put(k, v.as_bytes().to_vec())])
 }
 
 async fn compares_and_transactions(fx: Fixture) {
@@ -73,11 +69,7 @@ async fn compares_and_transactions(fx: Fixture) {
         ["/t/p/1", "/t/p/2"]
     );
     let d = s
-        .txn(Txn {
-            compares: vec![],
-            success: vec![Op::Delete(KeyRange::prefix("/t/p/"))],
-            failure: vec![],
-        })
+        .txn(Txn::ops(vec![Op::Delete(KeyRange::prefix("/t/p/"))]))
         .await
         .unwrap();
     assert_eq!(d.results, vec![OpResult::Deleted(2)]);
@@ -85,11 +77,7 @@ async fn compares_and_transactions(fx: Fixture) {
     // A transaction that writes nothing does not bump the revision.
     let before = s.range(KeyRange::key("/t/q")).await.unwrap().revision;
     let r = s
-        .txn(Txn {
-            compares: vec![],
-            success: vec![Op::Delete(KeyRange::key("/t/none"))],
-            failure: vec![],
-        })
+        .txn(Txn::ops(vec![Op::Delete(KeyRange::key("/t/none"))]))
         .await
         .unwrap();
     assert_eq!(r.results, vec![OpResult::Deleted(0)]);
@@ -104,13 +92,9 @@ async fn watch_from_a_revision_replays_history(fx: Fixture) {
     let first = s.txn(put("/w/a", "1")).await.unwrap().revision;
     s.txn(put("/w/b", "2")).await.unwrap();
     s.txn(put("/other", "x")).await.unwrap();
-    s.txn(Txn {
-        compares: vec![],
-        success: vec![Op::Delete(KeyRange::key("/w/a"))],
-        failure: vec![],
-    })
-    .await
-    .unwrap();
+    s.txn(Txn::ops(vec![Op::Delete(KeyRange::key("/w/a"))]))
+        .await
+        .unwrap();
     let mut w = s.watch(KeyRange::prefix("/w/"), first).await.unwrap();
     s.txn(put("/w/c", "3")).await.unwrap();
     let mut seen = Vec::new();
@@ -133,15 +117,11 @@ async fn watch_from_a_revision_replays_history(fx: Fixture) {
 async fn leases(fx: Fixture) {
     let s = fx.store().await;
     let lease = s.lease_grant(Duration::from_secs(2)).await.unwrap();
-    s.txn(Txn {
-        compares: vec![],
-        success: vec![Op::Put {
-            key: "/l/a".into(),
-            value: b"1".to_vec(),
-            lease,
-        }],
-        failure: vec![],
-    })
+    s.txn(Txn::ops(vec![Op::Put {
+        key: "/l/a".into(),
+        value: b"1".to_vec(),
+        lease,
+    }]))
     .await
     .unwrap();
     assert_eq!(s.get("/l/a").await.unwrap().unwrap().lease, lease);
@@ -158,15 +138,11 @@ async fn leases(fx: Fixture) {
         "{ka:?}"
     );
     let err = s
-        .txn(Txn {
-            compares: vec![],
-            success: vec![Op::Put {
-                key: "/l/b".into(),
-                value: vec![],
-                lease,
-            }],
-            failure: vec![],
-        })
+        .txn(Txn::ops(vec![Op::Put {
+            key: "/l/b".into(),
+            value: vec![],
+            lease,
+        }]))
         .await
         .unwrap_err();
     assert!(
@@ -175,15 +151,11 @@ async fn leases(fx: Fixture) {
     );
     // Expiry.
     let short = s.lease_grant(Duration::from_secs(1)).await.unwrap();
-    s.txn(Txn {
-        compares: vec![],
-        success: vec![Op::Put {
-            key: "/l/c".into(),
-            value: vec![],
-            lease: short,
-        }],
-        failure: vec![],
-    })
+    s.txn(Txn::ops(vec![Op::Put {
+        key: "/l/c".into(),
+        value: vec![],
+        lease: short,
+    }]))
     .await
     .unwrap();
     eventually(Duration::from_secs(5), "the lease to expire", || async {

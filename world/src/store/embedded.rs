@@ -179,14 +179,12 @@ impl Embedded {
             .map(|kv| kv.key.clone())
             .collect();
         if !leased.is_empty() {
-            let txn = Txn {
-                compares: vec![],
-                success: leased
+            let txn = Txn::ops(
+                leased
                     .into_iter()
                     .map(|k| Op::Delete(KeyRange::key(k)))
                     .collect(),
-                failure: vec![],
-            };
+            );
             state.apply(&path, txn)?;
         }
         let inner = Arc::new(Inner {
@@ -675,14 +673,11 @@ impl State {
         }
         self.apply(
             path,
-            Txn {
-                compares: vec![],
-                success: keys
-                    .into_iter()
+            Txn::ops(
+                keys.into_iter()
                     .map(|k| Op::Delete(KeyRange::key(k)))
                     .collect(),
-                failure: vec![],
-            },
+            ),
         )
         .map(|_| ())
     }
