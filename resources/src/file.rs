@@ -443,7 +443,9 @@ impl Resource for File {
             let w = w.clone();
             tokio::task::spawn_blocking(move || subscribe(path, source, w))
                 .await
-                .map_err(|e| ResError::new(format!("watching file: {e}")))??
+                .map_err(|e| {
+                    ResError::new(format!("watching {}: {e}", self.cfg.path.display()))
+                })??
         };
         w.running();
         match &mut src {
@@ -471,7 +473,7 @@ impl Resource for File {
         let cfg = self.cfg.clone();
         tokio::task::spawn_blocking(move || check(&cfg, ctx.apply, &mut seen))
             .await
-            .map_err(|e| ResError::new(format!("checking file: {e}")))?
+            .map_err(|e| ResError::new(format!("checking {}: {e}", self.cfg.path.display())))?
     }
 }
 
