@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::codec::{decode, ExportRecord, HostRecord};
+use crate::codec::{decode, ExportRecord};
 use crate::error::WorldError;
 use crate::keys::{unescape, Keys};
 use crate::store::{KeyRange, Store, Watch};
@@ -103,16 +103,7 @@ impl Inspector {
         let prefix = self.keys.area("hosts");
         let mut out = Vec::new();
         for kv in self.store.range(KeyRange::prefix(&prefix)).await?.kvs {
-            let r: HostRecord = decode(&kv.key, &kv.value)?;
-            out.push(HostInfo {
-                hostname: unescape(&kv.key[prefix.len()..]),
-                version: r.version,
-                started_ms: r.started_ms,
-                deploy: r.deploy,
-                converged: r.converged,
-                error: r.error,
-                updated_ms: r.updated_ms,
-            });
+            out.push(crate::world::decode_host(&kv.key, &kv.value, &prefix)?);
         }
         Ok(out)
     }

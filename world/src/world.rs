@@ -530,6 +530,17 @@ impl World {
     }
 
     /// Runs a transaction on keys the watch cache sees, remembering the revision it wrote.
+    /// Writes `v` at `k` unless it is already there (no revision, no watch event then).
+    async fn put_if_changed(&self, k: String, v: Vec<u8>) -> Result<(), WorldError> {
+        self.txn(Txn {
+            compares: vec![Compare::Value(k.clone(), v.clone())],
+            success: vec![],
+            failure: vec![Op::put(k, v)],
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn txn(&self, txn: Txn) -> Result<crate::store::TxnResult, WorldError> {
         let r = self.inner.store.txn(txn).await?;
         // Only a write produces an event the cache will see; reads and no-ops must not make
@@ -1169,13 +1180,7 @@ impl StrWorld for World {
     async fn str_set(&self, key: &str, value: &str) -> Result<(), WorldError> {
         let k = self.inner.keys.string(key);
         let v = encode(&value.to_string());
-        self.txn(Txn {
-            compares: vec![Compare::Value(k.clone(), v.clone())],
-            success: vec![],
-            failure: vec![Op::put(k, v)],
-        })
-        .await?;
-        Ok(())
+        self.put_if_changed(k, v).await
     }
 
     async fn str_del(&self, key: &str) -> Result<(), WorldError> {
@@ -1213,13 +1218,7 @@ impl StrWorld for World {
     async fn strmap_set(&self, key: &str, value: &str) -> Result<(), WorldError> {
         let k = self.inner.keys.strmap_entry(key, &self.inner.cfg.hostname);
         let v = encode(&value.to_string());
-        self.txn(Txn {
-            compares: vec![Compare::Value(k.clone(), v.clone())],
-            success: vec![],
-            failure: vec![Op::put(k, v)],
-        })
-        .await?;
-        Ok(())
+        self.put_if_changed(k, v).await
     }
 
     async fn strmap_del(&self, key: &str) -> Result<(), WorldError> {
@@ -1424,6 +1423,20 @@ impl FsWorld for World {
     }
 }
 
+/// Decodes a host's registration stored at `key`, below `prefix`.
+pub(crate) fn decode_host(key: &str, bytes: &[u8], prefix: &str) -> Result<HostInfo, WorldError> {
+    let r: HostRecord = decode(key, bytes)?;
+    Ok(HostInfo {
+        hostname: unescape(&key[prefix.len()..]),
+        version: r.version,
+        started_ms: r.started_ms,
+        deploy: r.deploy,
+        converged: r.converged,
+        error: r.error,
+        updated_ms: r.updated_ms,
+    })
+}
+
 /// Decodes a stored deploy record.
 pub(crate) fn decode_deploy(key: &str, bytes: &[u8]) -> Result<Deploy, WorldError> {
     let r: DeployRecord = decode(key, bytes)?;
@@ -1625,18 +1638,7 @@ impl HostWorld for World {
             .cache
             .prefix(&prefix)
             .into_iter()
-            .map(|(k, v)| {
-                let r: HostRecord = decode(&k, &v)?;
-                Ok(HostInfo {
-                    hostname: unescape(&k[prefix.len()..]),
-                    version: r.version,
-                    started_ms: r.started_ms,
-                    deploy: r.deploy,
-                    converged: r.converged,
-                    error: r.error,
-                    updated_ms: r.updated_ms,
-                })
-            })
+            .map(|(k, v)| decode_host(&k, &v, &prefix))
             .collect()
     }
 
