@@ -12,15 +12,7 @@ fn check(graph: &str, expect: &[&str]) {
 fn check_named(name: &str, graph: &str, expect: &[&str]) {
     let sb = Sandbox::new();
     let g = sb.write(name, graph);
-    let state = sb.state_dir();
-    let out = sb.run(&[
-        "run",
-        g.to_str().unwrap(),
-        "--converged-timeout",
-        "0",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let out = sb.run_once(&g, &[]);
     assert_eq!(out.code(), 2, "{}", sb.explain("expected exit 2", &out));
     for e in expect {
         assert!(
@@ -38,7 +30,7 @@ fn check_named(name: &str, graph: &str, expect: &[&str]) {
         sb.explain("created files", &out)
     );
     assert!(
-        !state.exists(),
+        !sb.state_dir().exists(),
         "{}",
         sb.explain("created the state dir", &out)
     );

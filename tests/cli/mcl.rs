@@ -112,17 +112,7 @@ fn run_converges_an_mcl_program() {
         ),
     );
     std::fs::create_dir_all(sb.path("out")).unwrap();
-    let state = sb.state_dir();
-    let out = sb.run(&[
-        "run",
-        prog.parent().unwrap().to_str().unwrap(),
-        "--converged-timeout",
-        "0",
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--listen",
-        "none",
-    ]);
+    let out = sb.run_once(prog.parent().unwrap(), &["--listen", "none"]);
     assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "HELLO WORLD\n");
 }

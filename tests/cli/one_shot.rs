@@ -10,14 +10,7 @@ fn example() -> String {
 fn example_converges_and_exits_zero() {
     let sb = Sandbox::new();
     let state = sb.state_dir();
-    let out = sb.run(&[
-        "run",
-        &example(),
-        "--converged-timeout",
-        "0",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let out = sb.run_once(std::path::Path::new(&example()), &[]);
     assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
     let motd = sb.path("hello/motd");
     assert_eq!(
@@ -40,14 +33,7 @@ fn example_converges_and_exits_zero() {
     // A second run finds everything in state and changes nothing.
     let before = std::fs::metadata(&motd).unwrap().modified().unwrap();
     let reloads = read(&sb.path("hello/reloads.log")).unwrap();
-    let out = sb.run(&[
-        "run",
-        &example(),
-        "--converged-timeout",
-        "0",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let out = sb.run_once(std::path::Path::new(&example()), &[]);
     assert_eq!(out.code(), 0, "{}", sb.explain("second run", &out));
     assert_eq!(
         std::fs::metadata(&motd).unwrap().modified().unwrap(),
@@ -75,14 +61,7 @@ edges:
   - { from: "exec[broken]", to: "file[${TEND_ROOT}/out/after-failure]" }
 "#,
     );
-    let out = sb.run(&[
-        "run",
-        g.to_str().unwrap(),
-        "--converged-timeout",
-        "0",
-        "--state-dir",
-        sb.state_dir().to_str().unwrap(),
-    ]);
+    let out = sb.run_once(&g, &[]);
     assert_eq!(out.code(), 1, "{}", sb.explain("expected exit 1", &out));
     assert_eq!(read(&sb.path("out/ok")).as_deref(), Some("fine\n"));
     assert!(
@@ -115,15 +94,7 @@ resources:
       args: ["${TEND_ROOT}/out/touched"]
 "#,
     );
-    let out = sb.run(&[
-        "run",
-        g.to_str().unwrap(),
-        "--noop",
-        "--converged-timeout",
-        "0",
-        "--state-dir",
-        sb.state_dir().to_str().unwrap(),
-    ]);
+    let out = sb.run_once(&g, &["--noop"]);
     assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
     assert!(
         !sb.path("out/new").exists(),
@@ -166,16 +137,7 @@ fn json_logs_are_one_object_per_line() {
         "g.yaml",
         "resources:\n  file:\n    - { name: \"${TEND_ROOT}/out/a\", content: \"a\\n\" }\n",
     );
-    let out = sb.run(&[
-        "run",
-        g.to_str().unwrap(),
-        "--converged-timeout",
-        "0",
-        "--log-format",
-        "json",
-        "--state-dir",
-        sb.state_dir().to_str().unwrap(),
-    ]);
+    let out = sb.run_once(&g, &["--log-format", "json"]);
     assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
     let lines: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with('{')).collect();
     assert!(
@@ -194,13 +156,6 @@ fn json_logs_are_one_object_per_line() {
 fn an_empty_graph_converges_at_once() {
     let sb = Sandbox::new();
     let g = sb.write("g.yaml", "# nothing to do\nresources: {}\n");
-    let out = sb.run(&[
-        "run",
-        g.to_str().unwrap(),
-        "--converged-timeout",
-        "0",
-        "--state-dir",
-        sb.state_dir().to_str().unwrap(),
-    ]);
+    let out = sb.run_once(&g, &[]);
     assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
 }

@@ -122,6 +122,22 @@ impl Sandbox {
         }
     }
 
+    /// Runs `tend run GRAPH --converged-timeout 0 --state-dir <sandbox state> EXTRA...` to
+    /// completion.
+    pub fn run_once(&self, graph: &Path, extra: &[&str]) -> Output {
+        let (g, state) = (graph.to_str().unwrap(), self.state_dir());
+        let mut args = vec![
+            "run",
+            g,
+            "--converged-timeout",
+            "0",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
     /// Starts `tend ARGS` in the background; it is killed when the [`Daemon`] is dropped.
     pub fn spawn(&self, args: &[&str]) -> Daemon {
         let (mut c, cmdline) = self.command(args);
