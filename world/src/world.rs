@@ -582,6 +582,15 @@ impl World {
         Err(WorldError::Store(StoreError::LeaseNotFound(self.lease())))
     }
 
+    /// Reads each key, in one transaction; one result per key, in order.
+    async fn get_each(
+        &self,
+        keys: impl Iterator<Item = String>,
+    ) -> Result<Vec<OpResult>, WorldError> {
+        let ops = keys.map(|k| Op::Get(KeyRange::key(k))).collect();
+        Ok(self.inner.store.txn(Txn::ops(ops)).await?.results)
+    }
+
     /// Writes the records of `batch` that differ from the store (value or session), in one
     /// read and one write transaction. Only this host writes its own export keys.
     async fn put_leased_batch(&self, batch: Vec<(String, Vec<u8>)>) -> Result<bool, WorldError> {
@@ -596,19 +605,10 @@ impl World {
         }
         for attempt in 0..3 {
             let lease = self.lease();
-            let read = self
-                .inner
-                .store
-                .txn(Txn::ops(
-                    batch
-                        .iter()
-                        .map(|(k, _)| Op::Get(KeyRange::key(k.clone())))
-                        .collect(),
-                ))
-                .await?;
+            let read = self.get_each(batch.iter().map(|(k, _)| k.clone())).await?;
             let stale: Vec<Op> = batch
                 .iter()
-                .zip(read.results.iter())
+                .zip(read.iter())
                 .filter(|((_, v), res)| match res {
                     OpResult::Range(kvs) => kvs
                         .first()
@@ -855,16 +855,9 @@ impl World {
         let mut missing = Vec::new();
         for batch in hashes.chunks(64) {
             let r = self
-                .inner
-                .store
-                .txn(Txn::ops(
-                    batch
-                        .iter()
-                        .map(|h| Op::Get(KeyRange::key(keys.blob_meta(h))))
-                        .collect(),
-                ))
+                .get_each(batch.iter().map(|h| keys.blob_meta(h)))
                 .await?;
-            for (h, res) in batch.iter().zip(r.results) {
+            for (h, res) in batch.iter().zip(r) {
                 if matches!(res, OpResult::Range(kvs) if kvs.is_empty()) {
                     missing.push(h.clone());
                 }
@@ -912,16 +905,9 @@ impl World {
         let mut out = BTreeMap::new();
         for batch in unique.chunks(64) {
             let r = self
-                .inner
-                .store
-                .txn(Txn::ops(
-                    batch
-                        .iter()
-                        .map(|h| Op::Get(KeyRange::key(keys.blob_chunk(h, 0))))
-                        .collect(),
-                ))
+                .get_each(batch.iter().map(|h| keys.blob_chunk(h, 0)))
                 .await?;
-            for (h, res) in batch.iter().zip(r.results) {
+            for (h, res) in batch.iter().zip(r) {
                 let OpResult::Range(kvs) = res else { continue };
                 let Some(kv) = kvs.into_iter().next() else {
                     return Err(WorldError::FileNotFound { hash: h.clone() });
