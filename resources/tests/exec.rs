@@ -25,6 +25,15 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// Waits until the command wrote its pid (a full line) to `pidfile`, and returns it.
+async fn started_pid(pidfile: &std::path::Path, what: &str) -> i32 {
+    eventually(what, 10, || {
+        fs::read_to_string(pidfile).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    fs::read_to_string(pidfile).unwrap().trim().parse().unwrap()
+}
+
 #[tokio::test]
 async fn runs_once_then_is_in_state_until_refreshed() {
     let t = tempfile::tempdir().unwrap();
@@ -176,15 +185,7 @@ async fn cancelling_a_run_kills_the_process_group() {
     ));
     let r2 = r.clone();
     let task = tokio::spawn(async move { apply(&r2).await });
-    eventually("the command started", 10, || {
-        fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
-    })
-    .await;
-    let pid: i32 = fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = started_pid(&pidfile, "the command started").await;
     assert!(alive(pid));
     task.abort();
     eventually("the background sleep is killed", 5, || !alive(pid)).await;
@@ -234,15 +235,7 @@ async fn stopping_the_watch_kills_the_watch_command() {
         format!("sleep 300 & echo $! > {}; wait", pidfile.display()),
     ));
     let w = watch(&r).await;
-    eventually("the watch command started", 10, || {
-        fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
-    })
-    .await;
-    let pid: i32 = fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = started_pid(&pidfile, "the watch command started").await;
     assert!(alive(pid));
     drop(w);
     eventually("the watch command's group is killed", 5, || !alive(pid)).await;
