@@ -148,27 +148,13 @@ impl Program {
     }
 }
 
-/// Starts the front end for `program`: publishes its first frame before returning, then
-/// keeps publishing new ones as the program's inputs change.
-fn start_front_end(
-    program: Program,
-    registry: Arc<Registry>,
-    hostname: String,
-) -> Result<watch::Receiver<Arc<FrameResult>>, Vec<String>> {
-    match program {
-        Program::Yaml(path) => {
-            let first = load_yaml(&path, &registry);
-            let (tx, rx) = watch::channel(Arc::new(first));
-            tokio::spawn(follow_yaml(path, registry, tx));
-            Ok(rx)
-        }
-        Program::Mcl(path) => crate::mcl_front::start(
-            path,
-            registry,
-            hostname.clone(),
-            tend_lang::funcs::world::MemWorld::new(&hostname),
-        ),
-    }
+/// Starts the YAML front end: publishes the file's first frame before returning, then a new
+/// one each time the file changes. (mcl programs go through the World: `cluster::follow`.)
+fn start_yaml(path: PathBuf, registry: Arc<Registry>) -> watch::Receiver<Arc<FrameResult>> {
+    let first = load_yaml(&path, &registry);
+    let (tx, rx) = watch::channel(Arc::new(first));
+    tokio::spawn(follow_yaml(path, registry, tx));
+    rx
 }
 
 fn load_yaml(path: &Path, registry: &Registry) -> FrameResult {
@@ -296,8 +282,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
         }
     };
     let registry = Arc::new(tend_resources::registry());
-    let host = args.hostname.clone().unwrap_or_else(machine_hostname);
-    let hostname = host.clone();
+    let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let backend = args.cluster.backend(&state_dir);
     let embedded = matches!(backend, Backend::Embedded { .. });
@@ -325,13 +310,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
     // A YAML graph runs locally; an mcl program (or none) goes through the World's deploys.
     let (mut frames, first, world, prepared) = match program {
         Some(Program::Yaml(path)) => {
-            let mut frames = match start_front_end(Program::Yaml(path), registry.clone(), host) {
-                Ok(rx) => rx,
-                Err(errs) => {
-                    print_errors(&errs);
-                    return Ok(ExitCode::from(2));
-                }
-            };
+            let mut frames = start_yaml(path, registry.clone());
             phase("program loaded");
             let first = frames.borrow_and_update().clone();
             // Checked once: the swap below uses what this check built.
