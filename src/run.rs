@@ -567,9 +567,9 @@ fn report_final(engine: &Engine) -> ExitCode {
     let status = engine.status();
     // Read in place: the status holds every vertex.
     let s = status.borrow();
-    let count = |st: VertexState| s.counts.get(&st).copied().unwrap_or(0);
+    let count = |st: VertexState| s.count(st);
     let failed = count(VertexState::Failed);
-    for (id, v) in &s.vertices {
+    for (id, v) in s.sorted() {
         match v.state {
             VertexState::Failed => eprintln!(
                 "tend run: {id} failed: {}",

@@ -12,7 +12,9 @@
 //! starts no more checks than that; the others wait in a FIFO queue, not as tasks) and the
 //! named `Meta:sema` semaphores (acquired in sorted order).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,8 +37,7 @@ use crate::status::{Status, VertexState, VertexStatus};
 /// per identity (the visible resource, else the first hidden copy); the other hidden copies
 /// ("twins") are set aside for the exporter. `None` when the graph has no twins.
 fn split_hidden_twins(g: &GraphSpec) -> Option<(GraphSpec, Vec<ResSpec>)> {
-    let mut seen: std::collections::HashSet<(&str, &str)> =
-        std::collections::HashSet::with_capacity(g.resources.len());
+    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(g.resources.len());
     let dup = g
         .resources
         .iter()
@@ -44,11 +45,11 @@ fn split_hidden_twins(g: &GraphSpec) -> Option<(GraphSpec, Vec<ResSpec>)> {
     if !dup {
         return None;
     }
-    let mut visible: std::collections::HashSet<ResId> = std::collections::HashSet::new();
+    let mut visible: HashSet<ResId> = HashSet::new();
     for r in g.resources.iter().filter(|r| !r.meta.hidden) {
         visible.insert(r.id());
     }
-    let mut kept_hidden: std::collections::HashSet<ResId> = std::collections::HashSet::new();
+    let mut kept_hidden: HashSet<ResId> = HashSet::new();
     let mut resources = Vec::with_capacity(g.resources.len());
     let mut twins = Vec::new();
     for r in &g.resources {
@@ -239,7 +240,7 @@ impl Engine {
             running: 0,
             candidates: Vec::new(),
             touched: Vec::new(),
-            counts: HashMap::new(),
+            counts: [0; VertexState::ALL.len()],
             swap_queue: VecDeque::new(),
             swapping: None,
             shutting_down: false,
@@ -595,7 +596,8 @@ struct Coord {
     running: usize,
     candidates: Vec<u64>,
     touched: Vec<u64>,
-    counts: HashMap<VertexState, usize>,
+    /// Vertices per state, indexed by `VertexState as usize`.
+    counts: [usize; VertexState::ALL.len()],
     swap_queue: VecDeque<QueuedSwap>,
     swapping: Option<PendingSwap>,
     shutting_down: bool,
@@ -874,7 +876,7 @@ impl Coord {
                 v.carry_over(old);
             }
             self.by_id.insert(v.id.clone(), inc);
-            *self.counts.entry(v.state).or_default() += 1;
+            self.counts[v.state as usize] += 1;
             self.verts.insert(inc, v);
             to_start.push(inc);
         }
@@ -1427,9 +1429,8 @@ impl Coord {
     }
 
     fn dec_count(&mut self, s: VertexState) {
-        if let Some(n) = self.counts.get_mut(&s) {
-            *n = n.saturating_sub(1);
-        }
+        let n = &mut self.counts[s as usize];
+        *n = n.saturating_sub(1);
     }
 
     fn compute_state(&self, v: &Vertex) -> VertexState {
@@ -1470,7 +1471,7 @@ impl Coord {
             self.verts.get_mut(&inc).expect("present").status_changed = false;
             if new != old {
                 self.dec_count(old);
-                *self.counts.entry(new).or_default() += 1;
+                self.counts[new as usize] += 1;
                 let v = self.verts.get_mut(&inc).expect("present");
                 v.state = new;
                 v.status.state = new;
@@ -1483,7 +1484,7 @@ impl Coord {
         if changed.is_empty() && !touched_any && !self.status_dirty && !self.republish {
             return;
         }
-        let count = |s| self.counts.get(&s).copied().unwrap_or(0);
+        let count = |s: VertexState| self.counts[s as usize];
         let converged = self.generation > 0
             && self.swapping.is_none()
             && self.swap_queue.is_empty()

@@ -93,14 +93,21 @@ pub struct Status {
     pub total: usize,
     /// Vertices per state (every state is present, possibly with 0).
     pub counts: BTreeMap<VertexState, usize>,
-    /// Per-vertex details.
-    pub vertices: BTreeMap<ResId, VertexStatus>,
+    /// Per-vertex details (unordered: sort the ids to show them).
+    pub vertices: foldhash::HashMap<ResId, VertexStatus>,
 }
 
 impl Status {
     /// The number of vertices in `state`.
     pub fn count(&self, state: VertexState) -> usize {
         self.counts.get(&state).copied().unwrap_or(0)
+    }
+
+    /// Every vertex with its details, in identity order.
+    pub fn sorted(&self) -> Vec<(&ResId, &VertexStatus)> {
+        let mut v: Vec<_> = self.vertices.iter().collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
     }
 
     /// Whether any vertex failed.

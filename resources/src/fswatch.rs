@@ -19,12 +19,15 @@
 //! files in one directory cost one inotify watch for the directory plus one per ancestor, and
 //! no allocation per file beyond the subscription's own slot.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
 use std::ffi::OsStr;
-use std::path::Path;
+use std::hash::{Hash, Hasher};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tend_engine::{ResError, Watcher};
 use tokio::sync::oneshot;
@@ -41,6 +44,50 @@ fn mask() -> WatchMask {
         | WatchMask::DELETE_SELF
         | WatchMask::MOVE_SELF
         | WatchMask::ONLYDIR
+}
+
+/// A path as a map key, hashed and compared by its bytes: std's `Path` hashes and compares
+/// component by component, which dominated the hub's cost with 10,000 subscriptions. Every
+/// path in the hub is normalized (see [`normalized`]), so byte equality is path equality.
+#[derive(Clone)]
+struct Key(Arc<Path>);
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        bytes(&self.0).hash(h)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        bytes(&self.0) == bytes(&other.0)
+    }
+}
+
+impl Eq for Key {}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        bytes(&self.0)
+    }
+}
+
+/// The lookup form of a [`Key`].
+fn bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+/// `p` without doubled slashes, `.` components or a trailing slash (`file` already refuses
+/// `..`), so that paths built from it by `parent` and `join` compare equal byte for byte.
+fn normalized(p: &Arc<Path>) -> Arc<Path> {
+    let b = bytes(p);
+    let clean = !b.windows(2).any(|w| w == b"//")
+        && !b.windows(3).any(|w| w == b"/./")
+        && !(b.len() > 1 && (b.ends_with(b"/") || b.ends_with(b"/.")));
+    if clean {
+        return p.clone();
+    }
+    Arc::from(p.components().collect::<PathBuf>())
 }
 
 /// The process-wide hub state.
@@ -78,6 +125,7 @@ impl Drop for Subscription {
 /// creation and deletion, including through deletion and re-creation of its ancestors.
 /// When this returns, the watch is armed; it never waits for another thread.
 pub(crate) fn subscribe(target: &Arc<Path>, watcher: Watcher) -> Result<Subscription, ResError> {
+    let target = &normalized(target);
     let (fatal, fatal_rx) = oneshot::channel();
     let mut hub = hub();
     let id = hub.insert(Sub {
@@ -89,7 +137,7 @@ pub(crate) fn subscribe(target: &Arc<Path>, watcher: Watcher) -> Result<Subscrip
         fatal: Some(fatal),
     });
     hub.by_target
-        .entry(target.clone())
+        .entry(Key(target.clone()))
         .and_modify(|ids| ids.push(id))
         .or_insert(Ids::One(id));
     match hub.arm(id) {
@@ -119,6 +167,8 @@ struct Sub {
 
 /// A watched directory.
 struct Dir {
+    /// Its path (the map's key, shared).
+    path: Arc<Path>,
     wd: WatchDescriptor,
     /// Subscriptions armed here, plus watched directories right below (each holds its parent).
     refs: usize,
@@ -166,13 +216,13 @@ impl Ids {
 struct Hub {
     watches: Option<Watches>,
     /// Watched directory -> its watch, holders and subscriptions.
-    dirs: HashMap<Arc<Path>, Dir>,
+    dirs: HashMap<Key, Dir>,
     /// Watch -> the directory paths it stands for (several when reached through symlinks).
     wd_paths: HashMap<WatchDescriptor, Vec<Arc<Path>>>,
     /// Subscriptions by id (a slot is reused once its subscription is dropped).
     subs: Vec<Option<Sub>>,
     free: Vec<u32>,
-    by_target: HashMap<Arc<Path>, Ids>,
+    by_target: HashMap<Key, Ids>,
     last_rescan: Option<Instant>,
     /// A rescan is scheduled (one happened less than [`RESCAN_GAP`] ago).
     rescan_due: bool,
@@ -259,15 +309,15 @@ impl Hub {
     /// Takes one reference on `dir`, watching it (and the directories above it that are not
     /// watched yet) when needed. Returns the directory's interned path.
     fn acquire(&mut self, dir: &Path) -> std::io::Result<Arc<Path>> {
-        if let Some(k) = self.dirs.get_key_value(dir).map(|(k, _)| k.clone()) {
-            self.dirs.get_mut(dir).expect("just found").refs += 1;
-            return Ok(k);
+        if let Some(d) = self.dirs.get_mut(bytes(dir)) {
+            d.refs += 1;
+            return Ok(d.path.clone());
         }
         // The directories to watch, from `dir` up to (excluding) the first watched one.
         let mut missing: Vec<&Path> = vec![dir];
         let mut up = dir.parent();
         while let Some(p) = up {
-            if let Some(d) = self.dirs.get_mut(p) {
+            if let Some(d) = self.dirs.get_mut(bytes(p)) {
                 d.refs += 1;
                 break;
             }
@@ -289,8 +339,9 @@ impl Hub {
             let k: Arc<Path> = Arc::from(*m);
             self.wd_paths.entry(wd.clone()).or_default().push(k.clone());
             self.dirs.insert(
-                k.clone(),
+                Key(k.clone()),
                 Dir {
+                    path: k.clone(),
                     wd,
                     refs: 1,
                     armed: Vec::new(),
@@ -309,7 +360,7 @@ impl Hub {
     fn release(&mut self, dir: &Path) {
         let mut cur = Some(dir);
         while let Some(d) = cur {
-            match self.dirs.get_mut(d) {
+            match self.dirs.get_mut(bytes(d)) {
                 Some(e) if e.refs > 1 => {
                     e.refs -= 1;
                     return;
@@ -325,7 +376,7 @@ impl Hub {
 
     /// Stops watching `dir` (whatever its count); returns it.
     fn forget(&mut self, dir: &Path) -> Option<Dir> {
-        let (_, d) = self.dirs.remove_entry(dir)?;
+        let d = self.dirs.remove(bytes(dir))?;
         if let Some(paths) = self.wd_paths.get_mut(&d.wd) {
             paths.retain(|p| &**p != dir);
             if paths.is_empty() {
@@ -344,7 +395,7 @@ impl Hub {
         let sub = self.sub_mut(id)?;
         let armed = sub.armed.take()?;
         let (pos, deep) = (sub.armed_pos, sub.deep_pos.take());
-        let dir = self.dirs.get_mut(&armed)?;
+        let dir = self.dirs.get_mut(bytes(&armed))?;
         let moved = take_at(&mut dir.armed, pos);
         let moved_deep = deep.and_then(|p| take_at(&mut dir.deep, p).map(|m| (m, p)));
         if let Some(m) = moved {
@@ -382,7 +433,7 @@ impl Hub {
             let parent = target.parent().unwrap_or(Path::new("/"));
             // A watched parent exists (if it went away since, its events are queued and
             // will re-arm everyone armed there): no need to look.
-            let want = if self.dirs.contains_key(parent) {
+            let want = if self.dirs.contains_key(bytes(parent)) {
                 parent
             } else {
                 nearest_dir(&target)
@@ -405,7 +456,7 @@ impl Hub {
                 self.release(&old);
             }
             let deep = want != parent;
-            let dir = self.dirs.get_mut(&key).expect("just acquired");
+            let dir = self.dirs.get_mut(bytes(&key)).expect("just acquired");
             let pos = dir.armed.len();
             dir.armed.push(id);
             let deep_pos = deep.then(|| {
@@ -429,9 +480,9 @@ impl Hub {
             return;
         };
         self.free.push(id);
-        if let Some(ids) = self.by_target.get_mut(&sub.target) {
+        if let Some(ids) = self.by_target.get_mut(bytes(&sub.target)) {
             if ids.remove(id) {
-                self.by_target.remove(&sub.target);
+                self.by_target.remove(bytes(&sub.target));
             }
         }
     }
@@ -451,14 +502,14 @@ impl Hub {
     /// A watched directory was deleted or moved away: its watch, and the watches of every
     /// directory below it, are stale. Everyone armed there or below is re-armed.
     fn dir_gone(&mut self, dir: &Path) {
-        if !self.dirs.contains_key(dir) {
+        if !self.dirs.contains_key(bytes(dir)) {
             return;
         }
         let stale: Vec<Arc<Path>> = self
             .dirs
-            .keys()
-            .filter(|d| d.starts_with(dir))
-            .cloned()
+            .values()
+            .filter(|d| d.path.starts_with(dir))
+            .map(|d| d.path.clone())
             .collect();
         let mut ids: Vec<u32> = Vec::new();
         for d in &stale {
@@ -525,7 +576,7 @@ impl Hub {
     fn rescan_now(&mut self) {
         self.rescan_due = false;
         self.last_rescan = Some(Instant::now());
-        let dirs: Vec<Arc<Path>> = self.dirs.keys().cloned().collect();
+        let dirs: Vec<Arc<Path>> = self.dirs.values().map(|d| d.path.clone()).collect();
         for d in dirs {
             if !d.is_dir() {
                 self.dir_gone(&d);
@@ -564,7 +615,7 @@ impl Hub {
     }
 
     fn on_path(&mut self, path: &Path, mask: EventMask) {
-        if let Some(ids) = self.by_target.get(path) {
+        if let Some(ids) = self.by_target.get(bytes(path)) {
             for &id in ids.as_slice() {
                 if let Some(sub) = self.sub(id) {
                     sub.watcher.event();
@@ -576,13 +627,13 @@ impl Hub {
             return;
         }
         // A watched directory deleted, moved away or renamed over: its watch is stale.
-        if gone && self.dirs.contains_key(path) {
+        if gone && self.dirs.contains_key(bytes(path)) {
             self.dir_gone(path);
         }
         let Some(parent) = path.parent() else {
             return;
         };
-        let Some(dir) = self.dirs.get(parent) else {
+        let Some(dir) = self.dirs.get(bytes(parent)) else {
             return;
         };
         if dir.deep.is_empty() {
@@ -613,7 +664,7 @@ mod tests {
 
     /// Whether `dir` is watched, and how many subscriptions are armed on it.
     fn armed_on(dir: &Path) -> Option<usize> {
-        hub().dirs.get(dir).map(|d| d.armed.len())
+        hub().dirs.get(bytes(dir)).map(|d| d.armed.len())
     }
 
     #[tokio::test]
@@ -641,6 +692,30 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_normalized_for_byte_keys() {
+        let n = |s: &str| normalized(&arc(Path::new(s)));
+        assert_eq!(&*n("/a/b"), Path::new("/a/b"));
+        assert_eq!(bytes(&n("/a//b")), b"/a/b");
+        assert_eq!(bytes(&n("/a/./b/")), b"/a/b");
+        assert_eq!(bytes(&n("/a/b/.")), b"/a/b");
+        assert_eq!(bytes(&n("/")), b"/");
+    }
+
+    #[tokio::test]
+    async fn a_target_written_with_a_doubled_slash_still_gets_its_events() {
+        let t = tempfile::tempdir().unwrap();
+        let odd = format!("{}//f", t.path().display());
+        let (w, rx) = Watcher::channel();
+        let _s = subscribe(&arc(Path::new(&odd)), w).unwrap();
+        rx.take();
+        std::fs::write(t.path().join("f"), "x").unwrap();
+        let sig = tokio::time::timeout(Duration::from_secs(5), rx.next())
+            .await
+            .expect("no event for the file");
+        assert!(sig.dirty);
+    }
+
+    #[test]
     fn many_subscriptions_share_one_directory_and_release_it() {
         let t = tempfile::tempdir().unwrap();
         let base = t.path().to_path_buf();
@@ -649,7 +724,7 @@ mod tests {
             .map(|i| subscribe(&arc(&base.join(format!("f{i}"))), w.clone()).unwrap())
             .collect();
         assert_eq!(armed_on(&base), Some(300));
-        assert!(hub().dirs.contains_key(Path::new("/")));
+        assert!(hub().dirs.contains_key(bytes(Path::new("/"))));
         drop(subs);
         assert_eq!(armed_on(&base), None, "the directory is released");
     }
@@ -661,18 +736,18 @@ mod tests {
         let target = t.path().join("a/b/c");
         let s = subscribe(&arc(&target), w.clone()).unwrap();
         assert_eq!(armed_on(t.path()), Some(1));
-        assert_eq!(hub().dirs[t.path()].deep.len(), 1);
+        assert_eq!(hub().dirs[bytes(t.path())].deep.len(), 1);
         // Unsubscribe, create the parent, subscribe again: armed on the parent now.
         drop(s);
         assert_eq!(armed_on(t.path()), None);
         std::fs::create_dir_all(t.path().join("a/b")).unwrap();
         let s = subscribe(&arc(&target), w).unwrap();
         assert_eq!(armed_on(&t.path().join("a/b")), Some(1));
-        assert!(hub().dirs[&*t.path().join("a/b")].deep.is_empty());
+        assert!(hub().dirs[bytes(&t.path().join("a/b"))].deep.is_empty());
         // Its ancestors are watched (held by the directory below each).
-        assert!(hub().dirs.contains_key(&*t.path().join("a")));
+        assert!(hub().dirs.contains_key(bytes(&t.path().join("a"))));
         drop(s);
-        assert!(!hub().dirs.contains_key(&*t.path().join("a")));
+        assert!(!hub().dirs.contains_key(bytes(&t.path().join("a"))));
     }
 
     #[test]
@@ -687,14 +762,18 @@ mod tests {
             subs[i] = None;
         }
         assert_eq!(armed_on(t.path()), Some(25));
-        assert_eq!(hub().dirs[t.path()].deep.len(), 25);
+        assert_eq!(hub().dirs[bytes(t.path())].deep.len(), 25);
         {
             let h = hub();
             for (i, s) in subs.iter().enumerate() {
                 if let Some(s) = s {
                     let sub = h.sub(s.id).unwrap();
-                    assert_eq!(h.dirs[t.path()].armed[sub.armed_pos], s.id, "sub {i}");
-                    assert_eq!(h.dirs[t.path()].deep[sub.deep_pos.unwrap()], s.id);
+                    assert_eq!(
+                        h.dirs[bytes(t.path())].armed[sub.armed_pos],
+                        s.id,
+                        "sub {i}"
+                    );
+                    assert_eq!(h.dirs[bytes(t.path())].deep[sub.deep_pos.unwrap()], s.id);
                 }
             }
         }

@@ -119,25 +119,19 @@ pub fn render(s: &Scrape<'_>) -> String {
         "gauge",
         "Resources in the running graph, by kind and state.",
     );
-    let mut kinds: Vec<&str> = s
-        .status
-        .vertices
-        .keys()
-        .map(|id| id.kind.as_str())
-        .collect();
-    kinds.dedup();
-    for kind in &kinds {
+    // Every state of every kind present, 0 included.
+    let mut by_kind: std::collections::BTreeMap<&str, [usize; VertexState::ALL.len()]> =
+        std::collections::BTreeMap::new();
+    for (id, v) in &s.status.vertices {
+        by_kind.entry(id.kind.as_str()).or_default()[v.state as usize] += 1;
+    }
+    for (kind, counts) in &by_kind {
         for state in VertexState::ALL {
-            let n = s
-                .status
-                .vertices
-                .iter()
-                .filter(|(id, v)| id.kind == *kind && v.state == state)
-                .count();
             let _ = writeln!(
                 t,
-                "tend_resources{{kind=\"{}\",state=\"{state}\"}} {n}",
-                esc(kind)
+                "tend_resources{{kind=\"{}\",state=\"{state}\"}} {}",
+                esc(kind),
+                counts[state as usize]
             );
         }
     }

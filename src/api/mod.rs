@@ -251,14 +251,14 @@ impl ApiState {
             return Health::Init(json!({ "detail": "no graph applied yet" }));
         }
         let failed: Vec<JsonValue> = s
-            .vertices
-            .iter()
+            .sorted()
+            .into_iter()
             .filter(|(_, v)| v.state == VertexState::Failed)
             .map(|(id, v)| json!({ "resource": id.to_string(), "error": v.last_error }))
             .collect();
         let blocked: Vec<String> = s
-            .vertices
-            .iter()
+            .sorted()
+            .into_iter()
             .filter(|(_, v)| v.state == VertexState::Blocked)
             .map(|(id, _)| id.to_string())
             .collect();

@@ -200,8 +200,8 @@ pub fn counts_json(status: &Status) -> Json {
 /// `/v1/resources`: every resource with its state, last check, last change and last error.
 pub fn resources_json(host: &str, status: &Status) -> Json {
     let resources: Vec<Json> = status
-        .vertices
-        .iter()
+        .sorted()
+        .into_iter()
         .map(|(id, v)| {
             json!({
                 "kind": id.kind,
