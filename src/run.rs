@@ -452,7 +452,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
                 progress::finish();
                 phase("converged");
                 let code = report_final(&engine);
-                engine.shutdown().await;
+                engine.shutdown_for_exit().await;
                 phase("engine stopped");
                 return Ok(code);
             }
@@ -569,7 +569,13 @@ fn report_final(engine: &Engine) -> ExitCode {
     let s = status.borrow();
     let count = |st: VertexState| s.count(st);
     let failed = count(VertexState::Failed);
-    for (id, v) in s.sorted() {
+    let mut bad: Vec<_> = s
+        .vertices
+        .iter()
+        .filter(|(_, v)| matches!(v.state, VertexState::Failed | VertexState::Blocked))
+        .collect();
+    bad.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (id, v) in bad {
         match v.state {
             VertexState::Failed => eprintln!(
                 "tend run: {id} failed: {}",
@@ -605,7 +611,7 @@ async fn stop(
         signal = which,
         "shutting down (send it again to cancel running checks)"
     );
-    let shutdown = engine.shutdown();
+    let shutdown = engine.shutdown_for_exit();
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => ExitCode::SUCCESS,

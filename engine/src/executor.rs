@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -154,7 +155,7 @@ struct Inner {
     /// The World handed to resources' `init`.
     world: crate::resource::WorldSlot,
     /// Set once a shutdown is complete (see [`Engine::is_shut_down`]).
-    shut_down: Arc<std::sync::atomic::AtomicBool>,
+    shut_down: Arc<AtomicBool>,
 }
 
 type SwapReply = oneshot::Sender<Result<SwapStats, Vec<GraphError>>>;
@@ -168,7 +169,11 @@ enum Msg {
         reply: SwapReply,
     },
     RemovalsDone,
-    Shutdown(oneshot::Sender<()>),
+    Shutdown {
+        reply: oneshot::Sender<()>,
+        /// The process exits next (see [`Engine::shutdown_for_exit`]).
+        exiting: bool,
+    },
     Cancel,
     Watch {
         inc: u64,
@@ -217,7 +222,7 @@ impl Engine {
         };
         let (cancel_tx, _) = watch::channel(0u64);
         let world_slot = crate::resource::WorldSlot::default();
-        let shut_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let shut_down = Arc::new(AtomicBool::new(false));
         let coord = Coord {
             init_ctx: InitCtx {
                 hostname: cfg.hostname.clone(),
@@ -368,8 +373,21 @@ impl Engine {
     /// Orderly stop: cancels every watch, waits for running checks to finish, calls every
     /// resource's cleanup. Later swaps fail.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.inner.tx.send(Msg::Shutdown(tx)).is_ok() {
+        self.stop(false).await
+    }
+
+    /// [`Engine::shutdown`] for a process about to exit. A vertex whose resource holds nothing
+    /// outside the process ([`Resource::stop_at_exit`] is `false`) and runs no check leaves the
+    /// graph without its watch being stopped: it ends with the process. The others are
+    /// stopped and cleaned up as by [`Engine::shutdown`]. A graph of 10,000 files then exits
+    /// without tearing down 10,000 watches one by one.
+    pub async fn shutdown_for_exit(&self) {
+        self.stop(true).await
+    }
+
+    async fn stop(&self, exiting: bool) {
+        let (reply, rx) = oneshot::channel();
+        if self.inner.tx.send(Msg::Shutdown { reply, exiting }).is_ok() {
             let _ = rx.await;
         }
     }
@@ -377,9 +395,7 @@ impl Engine {
     /// Whether a shutdown has completed: every watch stopped, no check running, every
     /// resource cleaned up.
     pub fn is_shut_down(&self) -> bool {
-        self.inner
-            .shut_down
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.inner.shut_down.load(Ordering::SeqCst)
     }
 
     /// Aborts running `check_apply` calls (they fail with "cancelled").
@@ -434,8 +450,6 @@ struct Vertex {
     res: Arc<dyn Resource>,
     /// The driver (init + watch/poll) has been spawned.
     started: bool,
-    /// Init succeeded (so cleanup is due on removal).
-    inited: bool,
     driver: Option<JoinHandle<()>>,
     check: Option<JoinHandle<()>>,
     watch_running: bool,
@@ -450,8 +464,8 @@ struct Vertex {
     bucket: Option<Bucket>,
     refresh_from: HashSet<ResId>,
     refresh_inflight: Vec<ResId>,
-    /// Cleared when the vertex leaves the graph: a queued check then never starts.
-    alive: Arc<std::sync::atomic::AtomicBool>,
+    /// Shared with its driver and checks.
+    flags: Arc<Flags>,
     /// An ancestor changed since this vertex last ran: tell the successors after running.
     upstream_changed: bool,
     /// `upstream_changed` taken by the running check.
@@ -465,6 +479,14 @@ struct Vertex {
     status_changed: bool,
     /// Waiting in the coordinator's ready queue for a free slot.
     queued: bool,
+}
+
+/// What a vertex shares with the tasks it spawns.
+struct Flags {
+    /// Cleared when the vertex leaves the graph: a queued check then never starts.
+    alive: AtomicBool,
+    /// Init succeeded (so cleanup is due on removal, and a rewatch skips init).
+    inited: AtomicBool,
 }
 
 impl Vertex {
@@ -482,7 +504,6 @@ impl Vertex {
             idx,
             res,
             started: false,
-            inited: false,
             driver: None,
             check: None,
             watch_running: false,
@@ -496,7 +517,10 @@ impl Vertex {
             bucket,
             refresh_from: HashSet::new(),
             refresh_inflight: Vec::new(),
-            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            flags: Arc::new(Flags {
+                alive: AtomicBool::new(true),
+                inited: AtomicBool::new(false),
+            }),
             upstream_changed: false,
             upstream_inflight: false,
             preds: Vec::new(),
@@ -567,6 +591,8 @@ struct QueuedSwap {
     started: Instant,
     /// `None` for the shutdown's swap to the empty graph.
     reply: Option<SwapReply>,
+    /// The shutdown of a process about to exit.
+    exiting: bool,
 }
 
 struct PendingSwap {
@@ -602,7 +628,7 @@ struct Coord {
     swapping: Option<PendingSwap>,
     shutting_down: bool,
     /// Shared with [`Inner`]: set when the shutdown's removals are all cleaned up.
-    shut_down: Arc<std::sync::atomic::AtomicBool>,
+    shut_down: Arc<AtomicBool>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     converged: bool,
     /// Rebuild the whole per-vertex status map at the next publish.
@@ -666,12 +692,13 @@ impl Coord {
                         built,
                         started,
                         reply: Some(reply),
+                        exiting: false,
                     });
                     self.next_swap();
                 }
             }
             Msg::RemovalsDone => self.finish_swap(),
-            Msg::Shutdown(reply) => {
+            Msg::Shutdown { reply, exiting } => {
                 if !self.shutting_down {
                     self.shutting_down = true;
                     self.swap_queue.push_back(QueuedSwap {
@@ -680,6 +707,7 @@ impl Coord {
                         built: Vec::new(),
                         started: Instant::now(),
                         reply: None,
+                        exiting,
                     });
                     self.next_swap();
                 }
@@ -724,8 +752,7 @@ impl Coord {
 
     fn maybe_shutdown_done(&mut self) {
         if self.shutting_down && self.swapping.is_none() && self.swap_queue.is_empty() {
-            self.shut_down
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.shut_down.store(true, Ordering::SeqCst);
             for w in self.shutdown_waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -745,6 +772,7 @@ impl Coord {
             built: prebuilt,
             started,
             reply,
+            exiting,
         }) = self.swap_queue.pop_front()
         else {
             return;
@@ -851,14 +879,18 @@ impl Coord {
             } else {
                 stats.removed += 1;
             }
+            v.flags.alive.store(false, Ordering::SeqCst);
+            if exiting && !v.running && !v.res.stop_at_exit() {
+                // Its driver (detached with its handle) ends with the process.
+                continue;
+            }
             if let Some(d) = &v.driver {
                 d.abort();
             }
-            v.alive.store(false, std::sync::atomic::Ordering::SeqCst);
             if v.running {
                 self.running -= 1;
             }
-            removals.push((v.id, v.res, v.driver.take(), v.check.take(), v.inited));
+            removals.push((v.id, v.res, v.driver.take(), v.check.take(), v.flags));
         }
 
         // Insert additions, not started yet.
@@ -935,11 +967,12 @@ impl Coord {
             // Aborted drivers end at their next await point: wait for each in turn (cheap:
             // most are done by then), so that no watch outlives its removal.
             let mut rest = Vec::with_capacity(removals.len());
-            for (id, res, driver, check, inited) in removals {
+            for (id, res, driver, check, flags) in removals {
                 if let Some(d) = driver {
                     let _ = d.await;
                 }
-                rest.push((id, res, check, inited));
+                // Read once the driver is over: an init that just succeeded counts.
+                rest.push((id, res, check, flags.inited.load(Ordering::SeqCst)));
             }
             // Then each vertex waits for its running check (never cut short) and is cleaned
             // up; cleanups that finish at once are not queued, the others run concurrently.
@@ -1019,7 +1052,8 @@ impl Coord {
             v.dirty = true;
             v.retries_left = v.spec().meta.retry;
         }
-        let skip_init = v.inited;
+        let skip_init = v.flags.inited.load(Ordering::SeqCst);
+        let flags = v.flags.clone();
         let res = v.res.clone();
         let tx = self.tx.clone();
         let ctx = self.init_ctx.clone();
@@ -1040,11 +1074,9 @@ impl Coord {
                     });
                     return;
                 }
-                let _ = tx.send(Msg::Watch {
-                    inc,
-                    running: false,
-                    dirty: false,
-                });
+                // No message: the coordinator only needs this at removal (cleanup is due)
+                // and at a restart (init is not repeated), both after the driver is over.
+                flags.inited.store(true, Ordering::SeqCst);
             }
             if poll != 0 {
                 let _ = tx.send(Msg::Watch {
@@ -1100,7 +1132,6 @@ impl Coord {
         let Some(v) = self.verts.get_mut(&inc) else {
             return;
         };
-        v.inited = true;
         let was_running = v.watch_running;
         if running && !was_running {
             v.watch_running = true;
@@ -1124,9 +1155,6 @@ impl Coord {
         let Some(v) = self.verts.get_mut(&inc) else {
             return;
         };
-        if phase == "watch" {
-            v.inited = true;
-        }
         v.watch_failed = true;
         let error = format!("{phase}: {error}");
         v.failed = Some(error.clone());
@@ -1361,7 +1389,7 @@ impl Coord {
         let res = v.res.clone();
         let tx = self.tx.clone();
         let mut cancel = self.cancel_tx.subscribe();
-        let alive = v.alive.clone();
+        let flags = v.flags.clone();
         self.running += 1;
         self.touched.push(inc);
         v.check = Some(tokio::spawn(async move {
@@ -1390,7 +1418,7 @@ impl Coord {
                     return;
                 }
             };
-            if !alive.load(std::sync::atomic::Ordering::SeqCst) {
+            if !flags.alive.load(Ordering::SeqCst) {
                 // Removed from the graph while queued: never start.
                 return;
             }

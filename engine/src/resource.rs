@@ -123,6 +123,14 @@ pub trait Resource: Send + Sync + 'static {
     async fn cleanup(&self) -> Result<(), ResError> {
         Ok(())
     }
+
+    /// Whether its watch must be stopped and its cleanup called when the process exits
+    /// ([`crate::Engine::shutdown_for_exit`]). Answer `false` only when `cleanup` does nothing
+    /// and the watch holds nothing the kernel does not reclaim at exit (memory, file
+    /// descriptors, inotify watches; not a child process, a lock file or a remote session).
+    fn stop_at_exit(&self) -> bool {
+        true
+    }
 }
 
 /// Stands in for a `Meta:hidden` resource: the executor never initialises, watches or

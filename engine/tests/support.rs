@@ -117,6 +117,7 @@ struct Fake {
     watch_fail: bool,
     watch_panic: bool,
     watch_gate: bool,
+    in_process: bool,
     group: Option<Arc<Group>>,
 }
 
@@ -150,6 +151,7 @@ fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         watch_fail: flag(spec, "watch_fail"),
         watch_panic: flag(spec, "watch_panic"),
         watch_gate: flag(spec, "watch_gate"),
+        in_process: flag(spec, "in_process"),
         group: spec.params.get("group").and_then(Value::as_str).map(group),
     }))
 }
@@ -272,6 +274,10 @@ impl Resource for Fake {
         self.probe.cleanups.fetch_add(1, SeqCst);
         Ok(())
     }
+
+    fn stop_at_exit(&self) -> bool {
+        !self.in_process
+    }
 }
 
 /// A registry with the `fake` kind.
@@ -303,6 +309,11 @@ pub fn registry() -> Arc<Registry> {
             "watch waits for the probe's gate",
         ))
         .field(Field::new("refuse", Type::Bool, "the constructor refuses"))
+        .field(Field::new(
+            "in_process",
+            Type::Bool,
+            "nothing to stop at process exit",
+        ))
         .field(Field::new("group", Type::Str, "concurrency group"))
         .field(Field::new(
             "provides",

@@ -234,3 +234,57 @@ async fn shutdown_is_known_once_everything_is_cleaned_up() {
     assert!(e.is_shut_down());
     assert_eq!(probe("down-a").cleanups.load(SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vertex_removed_before_its_watch_is_up_is_cleaned_up_once_inited() {
+    let e = engine(2);
+    e.swap(graph(
+        vec![fake("gated-init").param("watch_gate", true)],
+        vec![],
+    ))
+    .await
+    .unwrap();
+    let p = probe("gated-init");
+    wait_for("init done", || p.inits.load(SeqCst) == 1).await;
+    // Its watch never comes up; the swap returns once removals are cleaned up.
+    e.swap(graph(vec![], vec![])).await.unwrap();
+    assert_eq!(p.cleanups.load(SeqCst), 1);
+    assert_eq!(p.checks(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_for_exit_leaves_in_process_watches_to_die_with_the_process() {
+    let e = engine(4);
+    e.swap(graph(
+        vec![
+            fake("exit-quiet").param("in_process", true),
+            fake("exit-stop"),
+            fake("exit-busy")
+                .param("in_process", true)
+                .param("sleep_ms", 300i64),
+        ],
+        vec![],
+    ))
+    .await
+    .unwrap();
+    let (quiet, stop, busy) = (probe("exit-quiet"), probe("exit-stop"), probe("exit-busy"));
+    wait_for("quiet and stop converged", || {
+        quiet.checks() == 1 && stop.checks() == 1 && busy.checks() == 1
+    })
+    .await;
+    // exit-busy is in the middle of its check: it is waited for and torn down as usual.
+    e.shutdown_for_exit().await;
+    assert!(e.is_shut_down());
+    assert_eq!(stop.cleanups.load(SeqCst), 1);
+    assert_eq!(stop.watches_active.load(SeqCst), 0, "its watch was stopped");
+    assert_eq!(
+        busy.runs.lock().unwrap().len(),
+        1,
+        "the running check finished"
+    );
+    assert_eq!(busy.cleanups.load(SeqCst), 1);
+    assert_eq!(busy.watches_active.load(SeqCst), 0);
+    assert_eq!(quiet.cleanups.load(SeqCst), 0);
+    assert_eq!(quiet.watches_active.load(SeqCst), 1, "left running");
+    assert_eq!(e.status().borrow().total, 0);
+}

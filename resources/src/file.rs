@@ -459,6 +459,11 @@ impl Resource for File {
         }
     }
 
+    /// Its watch holds only in-process state (an inotify subscription, memory).
+    fn stop_at_exit(&self) -> bool {
+        false
+    }
+
     async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
         // Most checks find the file in state after an lstat and a small read: do that here
         // rather than pay for a hop to a blocking thread. What was seen is handed on.

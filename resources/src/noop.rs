@@ -41,6 +41,11 @@ impl Resource for Noop {
         Ok(())
     }
 
+    /// Its watch holds nothing outside the process.
+    fn stop_at_exit(&self) -> bool {
+        false
+    }
+
     async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
         if ctx.refresh {
             tracing::info!(resource = %format!("noop[{}]", self.name), comment = %self.comment, "refreshed");

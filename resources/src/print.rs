@@ -54,6 +54,11 @@ impl Resource for Print {
         Ok(())
     }
 
+    /// Its watch holds nothing outside the process.
+    fn stop_at_exit(&self) -> bool {
+        false
+    }
+
     async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
         let mut printed = self.printed.lock().unwrap_or_else(|e| e.into_inner());
         let due = if self.refresh_only {

@@ -70,6 +70,11 @@ impl Resource for Timer {
         }
     }
 
+    /// Its watch holds only a timer.
+    fn stop_at_exit(&self) -> bool {
+        false
+    }
+
     async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
         if ctx.refresh && ctx.apply {
             self.reset.notify_one();
