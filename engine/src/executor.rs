@@ -782,16 +782,18 @@ impl Coord {
         let mut built: Vec<(usize, Arc<dyn Resource>, bool)> = Vec::new();
         let mut kept: Vec<(u64, usize)> = Vec::new();
         let mut errors = Vec::new();
-        let mut new_ids: HashSet<(&str, &str)> = HashSet::with_capacity(graph.resources.len());
+        // (The first graph has nothing to compare with.)
+        let diff = !self.by_id.is_empty();
+        let mut new_ids: HashSet<(&str, &str)> =
+            HashSet::with_capacity(if diff { graph.resources.len() } else { 0 });
         for (idx, spec) in graph.resources.iter().enumerate() {
             let pre = prebuilt.next();
-            // (The first graph has nothing to compare with.)
-            let old = if self.by_id.is_empty() {
-                None
-            } else {
+            let old = if diff {
+                new_ids.insert((spec.kind.as_str(), spec.name.as_str()));
                 self.by_id.get(&spec.id()).copied()
+            } else {
+                None
             };
-            new_ids.insert((spec.kind.as_str(), spec.name.as_str()));
             if let Some(inc) = old {
                 if self.verts[&inc].spec() == spec {
                     kept.push((inc, idx));
