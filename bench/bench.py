@@ -56,8 +56,11 @@ def timed(cmd, log):
 
 
 def warm(root):
-    """Reads every file under root, so a run measures the tool, not the disk (this machine's
-    proactive reclaim evicts idle page cache between runs)."""
+    """Flushes the previous steps' writes, then reads every file under root, so a run measures
+    the tool, not the disk (the write-back of the files (a) and its floors just wrote would
+    otherwise run during the measure, and this machine's proactive reclaim evicts idle page
+    cache between runs)."""
+    os.sync()
     for name in os.listdir(root):
         with open(os.path.join(root, name), "rb") as f:
             f.read()

@@ -452,6 +452,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
                 progress::finish();
                 phase("converged");
                 let code = report_final(&engine);
+                phase("reported");
                 engine.shutdown_for_exit().await;
                 phase("engine stopped");
                 return Ok(code);
