@@ -217,17 +217,76 @@ resources:
     assert_eq!(status.code(), Some(1), "{}", ctx());
     // The cancelled command did not outlive tend.
     let pid = std::fs::read_to_string(sb.path("pid")).unwrap();
-    let stat = format!("/proc/{}/stat", pid.trim());
-    let gone = || {
-        std::fs::read_to_string(&stat)
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(true)
-    };
-    wait_for("the cancelled command to be killed", limit, gone, ctx);
+    wait_for(
+        "the cancelled command to be killed",
+        limit,
+        || process_gone(&pid),
+        ctx,
+    );
+}
+
+/// Whether the process whose pid `pid` holds (text) is gone or a zombie.
+fn process_gone(pid: &str) -> bool {
+    let pid: u32 = pid
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a pid: {pid:?}"));
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+#[test]
+fn a_signal_stops_watch_commands_and_leaves_file_watches_to_the_exit() {
+    let sb = Sandbox::new();
+    let g = sb.write(
+        "g.yaml",
+        r#"
+resources:
+  exec:
+    - name: watched
+      cmd: /bin/true
+      watchcmd: "echo $$ > ${TEND_ROOT}/wpid; exec sleep 30"
+  file:
+    - { name: "${TEND_ROOT}/out/a", content: "a\n" }
+"#,
+    );
+    let d = sb.spawn(&[
+        "run",
+        g.to_str().unwrap(),
+        "--state-dir",
+        sb.state_dir().to_str().unwrap(),
+    ]);
+    let ctx = || sb.explain_daemon(&d);
+    let limit = Duration::from_secs(20);
+    wait_for(
+        "the watch command and the file",
+        limit,
+        || {
+            // (Written by the shell: wait for the whole line.)
+            read(&sb.path("wpid")).is_some_and(|p| p.ends_with('\n'))
+                && read(&sb.path("out/a")).as_deref() == Some("a\n")
+        },
+        ctx,
+    );
+    let pid = std::fs::read_to_string(sb.path("wpid")).unwrap();
+    assert!(!process_gone(&pid), "{}", ctx());
+    d.signal(Signal::SIGTERM);
+    let status = d
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("one signal did not stop tend\n{}", ctx()));
+    assert_eq!(status.code(), Some(0), "{}", ctx());
+    // The exec's watch was stopped: its command did not outlive tend.
+    wait_for(
+        "the watch command to be killed",
+        limit,
+        || process_gone(&pid),
+        ctx,
+    );
 }
