@@ -30,7 +30,7 @@
 //! end has always given.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -72,11 +72,52 @@ impl fmt::Display for LoadError {
     }
 }
 
-/// Where a resource was written: the line of its `name` key and of each of its keys.
+/// Where a resource was written: the line of its `name` key, and its keys' entries in
+/// [`Lines::fields`].
 #[derive(Clone, Debug)]
 struct ResLines {
     line: usize,
-    fields: Vec<(String, usize)>,
+    fields: std::ops::Range<usize>,
+}
+
+/// Where the resources of a file and their keys were written.
+#[derive(Clone, Debug, Default)]
+struct Lines {
+    res: foldhash::HashMap<ResId, ResLines>,
+    /// The key (an index in `names`) and line of each key of each resource, resource after
+    /// resource.
+    fields: Vec<(u32, usize)>,
+    names: Vec<String>,
+    index: foldhash::HashMap<String, u32>,
+}
+
+impl Lines {
+    /// Records that the current resource has key `name` on `line`.
+    fn field(&mut self, name: &str, line: usize) {
+        let i = match self.index.get(name) {
+            Some(i) => *i,
+            None => {
+                let i = self.names.len() as u32;
+                self.names.push(name.to_string());
+                self.index.insert(name.to_string(), i);
+                i
+            }
+        };
+        self.fields.push((i, line));
+    }
+
+    /// The line of key `field` of `res`, else of the resource.
+    fn line_of(&self, res: &ResId, field: Option<&str>) -> Option<usize> {
+        let at = self.res.get(res)?;
+        let fline = field.and_then(|f| {
+            let i = *self.index.get(f)?;
+            self.fields[at.fields.clone()]
+                .iter()
+                .find(|(k, _)| *k == i)
+                .map(|(_, l)| *l)
+        });
+        Some(fline.unwrap_or(at.line))
+    }
 }
 
 /// A graph read from a file, with where each resource and field was written (to locate later
@@ -86,7 +127,7 @@ pub struct Loaded {
     /// The graph.
     pub graph: GraphSpec,
     path: PathBuf,
-    res_lines: HashMap<ResId, ResLines>,
+    lines: Lines,
 }
 
 impl Loaded {
@@ -99,12 +140,10 @@ impl Loaded {
             None => f,
         });
         let line = res.as_ref().and_then(|r| {
-            let at = self.res_lines.get(r)?;
             let key = field
                 .as_deref()
                 .map(|f| if f.starts_with("meta.") { "meta" } else { f });
-            let fline = key.and_then(|k| at.fields.iter().find(|(f, _)| f == k));
-            Some(fline.map_or(at.line, |(_, l)| *l))
+            self.lines.line_of(r, key)
         });
         LoadError {
             path: self.path.clone(),
@@ -147,17 +186,17 @@ pub fn parse(
         registry,
         env,
         errors: Vec::new(),
-        res_lines: HashMap::new(),
+        lines: Lines::default(),
     };
     let graph = p.document();
     if !p.errors.is_empty() {
         return Err(p.errors);
     }
-    let res_lines = p.res_lines;
+    let lines = p.lines;
     Ok(Loaded {
         graph,
         path: path.to_path_buf(),
-        res_lines,
+        lines,
     })
 }
 
@@ -170,7 +209,7 @@ struct Parser<'a> {
     registry: &'a Registry,
     env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<LoadError>,
-    res_lines: HashMap<ResId, ResLines>,
+    lines: Lines,
 }
 
 impl<'a> Parser<'a> {
@@ -357,18 +396,18 @@ impl<'a> Parser<'a> {
                     self.err(Some(line), Some(&id), None, "empty resource name".into());
                     continue;
                 }
-                if let Some(first) = self.res_lines.get(&id) {
+                if let Some(first) = self.lines.res.get(&id) {
                     let msg = format!("duplicate resource (first defined on line {})", first.line);
                     self.err(Some(line), Some(&id), None, msg);
                     continue;
                 }
                 let mut ok = true;
-                let mut lines = Vec::with_capacity(fields.len());
+                let first_field = self.lines.fields.len();
                 for (fk, fv) in fields {
-                    let field = key_text(&fk.yaml);
+                    let field = key_str(&fk.yaml);
                     let fline = Some(fk.line);
-                    lines.push((field.clone(), fk.line));
-                    match field.as_str() {
+                    self.lines.field(&field, fk.line);
+                    match &*field {
                         "name" => {}
                         "meta" => ok &= self.meta(fv, &mut spec, fline),
                         _ => {
@@ -393,7 +432,7 @@ impl<'a> Parser<'a> {
                                         self.err(fline, Some(&id), Some(&field), e.reason);
                                         ok = false;
                                     }
-                                    spec.params.insert(field, v);
+                                    spec.params.insert(field.into_owned(), v);
                                 }
                                 Err(msg) => {
                                     self.err(fline, Some(&id), Some(&field), msg);
@@ -404,13 +443,8 @@ impl<'a> Parser<'a> {
                     }
                 }
                 // Recorded even when a field is wrong: edges to it are then not reported too.
-                self.res_lines.insert(
-                    id,
-                    ResLines {
-                        line,
-                        fields: lines,
-                    },
-                );
+                let fields = first_field..self.lines.fields.len();
+                self.lines.res.insert(id, ResLines { line, fields });
                 if !ok {
                     continue;
                 }
@@ -554,7 +588,7 @@ impl<'a> Parser<'a> {
             };
             let mut missing = false;
             for end in [&from, &to] {
-                if !ids.contains(end) && !self.res_lines.contains_key(end) {
+                if !ids.contains(end) && !self.lines.res.contains_key(end) {
                     self.err(
                         line,
                         Some(end),
@@ -722,6 +756,14 @@ fn yaml_kind(v: &Yaml<'_>) -> &'static str {
         Yaml::Seq(_) => "a list",
         Yaml::Map(_) => "a mapping",
         Yaml::Tagged(..) => "a tagged value",
+    }
+}
+
+/// A key as text, borrowed when it is a string.
+fn key_str<'k>(k: &'k Yaml<'_>) -> Cow<'k, str> {
+    match k {
+        Yaml::Str(s) => Cow::Borrowed(s),
+        other => Cow::Owned(key_text(other)),
     }
 }
 
