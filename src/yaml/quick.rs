@@ -2,7 +2,7 @@
 //! and sequences indented with spaces, flow collections and quoted scalars on one line, one-line
 //! plain scalars, comments. It gives the events (and lines) that `saphyr-parser` gives for the
 //! same text, at several times its speed, and gives up at the first thing outside that subset
-//! (anchors, tags, block scalars, multi-line scalars or flow collections, tabs, documents
+//! (anchors, tags, block scalars, multi-line scalars or flow collections, tabs, document
 //! markers, escapes other than the simple ones, ...): the caller then reads the text again with
 //! `saphyr-parser`. Giving up is always allowed, so this reader stays strict: whatever it is
 //! unsure of, it leaves to the full parser.
