@@ -1303,6 +1303,7 @@ fn digits_but_not_number(scalar: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::tests_support::quick_agrees;
     use super::*;
 
     fn env(name: &str) -> Option<String> {
@@ -1838,44 +1839,6 @@ g.yaml:18: field `extra`: unknown edge key (expected `from`, `to`, `notify`)
         docs
     }
 
-    /// Whether the fast reader gives `saphyr-parser`'s events and lines for `doc`, up to where
-    /// it gives up; a disagreement is noted in `out`. True if it read the whole document.
-    fn quick_agrees(doc: &str, out: &mut Vec<String>) -> bool {
-        let mut full = saphyr_parser::Parser::new_from_str(doc);
-        let mut q = quick::Quick::new(doc);
-        loop {
-            let Some((event, line)) = q.next() else {
-                return false;
-            };
-            let theirs = match full.next_event() {
-                Some(Ok((e, span))) => (e, span.start.line()),
-                Some(Err(e)) => {
-                    out.push(format!("{doc:?}: only saphyr rejects: {e}"));
-                    return false;
-                }
-                None => {
-                    out.push(format!("{doc:?}: saphyr ended first"));
-                    return false;
-                }
-            };
-            // Only where nodes start matters (ends are not located).
-            let starts = matches!(
-                event,
-                Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..)
-            );
-            if event != theirs.0 || (starts && line != theirs.1) {
-                out.push(format!(
-                    "{doc:?}: ours {event:?}@{line}, saphyr {:?}@{}",
-                    theirs.0, theirs.1
-                ));
-                return false;
-            }
-            if event == Event::StreamEnd {
-                return true;
-            }
-        }
-    }
-
     #[test]
     fn the_fast_reader_reads_as_saphyr_does() {
         let mut docs = shapes();
@@ -1905,5 +1868,112 @@ g.yaml:18: field `extra`: unknown edge key (expected `from`, `to`, `notify`)
             assert!(read.contains(&doc), "not read fast:\n{doc}");
         }
         assert!(!read.contains(&&include_str!("../examples/hello.yaml").to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use super::quick;
+    use saphyr_parser::Event;
+
+    /// Whether the fast reader gives `saphyr-parser`'s events and lines for `doc`, up to where
+    /// it gives up; a disagreement is noted in `out`. True if it read the whole document.
+    pub(super) fn quick_agrees(doc: &str, out: &mut Vec<String>) -> bool {
+        let mut full = saphyr_parser::Parser::new_from_str(doc);
+        let mut q = quick::Quick::new(doc);
+        loop {
+            let Some((event, line)) = q.next() else {
+                return false;
+            };
+            let theirs = match full.next_event() {
+                Some(Ok((e, span))) => (e, span.start.line()),
+                Some(Err(e)) => {
+                    // saphyr may see an error further on before it gives this event; that only
+                    // matters if the fast reader would read the whole document.
+                    while let Some((event, _)) = q.next() {
+                        if event == Event::StreamEnd {
+                            out.push(format!("{doc:?}: only saphyr rejects: {e}"));
+                            break;
+                        }
+                    }
+                    return false;
+                }
+                None => {
+                    out.push(format!("{doc:?}: saphyr ended first"));
+                    return false;
+                }
+            };
+            // Only where nodes start matters (ends are not located).
+            let starts = matches!(
+                event,
+                Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..)
+            );
+            if event != theirs.0 || (starts && line != theirs.1) {
+                out.push(format!(
+                    "{doc:?}: ours {event:?}@{line}, saphyr {:?}@{}",
+                    theirs.0, theirs.1
+                ));
+                return false;
+            }
+            if event == Event::StreamEnd {
+                return true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::tests_support::quick_agrees;
+
+    /// Random lines built from the pieces graph files are made of (and a few that are not):
+    /// wherever the fast reader does not give up, it must give `saphyr-parser`'s events.
+    #[test]
+    fn the_fast_reader_agrees_with_saphyr_on_random_documents() {
+        const PIECES: &[&str] = &[
+            "a", "b", "k", "- ", "-", ": ", ":", "[", "]", "{", "}", ", ", ",", "'x'", "\"y\"",
+            "\"e\\n\"", "'i''s'", " #c", "#", " ", "  ", "1", "-1", "0644", "~", "true", "?", "&a",
+            "*a", "!t", "|", ">", "a b", "x:y", "\"\"", "''",
+        ];
+        // xorshift64*: deterministic, no dependency.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rnd = |n: usize| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+        };
+        let mut out = Vec::new();
+        let mut read_whole = 0;
+        for _ in 0..200_000 {
+            let mut doc = String::new();
+            for _ in 0..1 + rnd(6) {
+                doc.push_str(&" ".repeat(2 * rnd(4)));
+                if rnd(2) == 0 {
+                    // Shaped like a graph line: an item and/or a key, then a value.
+                    doc.push_str(["", "- ", "- - "][rnd(3)]);
+                    doc.push_str(["", "k: ", "'q k': ", "\"d\": ", "k:"][rnd(5)]);
+                    let value = match rnd(5) {
+                        0 => PIECES[rnd(PIECES.len())].to_string(),
+                        1 => format!("[{}, {}]", PIECES[rnd(8)], PIECES[rnd(PIECES.len())]),
+                        2 => format!("{{ a: {}, b: {} }}", PIECES[rnd(16)], PIECES[rnd(16)]),
+                        3 => format!("\"{}\"", PIECES[rnd(PIECES.len())]),
+                        _ => String::new(),
+                    };
+                    doc.push_str(&value);
+                } else {
+                    for _ in 0..1 + rnd(5) {
+                        doc.push_str(PIECES[rnd(PIECES.len())]);
+                    }
+                }
+                doc.push('\n');
+            }
+            if quick_agrees(&doc, &mut out) {
+                read_whole += 1;
+            }
+            assert!(out.is_empty(), "{}", out.join("\n"));
+        }
+        // The generator must reach the fast path often enough to test it.
+        assert!(read_whole > 5_000, "only {read_whole} documents read fast");
     }
 }

@@ -352,7 +352,11 @@ fn rest_is_blank(rest: &str) -> bool {
 fn plain_start(s: &str) -> bool {
     match s.as_bytes().first() {
         None => false,
-        Some(b'-') => !matches!(s.as_bytes().get(1), None | Some(b' ')),
+        // (`-` before a flow indicator is refused in flow context: left to saphyr anywhere.)
+        Some(b'-') => !matches!(
+            s.as_bytes().get(1),
+            None | Some(b' ' | b',' | b'[' | b']' | b'{' | b'}')
+        ),
         Some(c) => !b"?:,[]{}#&*!|>'\"%@`".contains(c),
     }
 }
