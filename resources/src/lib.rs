@@ -16,6 +16,7 @@ mod process;
 mod testkind;
 mod timer;
 
+pub use fswatch::release_for_exit;
 use tend_engine::{Kind, Registry};
 
 /// Every kind this crate implements, ready to hand to the engine and to the language.
