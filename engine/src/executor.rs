@@ -851,6 +851,35 @@ impl Coord {
             .filter(|(_, _, changed)| *changed)
             .map(|(idx, _, _)| graph.resources[*idx].id())
             .collect();
+        if exiting {
+            // The process exits next: a vertex with nothing to stop (see `shutdown_for_exit`)
+            // is left as it is, its driver running, its memory not freed (freeing 10,000
+            // vertices would only delay the exit). The others are stopped below.
+            let mut stop = Vec::new();
+            let mut stay = 0;
+            for (inc, v) in &self.verts {
+                if v.running || v.res.stop_at_exit() {
+                    stop.push(*inc);
+                } else {
+                    v.flags.alive.store(false, Ordering::SeqCst);
+                    let n = &mut self.counts[v.state as usize];
+                    *n = n.saturating_sub(1);
+                    stay += 1;
+                }
+            }
+            if stay > 0 {
+                stats.removed += stay;
+                let mut verts = HashMap::with_capacity(stop.len());
+                let mut by_id = HashMap::with_capacity(stop.len());
+                for inc in stop {
+                    let v = self.verts.remove(&inc).expect("present");
+                    by_id.insert(v.id.clone(), inc);
+                    verts.insert(inc, v);
+                }
+                std::mem::forget(std::mem::replace(&mut self.verts, verts));
+                std::mem::forget(std::mem::replace(&mut self.by_id, by_id));
+            }
+        }
         let gone: Vec<u64> = self
             .by_id
             .iter()
@@ -882,10 +911,6 @@ impl Coord {
                 stats.removed += 1;
             }
             v.flags.alive.store(false, Ordering::SeqCst);
-            if exiting && !v.running && !v.res.stop_at_exit() {
-                // Its driver (detached with its handle) ends with the process.
-                continue;
-            }
             if let Some(d) = &v.driver {
                 d.abort();
             }
