@@ -2,7 +2,9 @@
 //! identities, dangling edges, automatic edges and cycles. Every error is collected, so a user
 //! sees all mistakes at once. Nothing here touches the host.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fmt;
 use std::sync::Arc;
 
