@@ -480,6 +480,11 @@ impl Hub {
             sub.armed = Some(key);
             sub.armed_pos = pos;
             sub.deep_pos = deep_pos;
+            // A directory below `want` created before its watch was added sent no event:
+            // look again, and go deeper if one did appear.
+            if deep && nearest_dir(&target) != want {
+                continue;
+            }
             return Ok(());
         }
         Ok(())
@@ -751,6 +756,36 @@ mod tests {
         assert!(h.dirs.is_empty(), "re-armed after the release");
         h.remove(a);
         h.remove(b);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_under_ancestors_created_at_once_is_watched() {
+        // `create_dir_all` races the re-arm that its first directory triggers: the deeper
+        // directory may appear before the watch on its parent is added, which sends no event.
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..100 {
+            let target = t.path().join(format!("g{i}/h/child"));
+            let (w, rx) = Watcher::channel();
+            let _s = subscribe(&arc(&target), w).unwrap();
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            // Wait until the subscription is armed on the new parent, then write the file.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while armed_on(target.parent().unwrap()).is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {i}: never armed on the parent"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            rx.take();
+            std::fs::write(&target, "x").unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), async {
+                // (A signal left from before `take` may come first.)
+                while !rx.next().await.dirty {}
+            })
+            .await;
+            assert!(got.is_ok(), "round {i}: no event for the new file");
+        }
     }
 
     #[test]
