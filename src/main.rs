@@ -47,9 +47,6 @@ enum Cmd {
     Version,
 }
 
-/// Replaces Rust's default panic output (a message and, with `RUST_BACKTRACE`, a stack trace) by
-/// one log line. The engine catches a resource's panic and fails only that vertex; this hook makes
-/// sure the user sees one readable line for it rather than a trace.
 /// Starts a multi-thread async runtime for `tend <cmd>` (`workers`: threads, default one per
 /// CPU); when it cannot, says so and gives the exit status.
 pub(crate) fn runtime(
@@ -66,6 +63,9 @@ pub(crate) fn runtime(
     })
 }
 
+/// Replaces Rust's default panic output (a message and, with `RUST_BACKTRACE`, a stack trace) by
+/// one log line. The engine catches a resource's panic and fails only that vertex; this hook makes
+/// sure the user sees one readable line for it rather than a trace.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let msg = info

@@ -529,7 +529,6 @@ impl World {
         self.inner.cache.wait_for(rev).await;
     }
 
-    /// Runs a transaction on keys the watch cache sees, remembering the revision it wrote.
     /// Writes `v` at `k` unless it is already there (no revision, no watch event then).
     async fn put_if_changed(&self, k: String, v: Vec<u8>) -> Result<(), WorldError> {
         self.txn(Txn {
@@ -541,6 +540,7 @@ impl World {
         Ok(())
     }
 
+    /// Runs a transaction on keys the watch cache sees, remembering the revision it wrote.
     async fn txn(&self, txn: Txn) -> Result<crate::store::TxnResult, WorldError> {
         let r = self.inner.store.txn(txn).await?;
         // Only a write produces an event the cache will see; reads and no-ops must not make
