@@ -453,7 +453,6 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
                 phase("converged");
                 let code = report_final(&engine);
                 phase("reported");
-                tend_resources::release_for_exit();
                 engine.shutdown_for_exit().await;
                 phase("engine stopped");
                 return Ok(code);
@@ -613,7 +612,6 @@ async fn stop(
         signal = which,
         "shutting down (send it again to cancel running checks)"
     );
-    tend_resources::release_for_exit();
     let shutdown = engine.shutdown_for_exit();
     tokio::pin!(shutdown);
     tokio::select! {

@@ -70,6 +70,7 @@ fn engine() -> Engine {
         schema: KindSchema::new("mem"),
         build,
         autoedges: None,
+        at_exit: None,
     });
     Engine::new(
         EngineConfig {

@@ -701,6 +701,11 @@ impl Coord {
             Msg::Shutdown { reply, exiting } => {
                 if !self.shutting_down {
                     self.shutting_down = true;
+                    if exiting {
+                        for f in self.registry.kinds().filter_map(|k| k.at_exit) {
+                            f();
+                        }
+                    }
                     self.swap_queue.push_back(QueuedSwap {
                         graph: Arc::new(GraphSpec::default()),
                         edges: Vec::new(),

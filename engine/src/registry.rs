@@ -62,6 +62,10 @@ pub struct Kind {
     pub build: Constructor,
     /// Automatic edges, if the kind has any.
     pub autoedges: Option<AutoEdgeFn>,
+    /// Releases process-wide state of the kind when the process is about to exit
+    /// ([`crate::Engine::shutdown_for_exit`] calls it before stopping anything), if it holds
+    /// any whose release the exit would otherwise wait for.
+    pub at_exit: Option<fn()>,
 }
 
 /// Kind name -> [`Kind`].

@@ -335,8 +335,16 @@ pub fn registry() -> Arc<Registry> {
         schema,
         build,
         autoedges: Some(autoedges),
+        at_exit: Some(count_exit),
     });
     Arc::new(r)
+}
+
+/// How many times the `fake` kind's `at_exit` ran (any engine of this test binary).
+pub static EXITS: AtomicU64 = AtomicU64::new(0);
+
+fn count_exit() {
+    EXITS.fetch_add(1, SeqCst);
 }
 
 pub fn engine(parallel: usize) -> Engine {

@@ -273,7 +273,9 @@ async fn a_shutdown_for_exit_leaves_in_process_watches_to_die_with_the_process()
     })
     .await;
     // exit-busy is in the middle of its check: it is waited for and torn down as usual.
+    let exits = EXITS.load(SeqCst);
     e.shutdown_for_exit().await;
+    assert!(EXITS.load(SeqCst) > exits, "the kind's at_exit did not run");
     assert!(e.is_shut_down());
     assert_eq!(stop.cleanups.load(SeqCst), 1);
     assert_eq!(stop.watches_active.load(SeqCst), 0, "its watch was stopped");

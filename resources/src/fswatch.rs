@@ -119,7 +119,7 @@ impl Subscription {
 /// them in the background while the process winds down. Closing an inotify instance that still
 /// holds watches waits for an RCU grace period (8-14 ms measured here), and the exit would
 /// wait for it. Watches stop reporting changes; later subscriptions are not armed.
-pub fn release_for_exit() {
+pub(crate) fn release_for_exit() {
     hub().release_for_exit();
 }
 

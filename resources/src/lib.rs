@@ -16,7 +16,6 @@ mod process;
 mod testkind;
 mod timer;
 
-pub use fswatch::release_for_exit;
 use tend_engine::{Kind, Registry};
 
 /// Every kind this crate implements, ready to hand to the engine and to the language.
@@ -26,36 +25,45 @@ pub fn registry() -> Registry {
         schema: file::schema().clone(),
         build: file::build,
         autoedges: Some(file::autoedges),
+        // Closing the inotify instance at exit waits for the kernel unless its watches are
+        // removed first.
+        at_exit: Some(fswatch::release_for_exit),
     });
     r.register(Kind {
         schema: exec::schema().clone(),
         build: exec::build,
         autoedges: Some(exec::autoedges),
+        at_exit: None,
     });
     r.register(Kind {
         schema: kv::schema().clone(),
         build: kv::build,
         autoedges: None,
+        at_exit: None,
     });
     r.register(Kind {
         schema: noop::schema().clone(),
         build: noop::build,
         autoedges: None,
+        at_exit: None,
     });
     r.register(Kind {
         schema: print::schema().clone(),
         build: print::build,
         autoedges: None,
+        at_exit: None,
     });
     r.register(Kind {
         schema: timer::schema().clone(),
         build: timer::build,
         autoedges: None,
+        at_exit: None,
     });
     r.register(Kind {
         schema: testkind::schema().clone(),
         build: testkind::build,
         autoedges: None,
+        at_exit: None,
     });
     r
 }
