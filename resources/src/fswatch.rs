@@ -492,17 +492,23 @@ impl Hub {
 
     fn release_for_exit(&mut self) {
         self.exiting = true;
-        let wds: Vec<WatchDescriptor> = self.wd_paths.drain().map(|(wd, _)| wd).collect();
-        self.dirs.clear();
+        let wds = self.unarm_all();
         if let Some(w) = self.watches.as_mut() {
             for wd in wds {
                 let _ = w.remove(wd);
             }
         }
+    }
+
+    /// Forgets every watched directory and where each subscription is armed; returns the
+    /// watches that stood for them.
+    fn unarm_all(&mut self) -> Vec<WatchDescriptor> {
+        self.dirs.clear();
         for sub in self.subs.iter_mut().flatten() {
             sub.armed = None;
             sub.deep_pos = None;
         }
+        self.wd_paths.drain().map(|(wd, _)| wd).collect()
     }
 
     fn remove(&mut self, id: u32) {
@@ -572,11 +578,8 @@ impl Hub {
     fn reader_failed(&mut self, e: &std::io::Error) {
         tracing::error!(error = %e, "reading file watch events failed; every file watch stops");
         self.watches = None;
-        self.dirs.clear();
-        self.wd_paths.clear();
+        self.unarm_all();
         for sub in self.subs.iter_mut().flatten() {
-            sub.armed = None;
-            sub.deep_pos = None;
             if let Some(f) = sub.fatal.take() {
                 let _ = f.send(ResError::new(format!("reading file watch events: {e}")));
             }
