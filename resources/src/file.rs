@@ -102,6 +102,24 @@ impl Who {
             Err(_) => Who::Name(s),
         }
     }
+
+    /// The id; a name is looked up with `lookup` (errors name `field` and the `what`).
+    fn resolve(
+        &self,
+        field: &str,
+        what: &str,
+        lookup: impl FnOnce(&str) -> nix::Result<Option<u32>>,
+    ) -> Result<u32, ResError> {
+        let name = match self {
+            Who::Id(id) => return Ok(*id),
+            Who::Name(n) => n,
+        };
+        match lookup(name) {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => Err(field_err(field, format!("no such {what} {name:?}"))),
+            Err(e) => Err(field_err(field, format!("looking up {what} {name:?}: {e}"))),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -491,30 +509,15 @@ fn lstat(path: &Path) -> Result<Option<fs::Metadata>, ResError> {
 }
 
 fn resolve_owner(who: &Who) -> Result<u32, ResError> {
-    let name = match who {
-        Who::Id(id) => return Ok(*id),
-        Who::Name(n) => n,
-    };
-    match nix::unistd::User::from_name(name) {
-        Ok(Some(u)) => Ok(u.uid.as_raw()),
-        Ok(None) => Err(field_err("owner", format!("no such user {name:?}"))),
-        Err(e) => Err(field_err("owner", format!("looking up user {name:?}: {e}"))),
-    }
+    who.resolve("owner", "user", |n| {
+        nix::unistd::User::from_name(n).map(|u| u.map(|u| u.uid.as_raw()))
+    })
 }
 
 fn resolve_group(who: &Who) -> Result<u32, ResError> {
-    let name = match who {
-        Who::Id(id) => return Ok(*id),
-        Who::Name(n) => n,
-    };
-    match nix::unistd::Group::from_name(name) {
-        Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(field_err("group", format!("no such group {name:?}"))),
-        Err(e) => Err(field_err(
-            "group",
-            format!("looking up group {name:?}: {e}"),
-        )),
-    }
+    who.resolve("group", "group", |n| {
+        nix::unistd::Group::from_name(n).map(|g| g.map(|g| g.gid.as_raw()))
+    })
 }
 
 /// Creates the missing ancestors of `path` (mode 0755).
