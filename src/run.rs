@@ -570,13 +570,7 @@ fn report_final(engine: &Engine) -> ExitCode {
     let s = status.borrow();
     let count = |st: VertexState| s.count(st);
     let failed = count(VertexState::Failed);
-    let mut bad: Vec<_> = s
-        .vertices
-        .iter()
-        .filter(|(_, v)| matches!(v.state, VertexState::Failed | VertexState::Blocked))
-        .collect();
-    bad.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (id, v) in bad {
+    for (id, v) in s.sorted_in(&[VertexState::Failed, VertexState::Blocked]) {
         match v.state {
             VertexState::Failed => eprintln!(
                 "tend run: {id} failed: {}",

@@ -105,13 +105,28 @@ impl Status {
 
     /// Every vertex with its details, in identity order.
     pub fn sorted(&self) -> Vec<(&ResId, &VertexStatus)> {
-        let mut v: Vec<_> = self.vertices.iter().collect();
-        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        v
+        sorted(self.vertices.iter())
+    }
+
+    /// The vertices in one of `states`, in identity order.
+    pub fn sorted_in(&self, states: &[VertexState]) -> Vec<(&ResId, &VertexStatus)> {
+        sorted(
+            self.vertices
+                .iter()
+                .filter(|(_, v)| states.contains(&v.state)),
+        )
     }
 
     /// Whether any vertex failed.
     pub fn any_failed(&self) -> bool {
         self.count(VertexState::Failed) > 0
     }
+}
+
+fn sorted<'a>(
+    it: impl Iterator<Item = (&'a ResId, &'a VertexStatus)>,
+) -> Vec<(&'a ResId, &'a VertexStatus)> {
+    let mut v: Vec<_> = it.collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
 }

@@ -251,15 +251,13 @@ impl ApiState {
             return Health::Init(json!({ "detail": "no graph applied yet" }));
         }
         let failed: Vec<JsonValue> = s
-            .sorted()
+            .sorted_in(&[VertexState::Failed])
             .into_iter()
-            .filter(|(_, v)| v.state == VertexState::Failed)
             .map(|(id, v)| json!({ "resource": id.to_string(), "error": v.last_error }))
             .collect();
         let blocked: Vec<String> = s
-            .sorted()
+            .sorted_in(&[VertexState::Blocked])
             .into_iter()
-            .filter(|(_, v)| v.state == VertexState::Blocked)
             .map(|(id, _)| id.to_string())
             .collect();
         let details = json!({
