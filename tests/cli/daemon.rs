@@ -21,12 +21,7 @@ resources:
 fn drift_is_repaired() {
     let sb = Sandbox::new();
     let g = sb.write("g.yaml", GRAPH);
-    let d = sb.spawn(&[
-        "run",
-        g.to_str().unwrap(),
-        "--state-dir",
-        sb.state_dir().to_str().unwrap(),
-    ]);
+    let d = sb.spawn_run(&g, &[]);
     let motd = sb.path("out/motd");
     let ctx = || sb.explain_daemon(&d);
     let limit = Duration::from_secs(20);
@@ -89,12 +84,7 @@ fn sigterm_stops_an_idle_daemon_quickly() {
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         let sb = Sandbox::new();
         let g = sb.write("g.yaml", GRAPH);
-        let d = sb.spawn(&[
-            "run",
-            g.to_str().unwrap(),
-            "--state-dir",
-            sb.state_dir().to_str().unwrap(),
-        ]);
+        let d = sb.spawn_run(&g, &[]);
         let ctx = || sb.explain_daemon(&d);
         wait_for(
             "the first converge",
@@ -123,12 +113,7 @@ fn a_changed_graph_file_is_swapped_in() {
         "g.yaml",
         "resources:\n  file:\n    - { name: \"${TEND_ROOT}/out/a\", content: \"one\\n\" }\n",
     );
-    let d = sb.spawn(&[
-        "run",
-        g.to_str().unwrap(),
-        "--state-dir",
-        sb.state_dir().to_str().unwrap(),
-    ]);
+    let d = sb.spawn_run(&g, &[]);
     let ctx = || sb.explain_daemon(&d);
     let a = sb.path("out/a");
     let limit = Duration::from_secs(20);
@@ -177,12 +162,7 @@ resources:
       shell: /bin/sh
 "#,
     );
-    let d = sb.spawn(&[
-        "run",
-        g.to_str().unwrap(),
-        "--state-dir",
-        sb.state_dir().to_str().unwrap(),
-    ]);
+    let d = sb.spawn_run(&g, &[]);
     let ctx = || sb.explain_daemon(&d);
     let limit = Duration::from_secs(20);
     wait_for(
@@ -257,12 +237,7 @@ resources:
     - { name: "${TEND_ROOT}/out/a", content: "a\n" }
 "#,
     );
-    let d = sb.spawn(&[
-        "run",
-        g.to_str().unwrap(),
-        "--state-dir",
-        sb.state_dir().to_str().unwrap(),
-    ]);
+    let d = sb.spawn_run(&g, &[]);
     let ctx = || sb.explain_daemon(&d);
     let limit = Duration::from_secs(20);
     wait_for(

@@ -128,14 +128,7 @@ fn run_swaps_in_each_new_mcl_graph() {
         "import \"os\"\nimport \"sys\"\n$root = sys.getenv(\"TEND_ROOT\")\n$g = os.readfile(\"${root}/greeting\") <|> \"default\\n\"\nfile \"${root}/out/motd\" {\n\tcontent => $g,\n}\n",
     );
     std::fs::create_dir_all(sb.path("out")).unwrap();
-    let d = sb.spawn(&[
-        "run",
-        prog.to_str().unwrap(),
-        "--state-dir",
-        sb.state_dir().to_str().unwrap(),
-        "--listen",
-        "none",
-    ]);
+    let d = sb.spawn_run(&prog, &["--listen", "none"]);
     let motd = sb.path("out/motd");
     let ctx = || sb.explain_daemon(&d);
     let limit = Duration::from_secs(20);

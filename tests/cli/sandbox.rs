@@ -138,6 +138,19 @@ impl Sandbox {
         self.run(&args)
     }
 
+    /// Starts `tend run PROGRAM --state-dir <sandbox state> EXTRA...` in the background.
+    pub fn spawn_run(&self, program: &Path, extra: &[&str]) -> Daemon {
+        let state = self.state_dir();
+        let mut args = vec![
+            "run",
+            program.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(&args)
+    }
+
     /// Starts `tend ARGS` in the background; it is killed when the [`Daemon`] is dropped.
     pub fn spawn(&self, args: &[&str]) -> Daemon {
         let (mut c, cmdline) = self.command(args);
