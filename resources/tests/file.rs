@@ -8,12 +8,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tend_engine::{Checked, ResSpec};
+use tend_engine::{Checked, ResSpec, Resource};
 
-use crate::common::{apply, build, dry, invalid, watch};
+use crate::common::{apply, build, dry, invalid, watch, Watching};
 
 fn file(path: &Path) -> ResSpec {
     ResSpec::new("file", path.to_str().unwrap())
+}
+
+/// `n` files `f0`..`fN` with content `x` in `dir`, all applied, then each watched.
+async fn watched_files(dir: &Path, n: usize) -> (Vec<Arc<dyn Resource>>, Vec<Watching>) {
+    let rs: Vec<_> = (0..n)
+        .map(|i| build(file(&dir.join(format!("f{i}"))).param("content", "x")))
+        .collect();
+    for r in &rs {
+        apply(r).await.unwrap();
+    }
+    let mut ws = Vec::new();
+    for r in &rs {
+        ws.push(watch(r).await);
+    }
+    (rs, ws)
 }
 
 fn dir_spec(path: &Path) -> ResSpec {
@@ -473,16 +488,7 @@ async fn watch_notices_the_source_changing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribe_then_resubscribe_still_sees_drift() {
     let t = tempfile::tempdir().unwrap();
-    let rs: Vec<_> = (0..200)
-        .map(|i| build(file(&t.path().join(format!("f{i}"))).param("content", "x")))
-        .collect();
-    for r in &rs {
-        apply(r).await.unwrap();
-    }
-    let mut ws = Vec::new();
-    for r in &rs {
-        ws.push(watch(r).await);
-    }
+    let (rs, ws) = watched_files(t.path(), 200).await;
     // Two watches on one target both hear about it.
     let twin = watch(&rs[7]).await;
     twin.clear();
@@ -522,16 +528,7 @@ async fn unsubscribe_then_resubscribe_still_sees_drift() {
 async fn many_watches_follow_their_directory_being_replaced() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path().join("d");
-    let rs: Vec<_> = (0..50)
-        .map(|i| build(file(&d.join(format!("f{i}"))).param("content", "x")))
-        .collect();
-    for r in &rs {
-        apply(r).await.unwrap();
-    }
-    let mut ws = Vec::new();
-    for r in &rs {
-        ws.push(watch(r).await);
-    }
+    let (_rs, ws) = watched_files(&d, 50).await;
     fs::rename(&d, t.path().join("d.old")).unwrap();
     for w in &ws {
         w.event("directory moved away").await;
