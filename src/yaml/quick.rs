@@ -210,15 +210,8 @@ impl<'a> Quick<'a> {
         }
         let mut i = 0;
         match s.as_bytes()[0] {
-            b'[' | b'{' => self.flow(s, &mut i, line, 0)?,
-            b'"' => {
-                let v = double_quoted(s, &mut i)?;
-                self.scalar(v, ScalarStyle::DoubleQuoted, line);
-            }
-            b'\'' => {
-                let v = single_quoted(s, &mut i)?;
-                self.scalar(v, ScalarStyle::SingleQuoted, line);
-            }
+            // A collection or a quoted scalar reads as in flow context.
+            b'[' | b'{' | b'"' | b'\'' => self.flow(s, &mut i, line, 0)?,
             _ => {
                 let v = plain_block(s)?;
                 if v.contains(": ") || v.ends_with(':') {
@@ -231,6 +224,36 @@ impl<'a> Quick<'a> {
         rest_is_blank(&s[i..]).then_some(())
     }
 
+    /// Reads the comma-separated entries of the flow collection whose opening bracket is at
+    /// `s[*i]`, up to its `close` bracket, each with `entry`; moves `i` past the collection.
+    fn flow_entries(
+        &mut self,
+        s: &'a str,
+        i: &mut usize,
+        close: u8,
+        mut entry: impl FnMut(&mut Self, &mut usize) -> Option<()>,
+    ) -> Option<()> {
+        let b = s.as_bytes();
+        *i += 1;
+        skip_spaces(s, i);
+        if b.get(*i) != Some(&close) {
+            loop {
+                entry(self, i)?;
+                skip_spaces(s, i);
+                match *b.get(*i)? {
+                    b',' => {
+                        *i += 1;
+                        skip_spaces(s, i);
+                    }
+                    c if c == close => break,
+                    _ => return None,
+                }
+            }
+        }
+        *i += 1;
+        Some(())
+    }
+
     /// Reads a flow node at `s[*i..]`, all on this line.
     fn flow(&mut self, s: &'a str, i: &mut usize, line: usize, depth: usize) -> Option<()> {
         let b = s.as_bytes();
@@ -238,54 +261,25 @@ impl<'a> Quick<'a> {
             b'[' | b'{' if depth >= MAX_FLOW_DEPTH => None,
             b'[' => {
                 self.push(Event::SequenceStart(0, None), line);
-                *i += 1;
-                skip_spaces(s, i);
-                if b.get(*i) != Some(&b']') {
-                    loop {
-                        self.flow(s, i, line, depth + 1)?;
-                        skip_spaces(s, i);
-                        match b.get(*i)? {
-                            b',' => {
-                                *i += 1;
-                                skip_spaces(s, i);
-                            }
-                            b']' => break,
-                            _ => return None,
-                        }
-                    }
-                }
-                *i += 1;
+                self.flow_entries(s, i, b']', |me, i| me.flow(s, i, line, depth + 1))?;
                 self.push(Event::SequenceEnd, line);
                 Some(())
             }
             b'{' => {
                 self.push(Event::MappingStart(0, None), line);
-                *i += 1;
-                skip_spaces(s, i);
-                if b.get(*i) != Some(&b'}') {
-                    loop {
-                        if matches!(b.get(*i)?, b'[' | b'{') {
-                            return None;
-                        }
-                        self.flow(s, i, line, depth + 1)?;
-                        if b.get(*i) != Some(&b':') || b.get(*i + 1) != Some(&b' ') {
-                            return None;
-                        }
-                        *i += 2;
-                        skip_spaces(s, i);
-                        self.flow(s, i, line, depth + 1)?;
-                        skip_spaces(s, i);
-                        match b.get(*i)? {
-                            b',' => {
-                                *i += 1;
-                                skip_spaces(s, i);
-                            }
-                            b'}' => break,
-                            _ => return None,
-                        }
+                self.flow_entries(s, i, b'}', |me, i| {
+                    // (A collection as a key is left to saphyr.)
+                    if matches!(b.get(*i)?, b'[' | b'{') {
+                        return None;
                     }
-                }
-                *i += 1;
+                    me.flow(s, i, line, depth + 1)?;
+                    if b.get(*i) != Some(&b':') || b.get(*i + 1) != Some(&b' ') {
+                        return None;
+                    }
+                    *i += 2;
+                    skip_spaces(s, i);
+                    me.flow(s, i, line, depth + 1)
+                })?;
                 self.push(Event::MappingEnd, line);
                 Some(())
             }
