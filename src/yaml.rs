@@ -84,10 +84,10 @@ struct ResLines {
 #[derive(Clone, Debug, Default)]
 struct Lines {
     res: foldhash::HashMap<ResId, ResLines>,
-    /// The key (an index in `names`) and line of each key of each resource, resource after
+    /// The key (its number in `index`) and line of each key of each resource, resource after
     /// resource.
     fields: Vec<(u32, usize)>,
-    names: Vec<String>,
+    /// Each key name met, numbered in order of appearance.
     index: foldhash::HashMap<String, u32>,
 }
 
@@ -97,8 +97,7 @@ impl Lines {
         let i = match self.index.get(name) {
             Some(i) => *i,
             None => {
-                let i = self.names.len() as u32;
-                self.names.push(name.to_string());
+                let i = self.index.len() as u32;
                 self.index.insert(name.to_string(), i);
                 i
             }
