@@ -1,6 +1,9 @@
 //! `tend`: the command-line entry point. Parses arguments, dispatches to one module per
 //! subcommand, and maps errors to exit codes. All logic lives in the library crates.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
