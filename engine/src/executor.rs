@@ -616,7 +616,8 @@ struct Coord {
     ready: VecDeque<u64>,
     semas: HashMap<String, Arc<Semaphore>>,
     next_inc: u64,
-    verts: HashMap<u64, Vertex>,
+    /// Boxed: a table of 10,000 inline vertices would be three times the size of the vertices.
+    verts: HashMap<u64, Box<Vertex>>,
     by_id: HashMap<ResId, u64>,
     generation: u64,
     running: usize,
@@ -894,7 +895,7 @@ impl Coord {
             .map(|(_, inc)| *inc)
             .collect();
         // Everything goes (e.g. at shutdown): take the maps whole instead of entry by entry.
-        let leaving: Vec<Vertex> = if gone.len() == self.verts.len() {
+        let leaving: Vec<Box<Vertex>> = if gone.len() == self.verts.len() {
             self.by_id.clear();
             self.verts.drain().map(|(_, v)| v).collect()
         } else {
@@ -941,7 +942,7 @@ impl Coord {
             }
             self.by_id.insert(v.id.clone(), inc);
             self.counts[v.state as usize] += 1;
-            self.verts.insert(inc, v);
+            self.verts.insert(inc, Box::new(v));
             to_start.push(inc);
         }
 

@@ -110,3 +110,34 @@ async fn a_self_loop_is_a_cycle() {
         "fake[self]: dependency cycle: fake[self] -> fake[self]"
     );
 }
+
+#[tokio::test]
+async fn a_large_graph_split_over_the_cores_is_checked_as_one() {
+    // More resources than one core checks alone: the graph is checked in parts, one per core.
+    // Errors come in the graph's order, and duplicates and automatic edges cross the parts.
+    let n = 5000;
+    let mut res: Vec<_> = (0..n).map(|i| fake(&format!("big-{i}"))).collect();
+    res[0] = fake("big-0")
+        .param("provides", strs_value(&["k-first"]))
+        .param("requires", strs_value(&["k-last"]));
+    res[1] = fake("big-1").param("sleep_ms", "slow");
+    res[n - 3] = fake("big-2").param("bogus", 1i64);
+    res[n - 2] = fake("big-0");
+    res[n - 1] = fake("big-last")
+        .param("provides", strs_value(&["k-last"]))
+        .param("requires", strs_value(&["k-first"]));
+    let want = "\
+fake[big-1]: field `sleep_ms`: expected int, got \"slow\"
+fake[big-2]: duplicate resource (kind and name must be unique)
+fake[big-0]: duplicate resource (kind and name must be unique)
+fake[big-0]: dependency cycle: fake[big-0] -> fake[big-last] -> fake[big-0]";
+    assert_eq!(check(graph(res.clone(), vec![])), want);
+    // Without the cross-part edge, the rest of the graph is fine.
+    res[n - 1].meta.autoedge = false;
+    res[0].meta.autoedge = false;
+    assert_eq!(
+        check(graph(res, vec![])).lines().count(),
+        3,
+        "the cycle was not the automatic edges'"
+    );
+}
