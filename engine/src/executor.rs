@@ -1426,7 +1426,7 @@ impl Coord {
         self.running += 1;
         self.touched.push(inc);
         v.check = Some(tokio::spawn(async move {
-            let mut cancelled = Box::pin(async move {
+            let mut cancelled = std::pin::pin!(async move {
                 if cancel.changed().await.is_err() {
                     std::future::pending::<()>().await;
                 }

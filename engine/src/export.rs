@@ -115,7 +115,7 @@ pub fn encode(spec: &ResSpec) -> Vec<u8> {
 }
 
 /// Params and meta parameters (name -> value) of an export payload.
-pub type Decoded = (BTreeMap<String, Value>, BTreeMap<String, Value>);
+pub type Decoded = (crate::spec::Params, BTreeMap<String, Value>);
 
 /// Decodes an export payload made by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
@@ -135,7 +135,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
             Some(_) => Err(format!("export payload: `{name}` is not an object")),
         }
     };
-    Ok((section("params")?, section("meta")?))
+    Ok((section("params")?.into_iter().collect(), section("meta")?))
 }
 
 /// The records a graph should have exported now: resources with `Meta:export` whose vertex

@@ -32,6 +32,6 @@ pub use resource::{
     CheckCtx, Checked, InitCtx, ResError, Resource, WatchReceiver, WatchSignal, Watcher, WorldSlot,
 };
 pub use schema::{Field, KindSchema, SchemaError, Type};
-pub use spec::{EdgeSpec, GraphSpec, Meta, MetaError, ResId, ResSpec};
+pub use spec::{EdgeSpec, GraphSpec, Meta, MetaError, Params, ResId, ResSpec};
 pub use status::{Status, VertexState, VertexStatus};
 pub use value::Value;

@@ -3,7 +3,6 @@
 //! The resources registry builds one [`KindSchema`] per kind; the YAML front end validates
 //! params against it, and the language type-checks resource bodies against it.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::value::Value;
@@ -219,7 +218,7 @@ impl KindSchema {
     }
 
     /// Checks params against the schema: known fields, types, native ranges, allowed values.
-    pub fn check_params(&self, params: &BTreeMap<String, Value>) -> Result<(), SchemaError> {
+    pub fn check_params(&self, params: &crate::spec::Params) -> Result<(), SchemaError> {
         for (name, value) in params {
             let f = self.get(name).ok_or_else(|| SchemaError {
                 field: name.clone(),
@@ -277,7 +276,7 @@ mod tests {
     #[test]
     fn params_are_checked() {
         let s = schema();
-        let mut p = BTreeMap::new();
+        let mut p = crate::spec::Params::new();
         p.insert("state".to_string(), Value::from("exists"));
         p.insert("ratio".to_string(), Value::Int(1));
         s.check_params(&p).unwrap();

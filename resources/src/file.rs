@@ -344,8 +344,9 @@ struct File {
 /// others wait for its answer; an answer holds for [`local_fs::TTL`], so a filesystem mounted
 /// over a directory later is noticed.
 mod local_fs {
-    use std::collections::HashMap;
     use std::path::{Path, PathBuf};
+
+    use foldhash::HashMap;
     use std::sync::{Arc, OnceLock, RwLock};
     use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use tend_engine::Value;
+use tend_engine::{Params, Value};
 use tokio::sync::watch;
 
 /// One exported resource as a collector sees it.
@@ -20,7 +20,7 @@ pub struct Export {
     /// Resource name.
     pub name: String,
     /// Fields.
-    pub params: BTreeMap<String, Value>,
+    pub params: Params,
     /// Meta parameters that were set (name -> value).
     pub meta: BTreeMap<String, Value>,
 }
@@ -117,7 +117,7 @@ impl MemWorld {
                         .map(str::to_string)
                         .ok_or_else(|| format!("world seed: export {i}: missing string `{k}`"))
                 };
-                let mut params = BTreeMap::new();
+                let mut params = Params::new();
                 let mut meta = BTreeMap::new();
                 if let Some(res) = e.get("res").and_then(|v| v.as_object()) {
                     for (k, v) in res {
