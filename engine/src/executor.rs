@@ -994,6 +994,11 @@ impl Coord {
             to_start,
         });
 
+        if removals.is_empty() {
+            // Nothing to wait for (always so for the first graph): start the additions now.
+            self.finish_swap();
+            return;
+        }
         let tx = self.tx.clone();
         let sink = self.sink.clone();
         tokio::spawn(async move {
@@ -1047,7 +1052,10 @@ impl Coord {
         for inc in p.to_start {
             self.start(inc);
         }
+        // Published before the reply, so that whoever awaited the swap sees its generation;
+        // after the drivers are spawned, which meanwhile start on the other workers.
         self.republish = true;
+        self.publish();
         let mut stats = p.stats;
         stats.duration = p.started.elapsed();
         Event::GraphSwapped {
