@@ -1252,11 +1252,13 @@ impl Coord {
                 }
                 let propagate =
                     std::mem::take(&mut v.upstream_inflight) || result == CheckResult::Changed;
-                let id = v.id.clone();
+                // The identity is cloned for the refreshes only if there are any.
+                let id = (result == CheckResult::Changed && !v.notify_succs.is_empty())
+                    .then(|| v.id.clone());
                 let notify = v.notify_succs.clone();
                 let succs = v.succs.clone();
                 Event::CheckApplied {
-                    id: id.clone(),
+                    id: v.id.clone(),
                     result,
                     duration,
                     refresh,
@@ -1264,7 +1266,7 @@ impl Coord {
                 .emit(&self.sink);
                 self.candidates.extend(succs.iter().copied());
                 self.touched.extend(succs.iter().copied());
-                if result == CheckResult::Changed {
+                if let Some(id) = id {
                     for n in notify {
                         if let Some(s) = self.verts.get_mut(&n) {
                             s.refresh_from.insert(id.clone());
