@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use crate::registry::{AutoEdgeSink, Registry};
 use crate::resource::Resource;
-use crate::schema::check_field;
 use crate::spec::{EdgeSpec, GraphSpec, ResId, ResSpec};
 
 /// One problem found in a graph. Displays as
@@ -198,17 +197,8 @@ fn check_one(registry: &Registry, spec: &ResSpec) -> Result<Arc<dyn Resource>, V
     };
     let mut errors = Vec::new();
     for (name, value) in &spec.params {
-        match kind.schema.get(name) {
-            None => errors.push(GraphError::res(
-                &spec.id(),
-                Some(name.clone()),
-                format!("kind `{}` has no such field", spec.kind),
-            )),
-            Some(f) => {
-                if let Err(e) = check_field(f, value) {
-                    errors.push(GraphError::res(&spec.id(), Some(e.field), e.reason));
-                }
-            }
+        if let Err(e) = kind.schema.check_param(name, value) {
+            errors.push(GraphError::res(&spec.id(), Some(e.field), e.reason));
         }
     }
     if let Err(e) = spec.meta.validate() {

@@ -220,13 +220,18 @@ impl KindSchema {
     /// Checks params against the schema: known fields, types, native ranges, allowed values.
     pub fn check_params(&self, params: &crate::spec::Params) -> Result<(), SchemaError> {
         for (name, value) in params {
-            let f = self.get(name).ok_or_else(|| SchemaError {
-                field: name.clone(),
-                reason: format!("kind `{}` has no such field", self.kind),
-            })?;
-            check_field(f, value)?;
+            self.check_param(name, value)?;
         }
         Ok(())
+    }
+
+    /// Checks one param: a known field, and a value it accepts.
+    pub fn check_param(&self, name: &str, value: &Value) -> Result<(), SchemaError> {
+        let f = self.get(name).ok_or_else(|| SchemaError {
+            field: name.to_string(),
+            reason: format!("kind `{}` has no such field", self.kind),
+        })?;
+        check_field(f, value)
     }
 }
 

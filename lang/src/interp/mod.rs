@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tend_engine::spec::META_FIELDS;
-use tend_engine::{EdgeSpec, GraphSpec, KindSchema, Params, ResId, ResSpec, Value};
+use tend_engine::{EdgeSpec, GraphSpec, KindSchema, ResId, ResSpec, Value};
 
 use crate::diag::{Error, Stage};
 use crate::funcs::world::WorldView;
@@ -251,10 +251,8 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<GraphSpec, Error> {
 
 fn apply_body(spec: &mut ResSpec, r: &ResOut, schema: &KindSchema) -> Result<(), Error> {
     for (name, v, span) in &r.fields {
-        let mut one = Params::new();
-        one.insert(name.clone(), v.clone());
         schema
-            .check_params(&one)
+            .check_param(name, v)
             .map_err(|e| err(format!("{}: {e}", spec.id()), *span))?;
         spec.params.insert(name.clone(), v.clone());
     }
