@@ -120,9 +120,10 @@ pub type Decoded = (crate::spec::Params, BTreeMap<String, Value>);
 /// Decodes an export payload made by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     let j: Json = serde_json::from_slice(bytes).map_err(|e| format!("export payload: {e}"))?;
-    let section = |name: &str| -> Result<BTreeMap<String, Value>, String> {
+    // Collected straight into whichever map the caller keeps (params and meta differ).
+    fn section<M: FromIterator<(String, Value)>>(j: &Json, name: &str) -> Result<M, String> {
         match j.get(name) {
-            None => Ok(BTreeMap::new()),
+            None => Ok(std::iter::empty().collect()),
             Some(Json::Object(o)) => o
                 .iter()
                 .map(|(k, v)| {
@@ -134,8 +135,8 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
                 .collect(),
             Some(_) => Err(format!("export payload: `{name}` is not an object")),
         }
-    };
-    Ok((section("params")?.into_iter().collect(), section("meta")?))
+    }
+    Ok((section(&j, "params")?, section(&j, "meta")?))
 }
 
 /// The records a graph should have exported now: resources with `Meta:export` whose vertex
