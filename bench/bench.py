@@ -66,18 +66,27 @@ def warm(root):
             f.read()
 
 
-def median_run(prepare, repeat, log, before=None):
-    walls, rss = [], []
+def median_runs(prepares, repeat, log, before=None):
+    """Runs each command of `prepares` (a function of the run number) in turn, `repeat` times;
+    returns (median wall, peak RSS) per command. Alternating the commands makes them meet the
+    machine in the same state."""
+    walls = [[] for _ in prepares]
+    rss = [0.0 for _ in prepares]
     for r in range(repeat):
-        if before:
-            before()
-        cmd = prepare(r)
-        wall, mb, rc = timed(cmd, log)
-        if rc != 0:
-            sys.exit(f"bench: {' '.join(cmd)} exited {rc}; see {log}")
-        walls.append(wall)
-        rss.append(mb)
-    return statistics.median(walls), max(rss)
+        for i, prepare in enumerate(prepares):
+            if before:
+                before()
+            cmd = prepare(r)
+            wall, mb, rc = timed(cmd, log)
+            if rc != 0:
+                sys.exit(f"bench: {' '.join(cmd)} exited {rc}; see {log}")
+            walls[i].append(wall)
+            rss[i] = max(rss[i], mb)
+    return [(statistics.median(w), m) for w, m in zip(walls, rss)]
+
+
+def median_run(prepare, repeat, log, before=None):
+    return median_runs([prepare], repeat, log, before)[0]
 
 
 def in_state(root, n):
@@ -186,25 +195,18 @@ def main():
 
             # (b) again, in state (the directory of the last (a) run). tend's runs and the
             # floor's alternate, so that both meet the same machine (this VM's speed drifts by
-            # a tenth from one minute to the next).
+            # several percent from one minute to the next).
             root = roots[-1]
             g = f"{root}.yaml"
-            walls_b, rss_b, fls_b = [], 0.0, []
-            for _ in range(a.repeat):
-                warm(root)
-                wall, mb, rc = timed(
-                    [a.tend, "run", g, "--converged-timeout", "0", "--state-dir", f"{root}.state"], log
-                )
-                if rc != 0:
-                    sys.exit(f"bench: tend run {g} exited {rc}; see {log}")
-                walls_b.append(wall)
-                rss_b = max(rss_b, mb)
-                warm(root)
-                wall, _, rc = timed([a.floor, "check", root, str(n)], log)
-                if rc != 0:
-                    sys.exit(f"bench: floor check {root} exited {rc}; see {log}")
-                fls_b.append(wall)
-            wall_b, fl_b = statistics.median(walls_b), statistics.median(fls_b)
+            (wall_b, rss_b), (fl_b, _) = median_runs(
+                [
+                    lambda r: [a.tend, "run", g, "--converged-timeout", "0", "--state-dir", f"{root}.state"],
+                    lambda r: [a.floor, "check", root, str(n)],
+                ],
+                a.repeat,
+                log,
+                before=lambda: warm(root),
+            )
             rows.append((f"(b) already in state, {n} files", wall_b, rss_b, fl_b, None))
             for d in roots:
                 shutil.rmtree(d, ignore_errors=True)
