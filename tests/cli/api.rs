@@ -35,19 +35,9 @@ impl Api {
         let sb = Sandbox::new();
         let g = sb.write("g.yaml", graph);
         let addr = format!("127.0.0.1:{}", free_port());
-        let state = sb.state_dir();
-        let mut args = vec![
-            "run",
-            g.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--listen",
-            &addr,
-            "--hostname",
-            "api-test-host",
-        ];
+        let mut args = vec!["--listen", &addr, "--hostname", "api-test-host"];
         args.extend_from_slice(extra);
-        let d = sb.spawn(&args);
+        let d = sb.spawn_run(&g, &args);
         let api = Api { sb, d, addr };
         api.wait("the API to answer", |a| {
             a.try_get("/health/liveness").is_some_and(|r| r.0 == 200)

@@ -197,10 +197,15 @@ resources:
     assert_eq!(status.code(), Some(1), "{}", ctx());
     // The cancelled command did not outlive tend.
     let pid = std::fs::read_to_string(sb.path("pid")).unwrap();
+    wait_gone("the cancelled command", &pid, ctx);
+}
+
+/// Waits until the process whose pid `pid` holds is gone (see [`process_gone`]).
+fn wait_gone(what: &str, pid: &str, ctx: impl Fn() -> String) {
     wait_for(
-        "the cancelled command to be killed",
-        limit,
-        || process_gone(&pid),
+        &format!("{what} to be killed"),
+        Duration::from_secs(20),
+        || process_gone(pid),
         ctx,
     );
 }
@@ -258,10 +263,5 @@ resources:
         .unwrap_or_else(|| panic!("one signal did not stop tend\n{}", ctx()));
     assert_eq!(status.code(), Some(0), "{}", ctx());
     // The exec's watch was stopped: its command did not outlive tend.
-    wait_for(
-        "the watch command to be killed",
-        limit,
-        || process_gone(&pid),
-        ctx,
-    );
+    wait_gone("the watch command", &pid, ctx);
 }
