@@ -616,7 +616,8 @@ struct Coord {
     ready: VecDeque<u64>,
     semas: HashMap<String, Arc<Semaphore>>,
     next_inc: u64,
-    /// Boxed: a table of 10,000 inline vertices would be three times the size of the vertices.
+    /// Boxed: a hash table keeps about a third of its slots free, and an inline vertex makes
+    /// each slot 400 bytes (6.7 MB of table for 10,000 vertices, against 4 MB of boxes).
     verts: HashMap<u64, Box<Vertex>>,
     by_id: HashMap<ResId, u64>,
     generation: u64,

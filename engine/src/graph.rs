@@ -240,17 +240,25 @@ fn by_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T], usize) -> R + Sync) -
     let chunk = items.len().div_ceil(threads);
     let f = &f;
     std::thread::scope(|s| {
+        // A part whose thread cannot be started (a process limit) is done on this one.
         let rest: Vec<_> = items
             .chunks(chunk)
             .enumerate()
             .skip(1)
-            .map(|(c, part)| s.spawn(move || f(part, c * chunk)))
+            .map(|(c, part)| {
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || f(part, c * chunk))
+                    .map_err(|_| (part, c * chunk))
+            })
             .collect();
         let mut out = vec![f(&items[..chunk], 0)];
         for h in rest {
-            match h.join() {
-                Ok(r) => out.push(r),
-                Err(p) => std::panic::resume_unwind(p),
+            match h {
+                Ok(h) => match h.join() {
+                    Ok(r) => out.push(r),
+                    Err(p) => std::panic::resume_unwind(p),
+                },
+                Err((part, first)) => out.push(f(part, first)),
             }
         }
         out
