@@ -17,7 +17,9 @@
 //! armed on or below it is re-armed and its watcher gets an event. When a missing directory
 //! between the armed one and the target appears, the subscription is re-armed too. 10,000
 //! files in one directory cost one inotify watch for the directory plus one per ancestor, and
-//! no allocation per file beyond the subscription's own slot.
+//! no allocation per file beyond the subscription's own slot. A directory that is only an
+//! ancestor is watched for its entries coming and going, not for what happens inside them
+//! (see [`ancestor_mask`]).
 
 use std::borrow::Borrow;
 use std::ffi::OsStr;
@@ -32,12 +34,19 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tend_engine::{ResError, Watcher};
 use tokio::sync::oneshot;
 
-/// What the directories are watched for: changes of their entries and of themselves.
-fn mask() -> WatchMask {
-    WatchMask::MODIFY
-        | WatchMask::ATTRIB
-        | WatchMask::CLOSE_WRITE
-        | WatchMask::CREATE
+/// What a directory is watched for when subscriptions are armed on it: changes of its entries
+/// (their content and metadata too) and of itself.
+fn full_mask() -> WatchMask {
+    WatchMask::MODIFY | WatchMask::ATTRIB | WatchMask::CLOSE_WRITE | ancestor_mask()
+}
+
+/// What a directory that is only an ancestor of armed ones is watched for: entries created,
+/// deleted or moved, and itself deleted or moved. Leaving out the events that come from
+/// inside its entries matters: for those, the kernel marks every cached entry of the
+/// directory when the watch is added (negative ones included), which took 5 ms for a busy
+/// `/tmp`, under the hub lock, at every start.
+fn ancestor_mask() -> WatchMask {
+    WatchMask::CREATE
         | WatchMask::DELETE
         | WatchMask::MOVED_FROM
         | WatchMask::MOVED_TO
@@ -178,6 +187,9 @@ struct Dir {
     /// Its path (the map's key, shared).
     path: Arc<Path>,
     wd: WatchDescriptor,
+    /// Watched for [`full_mask`] (some subscription was armed here), not just
+    /// [`ancestor_mask`].
+    full: bool,
     /// Subscriptions armed here, plus watched directories right below (each holds its parent).
     refs: usize,
     /// The subscriptions armed here.
@@ -317,9 +329,19 @@ impl Hub {
     }
 
     /// Takes one reference on `dir`, watching it (and the directories above it that are not
-    /// watched yet) when needed. Returns the directory's interned path.
-    fn acquire(&mut self, dir: &Path) -> std::io::Result<Arc<Path>> {
-        if let Some(d) = self.dirs.get_mut(bytes(dir)) {
+    /// watched yet, for [`ancestor_mask`]) when needed; `full`: for [`full_mask`]. Returns
+    /// the directory's interned path.
+    fn acquire(&mut self, dir: &Path, full: bool) -> std::io::Result<Arc<Path>> {
+        if let Some(d) = self.dirs.get(bytes(dir)) {
+            if full && !d.full {
+                let path = d.path.clone();
+                // Added to the mask (`MASK_ADD`), never replacing it: another path to the
+                // same directory (through a symlink) shares the kernel's watch.
+                self.watches()?
+                    .add(&*path, full_mask() | WatchMask::MASK_ADD)?;
+            }
+            let d = self.dirs.get_mut(bytes(dir)).expect("looked up above");
+            d.full |= full;
             d.refs += 1;
             return Ok(d.path.clone());
         }
@@ -337,7 +359,12 @@ impl Hub {
         // Top-down, so that each new directory's parent is already held.
         let mut key = None;
         for (i, m) in missing.iter().enumerate().rev() {
-            let wd = match self.watches().and_then(|w| w.add(m, mask())) {
+            let full = full && i == 0;
+            let mask = if full { full_mask() } else { ancestor_mask() };
+            let wd = match self
+                .watches()
+                .and_then(|w| w.add(m, mask | WatchMask::MASK_ADD))
+            {
                 Ok(wd) => wd,
                 Err(e) => {
                     if let Some(p) = m.parent() {
@@ -353,6 +380,7 @@ impl Hub {
                 Dir {
                     path: k.clone(),
                     wd,
+                    full,
                     refs: 1,
                     armed: Vec::new(),
                     deep: Vec::new(),
@@ -454,7 +482,11 @@ impl Hub {
             if sub.armed.as_deref() == Some(want) {
                 return Ok(());
             }
-            let key = match self.acquire(want) {
+            let deep = want != parent;
+            // A subscription armed on its target's parent needs the events from inside the
+            // target; one armed higher up (the parent is missing) waits for directories to
+            // appear, which the ancestor mask reports.
+            let key = match self.acquire(want, !deep) {
                 Ok(k) => k,
                 Err(e)
                     if e.kind() == std::io::ErrorKind::NotFound
@@ -468,7 +500,6 @@ impl Hub {
             if let Some(old) = self.detach(id) {
                 self.release(&old);
             }
-            let deep = want != parent;
             let dir = self.dirs.get_mut(bytes(&key)).expect("just acquired");
             let pos = dir.armed.len();
             dir.armed.push(id);
@@ -696,6 +727,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn arc(p: &Path) -> Arc<Path> {
         Arc::from(p)
@@ -827,6 +859,34 @@ mod tests {
         assert!(hub().dirs.contains_key(bytes(Path::new("/"))));
         drop(subs);
         assert_eq!(armed_on(&base), None, "the directory is released");
+    }
+
+    #[tokio::test]
+    async fn an_ancestor_armed_on_later_reports_changes_inside_its_entries() {
+        let t = tempfile::tempdir().unwrap();
+        let top = t.path();
+        std::fs::create_dir(top.join("a")).unwrap();
+        std::fs::write(top.join("g"), "old").unwrap();
+        // `top` is only an ancestor: watched for entries coming and going, not their content.
+        let (w, _rx) = Watcher::channel();
+        let _deep = subscribe(&arc(&top.join("a/f")), w).unwrap();
+        assert!(!hub().dirs[bytes(top)].full);
+        assert!(hub().dirs[bytes(&top.join("a"))].full);
+        // Armed on it now: an edit in place of an existing entry is seen.
+        let (w, rx) = Watcher::channel();
+        let _g = subscribe(&arc(&top.join("g")), w).unwrap();
+        assert!(hub().dirs[bytes(top)].full);
+        rx.take();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(top.join("g"))
+            .unwrap()
+            .write_all(b"new")
+            .unwrap();
+        let sig = tokio::time::timeout(Duration::from_secs(5), rx.next())
+            .await
+            .expect("no event for the edit");
+        assert!(sig.dirty);
     }
 
     #[test]
