@@ -224,11 +224,11 @@ impl Engine {
         let world_slot = crate::resource::WorldSlot::default();
         let shut_down = Arc::new(AtomicBool::new(false));
         let coord = Coord {
-            init_ctx: InitCtx {
+            init_ctx: Arc::new(InitCtx {
                 hostname: cfg.hostname.clone(),
                 state_dir: cfg.state_dir.clone(),
                 world: world_slot.clone(),
-            },
+            }),
             noop: cfg.noop,
             registry: registry.clone(),
             tx: tx.clone(),
@@ -603,7 +603,8 @@ struct PendingSwap {
 }
 
 struct Coord {
-    init_ctx: InitCtx,
+    /// Shared by every driver (one `Arc` each, not a copy of its strings).
+    init_ctx: Arc<InitCtx>,
     noop: bool,
     registry: Arc<Registry>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -927,8 +928,13 @@ impl Coord {
             removals.push((v.id, v.res, v.driver.take(), v.check.take(), v.flags));
         }
 
-        // Insert additions, not started yet.
-        let mut to_start = Vec::with_capacity(built.len());
+        // Insert additions. With nothing to remove first (always so for the first graph),
+        // each one starts at once: its driver (init, watch) runs on another worker while the
+        // rest are inserted. A driver's messages wait until this swap is done, so no check
+        // runs before the adjacency below is complete. Otherwise they start once the
+        // removals are cleaned up.
+        let start_now = removals.is_empty();
+        let mut to_start = Vec::with_capacity(if start_now { 0 } else { built.len() });
         self.verts.reserve(built.len());
         self.by_id.reserve(built.len());
         for (idx, res, changed) in built {
@@ -944,7 +950,11 @@ impl Coord {
             self.by_id.insert(v.id.clone(), inc);
             self.counts[v.state as usize] += 1;
             self.verts.insert(inc, Box::new(v));
-            to_start.push(inc);
+            if start_now {
+                self.start(inc);
+            } else {
+                to_start.push(inc);
+            }
         }
 
         // Rebuild the adjacency of the whole graph.
@@ -995,8 +1005,8 @@ impl Coord {
             to_start,
         });
 
-        if removals.is_empty() {
-            // Nothing to wait for (always so for the first graph): start the additions now.
+        if start_now {
+            // Nothing to wait for: the additions are started; the rewatches start now.
             self.finish_swap();
             return;
         }
