@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::spec::ResId;
@@ -93,8 +94,9 @@ pub struct Status {
     pub total: usize,
     /// Vertices per state (every state is present, possibly with 0).
     pub counts: BTreeMap<VertexState, usize>,
-    /// Per-vertex details (unordered: sort the ids to show them).
-    pub vertices: foldhash::HashMap<ResId, VertexStatus>,
+    /// Per-vertex details (unordered: sort the ids to show them). Keyed by the engine's own
+    /// shared identities; look up with a `&ResId`.
+    pub vertices: foldhash::HashMap<Arc<ResId>, VertexStatus>,
 }
 
 impl Status {
@@ -105,7 +107,7 @@ impl Status {
 
     /// Every vertex with its details, in identity order.
     pub fn sorted(&self) -> Vec<(&ResId, &VertexStatus)> {
-        sorted(self.vertices.iter())
+        sorted(self.vertices.iter().map(|(k, v)| (&**k, v)))
     }
 
     /// The vertices in one of `states`, in identity order.
@@ -113,6 +115,7 @@ impl Status {
         sorted(
             self.vertices
                 .iter()
+                .map(|(k, v)| (&**k, v))
                 .filter(|(_, v)| states.contains(&v.state)),
         )
     }

@@ -301,7 +301,7 @@ mod tests {
         engine.check_apply_duration_seconds.insert("file".into(), h);
         let mut status = Status::default();
         status.vertices.insert(
-            ResId::new("file", "/a\"b"),
+            std::sync::Arc::new(ResId::new("file", "/a\"b")),
             VertexStatus {
                 state: VertexState::Converged,
                 ..VertexStatus::default()
