@@ -11,7 +11,7 @@ use crate::executor::SwapStats;
 use crate::metrics::{CheckResult, MetricsSnapshot};
 use crate::spec::ResId;
 
-/// One internal event.
+/// One internal event. Identities are the engine's own, shared (no copy per event).
 #[derive(Clone, Debug)]
 pub enum Event {
     /// A graph swap finished (removals cleaned up, additions started).
@@ -24,12 +24,12 @@ pub enum Event {
     /// A running watch reported that a resource may have drifted.
     Drift {
         /// The resource.
-        id: ResId,
+        id: Arc<ResId>,
     },
     /// A `check_apply` run succeeded.
     CheckApplied {
         /// The resource.
-        id: ResId,
+        id: Arc<ResId>,
         /// `InState`, `Changed` or `Noop`.
         result: CheckResult,
         /// How long `check_apply` took.
@@ -40,7 +40,7 @@ pub enum Event {
     /// A `check_apply` run failed (error, timeout, panic, cancellation).
     CheckFailed {
         /// The resource.
-        id: ResId,
+        id: Arc<ResId>,
         /// Why.
         error: String,
         /// How long it took.
@@ -51,7 +51,7 @@ pub enum Event {
     /// A vertex failed for good (until its spec changes or a drift event arrives).
     VertexFailed {
         /// The resource.
-        id: ResId,
+        id: Arc<ResId>,
         /// `init`, `watch` or `check_apply`.
         phase: &'static str,
         /// Why.
@@ -60,14 +60,14 @@ pub enum Event {
     /// A refresh was sent along a notify edge.
     Refresh {
         /// The upstream resource that changed.
-        from: ResId,
+        from: Arc<ResId>,
         /// The downstream resource that will be refreshed.
-        to: ResId,
+        to: Arc<ResId>,
     },
     /// A removed resource's cleanup failed.
     CleanupFailed {
         /// The resource.
-        id: ResId,
+        id: Arc<ResId>,
         /// Why.
         error: String,
     },

@@ -1051,11 +1051,7 @@ impl Coord {
                 failed.extend(r);
             }
             for (id, error) in failed {
-                Event::CleanupFailed {
-                    id: ResId::clone(&id),
-                    error,
-                }
-                .emit(&sink);
+                Event::CleanupFailed { id, error }.emit(&sink);
             }
             let _ = tx.send(Msg::RemovalsDone);
         });
@@ -1196,10 +1192,7 @@ impl Coord {
         }
         if dirty && was_running && !v.watch_failed {
             if v.spec().meta.poll == 0 {
-                Event::Drift {
-                    id: ResId::clone(&v.id),
-                }
-                .emit(&self.sink);
+                Event::Drift { id: v.id.clone() }.emit(&self.sink);
             }
             if v.failed.is_some() {
                 v.failed = None;
@@ -1221,7 +1214,7 @@ impl Coord {
         v.status.last_error = Some(error.clone());
         v.status_changed = true;
         Event::VertexFailed {
-            id: ResId::clone(&v.id),
+            id: v.id.clone(),
             phase,
             error,
         }
@@ -1273,11 +1266,11 @@ impl Coord {
                     std::mem::take(&mut v.upstream_inflight) || result == CheckResult::Changed;
                 // The identity is cloned for the refreshes only if there are any.
                 let id = (result == CheckResult::Changed && !v.notify_succs.is_empty())
-                    .then(|| ResId::clone(&v.id));
+                    .then(|| v.id.clone());
                 let notify = v.notify_succs.clone();
                 let succs = v.succs.clone();
                 Event::CheckApplied {
-                    id: ResId::clone(&v.id),
+                    id: v.id.clone(),
                     result,
                     duration,
                     refresh,
@@ -1288,10 +1281,10 @@ impl Coord {
                 if let Some(id) = id {
                     for n in notify {
                         if let Some(s) = self.verts.get_mut(&n) {
-                            s.refresh_from.insert(id.clone());
+                            s.refresh_from.insert(ResId::clone(&id));
                             Event::Refresh {
                                 from: id.clone(),
-                                to: ResId::clone(&s.id),
+                                to: s.id.clone(),
                             }
                             .emit(&self.sink);
                         }
@@ -1307,7 +1300,7 @@ impl Coord {
                 v.status.last_error = Some(error.clone());
                 let retry = v.retries_left != 0;
                 Event::CheckFailed {
-                    id: ResId::clone(&v.id),
+                    id: v.id.clone(),
                     error: error.clone(),
                     duration,
                     retry,
@@ -1329,7 +1322,7 @@ impl Coord {
                     v.failed = Some(error.clone());
                     v.dirty = false;
                     Event::VertexFailed {
-                        id: ResId::clone(&v.id),
+                        id: v.id.clone(),
                         phase: "check_apply",
                         error,
                     }
@@ -1467,7 +1460,10 @@ impl Coord {
                 }
                 permits
             };
+            // Biased, the cancellation polled last: a check that finishes in its first poll
+            // (most do) never registers with the shared cancellation channel.
             let permits = tokio::select! {
+                biased;
                 p = acquire => p,
                 () = &mut cancelled => {
                     let _ = tx.send(Msg::CheckDone {
@@ -1504,6 +1500,7 @@ impl Coord {
                 }
             };
             let result = tokio::select! {
+                biased;
                 r = run => r,
                 () = &mut cancelled => Err("cancelled".to_string()),
             };
