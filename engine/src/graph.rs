@@ -265,15 +265,19 @@ fn by_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T], usize) -> R + Sync) -
     })
 }
 
+/// The resources that provide a key: the first, and any others (most keys have one provider,
+/// which then costs no allocation of its own).
+type Providers = HashMap<Box<str>, (usize, Vec<usize>)>;
+
 /// Records the keys resource `.1` provides.
-struct Provides<'a>(&'a mut HashMap<Box<str>, Vec<usize>>, usize);
+struct Provides<'a>(&'a mut Providers, usize);
 
 impl AutoEdgeSink for Provides<'_> {
     fn provides(&mut self, key: &str) {
         match self.0.get_mut(key) {
-            Some(v) => v.push(self.1),
+            Some((_, more)) => more.push(self.1),
             None => {
-                self.0.insert(key.into(), vec![self.1]);
+                self.0.insert(key.into(), (self.1, Vec::new()));
             }
         }
     }
@@ -282,7 +286,7 @@ impl AutoEdgeSink for Provides<'_> {
 
 /// Pairs resource `to` with the providers of the keys it requires.
 struct Requires<'a> {
-    providers: &'a [HashMap<Box<str>, Vec<usize>>],
+    providers: &'a [Providers],
     to: usize,
     out: &'a mut Vec<(usize, usize)>,
 }
@@ -290,7 +294,10 @@ struct Requires<'a> {
 impl AutoEdgeSink for Requires<'_> {
     fn provides(&mut self, _: &str) {}
     fn requires(&mut self, key: &str) {
-        for &from in self.providers.iter().filter_map(|p| p.get(key)).flatten() {
+        let all = self.providers.iter().filter_map(|p| p.get(key));
+        for from in
+            all.flat_map(|(first, more)| std::iter::once(*first).chain(more.iter().copied()))
+        {
             if from != self.to {
                 self.out.push((from, self.to));
             }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use tend_engine::{
@@ -189,10 +189,8 @@ fn clean_path(field: &str, s: &str) -> Result<(Arc<Path>, bool), ResError> {
     if s.contains('\0') {
         return Err(field_err(field, format!("{s:?} contains a NUL byte")));
     }
-    let p = Path::new(s);
-    if p.components()
-        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-    {
+    // (Of an absolute path, `Path::components` yields no `.`: a `..` segment is what is left.)
+    if s.split('/').any(|seg| seg == "..") {
         return Err(field_err(
             field,
             format!("{s:?} is not normalized (`.` or `..`)"),
@@ -228,9 +226,9 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
         Some(s) => Some(PathBuf::from(s)),
         None => None,
     };
-    let mode = match p.opt_str("mode")? {
+    let mode = match p.opt_str_ref("mode")? {
         Some(m) => Some(
-            parse_mode(&m)
+            parse_mode(m)
                 .ok_or_else(|| field_err("mode", format!("{m:?} is not an octal mode")))?,
         ),
         None => None,
@@ -313,18 +311,36 @@ pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
     key.push_str("file:");
     key.push_str(raw);
     out.provides(&key);
-    let trimmed = Path::new(raw.trim_end_matches('/'));
-    for a in trimmed.ancestors().skip(1) {
-        let s = a.to_string_lossy();
-        if s.is_empty() {
-            continue;
-        }
-        key.truncate(5);
-        key.push_str(&s);
-        if !s.ends_with('/') {
+    let trimmed = raw.trim_end_matches('/');
+    let plain = trimmed.starts_with('/')
+        && !trimmed.contains("//")
+        && !trimmed.contains("/./")
+        && !trimmed.ends_with("/.");
+    if plain {
+        // The parents of a plain absolute path end where its slashes are: no need for
+        // `Path::ancestors`, which parses the components again for each (a tenth of the
+        // graph check with 10,000 files).
+        let mut rest = trimmed;
+        while let Some(slash) = rest.rfind('/') {
+            rest = &rest[..slash];
+            key.truncate(5);
+            key.push_str(rest);
             key.push('/');
+            out.requires(&key);
         }
-        out.requires(&key);
+    } else {
+        for a in Path::new(trimmed).ancestors().skip(1) {
+            let s = a.to_string_lossy();
+            if s.is_empty() {
+                continue;
+            }
+            key.truncate(5);
+            key.push_str(&s);
+            if !s.ends_with('/') {
+                key.push('/');
+            }
+            out.requires(&key);
+        }
     }
     if let Some(src) = spec.params.get("source").and_then(|v| v.as_str()) {
         key.truncate(5);
@@ -940,6 +956,21 @@ mod tests {
         );
         assert_eq!(d.provides, ["file:/a/b/"]);
         assert_eq!(d.requires, ["file:/a/", "file:/"]);
+        // Every path, plain or odd, needs what `Path::ancestors` says it needs.
+        for p in ["/a/b/c/d", "/x", "/a//b/c", "/a/./b/c", "/a/b/.", "/a/b//"] {
+            let got = tend_engine::AutoEdges::of(autoedges, &ResSpec::new("file", p));
+            let want: Vec<String> = Path::new(p.trim_end_matches('/'))
+                .ancestors()
+                .skip(1)
+                .map(|a| a.to_string_lossy().into_owned())
+                .filter(|a| !a.is_empty())
+                .map(|a| match a.ends_with('/') {
+                    true => format!("file:{a}"),
+                    false => format!("file:{a}/"),
+                })
+                .collect();
+            assert_eq!(got.requires, want, "{p}");
+        }
         let r = tend_engine::AutoEdges::of(autoedges, &ResSpec::new("file", "/"));
         assert_eq!(r.provides, ["file:/"]);
         assert!(r.requires.is_empty());
