@@ -47,8 +47,8 @@ pub struct RunArgs {
     /// $XDG_STATE_HOME/tend or ~/.local/state/tend). Created if missing.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// How many resources may be checked or applied at once (0 = automatic: four per CPU, at
-    /// least 16).
+    /// How many resources may be checked or applied at once (0 = automatic: eight per CPU,
+    /// from 64 to 256).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub parallel: usize,
     /// Check and report what would change; change nothing.
