@@ -1,12 +1,14 @@
 //! `tend check PROGRAM [--print-graph] [--hostname H] [--world FILE]` (spec/mcl.md §12):
 //! compiles the program, waits (at most 10 s) for its first graph, and prints it as sorted
 //! `Vertex:`/`Edge:` lines. Errors go to stderr, rendered like a compiler, with exit status 1.
+//! A YAML graph (`.yaml`/`.yml`) is checked as `tend run` checks it, changing nothing.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tend_engine::{Engine, EngineConfig};
 use tend_lang::funcs::world::{MemWorld, WorldView};
 use tend_lang::interp::print_graph;
 use tend_lang::program::{compile, Options};
@@ -14,7 +16,7 @@ use tend_lang::program::{compile, Options};
 /// Arguments of `tend check`.
 #[derive(clap::Args)]
 pub struct CheckArgs {
-    /// The program: a `.mcl` file or a directory holding `main.mcl`.
+    /// The program: a `.mcl` file, a directory holding `main.mcl`, or a YAML graph.
     program: PathBuf,
     /// Print the first resource graph (sorted `Vertex:` and `Edge:` lines).
     #[arg(long)]
@@ -29,6 +31,10 @@ pub struct CheckArgs {
 
 /// Runs `tend check`.
 pub fn main(args: CheckArgs) -> ExitCode {
+    let ext = args.program.extension().and_then(|e| e.to_str());
+    if matches!(ext, Some("yaml" | "yml")) {
+        return check_yaml(&args);
+    }
     let world = match &args.world {
         Some(p) => {
             let text = match std::fs::read_to_string(p) {
@@ -95,4 +101,53 @@ pub fn main(args: CheckArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Checks a YAML graph: reads it, and checks the graph as the engine would before running it
+/// (kinds, fields, constructors, edges, cycles). Prints what is wrong, located in the file.
+fn check_yaml(args: &CheckArgs) -> ExitCode {
+    if args.world.is_some() || args.hostname.is_some() {
+        eprintln!(
+            "error: --world and --hostname apply to mcl programs; {} is a YAML graph",
+            args.program.display()
+        );
+        return ExitCode::from(1);
+    }
+    let registry = Arc::new(tend_resources::registry());
+    let frame = match crate::run::load_yaml(&args.program, &registry) {
+        Ok(f) => f,
+        Err(errs) => return report(&errs),
+    };
+    let rt = match crate::runtime("check", Some(1)) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    // An engine that never runs anything: only its graph check is used.
+    let checked = rt.block_on(async {
+        let engine = Engine::new(
+            EngineConfig {
+                hostname: String::new(),
+                state_dir: PathBuf::new(),
+                parallel: 1,
+                noop: true,
+            },
+            registry,
+        );
+        engine.check_graph(&frame.graph)
+    });
+    if let Err(errs) = checked {
+        let msgs: Vec<String> = errs.iter().map(|e| (frame.describe)(e)).collect();
+        return report(&msgs);
+    }
+    if args.print_graph {
+        print!("{}", print_graph(&frame.graph));
+    }
+    ExitCode::SUCCESS
+}
+
+fn report(errors: &[String]) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(1)
 }

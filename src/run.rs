@@ -157,7 +157,7 @@ fn start_yaml(path: PathBuf, registry: Arc<Registry>) -> watch::Receiver<Arc<Fra
     rx
 }
 
-fn load_yaml(path: &Path, registry: &Registry) -> FrameResult {
+pub(crate) fn load_yaml(path: &Path, registry: &Registry) -> FrameResult {
     let env = |name: &str| std::env::var(name).ok();
     match yaml::load(path, registry, &env) {
         Ok(mut loaded) => {

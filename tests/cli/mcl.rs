@@ -159,3 +159,56 @@ fn run_swaps_in_each_new_mcl_graph() {
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(10)).is_some(), "{}", ctx());
 }
+
+#[test]
+fn check_takes_a_yaml_graph_too_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::write(
+        dir.path().join("g.yaml"),
+        format!(
+            "resources:\n  file:\n    - name: {0}/a\n      content: \"x\"\n    - name: {0}/b\n\
+             edges:\n  - from: file[{0}/a]\n    to: file[{0}/b]\n",
+            out_dir.display()
+        ),
+    )
+    .unwrap();
+    let out = tend(&["check", "--print-graph", "g.yaml"], dir.path());
+    assert!(out.status.success());
+    let d = out_dir.display();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!(
+            "Edge: file[{d}/a] -> file[{d}/b] # file[{d}/a] -> file[{d}/b]\n\
+             Vertex: file[{d}/a]\nVertex: file[{d}/b]\n"
+        )
+    );
+    assert!(!out_dir.exists(), "check created files");
+
+    // The engine's own checks too (a cycle), located in the file; status 1, as for mcl.
+    std::fs::write(
+        dir.path().join("cycle.yml"),
+        "resources:\n  noop:\n    - name: a\n    - name: b\n\
+         edges:\n  - from: noop[a]\n    to: noop[b]\n  - from: noop[b]\n    to: noop[a]\n",
+    )
+    .unwrap();
+    let out = tend(&["check", "cycle.yml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("cycle.yml:") && err.contains("dependency cycle"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one error, not a parse of YAML as mcl: {err}"
+    );
+
+    // mcl-only flags are refused with a clear message.
+    let out = tend(&["check", "--world", "w.json", "g.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("is a YAML graph"));
+}
