@@ -171,6 +171,35 @@ fn one_owner_at_a_time_and_read_only_inspection() {
 }
 
 #[test]
+fn a_mostly_dead_log_is_compacted_when_the_store_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let path = dir.path().join(LOG_FILE);
+    // Well below the running threshold (64 MiB), well above the one at open (256 KiB).
+    rt.block_on(async {
+        let s = Embedded::open(dir.path()).unwrap();
+        for i in 0..1000u32 {
+            s.txn(Txn::ops(vec![Op::put("/k", i.to_le_bytes().repeat(256))]))
+                .await
+                .unwrap();
+        }
+    });
+    let before = std::fs::metadata(&path).unwrap().len();
+    assert!(before > 300 * 1024, "{before}");
+    rt.block_on(async {
+        let s = Embedded::open(dir.path()).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            len < 16 * 1024,
+            "one live key of 1 KiB: the log is {len} bytes"
+        );
+        let kv = s.get("/k").await.unwrap().unwrap();
+        assert_eq!(kv.value, 999u32.to_le_bytes().repeat(256));
+        assert_eq!(kv.version, 1000);
+    });
+}
+
+#[test]
 fn the_log_is_compacted_and_reopens_with_the_same_content() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

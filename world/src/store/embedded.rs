@@ -36,6 +36,8 @@ const FRAME: usize = 12;
 const HISTORY_MAX_BYTES: usize = 64 << 20;
 const HISTORY_MAX_REVS: usize = 100_000;
 const COMPACT_MIN_BYTES: u64 = 64 << 20;
+/// The same when the store is opened.
+const OPEN_COMPACT_MIN_BYTES: u64 = 256 << 10;
 /// The largest tail that may be a torn (never acknowledged) record.
 const TORN_MAX: usize = 16 << 20;
 
@@ -170,7 +172,6 @@ impl Embedded {
             state.log_len = valid_len;
         }
         state.log = Some(file);
-        state.maybe_compact(&path)?;
         // The previous owner's leases are gone: delete the keys bound to them.
         let leased: Vec<String> = state
             .kvs
@@ -187,6 +188,11 @@ impl Embedded {
             );
             state.apply(&path, txn)?;
         }
+        // A mostly dead log is compacted from a much smaller size here than while running:
+        // every start replays it (about 6 ms per MiB), and a daemon started often (a one-shot
+        // run from a timer) appends a few records each time.
+        state.compact_at = OPEN_COMPACT_MIN_BYTES.min(state.compact_min);
+        state.maybe_compact(&path)?;
         let inner = Arc::new(Inner {
             path,
             state: Mutex::new(state),
