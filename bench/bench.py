@@ -66,6 +66,10 @@ def warm(root):
             f.read()
 
 
+# The fewest runs of (b), tend's and the floor's each (see main).
+B_REPEAT = 11
+
+
 def median_runs(prepares, repeat, log, before=None):
     """Runs each command of `prepares` (a function of the run number) in turn, `repeat` times;
     returns (median wall, peak RSS) per command. Alternating the commands makes them meet the
@@ -198,12 +202,15 @@ def main():
             # several percent from one minute to the next).
             root = roots[-1]
             g = f"{root}.yaml"
+            # At least B_REPEAT runs each: they are short, and in five, one or two meet a slow
+            # moment of the VM or the kernel's teardown of the inotify instance at exit (an SRCU
+            # grace period: 10-18 ms in about one run of three), which moves a median of five.
             (wall_b, rss_b), (fl_b, _) = median_runs(
                 [
                     lambda r: [a.tend, "run", g, "--converged-timeout", "0", "--state-dir", f"{root}.state"],
                     lambda r: [a.floor, "check", root, str(n)],
                 ],
-                a.repeat,
+                max(a.repeat, B_REPEAT),
                 log,
                 before=lambda: warm(root),
             )
@@ -250,7 +257,10 @@ def main():
     except OSError:
         pass
     print(f"Machine: {os.cpu_count()} cores ({cpu}), {debian}Linux {platform.release()}")
-    print(f"Command: {' '.join(sys.argv)}  (median of {a.repeat} runs; {a.drifts} drifts)")
+    print(
+        f"Command: {' '.join(sys.argv)}  (median of {a.repeat} runs, of"
+        f" {max(a.repeat, B_REPEAT)} for (b); {a.drifts} drifts)"
+    )
     print()
     print("| measure | tend | peak RSS | floor (plain writes) | floor (tmp+fsync+rename) | tend / floor |")
     print("|---|---|---|---|---|---|")
