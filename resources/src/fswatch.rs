@@ -127,7 +127,9 @@ impl Subscription {
 /// The process is about to exit: removes every inotify watch now, so that the kernel frees
 /// them in the background while the process winds down. Closing an inotify instance that still
 /// holds watches waits for an RCU grace period (8-14 ms measured here), and the exit would
-/// wait for it. Watches stop reporting changes; later subscriptions are not armed.
+/// wait for it. (The close still waits when the grace period of these removals has not ended
+/// by then: 10-18 ms in about one run of three at 10,000 files.) Watches stop reporting
+/// changes; later subscriptions are not armed.
 pub(crate) fn release_for_exit() {
     hub().release_for_exit();
 }
