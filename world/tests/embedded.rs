@@ -200,6 +200,37 @@ fn a_mostly_dead_log_is_compacted_when_the_store_is_opened() {
 }
 
 #[test]
+fn a_compaction_that_fails_at_open_leaves_the_store_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let path = dir.path().join(LOG_FILE);
+    rt.block_on(async {
+        let s = Embedded::open(dir.path()).unwrap();
+        for i in 0..1000u32 {
+            s.txn(Txn::ops(vec![Op::put("/k", i.to_le_bytes().repeat(256))]))
+                .await
+                .unwrap();
+        }
+    });
+    let before = std::fs::metadata(&path).unwrap().len();
+    // The snapshot's temporary file cannot be created: a directory is in its way.
+    std::fs::create_dir(dir.path().join("world.log.compact")).unwrap();
+    rt.block_on(async {
+        let s = Embedded::open(dir.path()).expect("opens without compacting");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
+        s.txn(Txn::ops(vec![Op::put("/after", vec![1])]))
+            .await
+            .unwrap();
+    });
+    rt.block_on(async {
+        let s = Embedded::open(dir.path()).unwrap();
+        assert!(s.get("/after").await.unwrap().is_some());
+        let kv = s.get("/k").await.unwrap().unwrap();
+        assert_eq!(kv.value, 999u32.to_le_bytes().repeat(256));
+    });
+}
+
+#[test]
 fn the_log_is_compacted_and_reopens_with_the_same_content() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

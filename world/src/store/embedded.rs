@@ -192,7 +192,7 @@ impl Embedded {
         // every start replays it (about 6 ms per MiB), and a daemon started often (a one-shot
         // run from a timer) appends a few records each time.
         state.compact_at = OPEN_COMPACT_MIN_BYTES.min(state.compact_min);
-        state.maybe_compact(&path)?;
+        state.maybe_compact(&path);
         let inner = Arc::new(Inner {
             path,
             state: Mutex::new(state),
@@ -371,6 +371,9 @@ fn replay(path: &Path, file: &mut File, state: &mut State) -> Result<u64, StoreE
     Ok(off as u64)
 }
 
+/// Rewrites the log as one snapshot record (temporary file, fsync, rename). When it fails
+/// before the rename, the log is untouched and still appended to; after it, the replaced file
+/// is never appended to again.
 fn compact_log(path: &Path, state: &mut State) -> Result<(), StoreError> {
     let tmp = path.with_extension("log.compact");
     let kvs = state
@@ -391,11 +394,22 @@ fn compact_log(path: &Path, state: &mut State) -> Result<(), StoreError> {
         revision: state.revision,
         kvs,
     });
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(MAGIC).map_err(io_err(&tmp))?;
-    f.write_all(&bytes).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    let written = File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(MAGIC)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })
+        .map_err(io_err(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(io_err(path)));
+    if let Err(e) = written {
+        // Nothing replaced the log: it is still whole, and still the one being appended to.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // From here the open log is the replaced file: never append to it again, even if the new
+    // one cannot be opened (writes then fail with an error instead of going nowhere).
+    state.log = None;
     if let Some(dir) = path.parent() {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -502,10 +516,12 @@ impl State {
         }
     }
 
-    /// Rewrites the log as one snapshot when it is large and mostly dead records.
-    fn maybe_compact(&mut self, path: &Path) -> Result<(), StoreError> {
+    /// Rewrites the log as one snapshot when it is large and mostly dead records. A failure
+    /// is only logged: the log as it is stays valid (see [`compact_log`]), and compaction is
+    /// tried again at the next threshold, not at every write.
+    fn maybe_compact(&mut self, path: &Path) {
         if self.log_len <= self.compact_at || self.log.is_none() {
-            return Ok(());
+            return;
         }
         let live: u64 = self
             .kvs
@@ -513,11 +529,12 @@ impl State {
             .map(|kv| (kv.key.len() + kv.value.len() + 32) as u64)
             .sum();
         if self.log_len > 4 * live {
-            compact_log(path, self)?;
+            if let Err(e) = compact_log(path, self) {
+                tracing::warn!(error = %e, "cannot compact the embedded store's log");
+            }
         }
         // Check again when the log has grown by half or past the minimum, whichever is more.
         self.compact_at = (self.log_len + self.log_len / 2).max(self.compact_min);
-        Ok(())
     }
 
     fn compare(&self, c: &Compare) -> bool {
@@ -640,10 +657,8 @@ impl State {
         }
         self.log_len += bytes.len() as u64;
         self.revision = revision;
-        if let Err(e) = self.maybe_compact(path) {
-            // The write itself is durable; compaction is retried at the next threshold.
-            tracing::warn!(error = %e, "cannot compact the embedded store's log");
-        }
+        // The write itself is durable whatever becomes of the compaction.
+        self.maybe_compact(path);
         self.notify(&events);
         self.push_history(revision, events);
         Ok(TxnResult {
