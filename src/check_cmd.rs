@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tend_engine::{Engine, EngineConfig};
 use tend_lang::funcs::world::{MemWorld, WorldView};
 use tend_lang::interp::print_graph;
 use tend_lang::program::{compile, Options};
@@ -113,41 +112,21 @@ fn check_yaml(args: &CheckArgs) -> ExitCode {
         );
         return ExitCode::from(1);
     }
-    let registry = Arc::new(tend_resources::registry());
+    let registry = tend_resources::registry();
     let frame = match crate::run::load_yaml(&args.program, &registry) {
         Ok(f) => f,
-        Err(errs) => return report(&errs),
+        Err(errs) => {
+            crate::run::print_error_lines(&errs);
+            return ExitCode::from(1);
+        }
     };
-    let rt = match crate::runtime("check", Some(1)) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    // An engine that never runs anything: only its graph check is used.
-    let checked = rt.block_on(async {
-        let engine = Engine::new(
-            EngineConfig {
-                hostname: String::new(),
-                state_dir: PathBuf::new(),
-                parallel: 1,
-                noop: true,
-            },
-            registry,
-        );
-        engine.check_graph(&frame.graph)
-    });
-    if let Err(errs) = checked {
+    if let Err(errs) = tend_engine::check_graph(&registry, &frame.graph) {
         let msgs: Vec<String> = errs.iter().map(|e| (frame.describe)(e)).collect();
-        return report(&msgs);
+        crate::run::print_error_lines(&msgs);
+        return ExitCode::from(1);
     }
     if args.print_graph {
         print!("{}", print_graph(&frame.graph));
     }
     ExitCode::SUCCESS
-}
-
-fn report(errors: &[String]) -> ExitCode {
-    for e in errors {
-        eprintln!("error: {e}");
-    }
-    ExitCode::from(1)
 }

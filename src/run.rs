@@ -238,10 +238,15 @@ fn prepare(engine: &Engine, f: &Frame) -> Option<Prepared> {
     }
 }
 
-fn print_errors(errors: &[String]) {
+/// One `error: ...` line per error, on stderr.
+pub(crate) fn print_error_lines(errors: &[String]) {
     for e in errors {
         eprintln!("error: {e}");
     }
+}
+
+fn print_errors(errors: &[String]) {
+    print_error_lines(errors);
     eprintln!(
         "tend run: the program is invalid ({} error{}); nothing was changed",
         errors.len(),

@@ -72,6 +72,17 @@ fn split_hidden_twins(g: &GraphSpec) -> Option<(GraphSpec, Vec<ResSpec>)> {
     ))
 }
 
+/// Checks a graph against the kinds of `registry`, without side effects and without an
+/// engine: unknown kinds, params against the schema, meta, constructor refusals, duplicate
+/// identities, edges to missing vertices, and cycles (automatic edges included). Returns
+/// every error found.
+pub fn check_graph(registry: &Registry, g: &GraphSpec) -> Result<(), Vec<GraphError>> {
+    match split_hidden_twins(g) {
+        Some((g, _)) => analyze(registry, &g).map(drop),
+        None => analyze(registry, g).map(drop),
+    }
+}
+
 /// The default bound on concurrent checks: eight per CPU, from 64 to 256. Checks mostly wait
 /// (on fsync, on commands, on the network) or end in a few microseconds (a file already in
 /// state), rather than compute, so many more of them than cores pays. On 2 CPUs, 10,000 files
@@ -282,14 +293,9 @@ impl Engine {
         self.inner.world.set(world);
     }
 
-    /// Checks a graph without side effects: unknown kinds, params against the schema, meta,
-    /// constructor refusals, duplicate identities, edges to missing vertices, and cycles
-    /// (automatic edges included). Returns every error found.
+    /// Checks a graph without side effects (see [`check_graph`]).
     pub fn check_graph(&self, g: &GraphSpec) -> Result<(), Vec<GraphError>> {
-        match split_hidden_twins(g) {
-            Some((g, _)) => analyze(&self.inner.registry, &g).map(drop),
-            None => analyze(&self.inner.registry, g).map(drop),
-        }
+        check_graph(&self.inner.registry, g)
     }
 
     /// Checks `g` like [`Engine::check_graph`] and keeps what the check built, so that

@@ -24,7 +24,9 @@ pub mod status;
 pub mod value;
 
 pub use events::Event;
-pub use executor::{default_parallel, Engine, EngineConfig, Prepared, RunningGraph, SwapStats};
+pub use executor::{
+    check_graph, default_parallel, Engine, EngineConfig, Prepared, RunningGraph, SwapStats,
+};
 pub use graph::GraphError;
 pub use metrics::{CheckResult, Histogram, MetricsSnapshot};
 pub use registry::{AutoEdgeFn, AutoEdgeSink, AutoEdges, Kind, Registry, ValidateError};
