@@ -1273,13 +1273,11 @@ impl Coord {
                 }
                 let propagate =
                     std::mem::take(&mut v.upstream_inflight) || result == CheckResult::Changed;
-                // The identity is cloned for the refreshes only if there are any.
-                let id = (result == CheckResult::Changed && !v.notify_succs.is_empty())
-                    .then(|| v.id.clone());
+                let id = v.id.clone();
                 let notify = v.notify_succs.clone();
                 let succs = v.succs.clone();
                 Event::CheckApplied {
-                    id: v.id.clone(),
+                    id: id.clone(),
                     result,
                     duration,
                     refresh,
@@ -1287,7 +1285,7 @@ impl Coord {
                 .emit(&self.sink);
                 self.candidates.extend(succs.iter().copied());
                 self.touched.extend(succs.iter().copied());
-                if let Some(id) = id {
+                if result == CheckResult::Changed {
                     for n in notify {
                         if let Some(s) = self.verts.get_mut(&n) {
                             s.refresh_from.insert(ResId::clone(&id));
