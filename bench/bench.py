@@ -199,12 +199,12 @@ def main():
 
             # (b) again, in state (the directory of the last (a) run). tend's runs and the
             # floor's alternate, so that both meet the same machine (this VM's speed drifts by
-            # several percent from one minute to the next).
+            # several percent from one minute to the next), at least B_REPEAT times each: the
+            # runs are short, and in five, one or two meet a slow moment of the VM or the
+            # kernel's teardown of the inotify instance at exit (an SRCU grace period: 10-18 ms
+            # in about one run of three), which moves a median of five.
             root = roots[-1]
             g = f"{root}.yaml"
-            # At least B_REPEAT runs each: they are short, and in five, one or two meet a slow
-            # moment of the VM or the kernel's teardown of the inotify instance at exit (an SRCU
-            # grace period: 10-18 ms in about one run of three), which moves a median of five.
             (wall_b, rss_b), (fl_b, _) = median_runs(
                 [
                     lambda r: [a.tend, "run", g, "--converged-timeout", "0", "--state-dir", f"{root}.state"],
