@@ -9,16 +9,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod api;
-mod check_cmd;
+mod cli;
 mod client;
-mod cluster;
-mod deploy_cmd;
+mod cmd;
 mod logging;
-mod mcl_front;
 mod progress;
-mod run;
-mod world_cmd;
-mod yaml;
+
+use cmd::{check, deploy, run, world};
 
 /// Real-time, distributed configuration management.
 #[derive(Parser)]
@@ -33,11 +30,11 @@ enum Cmd {
     /// Converge this host onto a program and keep it there.
     Run(run::RunArgs),
     /// Check an mcl program and optionally print its first graph.
-    Check(check_cmd::CheckArgs),
+    Check(check::CheckArgs),
     /// Publish a program to every host (or roll back, or list the deploys).
-    Deploy(deploy_cmd::DeployArgs),
+    Deploy(deploy::DeployArgs),
     /// Read the World's store directly: exports, strings, deploys, hosts.
-    World(world_cmd::WorldArgs),
+    World(world::WorldArgs),
     /// Show the daemon's state on one screen (a client of `tend run`'s HTTP API).
     Status(client::StatusArgs),
     /// Print the daemon's running graph (JSON, text, or Graphviz dot).
@@ -48,22 +45,6 @@ enum Cmd {
     Exports(client::WatchArgs),
     /// Print the version.
     Version,
-}
-
-/// Starts a multi-thread async runtime for `tend <cmd>` (`workers`: threads, default one per
-/// CPU); when it cannot, says so and gives the exit status.
-pub(crate) fn runtime(
-    cmd: &str,
-    workers: Option<usize>,
-) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n);
-    }
-    b.enable_all().build().map_err(|e| {
-        eprintln!("tend {cmd}: cannot start the async runtime: {e}");
-        ExitCode::from(1)
-    })
 }
 
 /// Replaces Rust's default panic output (a message and, with `RUST_BACKTRACE`, a stack trace) by
@@ -94,9 +75,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run(a) => run::main(a),
-        Cmd::Check(a) => check_cmd::main(a),
-        Cmd::Deploy(a) => deploy_cmd::main(a),
-        Cmd::World(a) => world_cmd::main(a),
+        Cmd::Check(a) => check::main(a),
+        Cmd::Deploy(a) => deploy::main(a),
+        Cmd::World(a) => world::main(a),
         Cmd::Status(a) => client::status(a),
         Cmd::Graph(a) => client::graph(a),
         Cmd::Resources(a) => client::resources(a),

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tend_engine::{
-    CheckCtx, Checked, EdgeSpec, Engine, EngineConfig, GraphSpec, Kind, KindSchema, Registry,
-    ResError, ResSpec, Resource, Watcher,
+    CheckCtx, Checked, Engine, EngineConfig, Kind, Registry, ResError, Resource, Watcher,
 };
+use tend_model::{EdgeSpec, GraphSpec, KindSchema, ResSpec};
 use tokio::sync::Notify;
 
 struct Slot {
@@ -96,8 +96,8 @@ fn chains(chains: usize, len: usize) -> GraphSpec {
         for k in 1..len {
             let (a, b) = (c * len + k - 1, c * len + k);
             g.edges.push(EdgeSpec {
-                from: tend_engine::ResId::new("mem", a.to_string()),
-                to: tend_engine::ResId::new("mem", b.to_string()),
+                from: tend_model::ResId::new("mem", a.to_string()),
+                to: tend_model::ResId::new("mem", b.to_string()),
                 notify: false,
             });
         }

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::executor::SwapStats;
 use crate::metrics::{CheckResult, MetricsSnapshot};
-use crate::spec::ResId;
+use tend_model::ResId;
 
 /// One internal event. Identities are the engine's own, shared (no copy per event).
 #[derive(Clone, Debug)]

@@ -5,57 +5,11 @@
 use std::collections::BTreeSet;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-use std::fmt;
 use std::sync::Arc;
 
 use crate::registry::{AutoEdgeSink, Registry};
 use crate::resource::Resource;
-use crate::spec::{EdgeSpec, GraphSpec, ResId, ResSpec};
-
-/// One problem found in a graph. Displays as
-/// `file[/tmp/x]: field `mode`: expected str, got 5`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GraphError {
-    /// The resource involved, if the problem is about one.
-    pub res: Option<ResId>,
-    /// The field (param, or `Meta:<name>` for a meta parameter) involved, if any.
-    pub field: Option<String>,
-    /// What is wrong, as a short lower-case phrase.
-    pub message: String,
-}
-
-impl GraphError {
-    /// An error about a whole graph (no resource, no field).
-    pub fn graph(message: impl Into<String>) -> Self {
-        GraphError {
-            res: None,
-            field: None,
-            message: message.into(),
-        }
-    }
-
-    fn res(res: &ResId, field: Option<String>, message: impl Into<String>) -> Self {
-        GraphError {
-            res: Some(res.clone()),
-            field,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for GraphError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(r) = &self.res {
-            write!(f, "{r}: ")?;
-        }
-        if let Some(field) = &self.field {
-            write!(f, "field `{field}`: ")?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for GraphError {}
+use tend_model::{EdgeSpec, ErrorKind, GraphError, GraphSpec, ResId, ResSpec};
 
 /// A checked graph: its full edge list and its resources, built.
 pub(crate) struct Analyzed {
@@ -68,14 +22,21 @@ pub(crate) struct Analyzed {
 }
 
 /// Checks `g` completely; see [`Analyzed`].
-pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Vec<GraphError>> {
+pub(crate) fn analyze(
+    registry: &Registry,
+    g: &GraphSpec,
+    complete: &(dyn Fn(&ResSpec) -> bool + Sync),
+) -> Result<Analyzed, Vec<GraphError>> {
     let mut errors = Vec::new();
     let mut built: Vec<Arc<dyn Resource>> = Vec::with_capacity(g.resources.len());
     let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(g.resources.len());
     // Each resource alone, and the keys it provides for automatic edges, part by part.
     let parts = by_core(&g.resources, |part, first| {
         let mut provides = HashMap::new();
-        let checked: Vec<_> = part.iter().map(|spec| check_one(registry, spec)).collect();
+        let checked: Vec<_> = part
+            .iter()
+            .map(|spec| check_one(registry, spec, complete(spec)))
+            .collect();
         for (i, spec) in part.iter().enumerate() {
             if let Some(f) = registry.get(&spec.kind).and_then(|k| k.autoedges) {
                 f(spec, &mut Provides(&mut provides, first + i));
@@ -87,6 +48,7 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
     for (spec, checked) in g.resources.iter().zip(each.into_iter().flatten()) {
         if !seen.insert((spec.kind.as_str(), spec.name.as_str())) {
             errors.push(GraphError::res(
+                ErrorKind::Graph,
                 &spec.id(),
                 None,
                 "duplicate resource (kind and name must be unique)",
@@ -106,6 +68,7 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
         for end in [&e.from, &e.to] {
             if !seen.contains(&(end.kind.as_str(), end.name.as_str())) {
                 errors.push(GraphError::res(
+                    ErrorKind::Graph,
                     end,
                     None,
                     format!(
@@ -173,6 +136,7 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
             .collect::<Vec<_>>()
             .join(" -> ");
         errors.push(GraphError::res(
+            ErrorKind::Graph,
             &cycle[0],
             None,
             format!("dependency cycle: {path}"),
@@ -187,9 +151,14 @@ pub(crate) fn analyze(registry: &Registry, g: &GraphSpec) -> Result<Analyzed, Ve
 }
 
 /// What can be checked of one resource alone: its kind, params and meta, and its constructor.
-fn check_one(registry: &Registry, spec: &ResSpec) -> Result<Arc<dyn Resource>, Vec<GraphError>> {
+fn check_one(
+    registry: &Registry,
+    spec: &ResSpec,
+    complete: bool,
+) -> Result<Arc<dyn Resource>, Vec<GraphError>> {
     let Some(kind) = registry.get(&spec.kind) else {
         return Err(vec![GraphError::res(
+            ErrorKind::UnknownKind,
             &spec.id(),
             None,
             format!("unknown resource kind `{}`", spec.kind),
@@ -198,11 +167,17 @@ fn check_one(registry: &Registry, spec: &ResSpec) -> Result<Arc<dyn Resource>, V
     let mut errors = Vec::new();
     for (name, value) in &spec.params {
         if let Err(e) = kind.schema.check_param(name, value) {
-            errors.push(GraphError::res(&spec.id(), Some(e.field), e.reason));
+            errors.push(GraphError::res(
+                ErrorKind::Param,
+                &spec.id(),
+                Some(e.field),
+                e.reason,
+            ));
         }
     }
     if let Err(e) = spec.meta.validate() {
         errors.push(GraphError::res(
+            ErrorKind::Meta,
             &spec.id(),
             Some(format!("Meta:{}", e.name)),
             e.reason,
@@ -211,14 +186,20 @@ fn check_one(registry: &Registry, spec: &ResSpec) -> Result<Arc<dyn Resource>, V
     if !errors.is_empty() {
         return Err(errors);
     }
-    if spec.meta.hidden {
+    if spec.meta.hidden || !complete {
         // Hidden resources are never applied here (only exported): the kind's own
-        // validation does not apply to them (spec/mcl.md §9).
+        // validation does not apply to them (spec/mcl.md §9). Nor to a resource its front end
+        // could not read completely (see `check_partial`).
         return Ok(Arc::new(crate::resource::Hidden));
     }
     match (kind.build)(spec) {
         Ok(r) => Ok(Arc::from(r)),
-        Err(e) => Err(vec![GraphError::res(&spec.id(), e.field, e.message)]),
+        Err(e) => Err(vec![GraphError::res(
+            ErrorKind::Build,
+            &spec.id(),
+            e.field,
+            e.message,
+        )]),
     }
 }
 

@@ -1,6 +1,5 @@
-//! The resource engine: the data model ([`Value`], [`ResSpec`], [`GraphSpec`]), the
-//! [`Resource`] contract, the kind [`Registry`], and the executor that converges a host onto a
-//! graph and keeps it there.
+//! The resource engine: the [`Resource`] contract, the kind [`Registry`], and the executor
+//! that converges a host onto a graph and keeps it there.
 //!
 //! The executor ([`Engine`]) is event-driven: a resource is checked only when it may be out of
 //! state (first run, drift reported by its watch, a refresh on a notify edge, a new spec), after
@@ -9,7 +8,8 @@
 //! per-vertex states, [`Engine::events`] and [`Engine::metrics`] what happened.
 //!
 //! **`engine` knows no concrete resource kind and no store**: kinds come in through the
-//! [`Registry`], the cluster only through the World traits of `tend-world`.
+//! [`Registry`], the cluster only through the World traits of `tend-model`. The data model
+//! it runs (`ResSpec`, `GraphSpec`, ...) is `tend-model`'s.
 
 pub mod events;
 pub mod executor;
@@ -18,22 +18,16 @@ pub mod graph;
 pub mod metrics;
 pub mod registry;
 pub mod resource;
-pub mod schema;
-pub mod spec;
 pub mod status;
-pub mod value;
 
 pub use events::Event;
 pub use executor::{
-    check_graph, default_parallel, Engine, EngineConfig, Prepared, RunningGraph, SwapStats,
+    check_graph, check_partial, default_parallel, Engine, EngineConfig, GraphDiff, Prepared,
+    RunningGraph, SwapStats,
 };
-pub use graph::GraphError;
 pub use metrics::{CheckResult, Histogram, MetricsSnapshot};
-pub use registry::{AutoEdgeFn, AutoEdgeSink, AutoEdges, Kind, Registry, ValidateError};
+pub use registry::{AutoEdgeFn, AutoEdgeSink, AutoEdges, Constructor, Kind, Registry};
 pub use resource::{
     CheckCtx, Checked, InitCtx, ResError, Resource, WatchReceiver, WatchSignal, Watcher, WorldSlot,
 };
-pub use schema::{Field, KindSchema, SchemaError, Type};
-pub use spec::{EdgeSpec, GraphSpec, Meta, MetaError, Params, ResId, ResSpec};
 pub use status::{Status, VertexState, VertexStatus};
-pub use value::Value;

@@ -6,8 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::resource::{ResError, Resource};
-use crate::schema::KindSchema;
-use crate::spec::ResSpec;
+use tend_model::{KindSchema, ResSpec};
 
 /// Builds a resource from its spec. Validates the params (beyond the schema's type checks) and
 /// has no side effects on the host.
@@ -72,6 +71,8 @@ pub struct Kind {
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<String, Kind>,
+    /// The kinds' schemas again, by kind, for front ends (lent, not copied).
+    schemas: BTreeMap<String, KindSchema>,
 }
 
 impl Registry {
@@ -82,6 +83,8 @@ impl Registry {
 
     /// Registers a kind (replacing any kind of the same name).
     pub fn register(&mut self, kind: Kind) {
+        self.schemas
+            .insert(kind.schema.kind.clone(), kind.schema.clone());
         self.kinds.insert(kind.schema.kind.clone(), kind);
     }
 
@@ -95,41 +98,9 @@ impl Registry {
         self.kinds.values()
     }
 
-    /// All schemas, by kind name (what the language type-checks against).
-    pub fn schemas(&self) -> BTreeMap<String, KindSchema> {
-        self.kinds
-            .iter()
-            .map(|(k, v)| (k.clone(), v.schema.clone()))
-            .collect()
+    /// All schemas, by kind name (what front ends convert values with and the language
+    /// type-checks against).
+    pub fn schemas(&self) -> &BTreeMap<String, KindSchema> {
+        &self.schemas
     }
-
-    /// Validates a spec completely without touching the host: the kind exists, params fit the
-    /// schema, meta is consistent, and the kind's constructor accepts it.
-    pub fn validate(&self, spec: &ResSpec) -> Result<(), ValidateError> {
-        let kind = self
-            .get(&spec.kind)
-            .ok_or_else(|| ValidateError::UnknownKind(spec.kind.clone()))?;
-        kind.schema
-            .check_params(&spec.params)
-            .map_err(ValidateError::Schema)?;
-        spec.meta.validate().map_err(ValidateError::Meta)?;
-        (kind.build)(spec).map(drop).map_err(ValidateError::Build)
-    }
-}
-
-/// Why a spec is not valid.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ValidateError {
-    /// No such kind in the registry.
-    #[error("unknown resource kind `{0}`")]
-    UnknownKind(String),
-    /// A param does not fit the schema.
-    #[error(transparent)]
-    Schema(crate::schema::SchemaError),
-    /// Bad meta parameters.
-    #[error(transparent)]
-    Meta(crate::spec::MetaError),
-    /// The kind's constructor refused the spec.
-    #[error(transparent)]
-    Build(ResError),
 }

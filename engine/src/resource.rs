@@ -70,16 +70,16 @@ pub struct InitCtx {
 /// The World's shared strings as resources see them (for kinds such as `kv`). Set once by the
 /// daemon with [`crate::Engine::set_world`]; empty in tests and without a World.
 #[derive(Clone, Default)]
-pub struct WorldSlot(Arc<std::sync::OnceLock<Arc<dyn tend_world::StrWorld>>>);
+pub struct WorldSlot(Arc<std::sync::OnceLock<Arc<dyn tend_model::world::StrWorld>>>);
 
 impl WorldSlot {
     /// The World, if the daemon joined one.
-    pub fn get(&self) -> Option<Arc<dyn tend_world::StrWorld>> {
+    pub fn get(&self) -> Option<Arc<dyn tend_model::world::StrWorld>> {
         self.0.get().cloned()
     }
 
     /// Sets the World (the first call wins).
-    pub fn set(&self, world: Arc<dyn tend_world::StrWorld>) {
+    pub fn set(&self, world: Arc<dyn tend_model::world::StrWorld>) {
         let _ = self.0.set(world);
     }
 }

@@ -1,6 +1,6 @@
 //! `check_graph`: every error, each naming the resource and field.
 
-use tend_engine::{GraphSpec, Value};
+use tend_model::{GraphSpec, Value};
 
 use crate::support::*;
 
@@ -25,7 +25,7 @@ async fn every_error_is_reported() {
         vec![
             fake("a").param("sleep_ms", "slow"),
             fake("a"),
-            tend_engine::ResSpec::new("nosuch", "x"),
+            tend_model::ResSpec::new("nosuch", "x"),
             fake("b").param("bogus", 1i64).param("panic", Value::Int(3)),
             fake("r").param("refuse", true),
             bad_meta,

@@ -3,7 +3,8 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use tend_engine::{CheckResult, Event, Value, VertexState};
+use tend_engine::{CheckResult, Event, VertexState};
+use tend_model::Value;
 
 use crate::support::*;
 

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tend_engine::{
-    AutoEdgeSink, CheckCtx, Checked, EdgeSpec, Engine, EngineConfig, Field, GraphSpec, InitCtx,
-    Kind, KindSchema, Registry, ResError, ResId, ResSpec, Resource, Status, Type, Value,
-    VertexState, Watcher,
+    AutoEdgeSink, CheckCtx, Checked, Engine, EngineConfig, InitCtx, Kind, Registry, ResError,
+    Resource, Status, VertexState, Watcher,
 };
+use tend_model::{EdgeSpec, Field, GraphSpec, KindSchema, ResId, ResSpec, Type, Value};
 
 /// What the tests observe of one fake resource (shared by every instance with that name).
 #[derive(Default)]

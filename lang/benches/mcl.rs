@@ -10,9 +10,9 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tend_engine::{Field, KindSchema, Type};
 use tend_lang::funcs::world::MemWorld;
 use tend_lang::program::{compile, Options};
+use tend_model::{Field, KindSchema, Type};
 
 fn schemas() -> BTreeMap<String, KindSchema> {
     let t = KindSchema::new("test")
@@ -30,7 +30,6 @@ fn opts(world: Arc<MemWorld>) -> Options {
         hostname: "h".into(),
         schemas: schemas(),
         world,
-        validate: None,
     }
 }
 
@@ -81,7 +80,7 @@ fn main() {
             rx.recv().await.expect("a graph").expect("no error")
         });
         first_graph.push(t.elapsed());
-        vertices = g.resources.len();
+        vertices = g.spec.resources.len();
     }
 
     // 2. One stream value changing, ~10,000 function nodes downstream.

@@ -7,14 +7,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use tend_engine::{GraphSpec, KindSchema};
+use tend_model::{GraphError, GraphSpec, KindSchema};
 use tokio::sync::mpsc;
 
 use crate::diag::{Error, SourceMap, Stage};
 use crate::funcs::stream::{StreamCtx, StreamEvent};
 use crate::funcs::world::WorldView;
 use crate::graph::{self, EvalEnv, Streams};
-use crate::interp::{self, InterpEnv, Validator};
+use crate::interp::{self, InterpEnv, Locations};
 use crate::scope::Modules;
 use crate::syntax::ast::{Stmt, StmtKind};
 use crate::syntax::span::{FileId, Span};
@@ -28,8 +28,6 @@ pub struct Options {
     pub schemas: BTreeMap<String, KindSchema>,
     /// The cluster view (an in-memory world for `check`).
     pub world: Arc<dyn WorldView>,
-    /// Validation of every non-hidden resource (the kinds' own checks), if any.
-    pub validate: Option<Arc<Validator>>,
 }
 
 /// Errors of a program together with the sources needed to render them.
@@ -51,8 +49,40 @@ impl Failure {
 /// A compiled program, ready to run.
 pub struct Compiled {
     modules: Modules,
-    map: SourceMap,
+    map: Arc<SourceMap>,
     opts: Options,
+}
+
+/// One graph of a running program, and where its resources were written: what a front end
+/// needs to place the engine's check of the graph back in the program.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    /// The graph.
+    pub spec: GraphSpec,
+    /// The program's files.
+    pub sources: Arc<SourceMap>,
+    /// Where each resource and field was written.
+    pub locations: Locations,
+}
+
+impl Graph {
+    /// The engine's errors about this graph as language errors, in program order.
+    pub fn errors(&self, errors: &[GraphError]) -> Vec<Error> {
+        let mut out: Vec<Error> = errors.iter().map(|e| self.locations.error(e)).collect();
+        out.sort_by_key(|e| (e.span.file, e.span.start));
+        out
+    }
+
+    /// Renders the engine's errors about this graph as spec §11.2 describes, in program
+    /// order.
+    pub fn render(&self, errors: &[GraphError]) -> String {
+        self.sources.render_all(&self.errors(errors))
+    }
+
+    /// Renders one engine error about this graph (headline, source line, caret).
+    pub fn render_one(&self, e: &GraphError) -> String {
+        self.locations.error(e).render(&self.sources)
+    }
 }
 
 /// Reads, parses and checks a program.
@@ -91,7 +121,11 @@ fn compile_here(path: &Path, opts: Options) -> Result<Compiled, Failure> {
     if let Err(e) = graph::check_static(&modules) {
         return Err(fail(map, vec![e], &modules));
     }
-    Ok(Compiled { modules, map, opts })
+    Ok(Compiled {
+        modules,
+        map: Arc::new(map),
+        opts,
+    })
 }
 
 fn with_importers(mut e: Error, m: &Modules) -> Error {
@@ -264,7 +298,7 @@ impl Compiled {
     }
 
     /// Evaluates and interprets once against the current stream values.
-    pub fn graph_once(&self, streams: &mut Streams, ctx: &StreamCtx) -> Result<GraphSpec, Error> {
+    pub fn graph_once(&self, streams: &mut Streams, ctx: &StreamCtx) -> Result<Graph, Error> {
         let env = EvalEnv {
             hostname: self.opts.hostname.clone(),
             schemas: &self.opts.schemas,
@@ -273,20 +307,24 @@ impl Compiled {
         let out = graph::evaluate(&self.modules, &env, streams);
         streams.prune();
         let out = out?;
-        interp::build(
+        let (spec, locations) = interp::build(
             &out,
             &InterpEnv {
                 schemas: &self.opts.schemas,
                 world: self.opts.world.as_ref(),
-                validate: self.opts.validate.as_deref(),
             },
-        )
+        )?;
+        Ok(Graph {
+            spec,
+            sources: self.map.clone(),
+            locations,
+        })
     }
 
     /// Runs the program: sends a new graph whenever the values it reads change (never the same
     /// graph twice in a row), or a rendered error (after which the run ends). Stops when the
     /// receiver is dropped. Must be called inside a tokio runtime.
-    pub fn run(self) -> mpsc::Receiver<Result<GraphSpec, String>> {
+    pub fn run(self) -> mpsc::Receiver<Result<Graph, String>> {
         let (out_tx, out_rx) = mpsc::channel(4);
         let (tx, events) = mpsc::unbounded_channel();
         let rt = tokio::runtime::Handle::current();
@@ -297,7 +335,7 @@ impl Compiled {
             closed.closed().await;
             let _ = stop.send(StreamEvent {
                 key: (String::new(), Vec::new()),
-                value: Ok(tend_engine::Value::Bool(false)),
+                value: Ok(tend_model::Value::Bool(false)),
             });
         });
         // Evaluation is synchronous and recursive: it runs on its own thread with a large
@@ -317,7 +355,7 @@ impl Compiled {
 
     fn drive(
         &self,
-        out_tx: mpsc::Sender<Result<GraphSpec, String>>,
+        out_tx: mpsc::Sender<Result<Graph, String>>,
         tx: mpsc::UnboundedSender<StreamEvent>,
         mut events: mpsc::UnboundedReceiver<StreamEvent>,
     ) {
@@ -330,7 +368,7 @@ impl Compiled {
                 while rx.changed().await.is_ok() {
                     let ev = StreamEvent {
                         key: (COLLECT_KEY.to_string(), Vec::new()),
-                        value: Ok(tend_engine::Value::Bool(true)),
+                        value: Ok(tend_model::Value::Bool(true)),
                     };
                     if tx.send(ev).is_err() {
                         return;
@@ -347,8 +385,8 @@ impl Compiled {
         loop {
             match self.graph_once(&mut streams, &ctx) {
                 Ok(g) => {
-                    if last.as_ref() != Some(&g) {
-                        last = Some(g.clone());
+                    if last.as_ref() != Some(&g.spec) {
+                        last = Some(g.spec.clone());
                         if out_tx.blocking_send(Ok(g)).is_err() {
                             return;
                         }

@@ -240,9 +240,8 @@ fn corpus() -> Vec<String> {
         if let Ok(entries) = std::fs::read_dir(root.join(dir)) {
             for e in entries.flatten() {
                 let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                if let Some((_, rest)) = text.split_once("-- main.mcl --\n") {
-                    let main = rest.split("\n-- ").next().unwrap_or_default();
-                    out.push(format!("{main}\n"));
+                if let Some(main) = tend_lang::txtar::Archive::parse(&text).get("main.mcl") {
+                    out.push(main.to_string());
                 }
             }
         }

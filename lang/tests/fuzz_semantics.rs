@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use tend_engine::{Field, KindSchema, Type};
 use tend_lang::funcs::stream::StreamCtx;
 use tend_lang::funcs::world::MemWorld;
 use tend_lang::graph::Streams;
 use tend_lang::program::{compile, Options};
+use tend_model::{Field, KindSchema, Type};
 
 fn expr() -> impl Strategy<Value = String> {
     let leaf = prop_oneof![
@@ -86,7 +86,6 @@ fn opts() -> Options {
         hostname: "h".into(),
         schemas: BTreeMap::from([("test".to_string(), t)]),
         world: MemWorld::new("h"),
-        validate: None,
     }
 }
 

@@ -1,144 +1,25 @@
-//! The golden runner (spec §12): every `tests/golden/**/*.txtar` case is a program (`-- main.mcl
-//! --` plus further files), an optional `-- WORLD --` seed, and an `-- OUTPUT --` section with
-//! either the sorted `Vertex:`/`Edge:` lines of the first graph or `# err: <tag>: <message>:
-//! <byline>` lines (the tag and first byline must match one of them).
+//! The golden runner (spec §12), the one runner of `tests/golden/**/*.txtar`: every case is a
+//! program (`-- main.mcl --` plus further files), an optional `-- WORLD --` seed, and an
+//! `-- OUTPUT --` section with either the sorted `Vertex:`/`Edge:` lines of the first graph or
+//! `# err: <tag>: <message>: <byline>` lines (the tag and first byline must match one of them).
 //!
-//! `UPDATE_GOLDEN=1 cargo test -p tend-lang --test golden` rewrites every OUTPUT section from
-//! the actual results (review the diff afterwards).
+//! A case runs as `tend check --print-graph` runs it: compiled against the kinds of the real
+//! registry (`tend_resources::registry()`), its first graph checked by the engine's one check
+//! of a graph (`tend_engine::check_graph`), whose errors are placed back in the program.
 //!
-//! The `test` and `print` kinds are described here from spec §8.2 (the language itself knows
-//! no kind).
+//! `UPDATE_GOLDEN=1 cargo test -p tend-lang --test golden` rewrites the OUTPUT section of every
+//! case that does not match from the actual result (review the diff afterwards).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tend_engine::{Field, KindSchema, ResSpec, Type, Value};
+use tend_engine::Registry;
+use tend_lang::diag::{SourceMap, Stage};
 use tend_lang::funcs::world::MemWorld;
 use tend_lang::interp::print_graph;
 use tend_lang::program::{compile, Options};
-
-fn test_schemas() -> BTreeMap<String, KindSchema> {
-    let mut t = KindSchema::new("test");
-    for f in [
-        "bool",
-        "str",
-        "anotherstr",
-        "comment",
-        "sendvalue",
-        "validateerror",
-    ] {
-        t = t.field(Field::new(f, Type::Str, ""));
-    }
-    let ranges: [(&str, i128, i128); 13] = [
-        ("int", i64::MIN as i128, i64::MAX as i128),
-        ("int8", -128, 127),
-        ("int16", -32768, 32767),
-        ("int32", i32::MIN as i128, i32::MAX as i128),
-        ("int64", i64::MIN as i128, i64::MAX as i128),
-        ("uint", 0, u64::MAX as i128),
-        ("uint8", 0, 255),
-        ("uint16", 0, 65535),
-        ("uint32", 0, u32::MAX as i128),
-        ("uint64", 0, u64::MAX as i128),
-        ("byte", 0, 255),
-        ("rune", i32::MIN as i128, i32::MAX as i128),
-        ("waitforerror", i64::MIN as i128, i64::MAX as i128),
-    ];
-    for (n, lo, hi) in ranges {
-        t = t.field(Field::new(n, Type::Int, "").range(lo, hi));
-    }
-    t = t
-        .field(Field::new("float32", Type::Float, ""))
-        .field(Field::new("float64", Type::Float, ""))
-        .field(Field::new("boolptr", Type::Bool, "").optional())
-        .field(Field::new("stringptr", Type::Str, "").optional())
-        .field(Field::new("int64ptr", Type::Int, "").optional())
-        .field(
-            Field::new("int8ptr", Type::Int, "")
-                .range(-128, 127)
-                .optional(),
-        )
-        .field(
-            Field::new("uint8ptr", Type::Int, "")
-                .range(0, 255)
-                .optional(),
-        )
-        .field(
-            Field::new("int8ptrptrptr", Type::Int, "")
-                .range(-128, 127)
-                .optional(),
-        )
-        .field(Field::new(
-            "slicestring",
-            Type::List(Box::new(Type::Str)),
-            "",
-        ))
-        .field(Field::new("onlyshow", Type::List(Box::new(Type::Str)), ""))
-        .field(Field::new(
-            "expectrecv",
-            Type::List(Box::new(Type::Str)),
-            "",
-        ))
-        .field(Field::new(
-            "mapintfloat",
-            Type::Map(Box::new(Type::Int), Box::new(Type::Float)),
-            "",
-        ))
-        .field(Field::new(
-            "mixedstruct",
-            Type::Struct(vec![
-                ("somebool".into(), Type::Bool),
-                ("somestr".into(), Type::Str),
-                ("someint".into(), Type::Int),
-                ("somefloat".into(), Type::Float),
-            ]),
-            "",
-        ))
-        .field(Field::new("interface", Type::Any, ""))
-        .field(Field::new("validatebool", Type::Bool, ""))
-        .field(Field::new("alwaysgroup", Type::Bool, ""))
-        .field(Field::new("comparefail", Type::Bool, ""));
-    t.sends = vec![("hello".into(), Type::Str), ("answer".into(), Type::Int)];
-    t.can_recv = true;
-    let p = KindSchema::new("print")
-        .field(Field::new("msg", Type::Str, ""))
-        .field(Field::new("refresh_only", Type::Bool, ""));
-    let mut f = KindSchema::new("file")
-        .field(Field::new("path", Type::Str, ""))
-        .field(Field::new("content", Type::Str, "").optional())
-        .field(Field::new("state", Type::Str, "").allowed(&["exists", "absent", ""]));
-    f.refreshable = true;
-    [t, p, f].into_iter().map(|s| (s.kind.clone(), s)).collect()
-}
-
-fn validate_test(spec: &ResSpec) -> Result<(), String> {
-    if spec.kind != "test" {
-        return Ok(());
-    }
-    if spec.params.get("validatebool") == Some(&Value::Bool(true)) {
-        return Err("validatebool is true".into());
-    }
-    match spec.params.get("validateerror") {
-        Some(Value::Str(s)) if !s.is_empty() => Err(format!("validateerror: {s}")),
-        _ => Ok(()),
-    }
-}
-
-/// Splits a txtar text into (comment, sections).
-fn parse_txtar(text: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in text.split_inclusive('\n') {
-        let l = line.trim_end_matches('\n');
-        if let Some(name) = l.strip_prefix("-- ").and_then(|r| r.strip_suffix(" --")) {
-            out.push((name.to_string(), String::new()));
-        } else if let Some((_, body)) = out.last_mut() {
-            body.push_str(line);
-        }
-    }
-    out
-}
+use tend_lang::syntax::front;
+use tend_lang::txtar::Archive;
 
 /// `(tag, first byline)` of an error line `[error: |# err: ]<tag>: <msg>: <file> @ <range>…`.
 fn tag_and_byline(line: &str) -> Option<(String, String)> {
@@ -157,10 +38,10 @@ fn tag_and_byline(line: &str) -> Option<(String, String)> {
 }
 
 /// Runs one case; returns the actual OUTPUT text.
-fn run_case(rt: &tokio::runtime::Runtime, sections: &[(String, String)]) -> String {
+fn run_case(rt: &tokio::runtime::Runtime, registry: &Registry, case: &Archive) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut world_text = "{}".to_string();
-    for (name, body) in sections {
+    for (name, body) in &case.sections {
         match name.as_str() {
             "OUTPUT" => {}
             "WORLD" => world_text = body.clone(),
@@ -177,9 +58,8 @@ fn run_case(rt: &tokio::runtime::Runtime, sections: &[(String, String)]) -> Stri
     };
     let opts = Options {
         hostname: tend_lang::funcs::world::WorldView::hostname(world.as_ref()),
-        schemas: test_schemas(),
+        schemas: registry.schemas().clone(),
         world,
-        validate: Some(Arc::new(validate_test)),
     };
     let prog = match compile(&dir.path().join("main.mcl"), opts) {
         Ok(p) => p,
@@ -190,16 +70,18 @@ fn run_case(rt: &tokio::runtime::Runtime, sections: &[(String, String)]) -> Stri
             )
         }
     };
-    let map = prog.sources().clone();
-    let _ = map;
+    let first_line = |e: &str| {
+        let head = e.lines().next().unwrap_or_default();
+        format!("# err: {}\n", head.trim_start_matches("error: "))
+    };
     rt.block_on(async move {
         let mut rx = prog.run();
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some(Ok(g))) => print_graph(&g),
-            Ok(Some(Err(e))) => {
-                let head = e.lines().next().unwrap_or_default();
-                format!("# err: {}\n", head.trim_start_matches("error: "))
-            }
+            Ok(Some(Ok(g))) => match tend_engine::check_graph(registry, &g.spec) {
+                Ok(()) => print_graph(&g.spec),
+                Err(errs) => first_line(&g.render(&errs)),
+            },
+            Ok(Some(Err(e))) => first_line(&e),
             Ok(None) => "# err: errStream: the program ended without a graph\n".into(),
             Err(_) => "# err: errStream: no first graph within 10 s\n".into(),
         }
@@ -244,9 +126,13 @@ fn matches(expected: &str, actual: &str) -> bool {
     sorted(expected) == sorted(actual)
 }
 
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
 #[test]
 fn golden() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let root = root();
     let mut all = Vec::new();
     cases(&root, &mut all);
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
@@ -255,30 +141,22 @@ fn golden() {
         .enable_all()
         .build()
         .expect("runtime");
+    let registry = tend_resources::registry();
     let mut failures = Vec::new();
     for case in &all {
         let text = std::fs::read_to_string(case).expect("read case");
-        let sections = parse_txtar(&text);
-        let expected = sections
-            .iter()
-            .find(|(n, _)| n == "OUTPUT")
-            .map(|(_, b)| b.clone())
-            .unwrap_or_default();
-        let actual =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&rt, &sections)))
-                .unwrap_or_else(|_| "# PANIC\n".to_string());
+        let archive = Archive::parse(&text);
+        let expected = archive.get("OUTPUT").unwrap_or_default().to_string();
+        let actual = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_case(&rt, &registry, &archive)
+        }))
+        .unwrap_or_else(|_| "# PANIC\n".to_string());
+        if matches(&expected, &actual) {
+            continue;
+        }
         if update {
-            if !matches(&expected, &actual) {
-                let at = text
-                    .find("-- OUTPUT --\n")
-                    .map(|i| i + "-- OUTPUT --\n".len());
-                let new = match at {
-                    Some(i) => format!("{}{actual}", &text[..i]),
-                    None => format!("{text}-- OUTPUT --\n{actual}"),
-                };
-                std::fs::write(case, new).expect("rewrite case");
-            }
-        } else if !matches(&expected, &actual) {
+            std::fs::write(case, archive.with("OUTPUT", &actual)).expect("rewrite case");
+        } else {
             failures.push(format!(
                 "{}\n--- expected\n{expected}--- actual\n{actual}",
                 case.strip_prefix(&root).unwrap_or(case).display()
@@ -288,10 +166,61 @@ fn golden() {
     assert!(!all.is_empty(), "no golden cases under {}", root.display());
     assert!(
         failures.is_empty(),
-        "{} of {} golden cases failed:\n\n{}",
+        "{} of {} golden cases failed (UPDATE_GOLDEN=1 rewrites their OUTPUT):\n\n{}",
         failures.len(),
         all.len(),
         failures.join("\n")
     );
     eprintln!("{} golden cases passed", all.len());
+}
+
+/// The syntax cases (`tests/golden/syntax/`) through the front stages alone (lex/parse,
+/// init, interpolate): a case whose OUTPUT lists `# err:` lines of a front stage must fail
+/// there with the tag and first byline of one of them; any other case must pass them.
+#[test]
+fn syntax_cases_through_the_front_stages() {
+    const FRONT: [Stage; 3] = [Stage::LexParse, Stage::Init, Stage::Interpolate];
+    let mut paths = Vec::new();
+    cases(&root().join("syntax"), &mut paths);
+    assert!(paths.len() >= 50, "expected the syntax golden cases");
+    let mut failures = Vec::new();
+    for path in &paths {
+        let text = std::fs::read_to_string(path).expect("read case");
+        let archive = Archive::parse(&text);
+        let src = archive.get("main.mcl").expect("case has main.mcl");
+        let output = archive.get("OUTPUT").unwrap_or_default();
+        let mut map = SourceMap::new();
+        let file = map.add("/main.mcl", src.to_string());
+        let result = front(file, src);
+        let expected: Vec<(String, String)> = output
+            .lines()
+            .filter(|l| l.starts_with("# err: "))
+            .filter_map(tag_and_byline)
+            .collect();
+        let front_expected = expected
+            .iter()
+            .any(|(t, _)| Stage::from_tag(t).is_some_and(|s| FRONT.contains(&s)));
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        match (&result, front_expected) {
+            (Err(errors), true) => {
+                let first = &errors[0];
+                let actual = (first.stage.tag().to_string(), map.byline(first.span));
+                if !expected.contains(&actual) {
+                    failures.push(format!(
+                        "{name}: got {}\nexpected one of {expected:?}",
+                        first.headline(&map)
+                    ));
+                }
+            }
+            (Err(errors), false) => failures.push(format!(
+                "{name}: the front stages failed:\n{}",
+                map.render_all(errors)
+            )),
+            (Ok(_), true) => {
+                failures.push(format!("{name}: expected a front-stage error, got none"))
+            }
+            (Ok(_), false) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

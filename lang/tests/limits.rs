@@ -7,12 +7,11 @@ use tend_lang::funcs::world::MemWorld;
 use tend_lang::program::{compile, Options};
 
 fn opts() -> Options {
-    let t = tend_engine::KindSchema::new("test");
+    let t = tend_model::KindSchema::new("test");
     Options {
         hostname: String::new(),
         schemas: BTreeMap::from([("test".to_string(), t)]),
         world: MemWorld::new(""),
-        validate: None,
     }
 }
 
@@ -49,7 +48,7 @@ fn deep_chains_compile_or_fail_cleanly() {
             tokio::time::timeout(Duration::from_secs(20), rx.recv()).await
         });
         let g = g.unwrap().unwrap().unwrap();
-        assert_eq!(g.resources[0].name, "deep");
+        assert_eq!(g.spec.resources[0].name, "deep");
         // Above it: a set-scope error naming the position.
         let p = dir.path().join(format!("{kind}-deep.mcl"));
         std::fs::write(&p, chain(kind, 3000)).unwrap();

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tend_engine::{Field, GraphSpec, KindSchema, Type};
 use tend_lang::funcs::world::MemWorld;
-use tend_lang::program::{compile, Options};
+use tend_lang::program::{compile, Graph, Options};
+use tend_model::{Field, GraphSpec, KindSchema, Type};
 use tokio::sync::mpsc::Receiver;
 
 fn schemas() -> BTreeMap<String, KindSchema> {
@@ -19,14 +19,13 @@ fn schemas() -> BTreeMap<String, KindSchema> {
     [(t.kind.clone(), t)].into_iter().collect()
 }
 
-fn start(dir: &Path, src: &str, world: Arc<MemWorld>) -> Receiver<Result<GraphSpec, String>> {
+fn start(dir: &Path, src: &str, world: Arc<MemWorld>) -> Receiver<Result<Graph, String>> {
     let main = dir.join("main.mcl");
     std::fs::write(&main, src).unwrap();
     let opts = Options {
         hostname: "h".into(),
         schemas: schemas(),
         world,
-        validate: None,
     };
     match compile(&main, opts) {
         Ok(p) => p.run(),
@@ -47,9 +46,9 @@ fn names(g: &GraphSpec) -> Vec<String> {
     v
 }
 
-async fn next(rx: &mut Receiver<Result<GraphSpec, String>>) -> GraphSpec {
+async fn next(rx: &mut Receiver<Result<Graph, String>>) -> GraphSpec {
     match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-        Ok(Some(Ok(g))) => g,
+        Ok(Some(Ok(g))) => g.spec,
         Ok(Some(Err(e))) => panic!("program failed: {e}"),
         Ok(None) => panic!("program stopped"),
         Err(_) => panic!("no new graph within 10 s"),
@@ -153,7 +152,6 @@ async fn sources_of_a_dead_branch_are_stopped() {
         hostname: "h".into(),
         schemas: schemas(),
         world: w.clone(),
-        validate: None,
     };
     let prog = compile(&main, opts).unwrap_or_else(|f| panic!("{}", f.render()));
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
@@ -163,7 +161,7 @@ async fn sources_of_a_dead_branch_are_stopped() {
     };
     let mut streams = Streams::default();
     let g = prog.graph_once(&mut streams, &ctx).unwrap();
-    assert_eq!(names(&g), ["base", "one"]);
+    assert_eq!(names(&g.spec), ["base", "one"]);
     let live = |s: &Streams| {
         let mut k: Vec<String> = s.sources.keys().map(|(n, _)| n.clone()).collect();
         k.sort();
@@ -178,7 +176,7 @@ async fn sources_of_a_dead_branch_are_stopped() {
         .unwrap();
     assert!(streams.update(&ev.key, ev.value));
     let g = prog.graph_once(&mut streams, &ctx).unwrap();
-    assert_eq!(names(&g), ["base"]);
+    assert_eq!(names(&g.spec), ["base"]);
     assert_eq!(live(&streams), ["world.getval"]);
 }
 

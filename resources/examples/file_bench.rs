@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tend_engine::{CheckCtx, Checked, ResSpec, Resource, Watcher};
+use tend_engine::{CheckCtx, Checked, Resource, Watcher};
+use tend_model::ResSpec;
 
 fn arg(i: usize, default: usize) -> usize {
     std::env::args()

@@ -13,10 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tend_engine::{
-    AutoEdgeSink, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Value,
-    Watcher,
-};
+use tend_engine::{AutoEdgeSink, CheckCtx, Checked, ResError, Resource, Watcher};
+use tend_model::{Field, KindSchema, ResSpec, Type, Value};
 
 use crate::params::{field_err, Params};
 use crate::process::{describe, log_lines, CmdLine, Lines, TAIL_LINES};

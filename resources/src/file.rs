@@ -15,9 +15,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use tend_engine::{
-    AutoEdgeSink, CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Watcher,
-};
+use tend_engine::{AutoEdgeSink, CheckCtx, Checked, ResError, Resource, Watcher};
+use tend_model::{Field, KindSchema, ResSpec, Type};
 
 use crate::fswatch;
 use crate::params::{field_err, Params};

@@ -5,10 +5,9 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
-use tend_engine::{
-    CheckCtx, Checked, Field, InitCtx, KindSchema, ResError, ResSpec, Resource, Type, Watcher,
-};
-use tend_world::{StrWorld, WorldError};
+use tend_engine::{CheckCtx, Checked, InitCtx, ResError, Resource, Watcher};
+use tend_model::world::{StrWorld, WorldError};
+use tend_model::{Field, KindSchema, ResSpec, Type};
 
 use crate::params::{field_err, Params};
 

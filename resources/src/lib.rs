@@ -71,8 +71,8 @@ pub fn registry() -> Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tend_engine::schema::check_field;
-    use tend_engine::ResSpec;
+    use tend_model::check_field;
+    use tend_model::{GraphSpec, ResSpec};
 
     #[test]
     fn every_kind_is_registered() {
@@ -121,17 +121,23 @@ mod tests {
     #[test]
     fn defaults_alone_build_where_no_field_is_required() {
         let r = registry();
+        let check = |kind: &str, name: &str| {
+            let g = GraphSpec {
+                resources: vec![ResSpec::new(kind, name)],
+                edges: Vec::new(),
+            };
+            tend_engine::check_graph(&r, &g)
+        };
         for (kind, name) in [
             ("noop", "n"),
             ("print", "p"),
             ("test", "t"),
             ("file", "/tmp/x"),
         ] {
-            r.validate(&ResSpec::new(kind, name))
-                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            check(kind, name).unwrap_or_else(|e| panic!("{kind}: {e:?}"));
         }
         // exec needs a command and timer an interval.
-        assert!(r.validate(&ResSpec::new("exec", "e")).is_err());
-        assert!(r.validate(&ResSpec::new("timer", "t")).is_err());
+        assert!(check("exec", "e").is_err());
+        assert!(check("timer", "t").is_err());
     }
 }

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use tend_engine::{KindSchema, ResError, ResSpec, Value};
+use tend_engine::ResError;
+use tend_model::{KindSchema, ResSpec, Value};
 
 /// An error about one field: ``field `mode`: "0999" is not an octal mode``.
 pub(crate) fn field_err(field: &str, msg: impl std::fmt::Display) -> ResError {

@@ -2,9 +2,8 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use tend_engine::{
-    CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Watcher,
-};
+use tend_engine::{CheckCtx, Checked, ResError, Resource, Watcher};
+use tend_model::{Field, KindSchema, ResSpec, Type};
 
 use crate::params::Params;
 

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use tend_engine::{
-    CheckCtx, Checked, Field, KindSchema, ResError, ResSpec, Resource, Type, Watcher,
-};
+use tend_engine::{CheckCtx, Checked, ResError, Resource, Watcher};
+use tend_model::{Field, KindSchema, ResSpec, Type};
 
 use crate::params::{field_err, Params};
 

@@ -3,22 +3,36 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tend_engine::{CheckCtx, Checked, ResError, ResSpec, Resource, WatchReceiver, Watcher};
+use tend_engine::{CheckCtx, Checked, ResError, Resource, WatchReceiver, Watcher};
+use tend_model::{GraphSpec, ResSpec};
 
-/// Builds a resource through the registry (schema check, then the kind's constructor).
+/// The engine's check of a graph of one resource (schema, meta, the kind's constructor).
+fn check(spec: &ResSpec) -> Result<(), String> {
+    let g = GraphSpec {
+        resources: vec![spec.clone()],
+        edges: Vec::new(),
+    };
+    tend_engine::check_graph(&tend_resources::registry(), &g).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// Builds a resource through the registry (the engine's check, then the kind's constructor).
 pub fn build(spec: ResSpec) -> Arc<dyn Resource> {
+    check(&spec).unwrap_or_else(|e| panic!("{}: {e}", spec.id()));
     let r = tend_resources::registry();
-    r.validate(&spec)
-        .unwrap_or_else(|e| panic!("{}: {e}", spec.id()));
     let kind = r.get(&spec.kind).unwrap();
     Arc::from((kind.build)(&spec).unwrap())
 }
 
-/// The validation error of a spec, as a user reads it.
+/// The check's error about a spec, as a user reads it.
 pub fn invalid(spec: ResSpec) -> String {
-    match tend_resources::registry().validate(&spec) {
+    match check(&spec) {
         Ok(()) => panic!("{} was accepted", spec.id()),
-        Err(e) => e.to_string(),
+        Err(e) => e,
     }
 }
 

@@ -4,7 +4,8 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tend_engine::{Checked, ResSpec, Value};
+use tend_engine::Checked;
+use tend_model::{ResSpec, Value};
 
 use crate::common::{apply, build, dry, eventually, invalid, refresh, watch};
 

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tend_engine::{Checked, ResSpec, Resource};
+use tend_engine::{Checked, Resource};
+use tend_model::ResSpec;
 
 use crate::common::{apply, build, dry, invalid, watch, Watching};
 

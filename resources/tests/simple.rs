@@ -1,6 +1,7 @@
 //! `noop`, `print`, `timer` and `test`.
 
-use tend_engine::{Checked, ResSpec};
+use tend_engine::Checked;
+use tend_model::ResSpec;
 
 use crate::common::{apply, build, dry, invalid, refresh, watch};
 

@@ -288,7 +288,8 @@ pub fn render(s: &Scrape<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tend_engine::{ResId, VertexStatus};
+    use tend_engine::VertexStatus;
+    use tend_model::ResId;
 
     #[test]
     fn renders_parseable_text() {

@@ -4,78 +4,21 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Map, Value as Json};
-use tend_engine::{Meta, ResId, RunningGraph, Status, Value, VertexState};
+use serde_json::{json, Value as Json};
+use tend_engine::{RunningGraph, Status, VertexState};
+use tend_model::{Meta, ResId, Value};
 
-/// A resource value as JSON: maps with string keys become objects, other maps a list of
-/// `[key, value]` pairs; structs become objects; non-finite floats become strings.
+/// A resource value as JSON, as people read it (`tend_model::json::to_plain`).
 pub fn value_json(v: &Value) -> Json {
-    match v {
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f)
-            .map(Json::Number)
-            .unwrap_or_else(|| Json::String(f.to_string())),
-        Value::Str(s) => Json::String(s.clone()),
-        Value::List(l) => Json::Array(l.iter().map(value_json).collect()),
-        Value::Map(m) => {
-            if m.keys().all(|k| matches!(k, Value::Str(_))) {
-                Json::Object(
-                    m.iter()
-                        .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), value_json(v)))
-                        .collect(),
-                )
-            } else {
-                Json::Array(
-                    m.iter()
-                        .map(|(k, v)| Json::Array(vec![value_json(k), value_json(v)]))
-                        .collect(),
-                )
-            }
-        }
-        Value::Struct(fields) => Json::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), value_json(v)))
-                .collect(),
-        ),
-    }
+    tend_model::json::to_plain(v)
 }
 
-/// Every meta parameter as JSON.
-fn meta_all(m: &Meta) -> Map<String, Json> {
-    let mut o = Map::new();
-    o.insert("noop".into(), json!(m.noop));
-    o.insert("retry".into(), json!(m.retry));
-    o.insert("retryreset".into(), json!(m.retryreset));
-    o.insert("delay".into(), json!(m.delay));
-    o.insert("timeout".into(), json!(m.timeout));
-    o.insert("poll".into(), json!(m.poll));
-    o.insert(
-        "limit".into(),
-        value_json(&Value::Float(m.limit)), // +inf becomes "inf"
-    );
-    o.insert("burst".into(), json!(m.burst));
-    o.insert("reset".into(), json!(m.reset));
-    o.insert("sema".into(), json!(m.sema));
-    o.insert("rewatch".into(), json!(m.rewatch));
-    o.insert("realize".into(), json!(m.realize));
-    o.insert("dollar".into(), json!(m.dollar));
-    o.insert("hidden".into(), json!(m.hidden));
-    o.insert("export".into(), json!(m.export));
-    o.insert("reverse".into(), json!(m.reverse));
-    o.insert("autoedge".into(), json!(m.autoedge));
-    o.insert("autogroup".into(), json!(m.autogroup));
-    o
-}
-
-/// The meta parameters that differ from their defaults.
+/// The meta parameters that differ from their defaults (in the table's order).
 pub fn meta_json(m: &Meta) -> Json {
-    let defaults = meta_all(&Meta::default());
     Json::Object(
-        meta_all(m)
+        m.non_default()
             .into_iter()
-            .filter(|(k, v)| defaults.get(k) != Some(v))
+            .map(|(k, v)| (k.to_string(), value_json(&v)))
             .collect(),
     )
 }
@@ -157,6 +100,11 @@ pub fn graph_dot(g: &RunningGraph, status: &Status) -> String {
     }
     t.push_str("}\n");
     t
+}
+
+/// A time in milliseconds since the Unix epoch as [`rfc3339`].
+pub fn rfc3339_ms(ms: u64) -> String {
+    rfc3339(UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }
 
 /// A time as RFC 3339 in UTC with millisecond precision, e.g. `2026-11-22T11:30:00.123Z`.
@@ -257,9 +205,9 @@ mod tests {
 
     #[test]
     fn dot_escapes() {
-        let mut g = tend_engine::GraphSpec::default();
+        let mut g = tend_model::GraphSpec::default();
         g.resources
-            .push(tend_engine::ResSpec::new("file", "/tmp/\"x\""));
+            .push(tend_model::ResSpec::new("file", "/tmp/\"x\""));
         let g = RunningGraph {
             graph: std::sync::Arc::new(g),
             ..RunningGraph::default()

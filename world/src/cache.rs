@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::error::StoreError;
 use crate::keys::{escape, Keys};
 use crate::store::{AbortOnDrop, KeyRange, Store, WatchEvent, WatchMsg};
+use tend_model::world::StoreError;
 
 struct Sub {
     ranges: Vec<KeyRange>,

@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::WorldError;
+use tend_model::world::WorldError;
 
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u8 = 1;

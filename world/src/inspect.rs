@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::codec::{decode, ExportRecord};
-use crate::error::WorldError;
 use crate::keys::{unescape, Keys};
 use crate::store::{KeyRange, Store, Watch};
-use crate::world::{Deploy, Export, HostInfo};
+use tend_model::world::WorldError;
+use tend_model::world::{Deploy, Export, HostInfo};
 
 /// Reads the World's areas from a store.
 pub struct Inspector {

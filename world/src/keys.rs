@@ -15,8 +15,8 @@
 //! the (large) file chunks, with one watch. Segments are percent-escaped (`%` and `/`), so a
 //! name like `/etc/motd` stays one segment.
 
-use crate::error::WorldError;
 use crate::store::{prefix_end, KeyRange};
+use tend_model::world::WorldError;
 
 /// The default namespace.
 pub const DEFAULT_NAMESPACE: &str = "/tend";

@@ -1,5 +1,6 @@
-//! The World: how hosts share state. World traits (`ResWorld`, `StrWorld`, `FsWorld`,
-//! `DeployWorld`, hosts), the Store layer under them, the etcd and embedded backends, the codec,
+//! The World: how hosts share state. The implementation of the World traits (declared in
+//! `tend_model::world`: `ResWorld`, `StrWorld`, `FsWorld`, `DeployWorld`, `HostWorld`), the
+//! Store layer under them, the etcd and embedded backends, the codec,
 //! the key schema and the watch cache.
 //!
 //! **`world` knows nothing of resources, graphs or the language**: an export is
@@ -35,18 +36,18 @@
 
 mod cache;
 pub mod codec;
-pub mod error;
 pub mod inspect;
 pub mod keys;
 pub mod store;
 pub mod testkit;
 mod world;
 
-pub use error::{StoreError, WorldError};
 pub use store::etcd::{EtcdConfig, EtcdTls};
 pub use store::{KeyRange, KeyValue, Store};
-pub use world::{
-    open_store, Backend, Changes, Deploy, DeployWorld, Export, ExportFilter, ExportKey, FsWorld,
-    HostInfo, HostWorld, NewDeploy, ResWorld, StrWorld, TreeEntry, World, WorldConfig, WorldStatus,
-    CHUNK_SIZE,
+// The traits and records are the model's; they are re-exported here beside their
+// implementation, for callers that hold a concrete `World`.
+pub use tend_model::world::{
+    Changes, Deploy, DeployWorld, Export, ExportFilter, ExportKey, FsWorld, HostInfo, HostWorld,
+    NewDeploy, ResWorld, StoreError, StrWorld, TreeEntry, WorldError,
 };
+pub use world::{open_store, Backend, World, WorldConfig, WorldStatus, CHUNK_SIZE};

@@ -14,7 +14,7 @@ pub mod world;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use tend_engine::Value;
+use tend_model::Value;
 
 use crate::types::{Ty, Unifier};
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::Watcher as _;
-use tend_engine::Value;
+use tend_model::Value;
 use tokio::sync::mpsc;
 
 use super::world::{collect_pairs, WorldView};

@@ -1,7 +1,7 @@
 //! Text rendering shared by `fmt.printf` and interpolation: float text (§13 W19), Go-style
 //! quoting (`%q`), and `%v` of every value.
 
-use tend_engine::Value;
+use tend_model::Value;
 
 /// The shortest decimal text that round-trips, never with an exponent (`13.0` -> `13`).
 pub fn float_text(f: f64) -> String {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use tend_engine::{Params, Value};
+use tend_model::{Params, Value};
 use tokio::sync::watch;
 
 /// One exported resource as a collector sees it.

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use tend_engine::{KindSchema, Value};
+use tend_model::{KindSchema, Value};
 
 use crate::diag::{Error, Stage};
 use crate::funcs::stream::{self, Source, StreamCtx, StreamKey};

@@ -1,21 +1,23 @@
-//! Interpretation (spec §8, §9): one table ([`Output`]) becomes one `GraphSpec`. Fields are
-//! checked against the kinds' schemas (native ranges), meta parameters go through
+//! Interpretation (spec §8, §9): one table ([`Output`]) becomes one `GraphSpec`, with the
+//! [`Locations`] of its resources and fields in the program. Meta parameters go through
 //! `Meta::set`, names are checked, collect statements are resolved against the world,
 //! duplicates merge or fail, hidden resources live in their own pool, edges must reach existing
 //! resources, and the graph must be acyclic.
+//!
+//! Fields are not checked here against their kind (native ranges, allowed values, the kind's
+//! own validation): that is the engine's one check of a graph (`tend_engine::check_graph`,
+//! `Engine::prepare`), whose errors [`Locations::error`] places back in the program.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use tend_engine::spec::META_FIELDS;
-use tend_engine::{EdgeSpec, GraphSpec, KindSchema, ResId, ResSpec, Value};
+use tend_model::{
+    EdgeSpec, ErrorKind, GraphError, GraphSpec, KindSchema, ResId, ResSpec, Value, META,
+};
 
 use crate::diag::{Error, Stage};
 use crate::funcs::world::WorldView;
 use crate::graph::{Output, ResOut};
 use crate::syntax::span::Span;
-
-/// A check of one whole resource spec beyond its schema (the kind's own validation).
-pub type Validator = dyn Fn(&ResSpec) -> Result<(), String> + Send + Sync;
 
 /// What interpretation needs besides the table.
 pub struct InterpEnv<'s> {
@@ -23,8 +25,45 @@ pub struct InterpEnv<'s> {
     pub schemas: &'s BTreeMap<String, KindSchema>,
     /// The world (for collect statements).
     pub world: &'s dyn WorldView,
-    /// Validation of non-hidden resources, if any.
-    pub validate: Option<&'s Validator>,
+}
+
+/// Where each resource of a graph, and each field the program set, was written: the first
+/// statement that produced it.
+#[derive(Clone, Debug, Default)]
+pub struct Locations {
+    res: HashMap<ResId, (Span, Vec<(String, Span)>)>,
+}
+
+impl Locations {
+    fn add(&mut self, spec: &ResSpec, r: &ResOut) {
+        self.res.entry(spec.id()).or_insert_with(|| {
+            let fields = r.fields.iter().map(|(n, _, s)| (n.clone(), *s)).collect();
+            (r.span, fields)
+        });
+    }
+
+    /// An engine error about the graph as a language error, placed in the program: a param
+    /// that does not fit its kind at the field that set it (else at its statement), anything
+    /// else about a resource at its statement.
+    pub fn error(&self, e: &GraphError) -> Error {
+        let at = e.res.as_ref().and_then(|r| self.res.get(r));
+        let span = match (at, e.kind, &e.field) {
+            (Some((_, fields)), ErrorKind::Param, Some(f)) => fields
+                .iter()
+                .find(|(n, _)| n == f)
+                .map(|(_, s)| *s)
+                .unwrap_or(at.map(|a| a.0).unwrap_or_default()),
+            (Some((span, _)), _, _) => *span,
+            (None, _, _) => Span::default(),
+        };
+        let message = match (e.kind, e.meta_param(), &e.res) {
+            (ErrorKind::Meta, Some(name), Some(r)) => {
+                format!("{r}: meta parameter `{name}`: {}", e.message)
+            }
+            _ => e.to_string(),
+        };
+        err(message, span)
+    }
 }
 
 fn err(msg: impl Into<String>, span: Span) -> Error {
@@ -57,11 +96,15 @@ fn same_resource(a: &ResSpec, b: &ResSpec) -> bool {
     a.kind == b.kind && a.name == b.name && a.params == b.params && ma == mb
 }
 
-/// Builds the resource graph of one table.
-pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<GraphSpec, Error> {
+/// Builds the resource graph of one table, with where its resources were written.
+pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<(GraphSpec, Locations), Error> {
     let mut specs: Vec<(ResSpec, Span)> = Vec::new();
+    let mut locations = Locations::default();
     for r in &out.resources {
-        specs.extend(resource(r, env)?);
+        for (spec, span) in resource(r, env)? {
+            locations.add(&spec, r);
+            specs.push((spec, span));
+        }
     }
 
     // Exports: the same (kind, name, host) must be identical.
@@ -240,20 +283,18 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<GraphSpec, Error> {
         .filter_map(|id| visible.remove(&id))
         .collect();
     resources.extend(hidden);
-    Ok(GraphSpec {
+    let graph = GraphSpec {
         resources,
         edges: edges
             .into_iter()
             .map(|((from, to), notify)| EdgeSpec { from, to, notify })
             .collect(),
-    })
+    };
+    Ok((graph, locations))
 }
 
-fn apply_body(spec: &mut ResSpec, r: &ResOut, schema: &KindSchema) -> Result<(), Error> {
-    for (name, v, span) in &r.fields {
-        schema
-            .check_param(name, v)
-            .map_err(|e| err(format!("{}: {e}", spec.id()), *span))?;
+fn apply_body(spec: &mut ResSpec, r: &ResOut) -> Result<(), Error> {
+    for (name, v, _) in &r.fields {
         spec.params.insert(name.clone(), v.clone());
     }
     if let Some((all, span)) = &r.meta_all {
@@ -264,10 +305,9 @@ fn apply_body(spec: &mut ResSpec, r: &ResOut, schema: &KindSchema) -> Result<(),
                 *s,
             ));
         }
-        for f in META_FIELDS {
-            if let Some(v) = all.field(f) {
-                spec.meta
-                    .set(f, v)
+        for p in META {
+            if let Some(v) = all.field(p.name) {
+                p.set(&mut spec.meta, v)
                     .map_err(|e| err(format!("{}: {e}", spec.id()), *span))?;
             }
         }
@@ -281,9 +321,9 @@ fn apply_body(spec: &mut ResSpec, r: &ResOut, schema: &KindSchema) -> Result<(),
 }
 
 fn resource(r: &ResOut, env: &InterpEnv<'_>) -> Result<Vec<(ResSpec, Span)>, Error> {
-    let Some(schema) = env.schemas.get(&r.kind) else {
+    if !env.schemas.contains_key(&r.kind) {
         return Err(err(format!("unknown resource kind `{}`", r.kind), r.span));
-    };
+    }
     let mut out = Vec::new();
     if r.collect {
         // (name, host) filters; an empty host means any host (spec §13 W5).
@@ -338,8 +378,7 @@ fn resource(r: &ResOut, env: &InterpEnv<'_>) -> Result<Vec<(ResSpec, Span)>, Err
                 let _ = spec.meta.set(k, v);
             }
             spec.meta.export.clear();
-            apply_body(&mut spec, r, schema)?;
-            check_spec(&spec, r.span, env)?;
+            apply_body(&mut spec, r)?;
             out.push((spec, r.span));
         }
         return Ok(out);
@@ -347,7 +386,7 @@ fn resource(r: &ResOut, env: &InterpEnv<'_>) -> Result<Vec<(ResSpec, Span)>, Err
     let names = names_of(&r.names);
     for n in names {
         let mut spec = ResSpec::new(r.kind.clone(), n.clone());
-        apply_body(&mut spec, r, schema)?;
+        apply_body(&mut spec, r)?;
         if n.is_empty() {
             return Err(err(format!("{}: empty resource name", r.kind), r.span));
         }
@@ -360,23 +399,9 @@ fn resource(r: &ResOut, env: &InterpEnv<'_>) -> Result<Vec<(ResSpec, Span)>, Err
                 r.span,
             ));
         }
-        check_spec(&spec, r.span, env)?;
         out.push((spec, r.span));
     }
     Ok(out)
-}
-
-fn check_spec(spec: &ResSpec, span: Span, env: &InterpEnv<'_>) -> Result<(), Error> {
-    if spec.meta.hidden {
-        return Ok(());
-    }
-    spec.meta
-        .validate()
-        .map_err(|e| err(format!("{}: {e}", spec.id()), span))?;
-    if let Some(v) = env.validate {
-        v(spec).map_err(|e| err(format!("{}: {e}", spec.id()), span))?;
-    }
-    Ok(())
 }
 
 /// Prints a graph the way `check --print-graph` does (spec §12): sorted `Edge:` and `Vertex:`

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use tend_engine::Type;
+use tend_model::Type;
 
 /// A type, possibly holding unification variables.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

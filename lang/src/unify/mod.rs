@@ -9,8 +9,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use tend_engine::spec::META_FIELDS;
-use tend_engine::{KindSchema, Value};
+use tend_model::META;
+use tend_model::{KindSchema, Value};
 
 use crate::diag::{Error, Stage};
 use crate::funcs::{self, Builtin, Sig};
@@ -73,27 +73,14 @@ type FnKey = (usize, usize, Vec<Ty>);
 
 /// The type of a meta parameter (spec §8.4).
 pub fn meta_type(name: &str) -> Option<Ty> {
-    Some(match name {
-        "noop" | "retryreset" | "reset" | "rewatch" | "realize" | "dollar" | "hidden"
-        | "reverse" | "autoedge" | "autogroup" => Ty::Bool,
-        "retry" | "delay" | "timeout" | "poll" | "burst" => Ty::Int,
-        "limit" => Ty::Float,
-        "sema" | "export" => Ty::list(Ty::Str),
-        _ => return None,
-    })
+    tend_model::meta_param(name).map(|p| Ty::from_schema(&p.ty()))
 }
 
 /// The struct type of `Meta => …`.
 pub fn meta_struct() -> Ty {
     Ty::Struct(
-        META_FIELDS
-            .iter()
-            .map(|n| {
-                (
-                    n.to_string(),
-                    meta_type(n).expect("every meta field has a type"),
-                )
-            })
+        META.iter()
+            .map(|p| (p.name.to_string(), Ty::from_schema(&p.ty())))
             .collect(),
     )
 }

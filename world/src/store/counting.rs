@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{KeyRange, KeyValue, LeaseId, Range, Store, Txn, TxnResult, Watch};
-use crate::error::StoreError;
+use tend_model::world::StoreError;
 
 /// Operation counts: `(operation, "ok" | "error") -> count`.
 pub type OpCounts = BTreeMap<(&'static str, &'static str), u64>;

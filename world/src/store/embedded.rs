@@ -26,7 +26,7 @@ use super::{
     Compare, KeyRange, KeyValue, LeaseId, Op, OpResult, Range, Store, Txn, TxnResult, Watch,
     WatchEvent, WatchMsg,
 };
-use crate::error::StoreError;
+use tend_model::world::StoreError;
 
 const MAGIC: &[u8; 8] = b"TENDWLG1";
 /// The log file name under the state directory.

@@ -18,7 +18,7 @@ use super::{
     AbortOnDrop, Compare, KeyRange, KeyValue, LeaseId, Op, OpResult, Range, Store, Txn, TxnResult,
     Watch, WatchEvent, WatchMsg,
 };
-use crate::error::StoreError;
+use tend_model::world::StoreError;
 
 const MAX_MESSAGE: usize = 512 << 20;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::error::StoreError;
+use tend_model::world::StoreError;
 
 pub mod counting;
 pub mod embedded;

@@ -1,16 +1,17 @@
-//! The mcl front end of `tend run`: compiles the program once and publishes a new frame for
-//! every new graph the running program yields (spec/mcl.md §7). The world functions and
-//! `collect` read the World through the [`WorldView`] they are given.
+//! The mcl front end: compiles the program once and publishes a new frame for every new graph
+//! the running program yields (spec/mcl.md §7). The world functions and `collect` read the
+//! World through the [`WorldView`] they are given.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tend_engine::{GraphSpec, Registry};
 use tend_lang::funcs::world::WorldView;
-use tend_lang::program::{compile, Options};
+use tend_lang::program::{compile, Graph, Options};
+use tend_model::KindSchema;
 use tokio::sync::watch;
 
-use crate::run::{Frame, FrameResult};
+use crate::{Frame, FrameResult};
 
 /// Strips the `error: ` prefix `tend run` adds itself when it prints errors.
 fn bare(text: &str) -> String {
@@ -20,29 +21,33 @@ fn bare(text: &str) -> String {
         .to_string()
 }
 
-fn frame(graph: GraphSpec) -> Frame {
-    Frame {
-        graph: Arc::new(graph),
-        describe: Box::new(|e| e.to_string()),
-    }
+/// A frame of one graph of the program: the engine's errors about it are placed back in the
+/// program, rendered as the language renders its own.
+fn frame(mut g: Graph) -> Frame {
+    let graph = Arc::new(std::mem::take(&mut g.spec));
+    Frame::new(
+        graph,
+        Box::new(move |errs| {
+            g.errors(errs)
+                .iter()
+                .map(|e| bare(&e.render(&g.sources)))
+                .collect()
+        }),
+    )
 }
 
 /// Compiles `path` and waits for its first graph; then keeps publishing new graphs (or a
 /// rendered run-time error) on the returned channel. Must run on a multi-thread runtime.
 pub fn start(
     path: PathBuf,
-    registry: Arc<Registry>,
+    schemas: BTreeMap<String, KindSchema>,
     hostname: String,
     world: Arc<dyn WorldView>,
 ) -> Result<watch::Receiver<Arc<FrameResult>>, Vec<String>> {
-    let validator = registry.clone();
     let opts = Options {
         world,
         hostname,
-        schemas: registry.schemas(),
-        validate: Some(Arc::new(move |spec| {
-            validator.validate(spec).map_err(|e| e.to_string())
-        })),
+        schemas,
     };
     let prog = compile(&path, opts).map_err(|f| {
         f.errors

@@ -2,7 +2,6 @@
 //! directory, opened read-only) and prints decoded records: a table by default, JSON with
 //! `--json`, again after every change with `--watch`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tend_world::inspect::Inspector;
 use tend_world::store::embedded::{Embedded, LOG_FILE};
-use tend_world::store::etcd::{Etcd, EtcdConfig, EtcdTls};
+use tend_world::store::etcd::Etcd;
 use tend_world::store::Store;
 use tend_world::Backend;
 
@@ -19,110 +18,9 @@ use tend_world::Backend;
 #[derive(clap::Args)]
 pub struct WorldArgs {
     #[command(flatten)]
-    flags: WorldFlags,
+    flags: crate::cli::WorldFlags,
     #[command(subcommand)]
     what: What,
-}
-
-/// How to reach the World's store: etcd (with TLS and user/password) or the embedded store in
-/// the state directory. Reusable by other subcommands (`#[command(flatten)]`).
-#[derive(clap::Args, Clone, Debug)]
-pub struct WorldFlags {
-    #[command(flatten)]
-    cluster: ClusterFlags,
-    /// State directory holding the embedded store.
-    #[arg(
-        long,
-        env = "TEND_STATE_DIR",
-        default_value = "/var/lib/tend",
-        global = true
-    )]
-    state_dir: PathBuf,
-}
-
-/// The etcd side of [`WorldFlags`] (endpoints, TLS, user/password) and the namespace, for
-/// commands that have their own `--state-dir` (`tend run`).
-#[derive(clap::Args, Clone, Debug)]
-pub struct ClusterFlags {
-    /// etcd client URL (repeat or comma-separate); without it, the embedded store in --state-dir.
-    #[arg(
-        long = "etcd",
-        value_name = "URL",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub etcd: Vec<String>,
-    /// Key namespace.
-    #[arg(long, default_value = "/tend", global = true)]
-    namespace: String,
-    /// CA certificate (PEM) to verify etcd.
-    #[arg(long, value_name = "FILE", global = true)]
-    etcd_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for etcd.
-    #[arg(long, value_name = "FILE", global = true)]
-    etcd_cert: Option<PathBuf>,
-    /// Client key (PEM) for etcd.
-    #[arg(long, value_name = "FILE", global = true)]
-    etcd_key: Option<PathBuf>,
-    /// etcd user name.
-    #[arg(long, env = "TEND_ETCD_USER", global = true)]
-    etcd_user: Option<String>,
-    /// etcd password.
-    #[arg(
-        long,
-        env = "TEND_ETCD_PASSWORD",
-        hide_env_values = true,
-        global = true
-    )]
-    etcd_password: Option<String>,
-}
-
-impl ClusterFlags {
-    /// The etcd configuration, when `--etcd` was given.
-    pub fn etcd_config(&self) -> Option<EtcdConfig> {
-        if self.etcd.is_empty() {
-            return None;
-        }
-        let mut cfg = EtcdConfig::new(self.etcd.clone());
-        if self.etcd_ca.is_some() || self.etcd_cert.is_some() || self.etcd_key.is_some() {
-            cfg.tls = Some(EtcdTls {
-                ca: self.etcd_ca.clone(),
-                cert: self.etcd_cert.clone(),
-                key: self.etcd_key.clone(),
-            });
-        }
-        if let Some(user) = &self.etcd_user {
-            cfg.user = Some((user.clone(), self.etcd_password.clone().unwrap_or_default()));
-        }
-        Some(cfg)
-    }
-
-    /// The backend these flags select, with the embedded store under `state_dir`.
-    pub fn backend(&self, state_dir: &std::path::Path) -> Backend {
-        match self.etcd_config() {
-            Some(cfg) => Backend::Etcd(cfg),
-            None => Backend::Embedded {
-                state_dir: state_dir.to_path_buf(),
-            },
-        }
-    }
-
-    /// The key namespace.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-}
-
-impl WorldFlags {
-    /// The backend these flags select.
-    pub fn backend(&self) -> Backend {
-        self.cluster.backend(&self.state_dir)
-    }
-
-    /// The key namespace.
-    pub fn namespace(&self) -> &str {
-        self.cluster.namespace()
-    }
 }
 
 #[derive(clap::Subcommand, Clone, Copy)]
@@ -166,7 +64,7 @@ impl What {
 
 /// Runs `tend world`.
 pub fn main(args: WorldArgs) -> ExitCode {
-    let rt = match crate::runtime("world", Some(2)) {
+    let rt = match crate::cli::runtime("world", Some(2)) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -426,5 +324,5 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 
 /// Milliseconds since the epoch as RFC 3339 (UTC).
 fn rfc3339(ms: u64) -> String {
-    crate::api::views::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+    crate::api::views::rfc3339_ms(ms)
 }

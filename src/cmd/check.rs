@@ -5,12 +5,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tend_lang::funcs::world::{MemWorld, WorldView};
 use tend_lang::interp::print_graph;
 use tend_lang::program::{compile, Options};
+
+use crate::cli::print_error_lines;
 
 /// Arguments of `tend check`.
 #[derive(clap::Args)]
@@ -54,16 +55,12 @@ pub fn main(args: CheckArgs) -> ExitCode {
         None => MemWorld::new(args.hostname.as_deref().unwrap_or("")),
     };
     let registry = tend_resources::registry();
-    let schemas = registry.schemas();
     let opts = Options {
         hostname: world.hostname(),
-        schemas,
+        schemas: registry.schemas().clone(),
         world,
-        validate: Some(Arc::new(move |spec| {
-            registry.validate(spec).map_err(|e| e.to_string())
-        })),
     };
-    let rt = match crate::runtime("check", Some(2)) {
+    let rt = match crate::cli::runtime("check", Some(2)) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -81,12 +78,19 @@ pub fn main(args: CheckArgs) -> ExitCode {
     // Stream sources may hold blocking watchers; do not wait for them.
     rt.shutdown_background();
     match result {
-        Ok(Some(Ok(g))) => {
-            if args.print_graph {
-                print!("{}", print_graph(&g));
+        // The graph is checked as `tend run` checks it before touching the host.
+        Ok(Some(Ok(g))) => match tend_engine::check_graph(&registry, &g.spec) {
+            Ok(()) => {
+                if args.print_graph {
+                    print!("{}", print_graph(&g.spec));
+                }
+                ExitCode::SUCCESS
             }
-            ExitCode::SUCCESS
-        }
+            Err(errs) => {
+                eprint!("{}", g.render(&errs));
+                ExitCode::from(1)
+            }
+        },
         Ok(Some(Err(text))) => {
             eprint!("{text}");
             ExitCode::from(1)
@@ -113,16 +117,15 @@ fn check_yaml(args: &CheckArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     let registry = tend_resources::registry();
-    let frame = match crate::run::load_yaml(&args.program, &registry) {
+    let frame = match tend_front::yaml::load(&args.program, &registry) {
         Ok(f) => f,
         Err(errs) => {
-            crate::run::print_error_lines(&errs);
+            print_error_lines(&errs);
             return ExitCode::from(1);
         }
     };
     if let Err(errs) = tend_engine::check_graph(&registry, &frame.graph) {
-        let msgs: Vec<String> = errs.iter().map(|e| (frame.describe)(e)).collect();
-        crate::run::print_error_lines(&msgs);
+        print_error_lines(&frame.describe(&errs));
         return ExitCode::from(1);
     }
     if args.print_graph {

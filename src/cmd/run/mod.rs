@@ -10,21 +10,24 @@
 //! one-shot run ends with failed resources, or at a run-time error; 2 when the program is
 //! invalid (nothing was changed on the host).
 
+mod report;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tend_engine::{
-    Engine, EngineConfig, GraphError, GraphSpec, Prepared, Registry, Status, VertexState,
-};
-use tend_world::Backend;
+use tend_engine::{Engine, EngineConfig, Prepared, Status, VertexState};
+use tend_front::deploys::Running;
+use tend_front::{Frame, Program};
+use tend_model::GraphSpec;
+use tend_world::{Backend, World, WorldConfig};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
 
+use crate::cli::{default_state_dir, machine_hostname, parse_seconds, print_error_lines};
 use crate::logging::{self, LogFormat};
-use crate::{progress, yaml};
+use crate::progress;
 
 /// Arguments of `tend run`.
 #[derive(clap::Args, Debug)]
@@ -35,7 +38,7 @@ pub struct RunArgs {
     /// follows the World's deploys.
     pub program: Option<PathBuf>,
     #[command(flatten)]
-    pub cluster: crate::world_cmd::ClusterFlags,
+    pub cluster: crate::cli::ClusterFlags,
     /// Session TTL in seconds: when this host is gone longer than that, its exports and its
     /// registration disappear from the World.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
@@ -72,13 +75,6 @@ pub struct RunArgs {
     pub listen: Option<crate::api::Listen>,
 }
 
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let f: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(f).map_err(|_| format!("{s:?} is not a number of seconds >= 0"))
-}
-
 /// Runs `tend run`.
 pub fn main(args: RunArgs) -> ExitCode {
     STARTED.get_or_init(Instant::now);
@@ -86,7 +82,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         eprintln!("tend run: {e:#}");
         return ExitCode::from(2);
     }
-    let rt = match crate::runtime("run", None) {
+    let rt = match crate::cli::runtime("run", None) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -105,144 +101,43 @@ pub fn main(args: RunArgs) -> ExitCode {
     code
 }
 
-/// Aborts its tasks when dropped.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
-}
-
-/// One graph from a front end, and how to say where an engine error about it came from.
-pub struct Frame {
-    /// The graph.
-    pub graph: Arc<GraphSpec>,
-    /// Renders an engine error about this graph, naming the file, line, resource and field.
-    pub describe: Box<dyn Fn(&GraphError) -> String + Send + Sync>,
-}
-
-/// What a front end publishes: a graph, or why the program does not produce one now.
-pub type FrameResult = Result<Frame, Vec<String>>;
-
-/// The kind of program `tend run` was given.
-enum Program {
-    Yaml(PathBuf),
-    Mcl(PathBuf),
-}
-
-impl Program {
-    fn of(path: &Path) -> Result<Program, String> {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        match ext {
-            "yaml" | "yml" => Ok(Program::Yaml(path.to_path_buf())),
-            "mcl" => Ok(Program::Mcl(path.to_path_buf())),
-            _ if path.is_dir() => Ok(Program::Mcl(path.join("main.mcl"))),
-            _ => Err(format!(
-                "{}: unknown program type (expected a `.yaml`/`.yml` graph, an `.mcl` file, or a directory holding main.mcl)",
-                path.display()
-            )),
-        }
-    }
-}
-
-/// Starts the YAML front end: publishes the file's first frame before returning, then a new
-/// one each time the file changes. (mcl programs go through the World: `cluster::follow`.)
-fn start_yaml(path: PathBuf, registry: Arc<Registry>) -> watch::Receiver<Arc<FrameResult>> {
-    let first = load_yaml(&path, &registry);
-    let (tx, rx) = watch::channel(Arc::new(first));
-    tokio::spawn(follow_yaml(path, registry, tx));
-    rx
-}
-
-pub(crate) fn load_yaml(path: &Path, registry: &Registry) -> FrameResult {
-    let env = |name: &str| std::env::var(name).ok();
-    match yaml::load(path, registry, &env) {
-        Ok(mut loaded) => {
-            // The frame owns the graph; `loaded` keeps only what locates errors.
-            let graph = Arc::new(std::mem::take(&mut loaded.graph));
-            Ok(Frame {
-                graph,
-                describe: Box::new(move |e: &GraphError| {
-                    loaded
-                        .error(e.res.clone(), e.field.clone(), e.message.clone())
-                        .to_string()
-                }),
-            })
-        }
-        Err(errs) => Err(errs.iter().map(ToString::to_string).collect()),
-    }
-}
-
-/// Re-reads the YAML file whenever its modification time or size changes (checked every
-/// second, which also survives editors that replace the file).
-async fn follow_yaml(path: PathBuf, registry: Arc<Registry>, tx: watch::Sender<Arc<FrameResult>>) {
-    let stamp = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
-    };
-    let mut last = stamp(&path);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        if tx.is_closed() {
-            return;
-        }
-        let now = stamp(&path);
-        if now == last {
-            continue;
-        }
-        last = now;
-        tracing::info!(file = %path.display(), "graph file changed, reloading");
-        let frame = load_yaml(&path, &registry);
-        if tx.send(Arc::new(frame)).is_err() {
-            return;
-        }
-    }
-}
-
-/// The machine's hostname.
-fn machine_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// The default state directory.
-fn default_state_dir() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/var/lib/tend");
-    }
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("tend");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
-    PathBuf::from(home).join(".local/state/tend")
-}
-
-/// Checks a frame's graph for the engine; on errors prints them, located in the program.
+/// Checks a frame's graph for the engine (unless its front end already had it checked); on
+/// errors prints them, located in the program.
 fn prepare(engine: &Engine, f: &Frame) -> Option<Prepared> {
+    if let Some(p) = f.take_prepared() {
+        return Some(p);
+    }
     match engine.prepare(f.graph.clone()) {
         Ok(p) => Some(p),
         Err(errs) => {
-            let msgs: Vec<String> = errs.iter().map(|e| (f.describe)(e)).collect();
-            print_errors(&msgs);
+            print_errors(&f.describe(&errs));
             None
         }
     }
 }
 
-/// One `error: ...` line per error, on stderr.
-pub(crate) fn print_error_lines(errors: &[String]) {
-    for e in errors {
-        eprintln!("error: {e}");
-    }
+/// Creates the state directory and joins the World selected by `backend`.
+async fn open_world(
+    backend: Backend,
+    namespace: &str,
+    hostname: &str,
+    session_ttl: Duration,
+    state_dir: &Path,
+) -> anyhow::Result<World> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+    let what = match &backend {
+        Backend::Etcd(cfg) => format!("etcd at {}", cfg.endpoints.join(",")),
+        Backend::Embedded { state_dir } => {
+            format!("the embedded store in {}", state_dir.display())
+        }
+    };
+    let mut cfg = WorldConfig::with_backend(backend, hostname);
+    cfg.namespace = namespace.to_string();
+    cfg.session_ttl = session_ttl;
+    World::connect(cfg)
+        .await
+        .with_context(|| format!("joining the world ({what})"))
 }
 
 fn print_errors(errors: &[String]) {
@@ -291,7 +186,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let backend = args.cluster.backend(&state_dir);
     let embedded = matches!(backend, Backend::Embedded { .. });
-    let running = crate::cluster::Running::default();
+    let running = Running::default();
     let engine = Engine::new(
         EngineConfig {
             hostname: hostname.clone(),
@@ -304,7 +199,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
     let _ = engine_out.set(engine.clone());
     // Joining the World creates the state directory: only once the program is known valid.
     let join_world = || {
-        crate::cluster::open(
+        open_world(
             backend.clone(),
             args.cluster.namespace(),
             &hostname,
@@ -315,7 +210,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
     // A YAML graph runs locally; an mcl program (or none) goes through the World's deploys.
     let (mut frames, first, world, prepared) = match program {
         Some(Program::Yaml(path)) => {
-            let mut frames = start_yaml(path, registry.clone());
+            let mut frames = tend_front::yaml::start(path, registry.clone());
             phase("program loaded");
             let first = frames.borrow_and_update().clone();
             // Checked once: the swap below uses what this check built.
@@ -337,7 +232,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
         other => {
             if let Some(Program::Mcl(entry)) = &other {
                 // Nothing is published or changed unless the program checks.
-                if let Err(text) = crate::deploy_cmd::check_program(entry) {
+                if let Err(text) = tend_front::bundle::check_program(entry, registry.schemas()) {
                     eprint!("{text}");
                     eprintln!("tend run: the program is invalid; nothing was changed");
                     return Ok(ExitCode::from(2));
@@ -345,12 +240,12 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
             }
             let world = join_world().await?;
             if let Some(Program::Mcl(entry)) = &other {
-                crate::cluster::publish_initial(&world, entry, embedded).await?;
+                tend_front::deploys::publish_initial(&world, entry, embedded).await?;
             }
-            let follow = crate::cluster::follow(
+            let follow = tend_front::deploys::follow(
                 world.clone(),
                 state_dir.clone(),
-                registry.clone(),
+                engine.clone(),
                 hostname.clone(),
                 running.clone(),
             );
@@ -392,13 +287,13 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
     // The World's reporters stop when this function returns, before the runtime does (a
     // write cut short by the runtime's shutdown is not an error worth a warning).
     let _reporters = AbortOnDrop(vec![
-        crate::cluster::report_host(
+        report::report_host(
             world.clone(),
             running.clone(),
             engine.clone(),
             api_state.clone(),
         ),
-        crate::cluster::report_exports(world.clone(), api_state.clone()),
+        report::report_exports(world.clone(), api_state.clone()),
     ]);
     engine.set_world(Arc::new(world.clone()));
     tend_engine::export::spawn_exporter(engine.clone(), Arc::new(world.clone()), args.noop);
@@ -431,8 +326,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
             conv.swapped(&status.borrow_and_update(), &first.graph);
         }
         Err(errs) => {
-            let msgs: Vec<String> = errs.iter().map(|e| (first.describe)(e)).collect();
-            print_errors(&msgs);
+            print_errors(&first.describe(&errs));
             engine.shutdown().await;
             return Ok(ExitCode::from(2));
         }
@@ -476,7 +370,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
                         }
                         api_state.set_program_error(Some(errs.join("; ")));
                     }
-                    Ok(f) => match engine.swap(f.graph.clone()).await {
+                    Ok(f) => match swap(&engine, f).await {
                         Ok(stats) => {
                             api_state.set_program_error(None);
                             tracing::info!(
@@ -489,16 +383,27 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
                             conv.swapped(&status.borrow_and_update(), &f.graph);
                         }
                         Err(errs) => {
-                            for e in &errs {
-                                tracing::error!(error = %(f.describe)(e), "new graph rejected; keeping the running one");
+                            let msgs = f.describe(&errs);
+                            for e in &msgs {
+                                tracing::error!(error = %e, "new graph rejected; keeping the running one");
                             }
-                            let msgs: Vec<String> = errs.iter().map(|e| (f.describe)(e)).collect();
                             api_state.set_program_error(Some(msgs.join("; ")));
                         }
                     },
                 }
             }
         }
+    }
+}
+
+/// Swaps a frame's graph in (as its front end prepared it, if it did).
+async fn swap(
+    engine: &Engine,
+    f: &Frame,
+) -> Result<tend_engine::SwapStats, Vec<tend_model::GraphError>> {
+    match f.take_prepared() {
+        Some(p) => engine.swap_prepared(p).await,
+        None => engine.swap(f.graph.clone()).await,
     }
 }
 
@@ -620,6 +525,17 @@ async fn stop(
             engine.cancel_running();
             let _ = tokio::time::timeout(Duration::from_secs(2), shutdown).await;
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Aborts its tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
         }
     }
 }

@@ -23,7 +23,7 @@ struct Block {
 }
 
 /// The fast reader; `next` yields events and their 1-based lines, `None` when it gives up.
-pub(super) struct Quick<'a> {
+pub(crate) struct Quick<'a> {
     text: &'a str,
     /// Byte offset of the next line to read.
     pos: usize,
@@ -40,7 +40,7 @@ pub(super) struct Quick<'a> {
 }
 
 impl<'a> Quick<'a> {
-    pub(super) fn new(text: &'a str) -> Self {
+    pub(crate) fn new(text: &'a str) -> Self {
         let mut queue = VecDeque::with_capacity(16);
         queue.push_back((Event::StreamStart, 1));
         Quick {
@@ -56,7 +56,7 @@ impl<'a> Quick<'a> {
     }
 
     /// The next event and its line; `None` when the reader gives up (or after the stream).
-    pub(super) fn next(&mut self) -> Option<(Event<'a>, usize)> {
+    pub(crate) fn next(&mut self) -> Option<(Event<'a>, usize)> {
         while self.queue.is_empty() {
             if self.done {
                 return None;

@@ -1,0 +1,227 @@
+//! What hosts share, as traits: exported resources ([`ResWorld`]), global strings and per-host
+//! string maps ([`StrWorld`]), content-addressed files ([`FsWorld`]), the deploy chain
+//! ([`DeployWorld`]) and host membership ([`HostWorld`]), with the records they carry and
+//! their errors. `tend-world` implements them over a Store (etcd or embedded); the engine,
+//! the resources and the daemon use them without knowing which.
+//!
+//! **This module knows nothing of resources, graphs or the language**: an export is
+//! `(kind, name, from_host, to_host, bytes)`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+mod error;
+
+pub use error::{StoreError, WorldError};
+
+/// A stream that yields once right away (the current state) and then once per change
+/// (changes may be coalesced for a slow reader; read the state after each item).
+pub type Changes = BoxStream<'static, ()>;
+
+/// One exported record. The World knows nothing of what `data` means.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Export {
+    /// Resource kind.
+    pub kind: String,
+    /// Resource name.
+    pub name: String,
+    /// The exporting host (filled in by `res_export`).
+    pub from: String,
+    /// The recipient host, or `*` for every host.
+    pub to: String,
+    /// Opaque payload.
+    pub data: Vec<u8>,
+}
+
+/// Identifies one of this host's exports, for [`ResWorld::res_delete`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportKey {
+    /// Resource kind.
+    pub kind: String,
+    /// Resource name.
+    pub name: String,
+    /// The recipient host, or `*`.
+    pub to: String,
+}
+
+/// A collect filter: an empty field matches anything; several filters are OR-ed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportFilter {
+    /// Kind to match, empty for any.
+    pub kind: String,
+    /// Name to match, empty for any.
+    pub name: String,
+    /// Exporting host to match, empty for any.
+    pub from: String,
+}
+
+impl ExportFilter {
+    /// Whether `e` passes the filter.
+    pub fn matches(&self, e: &Export) -> bool {
+        (self.kind.is_empty() || self.kind == e.kind)
+            && (self.name.is_empty() || self.name == e.name)
+            && (self.from.is_empty() || self.from == e.from)
+    }
+}
+
+/// One deploy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deploy {
+    /// Sequence number (1, 2, ...).
+    pub id: u64,
+    /// Hash of the program bundle (a tree stored with [`FsWorld::fs_put_tree`]).
+    pub bundle: String,
+    /// Hash of the parent deploy, `None` for the first.
+    pub parent: Option<String>,
+    /// This deploy's hash (over id, bundle, parent, message, author, time).
+    pub hash: String,
+    /// Message.
+    pub message: String,
+    /// Author.
+    pub author: String,
+    /// Time of the deploy, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+}
+
+/// A deploy to append.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewDeploy {
+    /// Bundle hash.
+    pub bundle: String,
+    /// Message.
+    pub message: String,
+    /// Author.
+    pub author: String,
+    /// The deploy the caller believes is the latest (`None`: no deploy yet).
+    pub parent: Option<u64>,
+    /// Append even when `parent` is not the latest.
+    pub force: bool,
+}
+
+/// A host's registration (session-bound: it disappears when the host is gone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostInfo {
+    /// Host name.
+    pub hostname: String,
+    /// tend version.
+    pub version: String,
+    /// Start time, milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// The deploy the host runs.
+    pub deploy: Option<u64>,
+    /// Whether the host is converged.
+    pub converged: bool,
+    /// Why the newest deploy was rejected on this host, if it was.
+    pub error: Option<String>,
+    /// When the host last updated its registration, milliseconds since the Unix epoch (a
+    /// listed host is alive: its session holds; it disappears after the session TTL).
+    pub updated_ms: u64,
+}
+
+/// One entry of a stored tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeEntry {
+    /// A directory.
+    Dir {
+        /// Relative path, `/`-separated.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// A regular file.
+    File {
+        /// Relative path, `/`-separated.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+        /// Size in bytes.
+        size: u64,
+        /// Content hash.
+        blob: String,
+    },
+}
+
+/// Exported resources.
+#[async_trait]
+pub trait ResWorld: Send + Sync {
+    /// Stores records from this host. Writing a record identical to the stored one changes
+    /// nothing (no watch event). Returns whether anything changed.
+    async fn res_export(&self, exports: Vec<Export>) -> Result<bool, WorldError>;
+    /// Deletes records of this host. Returns whether anything was deleted.
+    async fn res_delete(&self, keys: Vec<ExportKey>) -> Result<bool, WorldError>;
+    /// Records addressed to this host or to `*` matching any filter (all when `filters` is empty).
+    async fn res_collect(&self, filters: &[ExportFilter]) -> Result<Vec<Export>, WorldError>;
+    /// Fires when a record this host may collect changes, of `kind` (or of any kind).
+    fn res_watch(&self, kind: Option<&str>) -> Changes;
+}
+
+/// Global strings and per-host string maps (two separate areas: they never collide).
+#[async_trait]
+pub trait StrWorld: Send + Sync {
+    /// A global string; [`WorldError::NotFound`] when unset.
+    async fn str_get(&self, key: &str) -> Result<String, WorldError>;
+    /// Sets a global string.
+    async fn str_set(&self, key: &str, value: &str) -> Result<(), WorldError>;
+    /// Deletes a global string; [`WorldError::NotFound`] when unset.
+    async fn str_del(&self, key: &str) -> Result<(), WorldError>;
+    /// Fires when the global string changes.
+    fn str_watch(&self, key: &str) -> Changes;
+    /// Every host's entry of a string map: host -> value.
+    async fn strmap_get(&self, key: &str) -> Result<BTreeMap<String, String>, WorldError>;
+    /// Sets this host's entry.
+    async fn strmap_set(&self, key: &str, value: &str) -> Result<(), WorldError>;
+    /// Deletes this host's entry.
+    async fn strmap_del(&self, key: &str) -> Result<(), WorldError>;
+    /// Fires when any host's entry changes.
+    fn strmap_watch(&self, key: &str) -> Changes;
+}
+
+/// Content-addressed files.
+#[async_trait]
+pub trait FsWorld: Send + Sync {
+    /// Stores bytes, returns their hash (identical content is stored once).
+    async fn fs_put_blob(&self, bytes: &[u8]) -> Result<String, WorldError>;
+    /// Reads bytes by hash.
+    async fn fs_get_blob(&self, hash: &str) -> Result<Vec<u8>, WorldError>;
+    /// Stores a directory tree (files and directories; symlinks are refused), returns its hash.
+    async fn fs_put_tree(&self, root: &Path) -> Result<String, WorldError>;
+    /// The entries of a stored tree.
+    async fn fs_tree(&self, hash: &str) -> Result<Vec<TreeEntry>, WorldError>;
+    /// Writes a stored tree under `dest` (created if needed).
+    async fn fs_get_tree(&self, hash: &str, dest: &Path) -> Result<(), WorldError>;
+    /// Reads one file of a stored tree.
+    async fn fs_read(&self, hash: &str, path: &str) -> Result<Vec<u8>, WorldError>;
+}
+
+/// The deploy chain.
+#[async_trait]
+pub trait DeployWorld: Send + Sync {
+    /// Appends deploy N+1 (compare-and-swap on `latest`); refuses with
+    /// [`WorldError::DeployConflict`] when `parent` is not the latest, unless forced.
+    async fn add_deploy(&self, deploy: NewDeploy) -> Result<Deploy, WorldError>;
+    /// The latest deploy.
+    async fn latest_deploy(&self) -> Result<Option<Deploy>, WorldError>;
+    /// One deploy.
+    async fn get_deploy(&self, id: u64) -> Result<Deploy, WorldError>;
+    /// Every retained deploy, oldest first.
+    async fn list_deploys(&self) -> Result<Vec<Deploy>, WorldError>;
+    /// Yields the latest deploy now (if any) and each new latest deploy (coalesced for a
+    /// slow reader: it always gets the newest).
+    fn watch_deploys(&self) -> BoxStream<'static, Deploy>;
+}
+
+/// Host membership and the cluster-wide converged view.
+#[async_trait]
+pub trait HostWorld: Send + Sync {
+    /// Updates this host's registration.
+    async fn host_update(&self, deploy: Option<u64>, converged: bool) -> Result<(), WorldError>;
+    /// Records (or, with `None`, clears) why the newest deploy was rejected on this host.
+    async fn host_set_error(&self, error: Option<String>) -> Result<(), WorldError>;
+    /// Every registered host, sorted by name.
+    async fn hosts(&self) -> Result<Vec<HostInfo>, WorldError>;
+    /// Fires when a host joins, leaves or changes.
+    fn hosts_watch(&self) -> Changes;
+}

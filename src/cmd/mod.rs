@@ -1,0 +1,7 @@
+//! The subcommands that are not clients of the daemon's API, one module each. A subcommand
+//! imports no other: what they share is in `crate::cli` and the library crates.
+
+pub mod check;
+pub mod deploy;
+pub mod run;
+pub mod world;

@@ -1,0 +1,124 @@
+//! The daemon's reports: this host's registration in the World (the deploy it runs,
+//! converged or not, why a deploy was rejected) and what the API shows of the World.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tend_front::deploys::Running;
+use tend_world::{HostWorld, ResWorld, World};
+
+use crate::api::{ApiState, DeployInfo, Health};
+
+/// Keeps this host's registration (deploy, converged) and the API's world health current.
+pub fn report_host(
+    world: World,
+    running: Running,
+    engine: tend_engine::Engine,
+    api: ApiState,
+) -> tokio::task::JoinHandle<()> {
+    // The World was joined before the API started: say so at once.
+    api.set_world_health(world_health(&world));
+    tokio::spawn(async move {
+        let mut status = engine.status();
+        let mut last: Option<(Option<u64>, bool)> = None;
+        let mut last_rejected: Option<String> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let (deploy, rejected) = running.snapshot();
+            api.set_deploy(deploy.as_ref().map(|d| DeployInfo {
+                id: d.id,
+                hash: d.hash.clone(),
+            }));
+            if rejected != last_rejected {
+                api.set_program_error(rejected.clone());
+                match world.host_set_error(rejected.clone()).await {
+                    Ok(()) => last_rejected = rejected,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot report the rejected deploy in this host's registration")
+                    }
+                }
+            }
+            let now = (deploy.map(|d| d.id), status.borrow_and_update().converged);
+            if last != Some(now) {
+                match world.host_update(now.0, now.1).await {
+                    Ok(()) => last = Some(now),
+                    Err(e) => tracing::warn!(error = %e, "cannot update this host's registration"),
+                }
+            }
+            api.set_world_health(world_health(&world));
+            tokio::select! {
+                changed = status.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {}
+            }
+        }
+    })
+}
+
+/// Keeps the API's view of the exports this host may collect current, from the World's watch
+/// cache (a local subscription: no store watch is opened).
+pub fn report_exports(world: World, api: ApiState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut changes = world.res_watch(None);
+        // This host's own count can change without a collectable record changing.
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                c = changes.next() => if c.is_none() { return },
+                _ = tick.tick() => {}
+            }
+            let records = match world.res_collect(&[]).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the exports for the API");
+                    continue;
+                }
+            };
+            let docs: Vec<serde_json::Value> = records
+                .iter()
+                .map(|r| {
+                    let (params, meta) = match tend_model::export::decode(&r.data) {
+                        Ok((p, m)) => (
+                            p.iter()
+                                .map(|(k, v)| (k.clone(), tend_model::json::to_lossless(v)))
+                                .collect::<serde_json::Map<_, _>>(),
+                            m.iter()
+                                .map(|(k, v)| (k.clone(), tend_model::json::to_lossless(v)))
+                                .collect::<serde_json::Map<_, _>>(),
+                        ),
+                        Err(_) => Default::default(),
+                    };
+                    serde_json::json!({
+                        "kind": r.kind, "name": r.name, "from": r.from, "to": r.to,
+                        "params": params, "meta": meta,
+                    })
+                })
+                .collect();
+            let metrics = crate::api::metrics::WorldMetrics {
+                exports: world.own_export_count() as u64,
+                collected: docs.len() as u64,
+                operations_total: world
+                    .op_counts()
+                    .into_iter()
+                    .map(|((op, result), n)| ((op.to_string(), result.to_string()), n))
+                    .collect(),
+                watch_events_total: world.watch_events(),
+            };
+            api.set_exports(docs, metrics);
+        }
+    })
+}
+
+fn world_health(world: &World) -> Health {
+    let ws = world.status();
+    let details = serde_json::json!({
+        "backend": ws.backend,
+        "session_ok": ws.session_ok,
+        "cache_revision": ws.cache_revision,
+        "subscribers": ws.subscribers,
+    });
+    if ws.session_ok {
+        Health::Up(details)
+    } else {
+        Health::Down(details)
+    }
+}
