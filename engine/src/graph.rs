@@ -2,9 +2,9 @@
 //! identities, dangling edges, automatic edges and cycles. Every error is collected, so a user
 //! sees all mistakes at once. Nothing here touches the host.
 
-use std::collections::BTreeSet;
-
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
 use std::sync::Arc;
 
 use crate::registry::{AutoEdgeSink, Registry};
@@ -29,7 +29,8 @@ pub(crate) fn analyze(
 ) -> Result<Analyzed, Vec<GraphError>> {
     let mut errors = Vec::new();
     let mut built: Vec<Arc<dyn Resource>> = Vec::with_capacity(g.resources.len());
-    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(g.resources.len());
+    // Each identity's first resource, by index into the graph.
+    let mut seen: HashMap<(&str, &str), u32> = HashMap::with_capacity(g.resources.len());
     // Each resource alone, and the keys it provides for automatic edges, part by part.
     let parts = by_core(&g.resources, |part, first| {
         let mut provides = HashMap::new();
@@ -45,8 +46,14 @@ pub(crate) fn analyze(
         (checked, provides)
     });
     let (each, providers): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-    for (spec, checked) in g.resources.iter().zip(each.into_iter().flatten()) {
-        if !seen.insert((spec.kind.as_str(), spec.name.as_str())) {
+    for (i, (spec, checked)) in g
+        .resources
+        .iter()
+        .zip(each.into_iter().flatten())
+        .enumerate()
+    {
+        let key = (spec.kind.as_str(), spec.name.as_str());
+        if seen.contains_key(&key) {
             errors.push(GraphError::res(
                 ErrorKind::Graph,
                 &spec.id(),
@@ -55,6 +62,7 @@ pub(crate) fn analyze(
             ));
             continue;
         }
+        seen.insert(key, i as u32);
         match checked {
             Ok(r) => built.push(r),
             Err(e) => errors.extend(e),
@@ -62,11 +70,13 @@ pub(crate) fn analyze(
     }
 
     let mut edges: Vec<EdgeSpec> = Vec::with_capacity(g.edges.len());
+    // The same edges by index, for the cycle check.
+    let mut links: Vec<(u32, u32)> = Vec::with_capacity(g.edges.len());
     let mut pairs: HashSet<(ResId, ResId)> = HashSet::with_capacity(g.edges.len());
     for e in &g.edges {
         let mut ok = true;
         for end in [&e.from, &e.to] {
-            if !seen.contains(&(end.kind.as_str(), end.name.as_str())) {
+            if !seen.contains_key(&(end.kind.as_str(), end.name.as_str())) {
                 errors.push(GraphError::res(
                     ErrorKind::Graph,
                     end,
@@ -80,6 +90,8 @@ pub(crate) fn analyze(
             }
         }
         if ok && pairs.insert((e.from.clone(), e.to.clone())) {
+            let at = |r: &ResId| seen[&(r.kind.as_str(), r.name.as_str())];
+            links.push((at(&e.from), at(&e.to)));
             edges.push(e.clone());
         } else if ok {
             // A duplicate edge: keep one, with notify if any copy asks for it.
@@ -120,6 +132,7 @@ pub(crate) fn analyze(
     for (from_i, to_i) in auto_pairs.into_iter().flatten() {
         let (from, to) = (g.resources[from_i].id(), g.resources[to_i].id());
         if from != to && pairs.insert((from.clone(), to.clone())) {
+            links.push((from_i as u32, to_i as u32));
             edges.push(EdgeSpec {
                 from,
                 to,
@@ -128,7 +141,7 @@ pub(crate) fn analyze(
         }
     }
 
-    for cycle in cycles(&seen, &edges) {
+    for cycle in cycles(g, &links) {
         let path = cycle
             .iter()
             .chain(cycle.first())
@@ -286,84 +299,59 @@ impl AutoEdgeSink for Requires<'_> {
     }
 }
 
-/// Finds dependency cycles (each reported once, as the list of its vertices in edge order).
-fn cycles(vertices: &HashSet<(&str, &str)>, edges: &[EdgeSpec]) -> Vec<Vec<ResId>> {
-    let mut succ: HashMap<&ResId, Vec<&ResId>> = HashMap::new();
-    let mut pred: HashMap<&ResId, Vec<&ResId>> = HashMap::new();
-    // Only a vertex with edges can be on a cycle.
-    let mut alive: HashSet<&ResId> = HashSet::new();
-    for e in edges {
-        let has = |r: &ResId| vertices.contains(&(r.kind.as_str(), r.name.as_str()));
-        if has(&e.from) && has(&e.to) {
-            succ.entry(&e.from).or_default().push(&e.to);
-            pred.entry(&e.to).or_default().push(&e.from);
-            alive.insert(&e.from);
-            alive.insert(&e.to);
-        }
+/// Finds dependency cycles: one per strongly connected component that has an edge (a
+/// self-loop or two vertices or more), found by petgraph's Tarjan. Each is reported as a cycle
+/// of its vertices in edge order, walked from the component's smallest identity along the first
+/// edge (in graph order) that stays in the component; components in the order of their
+/// smallest identity.
+fn cycles(g: &GraphSpec, links: &[(u32, u32)]) -> Vec<Vec<ResId>> {
+    if links.is_empty() {
+        return Vec::new();
     }
-    // Trim sources, then sinks: what remains lies on a cycle or between cycles, and every
-    // remaining vertex has a remaining successor.
-    for (fwd, back) in [(&succ, &pred), (&pred, &succ)] {
-        let mut deg: HashMap<&ResId, usize> = alive
-            .iter()
-            .map(|v| {
-                let n = back
-                    .get(v)
-                    .map_or(0, |l| l.iter().filter(|p| alive.contains(*p)).count());
-                (*v, n)
-            })
-            .collect();
-        let mut stack: Vec<&ResId> = deg
-            .iter()
-            .filter(|(_, n)| **n == 0)
-            .map(|(v, _)| *v)
-            .collect();
-        while let Some(v) = stack.pop() {
-            alive.remove(v);
-            for s in fwd.get(v).into_iter().flatten() {
-                if let Some(n) = deg.get_mut(*s) {
-                    if *n > 0 {
-                        *n -= 1;
-                        if *n == 0 && alive.contains(*s) {
-                            stack.push(s);
-                        }
-                    }
-                }
-            }
-        }
+    let mut dg: DiGraph<(), (), u32> = DiGraph::with_capacity(g.resources.len(), links.len());
+    for _ in 0..g.resources.len() {
+        dg.add_node(());
     }
-    let mut out = Vec::new();
-    let mut done: HashSet<&ResId> = HashSet::new();
-    let starts: BTreeSet<&ResId> = alive.iter().copied().collect();
-    for start in starts {
-        if done.contains(start) {
-            continue;
-        }
-        let mut path: Vec<&ResId> = Vec::new();
-        let mut pos: HashMap<&ResId, usize> = HashMap::new();
-        let mut cur = start;
+    dg.extend_with_edges(links.iter().copied());
+    let key = |n: NodeIndex| {
+        let r = &g.resources[n.index()];
+        (r.kind.as_str(), r.name.as_str())
+    };
+    let mut knots: Vec<Vec<NodeIndex>> = tarjan_scc(&dg)
+        .into_iter()
+        .filter(|c| c.len() > 1 || dg.contains_edge(c[0], c[0]))
+        .collect();
+    for c in &mut knots {
+        c.sort_unstable_by_key(|n| key(*n));
+    }
+    knots.sort_unstable_by_key(|c| key(c[0]));
+    let mut out = Vec::with_capacity(knots.len());
+    let mut pos: HashMap<NodeIndex, usize> = HashMap::new();
+    for c in knots {
+        let inside: HashSet<NodeIndex> = c.iter().copied().collect();
+        let mut path: Vec<NodeIndex> = Vec::new();
+        pos.clear();
+        let mut cur = c[0];
         loop {
-            if done.contains(cur) {
-                break;
-            }
-            if let Some(&i) = pos.get(cur) {
-                let cyc: Vec<ResId> = path[i..].iter().map(|r| (*r).clone()).collect();
-                out.push(cyc);
+            if let Some(&i) = pos.get(&cur) {
+                out.push(
+                    path[i..]
+                        .iter()
+                        .map(|n| g.resources[n.index()].id())
+                        .collect(),
+                );
                 break;
             }
             pos.insert(cur, path.len());
             path.push(cur);
-            let next = succ
-                .get(cur)
-                .into_iter()
-                .flatten()
-                .find(|s| alive.contains(**s));
-            match next {
-                Some(n) => cur = n,
-                None => break,
-            }
+            // petgraph lists the newest edge first: the last in the component is the first in
+            // graph order. Every vertex of a component with an edge has a successor in it.
+            cur = dg
+                .neighbors(cur)
+                .filter(|n| inside.contains(n))
+                .last()
+                .expect("a vertex of a cyclic component has a successor in it");
         }
-        done.extend(path);
     }
     out
 }

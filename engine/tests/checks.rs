@@ -73,6 +73,28 @@ async fn cycles_are_reported_once_each() {
     );
 }
 
+/// A cycle upstream of another, where the walk from the first one's vertices leaves it along
+/// the edge listed first: both are reported (before petgraph's Tarjan, only the downstream one
+/// was).
+#[tokio::test]
+async fn a_cycle_upstream_of_another_is_reported_too() {
+    let g = graph(
+        vec![fake("a"), fake("b"), fake("c"), fake("d")],
+        vec![
+            edge("a", "b"),
+            edge("b", "c"),
+            edge("b", "a"),
+            edge("c", "d"),
+            edge("d", "c"),
+        ],
+    );
+    assert_eq!(
+        check(g),
+        "fake[a]: dependency cycle: fake[a] -> fake[b] -> fake[a]\n\
+         fake[c]: dependency cycle: fake[c] -> fake[d] -> fake[c]"
+    );
+}
+
 #[tokio::test]
 async fn autoedge_cycles_are_found_unless_disabled() {
     let a = || {

@@ -8,6 +8,9 @@
 //! own validation): that is the engine's one check of a graph (`tend_engine::check_graph`,
 //! `Engine::prepare`), whose errors [`Locations::error`] places back in the program.
 
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graphmap::DiGraphMap;
+use petgraph::visit::Dfs;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tend_model::{
@@ -235,43 +238,28 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<(GraphSpec, Locations)
         }
     }
 
-    // Acyclicity (Kahn).
-    let mut indeg: BTreeMap<&ResId, usize> = BTreeMap::new();
-    let mut succ: BTreeMap<&ResId, Vec<&ResId>> = BTreeMap::new();
+    // Acyclicity. The error names every vertex on a cycle or after one (those a topological
+    // sort never reaches), in identity order, at the first edge between two of them.
+    let mut dg: DiGraphMap<&ResId, ()> = DiGraphMap::with_capacity(edges.len() * 2, edges.len());
     for (a, b) in edges.keys() {
-        indeg.entry(a).or_insert(0);
-        *indeg.entry(b).or_insert(0) += 1;
-        succ.entry(a).or_default().push(b);
+        dg.add_edge(a, b, ());
     }
-    let mut ready: Vec<&ResId> = indeg
-        .iter()
-        .filter(|(_, d)| **d == 0)
-        .map(|(k, _)| *k)
-        .collect();
-    let mut seen = 0;
-    while let Some(n) = ready.pop() {
-        seen += 1;
-        for s in succ.get(n).into_iter().flatten() {
-            let d = indeg.get_mut(s).expect("counted");
-            *d -= 1;
-            if *d == 0 {
-                ready.push(s);
+    if toposort(&dg, None).is_err() {
+        let mut inside: BTreeSet<&ResId> = BTreeSet::new();
+        for c in tarjan_scc(&dg) {
+            if c.len() > 1 || dg.contains_edge(c[0], c[0]) {
+                let mut dfs = Dfs::new(&dg, c[0]);
+                while let Some(n) = dfs.next(&dg) {
+                    inside.insert(n);
+                }
             }
         }
-    }
-    if seen < indeg.len() {
-        let inside: Vec<String> = indeg
-            .iter()
-            .filter(|(_, d)| **d > 0)
-            .map(|(k, _)| k.to_string())
-            .collect();
         let span = edge_spans
             .iter()
-            .find(|((a, b), _)| {
-                indeg.get(a).is_some_and(|d| *d > 0) && indeg.get(b).is_some_and(|d| *d > 0)
-            })
+            .find(|((a, b), _)| inside.contains(a) && inside.contains(b))
             .map(|(_, s)| *s)
             .unwrap_or_default();
+        let inside: Vec<String> = inside.iter().map(ToString::to_string).collect();
         return Err(err(
             format!("the graph has a cycle through {}", inside.join(", ")),
             span,
