@@ -388,7 +388,40 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/deploy", get(deploy))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// The response header carrying a request's id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Gives every request an id (a random UUID, or the client's own `x-request-id` when it sent
+/// a printable one of at most 128 bytes), logs the request with it (server errors at warn, refusals at
+/// info, the rest at debug) and returns it in the `x-request-id` header, so a client's report and the daemon's
+/// log can be matched.
+async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = Instant::now();
+    let mut resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    if resp.status().is_server_error() {
+        tracing::warn!(request_id = %id, %method, %path, status, ms, "http request failed");
+    } else if resp.status().is_client_error() {
+        tracing::info!(request_id = %id, %method, %path, status, ms, "http request refused");
+    } else {
+        tracing::debug!(request_id = %id, %method, %path, status, ms, "http request");
+    }
+    if let Ok(v) = header::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
 }
 
 const PATHS: &str = "/health, /health/liveness, /health/readiness, /livez, /readyz, /info, /metrics, /v1/graph, /v1/resources, /v1/exports, /v1/deploy";

@@ -3,24 +3,25 @@
 //! when asked, and an `error` event when the source goes away.
 //!
 //! Event ids count from 1 on each connection for `init` and `update` (and `delete`); `error` and
-//! `heartbeat` carry id 0. Each connection is one task fed by a `watch` channel of the daemon's
-//! own state: a client never opens a watch on the store.
+//! `heartbeat` carry id 0. Each connection is one stream fed by a `watch` channel of the daemon's
+//! own state: a client never opens a watch on the store. The stream is written with
+//! `async-stream` (no task or channel per connection: it ends when axum drops it).
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::response::sse::{Event, Sse};
-use tokio::sync::{mpsc, watch};
+use futures::Stream;
+use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_stream::wrappers::ReceiverStream;
 
 /// The body type of a watch response.
-pub type EventStream = Sse<ReceiverStream<Result<Event, Infallible>>>;
+pub type EventStream = Sse<std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>>;
 
 /// Streams the document `render` produces from the value in `trigger`, re-rendering each time
 /// `trigger` changes and sending an `update` only when the document differs from the last one.
 /// `render` may return `None` to say "nothing that this document shows has changed"; its
-/// first call must return a document.
+/// first call must return a document. The stream ends when the client goes away (axum drops it).
 pub fn stream<T, F>(
     mut trigger: watch::Receiver<T>,
     mut render: F,
@@ -30,15 +31,12 @@ where
     T: Clone + Send + Sync + 'static,
     F: FnMut(&T) -> Option<serde_json::Value> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
+    let events = async_stream::stream! {
         let mut id: u64 = 1;
         // Clone out of the channel so that rendering never holds the sender's lock.
         let first = trigger.borrow_and_update().clone();
         let mut last = render(&first).unwrap_or_default();
-        if tx.send(Ok(doc_event(id, "init", &last))).await.is_err() {
-            return;
-        }
+        yield Ok(doc_event(id, "init", &last));
         let mut beat = heartbeat.map(|every| {
             let mut i = tokio::time::interval_at(Instant::now() + every, every);
             i.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -46,34 +44,29 @@ where
         });
         loop {
             tokio::select! {
-                _ = tx.closed() => return,
                 changed = trigger.changed() => {
                     if changed.is_err() {
                         let data = serde_json::json!({ "error": "the daemon's state is gone: it is shutting down" });
-                        let _ = tx.send(Ok(Event::default().id("0").event("error").data(data.to_string()))).await;
-                        return;
+                        yield Ok(Event::default().id("0").event("error").data(data.to_string()));
+                        break;
                     }
                     let now = trigger.borrow_and_update().clone();
                     let Some(doc) = render(&now) else { continue };
                     if doc != last {
                         id += 1;
                         last = doc;
-                        if tx.send(Ok(doc_event(id, "update", &last))).await.is_err() {
-                            return;
-                        }
+                        yield Ok(doc_event(id, "update", &last));
                     }
                 }
                 _ = tick(&mut beat) => {
                     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
                     let data = serde_json::json!({ "time": now.as_secs_f64() });
-                    if tx.send(Ok(Event::default().id("0").event("heartbeat").data(data.to_string()))).await.is_err() {
-                        return;
-                    }
+                    yield Ok(Event::default().id("0").event("heartbeat").data(data.to_string()));
                 }
             }
         }
-    });
-    Sse::new(ReceiverStream::new(rx))
+    };
+    Sse::new(Box::pin(events))
 }
 
 /// An `init`/`update` event carrying a whole document.

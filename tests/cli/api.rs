@@ -447,6 +447,50 @@ fn bad_requests_get_json_errors() {
     );
 }
 
+/// One raw HTTP/1.0 request with extra header lines; the whole answer.
+fn raw_get(addr: &str, path: &str, headers: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n{headers}\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw
+}
+
+/// The value of header `name` in a raw answer.
+fn header(raw: &str, name: &str) -> Option<String> {
+    let head = raw.split_once("\r\n\r\n")?.0;
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+#[test]
+fn every_answer_carries_a_request_id_that_the_log_names() {
+    let api = Api::start(GRAPH, &[]);
+    let a = header(&raw_get(&api.addr, "/health", ""), "x-request-id").expect("an id");
+    let b = header(&raw_get(&api.addr, "/health", ""), "x-request-id").expect("an id");
+    assert_ne!(a, b, "each request has its own id");
+    let u = uuid::Uuid::parse_str(&a).unwrap_or_else(|e| panic!("{a:?} is not a UUID: {e}"));
+    assert_eq!(u.get_version_num(), 4, "{a}");
+    // A client's own id is kept, and a refusal is logged with it.
+    let raw = raw_get(&api.addr, "/nope", "X-Request-Id: ci-job-42/step-3\r\n");
+    assert!(raw.starts_with("HTTP/1.0 404"), "{raw}");
+    assert_eq!(
+        header(&raw, "x-request-id").as_deref(),
+        Some("ci-job-42/step-3")
+    );
+    api.wait("the refusal in the log", |a| {
+        let log = a.d.stderr();
+        log.contains("ci-job-42/step-3") && log.contains("/nope") && log.contains("404")
+    });
+    // An id that is not printable ASCII is replaced.
+    let raw = raw_get(&api.addr, "/health", "X-Request-Id: \r\n");
+    let id = header(&raw, "x-request-id").unwrap();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+}
+
 #[test]
 fn client_commands_print_what_the_api_says() {
     let api = Api::start(
