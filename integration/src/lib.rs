@@ -3,7 +3,7 @@
 //! This library is the harness the tests in `tests/` share: [`Host`] runs one `tend run`
 //! daemon with its own state directory and scratch root, [`tend`] runs a one-shot command,
 //! and [`wait_for`] polls a condition with a deadline (tests never sleep for a fixed time).
-//! etcd itself comes from `tend_world::testkit`.
+//! etcd itself comes from `tend_testkit` (a dev-dependency of the tests).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

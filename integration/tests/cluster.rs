@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tend_integration::{tend, wait_for, Host};
-use tend_world::testkit::EtcdServer;
+use tend_testkit::EtcdServer;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -228,7 +228,7 @@ if $hostname != "h1" {
 
 /// The resource names in a host's running graph (from its HTTP API).
 fn graph_names(port: u16) -> String {
-    match tend_world::testkit::http_get(&format!("http://127.0.0.1:{port}"), "/v1/graph") {
+    match tend_testkit::http_get(&format!("http://127.0.0.1:{port}"), "/v1/graph") {
         Ok((200, body)) => body,
         _ => String::new(),
     }
@@ -241,7 +241,7 @@ fn exports_are_directed_withdrawn_and_expire_with_their_host() {
     let src = tempfile::tempdir().unwrap();
     let ttl = ["--session-ttl", "2"];
     let mut h1 = Host::start("h1", &url, None, &ttl);
-    let port = tend_world::testkit::free_port();
+    let port = tend_testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     let h2 = Host::start(
         "h2",
@@ -340,7 +340,7 @@ fn hosts_keep_enforcing_while_etcd_is_down() {
     let src = tempfile::tempdir().unwrap();
     let ttl = ["--session-ttl", "2"];
     let h1 = Host::start("h1", &url, None, &ttl);
-    let port = tend_world::testkit::free_port();
+    let port = tend_testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     let h2 = Host::start(
         "h2",
@@ -414,7 +414,7 @@ fn api_watchers_are_served_from_the_watch_cache() {
     let etcd = EtcdServer::start().expect("etcd");
     let url = etcd.client_url.clone();
     let src = tempfile::tempdir().unwrap();
-    let port = tend_world::testkit::free_port();
+    let port = tend_testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     let h2 = Host::start("h2", &url, None, &["--listen", &listen]);
     let h1 = Host::start("h1", &url, None, &[]);
@@ -422,7 +422,7 @@ fn api_watchers_are_served_from_the_watch_cache() {
     let o = deploy(&url, &[p.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let exports = || {
-        tend_world::testkit::http_get(&format!("http://127.0.0.1:{port}"), "/v1/exports")
+        tend_testkit::http_get(&format!("http://127.0.0.1:{port}"), "/v1/exports")
             .map(|(_, b)| b)
             .unwrap_or_default()
     };
@@ -510,7 +510,7 @@ fn a_host_collects_its_own_export_beside_the_hidden_copy() {
     let etcd = EtcdServer::start().expect("etcd");
     let url = etcd.client_url.clone();
     let src = tempfile::tempdir().unwrap();
-    let port = tend_world::testkit::free_port();
+    let port = tend_testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     let h = Host::start("solo", &url, None, &["--listen", &listen]);
     let body = r#"import "sys"

@@ -235,6 +235,7 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                             "hostname": h.hostname, "version": h.version, "deploy": h.deploy,
                             "converged": h.converged, "started": rfc3339(h.started_ms),
                             "updated": rfc3339(h.updated_ms), "error": h.error,
+                            "instance": (!h.instance.is_empty()).then_some(&h.instance),
                         })
                     })
                     .collect(),
@@ -244,6 +245,7 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                 .map(|h| {
                     vec![
                         h.hostname.clone(),
+                        short_instance(&h.instance),
                         h.version.clone(),
                         h.deploy
                             .map(|d| d.to_string())
@@ -260,6 +262,7 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                 table(
                     &[
                         "HOST",
+                        "INSTANCE",
                         "VERSION",
                         "DEPLOY",
                         "CONVERGED",
@@ -325,4 +328,14 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 /// Milliseconds since the epoch as RFC 3339 (UTC).
 fn rfc3339(ms: u64) -> String {
     crate::api::views::rfc3339_ms(ms)
+}
+
+/// A host's instance id for the table: its first 8 hex digits (`-` when the registration
+/// has none).
+fn short_instance(instance: &str) -> String {
+    if instance.is_empty() {
+        "-".into()
+    } else {
+        instance.chars().take(8).collect()
+    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use tend_world::testkit::EtcdServer;
+use tend_testkit::EtcdServer;
 use tend_world::{Export, HostWorld, ResWorld, StrWorld, World, WorldConfig};
 
 fn tend(args: &[&str]) -> (bool, String, String) {
@@ -65,6 +65,16 @@ fn check(args: &[&str]) {
     assert_eq!(v[0]["hostname"], "h1");
     assert_eq!(v[0]["deploy"], 3);
     assert_eq!(v[0]["converged"], true);
+    let instance = v[0]["instance"].as_str().expect("an instance id");
+    assert_eq!(instance.len(), 36, "a UUID: {instance}");
+    let (ok, out, err) = tend(&[args, &["hosts"]].concat());
+    assert!(ok, "{err}");
+    assert!(out.starts_with("HOST"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["h1", &instance[..8]])),
+        "{out}"
+    );
     let (ok, out, err) = tend(&[args, &["deploys"]].concat());
     assert!(ok, "{err}");
     assert!(out.starts_with("ID"), "{out}");

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tend_testkit::EtcdServer;
 use tend_world::store::embedded::Embedded;
 use tend_world::store::etcd::{Etcd, EtcdConfig};
 use tend_world::store::{KeyRange, Op, Store, Txn, WatchMsg};
-use tend_world::testkit::EtcdServer;
 use tend_world::{
     DeployWorld, Export, ExportFilter, FsWorld, NewDeploy, ResWorld, World, WorldConfig,
 };

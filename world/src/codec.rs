@@ -95,6 +95,42 @@ pub(crate) struct HostRecord {
     pub error: Option<String>,
     /// When the record was last written, milliseconds since the Unix epoch.
     pub updated_ms: u64,
+    /// This life of the host: a random v4 UUID made when its `World` joined. Last, so that
+    /// an older tend, which stops reading before it, still decodes the record.
+    pub instance: String,
+}
+
+/// A host's registration as tend wrote it before [`HostRecord::instance`] existed: the same
+/// fields, in the same order, without the instance.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct HostRecordV0 {
+    version: String,
+    started_ms: u64,
+    deploy: Option<u64>,
+    converged: bool,
+    error: Option<String>,
+    updated_ms: u64,
+}
+
+/// Decodes a host's registration stored under `key`, also one written before the instance
+/// id existed (postcard is not self-describing: such a record ends where the instance would
+/// start, so it is read with the older layout, with an empty instance).
+pub(crate) fn decode_host_record(key: &str, bytes: &[u8]) -> Result<HostRecord, WorldError> {
+    match decode::<HostRecord>(key, bytes) {
+        Err(e @ WorldError::Decode { .. }) => match decode::<HostRecordV0>(key, bytes) {
+            Ok(r) => Ok(HostRecord {
+                version: r.version,
+                started_ms: r.started_ms,
+                deploy: r.deploy,
+                converged: r.converged,
+                error: r.error,
+                updated_ms: r.updated_ms,
+                instance: String::new(),
+            }),
+            Err(_) => Err(e),
+        },
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -111,5 +147,53 @@ mod tests {
             err.to_string(),
             "/tend/strings/a: unknown value format version 9 (this tend reads version 1); upgrade tend"
         );
+    }
+
+    fn record(instance: &str) -> HostRecord {
+        HostRecord {
+            version: "0.1.0".into(),
+            started_ms: 1000,
+            deploy: Some(3),
+            converged: true,
+            error: Some("bad".into()),
+            updated_ms: 2000,
+            instance: instance.into(),
+        }
+    }
+
+    #[test]
+    fn host_records_round_trip_with_their_instance() {
+        let r = record("0b7e6a52-7f0e-4d4c-9a53-0d6f3c3b1f7e");
+        assert_eq!(
+            decode_host_record("/tend/hosts/h1", &encode(&r)).unwrap(),
+            r
+        );
+    }
+
+    #[test]
+    fn a_host_record_without_an_instance_still_decodes() {
+        let old = HostRecordV0 {
+            version: "0.1.0".into(),
+            started_ms: 1000,
+            deploy: Some(3),
+            converged: true,
+            error: Some("bad".into()),
+            updated_ms: 2000,
+        };
+        let bytes = encode(&old);
+        assert_eq!(
+            decode_host_record("/tend/hosts/h1", &bytes).unwrap(),
+            record("")
+        );
+        // And a tend that does not know the instance reads a record that has one.
+        let new = encode(&record("0b7e6a52-7f0e-4d4c-9a53-0d6f3c3b1f7e"));
+        assert_eq!(decode::<HostRecordV0>("/tend/hosts/h1", &new).unwrap(), old);
+    }
+
+    #[test]
+    fn a_truncated_host_record_is_still_an_error() {
+        let bytes = encode(&record("x"));
+        let err = decode_host_record("/tend/hosts/h1", &bytes[..4]).unwrap_err();
+        assert!(matches!(err, WorldError::Decode { .. }), "{err:?}");
     }
 }

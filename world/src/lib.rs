@@ -39,7 +39,6 @@ pub mod codec;
 pub mod inspect;
 pub mod keys;
 pub mod store;
-pub mod testkit;
 mod world;
 
 pub use store::etcd::{EtcdConfig, EtcdTls};

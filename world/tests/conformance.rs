@@ -40,6 +40,8 @@ on_both_backends!(
     retention_keeps_last_k_and_collects_files,
     files_are_chunked_and_deduplicated,
     hosts_register_and_leave,
+    a_restarted_host_has_a_new_instance,
+    a_registration_without_an_instance_still_lists,
     exports_expire_with_the_session,
     a_host_that_lost_its_session_re_exports,
     slow_subscribers_get_the_latest_state,
@@ -514,6 +516,111 @@ async fn hosts_register_and_leave(fx: Fixture) {
         (h1.hosts().await.unwrap().len() == 1).then_some(())
     })
     .await;
+}
+
+/// Whether `s` looks like a hyphenated UUID (8-4-4-4-12 hex digits).
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+async fn a_restarted_host_has_a_new_instance(fx: Fixture) {
+    let h2 = fx.world("h2").await;
+    let first = fx.world("h1").await;
+    let instance_of = |hosts: Vec<tend_world::HostInfo>| {
+        hosts
+            .into_iter()
+            .find(|h| h.hostname == "h1")
+            .map(|h| h.instance)
+    };
+    let before = instance_of(first.hosts().await.unwrap()).expect("h1 registered");
+    assert!(is_uuid(&before), "{before:?}");
+    let store = fx.store().await;
+    let first_lease = store
+        .get(&first.keys().host("h1"))
+        .await
+        .unwrap()
+        .unwrap()
+        .lease;
+    // The process dies without leaving (its session outlives it for the TTL), and the host
+    // comes back: the new life's registration replaces the old one at once.
+    drop(first);
+    let second = fx.world("h1").await;
+    let after = instance_of(second.hosts().await.unwrap()).expect("h1 registered");
+    assert!(is_uuid(&after), "{after:?}");
+    assert_ne!(before, after, "a restarted host gets a new instance");
+    let listed: Vec<_> = second
+        .hosts()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.hostname == "h1")
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    // Other hosts see the current life too.
+    eventually(
+        Duration::from_secs(10),
+        "h2 to see h1's new life",
+        || async {
+            (instance_of(h2.hosts().await.unwrap()).as_deref() == Some(after.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
+    // The instance is the World's, not the session's: a re-registration keeps it.
+    second.host_update(Some(1), true).await.unwrap();
+    assert_eq!(
+        instance_of(second.hosts().await.unwrap()).as_deref(),
+        Some(after.as_str())
+    );
+    // When the first life's session ends, the current registration stays.
+    store.lease_revoke(first_lease).await.unwrap();
+    second.str_set("sync", "1").await.unwrap(); // the cache has seen the revocation's effects
+    assert_eq!(
+        instance_of(second.hosts().await.unwrap()).as_deref(),
+        Some(after.as_str())
+    );
+}
+
+async fn a_registration_without_an_instance_still_lists(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let store = fx.store().await;
+    // A registration as a tend from before the instance id wrote it: format version 1, then
+    // postcard of (version "0.1.0", started_ms 1000, deploy Some(3), converged true,
+    // error None, updated_ms 2000).
+    let mut old = vec![1, 5];
+    old.extend(b"0.1.0");
+    old.extend([0xe8, 0x07, 1, 3, 1, 0, 0xd0, 0x0f]);
+    store
+        .txn(tend_world::store::Txn::ops(vec![
+            tend_world::store::Op::put(h1.keys().host("old"), old),
+        ]))
+        .await
+        .unwrap();
+    let host = eventually(Duration::from_secs(10), "the old registration", || async {
+        h1.hosts()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|h| h.hostname == "old")
+    })
+    .await;
+    assert_eq!(
+        host,
+        tend_world::HostInfo {
+            hostname: "old".into(),
+            version: "0.1.0".into(),
+            started_ms: 1000,
+            deploy: Some(3),
+            converged: true,
+            error: None,
+            updated_ms: 2000,
+            instance: String::new(),
+        }
+    );
 }
 
 async fn exports_expire_with_the_session(fx: Fixture) {

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tend_testkit::{EtcdCluster, EtcdServer};
 use tend_world::store::etcd::{Etcd, EtcdConfig};
 use tend_world::store::{KeyRange, Op, Store, Txn, Watch, WatchEvent, WatchMsg};
-use tend_world::testkit::{EtcdCluster, EtcdServer};
 use tend_world::{Export, ResWorld, StrWorld, World, WorldConfig};
 
 use crate::support::{eventually, next_change};
@@ -206,7 +206,7 @@ async fn hundred_subscribers_share_one_etcd_watch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates() {
-    let tls = tend_world::testkit::TestTls::generate().unwrap();
+    let tls = tend_testkit::TestTls::generate().unwrap();
     let etcd = EtcdServer::start_tls(&tls).unwrap();
     let mut cfg = EtcdConfig::new(vec![etcd.client_url.clone()]);
     cfg.retries = 1;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tend_testkit::EtcdServer;
 use tend_world::store::embedded::Embedded;
 use tend_world::store::etcd::{Etcd, EtcdConfig};
-use tend_world::testkit::EtcdServer;
 use tend_world::{Backend, Changes, Store, World, WorldConfig};
 
 /// Which backend a test runs on.

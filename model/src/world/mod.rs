@@ -119,6 +119,10 @@ pub struct HostInfo {
     /// When the host last updated its registration, milliseconds since the Unix epoch (a
     /// listed host is alive: its session holds; it disappears after the session TTL).
     pub updated_ms: u64,
+    /// A random v4 UUID made when this host's `World` joined; a restarted host gets a new
+    /// one, so a host record with another instance is an earlier life of the host. Empty for
+    /// a registration written by a tend that did not record it.
+    pub instance: String,
 }
 
 /// One entry of a stored tree.

@@ -1,6 +1,7 @@
-//! Test support (always compiled, used by this crate's tests, benchmarks and the integration
-//! crate): a real etcd process on random loopback ports with a temporary data directory, and a
-//! three-member cluster. Processes are killed when the value is dropped.
+//! Test support (a dev-dependency only: the World's tests and benchmarks, the binary's CLI
+//! tests, the integration crate): a real etcd process on random loopback ports with a
+//! temporary data directory, and a three-member cluster. Processes are killed when the value
+//! is dropped.
 //!
 //! Not for production use: etcd runs with `--unsafe-no-fsync` and tiny election timeouts.
 

@@ -1,0 +1,235 @@
+//! [`DeployWorld`]: the deploy chain (compare-and-swap on `latest`) and its retention.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+
+use super::{now_ms, World};
+use crate::codec::{decode, encode, DeployRecord};
+use crate::store::{Compare, KeyRange, Op, Txn};
+use tend_model::world::{Deploy, DeployWorld, NewDeploy, WorldError};
+
+impl World {
+    fn cached_latest(&self) -> Result<Option<Deploy>, WorldError> {
+        let keys = &self.inner.keys;
+        let Some(bytes) = self.inner.cache.get(&keys.deploy_latest()) else {
+            return Ok(None);
+        };
+        let id: u64 = decode(&keys.deploy_latest(), &bytes)?;
+        let key = keys.deploy(id);
+        match self.inner.cache.get(&key) {
+            Some(b) => decode_deploy(&key, &b).map(Some),
+            None => Err(WorldError::DeployNotFound(id)),
+        }
+    }
+
+    async fn store_deploy(&self, id: u64) -> Result<Deploy, WorldError> {
+        let key = self.inner.keys.deploy(id);
+        match self.inner.store.get(&key).await? {
+            Some(kv) => decode_deploy(&key, &kv.value),
+            None => Err(WorldError::DeployNotFound(id)),
+        }
+    }
+
+    /// Retention after a deploy: a failure is logged, never reported as a failed deploy.
+    async fn retention_best_effort(&self) {
+        if let Err(e) = self.apply_retention().await {
+            tracing::warn!(error = %e, "deploy retention failed; old deploys and files are kept");
+        }
+    }
+
+    /// Removes deploys beyond the retention count, then unreferenced files.
+    pub async fn apply_retention(&self) -> Result<(), WorldError> {
+        let keys = &self.inner.keys;
+        let ids = self
+            .inner
+            .store
+            .range(KeyRange::prefix(keys.deploy_ids()))
+            .await?;
+        let keep = self.inner.cfg.deploy_retention.max(1);
+        if ids.kvs.len() > keep {
+            let old: Vec<Op> = ids.kvs[..ids.kvs.len() - keep]
+                .iter()
+                .map(|kv| Op::Delete(KeyRange::key(kv.key.clone())))
+                .collect();
+            for chunk in old.chunks(100) {
+                self.txn(Txn::ops(chunk.to_vec())).await?;
+            }
+        }
+        self.gc_files().await
+    }
+}
+
+/// Decodes a stored deploy record.
+pub(crate) fn decode_deploy(key: &str, bytes: &[u8]) -> Result<Deploy, WorldError> {
+    let r: DeployRecord = decode(key, bytes)?;
+    Ok(Deploy {
+        id: r.id,
+        bundle: r.bundle,
+        parent: r.parent,
+        hash: r.hash,
+        message: r.message,
+        author: r.author,
+        time_ms: r.time_ms,
+    })
+}
+
+fn deploy_hash(r: &DeployRecord) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(&r.id.to_le_bytes());
+    for s in [
+        r.bundle.as_str(),
+        r.parent.as_deref().unwrap_or(""),
+        r.message.as_str(),
+        r.author.as_str(),
+    ] {
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    }
+    h.update(&r.time_ms.to_le_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+#[async_trait]
+impl DeployWorld for World {
+    async fn add_deploy(&self, nd: NewDeploy) -> Result<Deploy, WorldError> {
+        let keys = self.inner.keys.clone();
+        if self
+            .inner
+            .store
+            .get(&keys.blob_meta(&nd.bundle))
+            .await?
+            .is_none()
+        {
+            return Err(WorldError::FileNotFound {
+                hash: nd.bundle.clone(),
+            });
+        }
+        let time_ms = now_ms();
+        loop {
+            let latest_kv = self.inner.store.get(&keys.deploy_latest()).await?;
+            let (latest, mod_rev) = match &latest_kv {
+                Some(kv) => (Some(decode::<u64>(&kv.key, &kv.value)?), kv.mod_revision),
+                None => (None, 0),
+            };
+            if !nd.force && nd.parent != latest {
+                return Err(WorldError::DeployConflict {
+                    expected: nd.parent,
+                    latest,
+                });
+            }
+            let parent = match latest {
+                Some(id) => Some(self.store_deploy(id).await?.hash),
+                None => None,
+            };
+            let id = latest.unwrap_or(0) + 1;
+            let mut record = DeployRecord {
+                id,
+                bundle: nd.bundle.clone(),
+                parent,
+                hash: String::new(),
+                message: nd.message.clone(),
+                author: nd.author.clone(),
+                time_ms,
+            };
+            record.hash = deploy_hash(&record);
+            let r = self
+                .txn(Txn {
+                    compares: vec![Compare::ModRevision(keys.deploy_latest(), mod_rev)],
+                    success: vec![
+                        Op::put(keys.deploy(id), encode(&record)),
+                        Op::put(keys.deploy_latest(), encode(&id)),
+                    ],
+                    failure: vec![],
+                })
+                .await;
+            let succeeded = match r {
+                Ok(r) => r.succeeded,
+                Err(e) => return Err(e),
+            };
+            if !succeeded {
+                // Our own retried write may have landed: check before calling it a conflict.
+                if let Ok(d) = self.store_deploy(id).await {
+                    if d.hash == record.hash {
+                        self.retention_best_effort().await;
+                        return Ok(d);
+                    }
+                }
+                if nd.force {
+                    continue;
+                }
+                let latest = match self.inner.store.get(&keys.deploy_latest()).await? {
+                    Some(kv) => Some(decode::<u64>(&kv.key, &kv.value)?),
+                    None => None,
+                };
+                return Err(WorldError::DeployConflict {
+                    expected: nd.parent,
+                    latest,
+                });
+            }
+            self.retention_best_effort().await;
+            return Ok(Deploy {
+                id,
+                bundle: record.bundle,
+                parent: record.parent,
+                hash: record.hash,
+                message: record.message,
+                author: record.author,
+                time_ms,
+            });
+        }
+    }
+
+    async fn latest_deploy(&self) -> Result<Option<Deploy>, WorldError> {
+        self.settle().await;
+        self.cached_latest()
+    }
+
+    async fn get_deploy(&self, id: u64) -> Result<Deploy, WorldError> {
+        self.settle().await;
+        let key = self.inner.keys.deploy(id);
+        match self.inner.cache.get(&key) {
+            Some(b) => decode_deploy(&key, &b),
+            None => Err(WorldError::DeployNotFound(id)),
+        }
+    }
+
+    async fn list_deploys(&self) -> Result<Vec<Deploy>, WorldError> {
+        self.settle().await;
+        self.inner
+            .cache
+            .prefix(&self.inner.keys.deploy_ids())
+            .into_iter()
+            .map(|(k, v)| decode_deploy(&k, &v))
+            .collect()
+    }
+
+    fn watch_deploys(&self) -> BoxStream<'static, Deploy> {
+        let rx = self
+            .inner
+            .cache
+            .subscribe(vec![KeyRange::key(self.inner.keys.deploy_latest())]);
+        let world = Arc::downgrade(&self.inner);
+        let ticks = tokio_stream::wrappers::WatchStream::new(rx);
+        stream::unfold(
+            (ticks, world, 0u64),
+            |(mut ticks, world, last)| async move {
+                loop {
+                    ticks.next().await?;
+                    let inner = world.upgrade()?;
+                    let w = World { inner };
+                    match w.cached_latest() {
+                        Ok(Some(d)) if d.id != last => {
+                            let id = d.id;
+                            return Some((d, (ticks, world, id)));
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot read the latest deploy"),
+                    }
+                }
+            },
+        )
+        .boxed()
+    }
+}
