@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{BoxStream, StreamExt};
 
 use super::{now_ms, World};
 use crate::codec::{decode, encode, DeployRecord};
@@ -211,25 +211,24 @@ impl DeployWorld for World {
             .cache
             .subscribe(vec![KeyRange::key(self.inner.keys.deploy_latest())]);
         let world = Arc::downgrade(&self.inner);
-        let ticks = tokio_stream::wrappers::WatchStream::new(rx);
-        stream::unfold(
-            (ticks, world, 0u64),
-            |(mut ticks, world, last)| async move {
-                loop {
-                    ticks.next().await?;
-                    let inner = world.upgrade()?;
-                    let w = World { inner };
-                    match w.cached_latest() {
-                        Ok(Some(d)) if d.id != last => {
-                            let id = d.id;
-                            return Some((d, (ticks, world, id)));
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "cannot read the latest deploy"),
+        let mut ticks = tokio_stream::wrappers::WatchStream::new(rx);
+        async_stream::stream! {
+            let mut last = 0u64;
+            while ticks.next().await.is_some() {
+                // The World is held only while the cache is read, never across a `yield`: a
+                // consumer that stops polling does not keep a closed World alive.
+                let Some(inner) = world.upgrade() else { break };
+                let latest = World { inner }.cached_latest();
+                match latest {
+                    Ok(Some(d)) if d.id != last => {
+                        last = d.id;
+                        yield d;
                     }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read the latest deploy"),
                 }
-            },
-        )
+            }
+        }
         .boxed()
     }
 }
