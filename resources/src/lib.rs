@@ -1,4 +1,4 @@
-//! Resource kinds (`file`, `exec`, `kv`, `noop`, `print`, `timer`, `test`) and the [`registry`] that
+//! Resource kinds (`file`, `exec`, `kv`, `noop`, `pkg`, `print`, `timer`, `test`) and the [`registry`] that
 //! maps each kind name to its schema, constructor and automatic edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
@@ -11,12 +11,20 @@ mod fswatch;
 mod kv;
 mod noop;
 mod params;
+mod pkg;
 mod print;
 mod process;
 mod testkind;
 mod timer;
 
 use tend_engine::{Kind, Registry};
+
+/// How many `apt-get` transactions the `pkg` kind has started in this process (each run of
+/// `apt-get`, including the retries after a failed batch). For tests and benchmarks.
+#[doc(hidden)]
+pub fn pkg_transactions_started() -> u64 {
+    pkg::transactions_started()
+}
 
 /// Every kind this crate implements, ready to hand to the engine and to the language.
 pub fn registry() -> Registry {
@@ -44,6 +52,12 @@ pub fn registry() -> Registry {
     r.register(Kind {
         schema: noop::schema().clone(),
         build: noop::build,
+        autoedges: None,
+        at_exit: None,
+    });
+    r.register(Kind {
+        schema: pkg::schema().clone(),
+        build: pkg::build,
         autoedges: None,
         at_exit: None,
     });
@@ -80,7 +94,7 @@ mod tests {
         let kinds: Vec<_> = r.kinds().map(|k| k.schema.kind.clone()).collect();
         assert_eq!(
             kinds,
-            ["exec", "file", "kv", "noop", "print", "test", "timer"]
+            ["exec", "file", "kv", "noop", "pkg", "print", "test", "timer"]
         );
     }
 

@@ -3,4 +3,5 @@
 mod common;
 mod exec;
 mod file;
+mod pkg;
 mod simple;
