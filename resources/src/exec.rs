@@ -17,7 +17,7 @@ use tend_engine::{AutoEdgeSink, CheckCtx, Checked, ResError, Resource, Watcher};
 use tend_model::{Field, KindSchema, ResSpec, Type, Value};
 
 use crate::params::{field_err, Params};
-use crate::process::{describe, log_lines, CmdLine, Lines, TAIL_LINES};
+use crate::process::{describe, log_lines, CmdLine, Lines, RunAs, TAIL_LINES};
 
 /// The `exec` schema.
 pub(crate) fn schema() -> &'static KindSchema {
@@ -28,7 +28,7 @@ pub(crate) fn schema() -> &'static KindSchema {
             .field(Field::new(
                 "cmd",
                 Type::Str,
-                "the program to run (with `shell`: the command line)",
+                "the command (default: the resource name); without `shell` and `args`, split on whitespace into program and arguments",
             ))
             .field(
                 Field::new("args", strs, "arguments of `cmd` (without `shell`)")
@@ -81,6 +81,16 @@ pub(crate) fn schema() -> &'static KindSchema {
                 )
                 .default_value(false),
             )
+            .field(Field::new(
+                "user",
+                Type::Str,
+                "run every command (and guard) as this user, a name or a numeric uid, with its groups (needs root)",
+            ))
+            .field(Field::new(
+                "group",
+                Type::Str,
+                "run as this group, a name or a numeric gid (default: the user's primary group)",
+            ))
             .field(
                 Field::new(
                     "watchcmd",
@@ -122,9 +132,10 @@ fn abs(field: &str, s: &str) -> Result<PathBuf, ResError> {
 /// Builds an `exec`.
 pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     let p = Params::new(spec, schema())?;
-    let cmd = p.str("cmd")?;
+    // mgmt: without `cmd`, the name is the command.
+    let cmd = p.opt_str("cmd")?.unwrap_or_else(|| spec.name.clone());
     if cmd.trim().is_empty() {
-        return Err(field_err("cmd", "is required and must not be empty"));
+        return Err(field_err("cmd", "must not be empty"));
     }
     let args = p.strs("args")?;
     let shell = p.str("shell")?;
@@ -134,21 +145,25 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
             "cannot be combined with `shell` (put everything in `cmd`)",
         ));
     }
-    if shell.is_empty() && args.is_empty() && cmd.contains(char::is_whitespace) {
+    let words: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+    if shell.is_empty() && !args.is_empty() && words.len() > 1 {
         return Err(field_err(
-            "cmd",
-            format!(
-                "{cmd:?} contains spaces: set `shell` (e.g. \"/bin/sh\") or pass arguments in `args`"
-            ),
+            "args",
+            format!("cannot be combined with a `cmd` that has arguments ({cmd:?})"),
         ));
     }
+    let run_as = RunAs::new(p.opt_str("user")?, p.opt_str("group")?)?;
     let cwd = match opt(p.str("cwd")?) {
         Some(c) => Some(abs("cwd", &c)?),
         None => None,
     };
     let env = p.str_map("env")?;
-    let (program, args) = if shell.is_empty() {
-        (cmd, args)
+    let (program, args) = if shell.is_empty() && args.is_empty() {
+        // mgmt splits a command without shell on whitespace (Go's `strings.Fields`).
+        let mut w = words.into_iter();
+        (w.next().unwrap_or_default(), w.collect())
+    } else if shell.is_empty() {
+        (cmd.trim().to_string(), args)
     } else {
         (shell.clone(), vec!["-c".to_string(), cmd])
     };
@@ -167,6 +182,7 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
             args,
             cwd,
             env,
+            run_as,
         },
         guard_shell: if shell.is_empty() {
             "/bin/sh".into()
@@ -183,8 +199,10 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     }))
 }
 
-/// `exec` requires the directory it runs in: `file:<cwd>/`.
+/// `exec` requires the directory it runs in (`file:<cwd>/`) and the user and group it runs
+/// as (`user:<name>`, `group:<name>`).
 pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
+    crate::account::require_owner(spec, "user", "group", out);
     if let Some(cwd) = spec.params.get("cwd").and_then(|v| v.as_str()) {
         if cwd.starts_with('/') {
             let t = cwd.trim_end_matches('/');
@@ -200,6 +218,7 @@ impl Exec {
             args: vec!["-c".into(), line.into()],
             cwd: self.cmd.cwd.clone(),
             env: self.cmd.env.clone(),
+            run_as: self.cmd.run_as.clone(),
         }
     }
 

@@ -298,8 +298,10 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
 }
 
 /// `file` provides `file:<path>` (with the trailing `/` of a directory) and requires
-/// `file:<dir>/` for each ancestor directory and `file:<source>` for its source.
+/// `file:<dir>/` for each ancestor directory, `file:<source>` for its source, and the `user`
+/// and `group` its `owner` and `group` name (`user:<name>`, `group:<name>`).
 pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
+    crate::account::require_owner(spec, "owner", "group", out);
     let raw = spec
         .params
         .get("path")

@@ -1,10 +1,11 @@
-//! Resource kinds (`file`, `exec`, `kv`, `noop`, `pkg`, `print`, `timer`, `test`) and the [`registry`] that
+//! Resource kinds (`file`, `exec`, `group`, `kv`, `noop`, `pkg`, `print`, `timer`, `test`, `user`) and the [`registry`] that
 //! maps each kind name to its schema, constructor and automatic edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
 //! engine's job) and only `kv` talks to the cluster (through the World handed to it in `init`). Constructors validate a spec without
 //! touching the host; all host access happens in `watch` and `check_apply`.
 
+mod account;
 mod exec;
 mod file;
 mod fswatch;
@@ -41,6 +42,18 @@ pub fn registry() -> Registry {
         schema: exec::schema().clone(),
         build: exec::build,
         autoedges: Some(exec::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
+        schema: account::group_schema().clone(),
+        build: account::build_group,
+        autoedges: Some(account::group_autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
+        schema: account::user_schema().clone(),
+        build: account::build_user,
+        autoedges: Some(account::user_autoedges),
         at_exit: None,
     });
     r.register(Kind {
@@ -94,7 +107,7 @@ mod tests {
         let kinds: Vec<_> = r.kinds().map(|k| k.schema.kind.clone()).collect();
         assert_eq!(
             kinds,
-            ["exec", "file", "kv", "noop", "pkg", "print", "test", "timer"]
+            ["exec", "file", "group", "kv", "noop", "pkg", "print", "test", "timer", "user"]
         );
     }
 
@@ -147,11 +160,13 @@ mod tests {
             ("print", "p"),
             ("test", "t"),
             ("file", "/tmp/x"),
+            ("exec", "/bin/true"),
+            ("user", "alice"),
+            ("group", "staff"),
         ] {
             check(kind, name).unwrap_or_else(|e| panic!("{kind}: {e:?}"));
         }
-        // exec needs a command and timer an interval.
-        assert!(check("exec", "e").is_err());
+        // timer needs an interval.
         assert!(check("timer", "t").is_err());
     }
 }

@@ -29,6 +29,81 @@ pub(crate) struct CmdLine {
     pub cwd: Option<PathBuf>,
     /// Variables added to the inherited environment.
     pub env: BTreeMap<String, String>,
+    /// Whom to run as (`exec`'s `user` and `group`).
+    pub run_as: RunAs,
+}
+
+/// A user and/or group to run a command as, looked up when the command starts (the account
+/// may be created by a resource earlier in the graph).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RunAs {
+    user: Option<crate::account::Who>,
+    group: Option<crate::account::Who>,
+}
+
+/// Credentials resolved for one start.
+struct Creds {
+    uid: Option<u32>,
+    gid: u32,
+    groups: Vec<nix::unistd::Gid>,
+    /// `HOME`, `USER`, `LOGNAME` of the user.
+    env: Vec<(&'static str, String)>,
+}
+
+impl RunAs {
+    /// Validates the `user` and `group` fields (names or numeric ids).
+    pub(crate) fn new(user: Option<String>, group: Option<String>) -> Result<RunAs, ResError> {
+        use crate::account::Who;
+        let user = user.map(|u| Who::parse("user", u)).transpose()?;
+        let group = group.map(|g| Who::parse("group", g)).transpose()?;
+        Ok(RunAs { user, group })
+    }
+
+    fn is_set(&self) -> bool {
+        self.user.is_some() || self.group.is_some()
+    }
+
+    /// Looks the user and group up; errors name the field.
+    fn resolve(&self) -> Result<Option<Creds>, String> {
+        use nix::unistd::{getgrouplist, Gid, Uid, User};
+        if !self.is_set() {
+            return Ok(None);
+        }
+        if !Uid::effective().is_root() {
+            return Err("running a command as another user or group needs root".into());
+        }
+        let user = match &self.user {
+            None => None,
+            Some(w) => Some(w.lookup_user().map_err(|e| format!("field `user`: {e}"))?),
+        };
+        let gid = match (&self.group, &user) {
+            (Some(g), _) => g.lookup_gid().map_err(|e| format!("field `group`: {e}"))?,
+            (None, Some(u)) => u.gid.as_raw(),
+            (None, None) => unreachable!("is_set"),
+        };
+        let (uid, groups, env) = match user {
+            Some(User { name, uid, dir, .. }) => {
+                let groups = match std::ffi::CString::new(name.clone()) {
+                    Ok(c) => getgrouplist(&c, Gid::from_raw(gid))
+                        .map_err(|e| format!("field `user`: the groups of {name:?}: {e}"))?,
+                    Err(_) => vec![Gid::from_raw(gid)],
+                };
+                let env = vec![
+                    ("HOME", dir.to_string_lossy().into_owned()),
+                    ("USER", name.clone()),
+                    ("LOGNAME", name),
+                ];
+                (Some(uid.as_raw()), groups, env)
+            }
+            None => (None, vec![Gid::from_raw(gid)], Vec::new()),
+        };
+        Ok(Some(Creds {
+            uid,
+            gid,
+            groups,
+            env,
+        }))
+    }
 }
 
 impl CmdLine {
@@ -46,8 +121,18 @@ impl CmdLine {
         s
     }
 
-    fn command(&self) -> Command {
+    fn command(&self) -> Result<Command, ResError> {
         let mut c = Command::new(&self.program);
+        let creds = self
+            .run_as
+            .resolve()
+            .map_err(|e| ResError::new(format!("starting `{}`: {e}", self.display())))?;
+        if let Some(cr) = &creds {
+            // The user's own variables, unless `env` sets them.
+            for (k, v) in &cr.env {
+                c.env(k, v);
+            }
+        }
         c.args(&self.args)
             .envs(&self.env)
             .stdin(Stdio::null())
@@ -57,13 +142,34 @@ impl CmdLine {
         if let Some(d) = &self.cwd {
             c.current_dir(d);
         }
-        c
+        if let Some(Creds {
+            uid, gid, groups, ..
+        }) = creds
+        {
+            // Not `Command::uid`/`gid`: std drops the supplementary groups with them, and
+            // runs `pre_exec` after them (too late to set groups). The three calls below are
+            // plain system calls, safe between fork and exec.
+            // SAFETY: the closure only makes async-signal-safe system calls and allocates
+            // nothing (the group list was built before the fork).
+            unsafe {
+                c.pre_exec(move || {
+                    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+                    setgroups(&groups)?;
+                    setgid(Gid::from_raw(gid))?;
+                    if let Some(u) = uid {
+                        setuid(Uid::from_raw(u))?;
+                    }
+                    Ok(())
+                });
+            }
+        }
+        Ok(c)
     }
 
     /// Starts the command in a new process group.
     pub(crate) fn spawn(&self) -> Result<Running, ResError> {
         let child = self
-            .command()
+            .command()?
             .spawn()
             .map_err(|e| ResError::new(format!("starting `{}`: {e}", self.display())))?;
         let pgid = child.id().map(|p| p as i32);

@@ -1,5 +1,6 @@
 //! Resource kinds against the real system: files in temporary directories, real processes.
 
+mod account;
 mod common;
 mod exec;
 mod file;
