@@ -241,8 +241,15 @@ impl User {
             if let Some(uid) = self.uid {
                 args.extend(["--uid".into(), uid.to_string()]);
             }
-            if let Some(g) = self.primary_arg() {
-                args.extend(["--gid".into(), g]);
+            match self.primary_arg() {
+                Some(g) => args.extend(["--gid".into(), g]),
+                // useradd makes a group of the user's name, and refuses when one exists
+                // already (left by a `userdel` that raced with us, or made on purpose):
+                // join it instead.
+                None if db.group(&self.name).is_some() => {
+                    args.extend(["--gid".into(), self.name.clone()])
+                }
+                None => {}
             }
             if let Some(gs) = &self.groups {
                 args.extend(["--groups".into(), gs.join(",")]);
@@ -411,6 +418,8 @@ mod tests {
             Some(("userdel".into(), vec!["alice".to_string()]))
         );
         assert_eq!(run_of(&f, u("bob").param("state", "absent")), None);
+        // A group of the user's name exists: the new user joins it.
+        assert_eq!(run_of(&f, u("web")).unwrap().1, ["--gid", "web", "web"]);
         let e = parse(&u("bob").param("uid", 1000i64), f.clone())
             .unwrap()
             .plan()
