@@ -7,6 +7,7 @@
 
 pub mod sig;
 pub mod stream;
+pub mod template;
 pub mod text;
 pub mod time;
 pub mod world;
@@ -142,6 +143,9 @@ pub fn is_core_module(path: &str) -> bool {
 
 /// Core modules of the reference that v1 does not provide (spec §10 "Not in v1").
 pub fn is_unbuilt_module(path: &str) -> bool {
+    if is_core_module(path) {
+        return false;
+    }
     let root = path.split('/').next().unwrap_or(path);
     matches!(
         root,
@@ -552,6 +556,13 @@ static LIBRARY: &[Builtin] = &[
     }),
     // fmt.
     dynamic("fmt", "printf", printf_sig, printf_run),
+    // golang.
+    dynamic(
+        "golang",
+        "template",
+        template::template_sig,
+        template::template_run,
+    ),
     // strings.
     pure("strings", "contains", "func(str, str) bool", |a, _| {
         Ok(Value::Bool(s!(a, 0, "strings.contains").contains(s!(
