@@ -5,6 +5,7 @@
 //! Stream sources (`datetime.now`, `os.readfile`, `world.*`, `collect.res`) live in
 //! [`stream`]; the cluster is reached through the [`world::WorldView`] trait.
 
+pub mod facts;
 pub mod sig;
 pub mod stream;
 pub mod template;
@@ -168,20 +169,8 @@ pub fn is_unbuilt_function(module: &str, name: &str) -> bool {
         ("", "history")
             | ("", "random1")
             | ("os", "system")
-            | ("os", "args")
-            | ("os", "family")
-            | ("os", "is_family_redhat")
-            | ("os", "is_family_debian")
-            | ("os", "is_family_archlinux")
-            | ("os", "release")
-            | ("os", "expand_home")
-            | ("os", "home")
-            | ("os", "uid")
-            | ("os", "user_exists")
-            | ("os", "is_virtual")
-            | ("sys", "load")
-            | ("sys", "uptime")
-            | ("sys", "cpu_count")
+            | ("encoding", "decode_json")
+            | ("encoding", "decode_json_flexible")
     )
 }
 
@@ -556,6 +545,39 @@ static LIBRARY: &[Builtin] = &[
     }),
     // fmt.
     dynamic("fmt", "printf", printf_sig, printf_run),
+    // encoding.
+    pure("encoding", "base64_encode", "func(str) str", |a, _| {
+        use base64::Engine as _;
+        Ok(Value::Str(
+            base64::engine::general_purpose::STANDARD.encode(s!(a, 0, "encoding.base64_encode")),
+        ))
+    }),
+    pure("encoding", "base64_decode", "func(str) str", |a, _| {
+        use base64::Engine as _;
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(s!(a, 0, "encoding.base64_decode"))
+            .map_err(|e| {
+                FuncError::fatal(format!(
+                    "encoding.base64_decode: could not decode base64: {e}"
+                ))
+            })?;
+        String::from_utf8(b)
+            .map(Value::Str)
+            .map_err(|_| FuncError::fatal("encoding.base64_decode: the data is not UTF-8 text"))
+    }),
+    // regexp.
+    pure("regexp", "match", "func(str, str) bool", |a, _| {
+        let p = s!(a, 0, "regexp.match");
+        let re = regex::Regex::new(p).map_err(|e| {
+            let e = e.to_string();
+            let e: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            FuncError::fatal(format!(
+                "regexp.match: pattern did not compile: {}",
+                e.join(" ")
+            ))
+        })?;
+        Ok(Value::Bool(re.is_match(s!(a, 1, "regexp.match"))))
+    }),
     // golang.
     dynamic(
         "golang",
@@ -831,6 +853,83 @@ static LIBRARY: &[Builtin] = &[
         pure("sys", "hostname", "func() str", |_, _| {
             Ok(Value::Str(system_hostname()))
         }),
+        FuncKind::Stream,
+    ),
+    // Host facts.
+    with_kind(
+        pure("os", "family", "func() str", facts::family),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure(
+            "os",
+            "is_family_redhat",
+            "func() bool",
+            facts::is_family_redhat,
+        ),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure(
+            "os",
+            "is_family_debian",
+            "func() bool",
+            facts::is_family_debian,
+        ),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure(
+            "os",
+            "is_family_archlinux",
+            "func() bool",
+            facts::is_family_archlinux,
+        ),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("os", "release", "func() str", facts::release),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("os", "home", "func(str) str", facts::home),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("os", "uid", "func(str) str", facts::uid),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("os", "expand_home", "func(str) str", facts::expand_home),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("os", "user_exists", "func(str) bool", facts::user_exists),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure("os", "is_virtual", "func() bool", facts::is_virtual),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("os", "args", "func() []str", facts::args),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("sys", "cpu_count", "func() int", facts::cpu_count),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure(
+            "sys",
+            "load",
+            "func() struct{x1 float; x5 float; x15 float}",
+            facts::load,
+        ),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure("sys", "uptime", "func() int", facts::uptime),
         FuncKind::Stream,
     ),
     // world.

@@ -151,6 +151,55 @@ fn watch_path(d: Dedup, path: String, f: fn(&str) -> Result<Value, FuncError>) -
     Source { task, watcher }
 }
 
+/// A source that calls `f` every `secs` seconds.
+fn poll(d: Dedup, secs: u64, f: super::RunFn) -> Source {
+    Source {
+        task: spawn_poll(d, Duration::from_secs(secs), false, move || {
+            super::call_simple(
+                &super::Builtin {
+                    module: "",
+                    name: "",
+                    kind: super::FuncKind::Stream,
+                    sig: super::Sig::Text("func() int"),
+                    check: None,
+                    run: f,
+                },
+                &[],
+            )
+        }),
+        watcher: None,
+    }
+}
+
+/// A source that calls `f` whenever `file` (watched through its directory) changes.
+fn watch_file<F>(d: Dedup, file: &str, f: F) -> Source
+where
+    F: Fn() -> Result<Value, FuncError> + Send + Sync + 'static,
+{
+    let f = Arc::new(f);
+    let dir = Path::new(file)
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    let d2 = d.clone();
+    let f2 = f.clone();
+    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        d2.offer(f2());
+    })
+    .ok()
+    .and_then(|mut w| {
+        w.watch(&dir, notify::RecursiveMode::NonRecursive)
+            .ok()
+            .map(|_| w)
+    });
+    let task = if watcher.is_none() {
+        spawn_poll(d, Duration::from_millis(500), false, move || f())
+    } else {
+        None
+    };
+    Source { task, watcher }
+}
+
 fn world_source<F>(d: Dedup, world: Arc<dyn WorldView>, f: F) -> Source
 where
     F: Fn(&dyn WorldView) -> Result<Value, FuncError> + Send + 'static,
@@ -257,6 +306,15 @@ pub fn start(
             }),
             watcher: None,
         },
+        ("sys", "load") => poll(d, 5, super::facts::load),
+        ("sys", "uptime") => poll(d, 1, super::facts::uptime),
+        ("sys", "cpu_count") => poll(d, 5, super::facts::cpu_count),
+        ("os", "user_exists") => {
+            let name = args.to_vec();
+            watch_file(d, "/etc/passwd", move || {
+                super::call_simple(super::lookup("os", "user_exists").expect("exists"), &name)
+            })
+        }
         ("os", "readfile") => watch_path(d, arg, read_file),
         ("os", "file_exists") => watch_path(d, arg, |p| Ok(Value::Bool(Path::new(p).exists()))),
         ("world", "getval") => world_source(d, w, move |w| getval(w, &arg)),
