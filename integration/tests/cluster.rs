@@ -541,3 +541,105 @@ collect file collect.res("file") {
         "both copies are in the graph: {g}"
     );
 }
+
+/// `tend deploy --wait`: exit 0 once every host runs the deploy converged; exit 1 naming the
+/// host that rejected it, the host with a failed resource (and the resource), or the hosts not
+/// converged when the timeout passes.
+#[test]
+fn deploy_wait_follows_the_hosts_to_the_end() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let hosts: Vec<Host> = ["h1", "h2"]
+        .iter()
+        .map(|n| Host::start(n, &url, None, &[]))
+        .collect();
+    let wait = |p: &Path, extra: &[&str]| {
+        let mut a = vec![p.to_str().unwrap(), "--wait", "--timeout", "60"];
+        a.extend_from_slice(extra);
+        deploy(&url, &a)
+    };
+
+    // 1. Converged everywhere: exit 0, and the JSON table says so per host.
+    let p1 = program(src.path(), "v1", &hello(""));
+    let o = wait(&p1, &["--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json on stdout");
+    assert_eq!(doc["result"], "converged", "{doc}");
+    assert_eq!(doc["deploy"], 1);
+    let states: Vec<_> = doc["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host"].as_str().unwrap().to_string(), h["state"].clone()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("h1".to_string(), serde_json::json!("converged")),
+            ("h2".to_string(), serde_json::json!("converged"))
+        ]
+    );
+    for h in &hosts {
+        assert_eq!(h.read("hello"), Some(format!("i am {}\n", h.name)));
+    }
+
+    // 2. A host that rejects the deploy: exit 1, naming it and why.
+    let p2 = program(
+        src.path(),
+        "v2",
+        &format!(
+            "panic($hostname == \"h2\", \"not on h2\")\n{}",
+            hello(", v2")
+        ),
+    );
+    let o = wait(&p2, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("h2: rejected: deploy 2 rejected"),
+        "{}",
+        text(&o)
+    );
+    assert!(!err.contains("h1:"), "h1 took it: {}", text(&o));
+
+    // 3. A host with a failed resource: exit 1, naming the host and the resource.
+    let p3 = program(
+        src.path(),
+        "v3",
+        &format!(
+            "{}if $hostname == \"h1\" {{\n\tfile \"/proc/tend-cannot/x\" {{\n\t\tcontent => \"x\\n\",\n\t}}\n}}\n",
+            hello(", v3")
+        ),
+    );
+    let o = wait(&p3, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("h1: failed:") && err.contains("file[/proc/tend-cannot/x]"),
+        "{}",
+        text(&o)
+    );
+
+    // 4. Not converged in time: exit 1, naming every host still converging.
+    let p4 = program(
+        src.path(),
+        "v4",
+        &format!(
+            "{}exec \"slow\" {{\n\tcmd => \"/bin/sleep\",\n\targs => [\"30\"],\n}}\n",
+            hello(", v4")
+        ),
+    );
+    let t = std::time::Instant::now();
+    let o = deploy(&url, &[p4.to_str().unwrap(), "--wait", "--timeout", "3"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not converged within 3 s")
+            && err.contains("h1: pending")
+            && err.contains("h2: pending"),
+        "{}",
+        text(&o)
+    );
+}

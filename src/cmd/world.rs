@@ -236,6 +236,9 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                             "converged": h.converged, "started": rfc3339(h.started_ms),
                             "updated": rfc3339(h.updated_ms), "error": h.error,
                             "instance": (!h.instance.is_empty()).then_some(&h.instance),
+                            "failed": h.failed, "blocked": h.blocked,
+                            "first_failure": h.first_failure,
+                            "converged_at": (h.converged_ms > 0).then(|| rfc3339(h.converged_ms)),
                         })
                     })
                     .collect(),
@@ -251,6 +254,7 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                             .map(|d| d.to_string())
                             .unwrap_or_else(|| "-".into()),
                         if h.converged { "yes" } else { "no" }.into(),
+                        format!("{}/{}", h.failed, h.blocked),
                         rfc3339(h.updated_ms),
                         rfc3339(h.started_ms),
                         h.error.clone().unwrap_or_else(|| "-".into()),
@@ -266,6 +270,7 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                         "VERSION",
                         "DEPLOY",
                         "CONVERGED",
+                        "FAILED/BLOCKED",
                         "LAST SEEN",
                         "STARTED",
                         "ERROR",

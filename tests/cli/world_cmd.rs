@@ -35,7 +35,13 @@ async fn populate(cfg: WorldConfig) -> World {
     .unwrap();
     w.str_set("greeting", "hi").await.unwrap();
     w.strmap_set("role", "web").await.unwrap();
-    w.host_update(Some(3), true).await.unwrap();
+    w.host_update(&tend_world::HostStatus {
+        deploy: Some(3),
+        converged: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     w
 }
 

@@ -95,9 +95,29 @@ pub(crate) struct HostRecord {
     pub error: Option<String>,
     /// When the record was last written, milliseconds since the Unix epoch.
     pub updated_ms: u64,
-    /// This life of the host: a random v4 UUID made when its `World` joined. Last, so that
-    /// an older tend, which stops reading before it, still decodes the record.
+    /// This life of the host: a random v4 UUID made when its `World` joined.
     pub instance: String,
+    /// Resources whose last check failed. This and the fields below come last, so that an
+    /// older tend, which stops reading before them, still decodes the record.
+    pub failed: u32,
+    /// Resources blocked by a failed dependency.
+    pub blocked: u32,
+    /// The first failed resource and its error.
+    pub first_failure: Option<String>,
+    /// When the host last became converged on its deploy (0: not converged).
+    pub converged_ms: u64,
+}
+
+/// A host's registration as tend wrote it before the resource counts existed.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct HostRecordV1 {
+    version: String,
+    started_ms: u64,
+    deploy: Option<u64>,
+    converged: bool,
+    error: Option<String>,
+    updated_ms: u64,
+    instance: String,
 }
 
 /// A host's registration as tend wrote it before [`HostRecord::instance`] existed: the same
@@ -112,24 +132,49 @@ struct HostRecordV0 {
     updated_ms: u64,
 }
 
-/// Decodes a host's registration stored under `key`, also one written before the instance
-/// id existed (postcard is not self-describing: such a record ends where the instance would
-/// start, so it is read with the older layout, with an empty instance).
+/// Decodes a host's registration stored under `key`, also one written by an older tend
+/// (postcard is not self-describing: such a record ends where the newer fields would start, so
+/// it is read with the older layouts in turn; the missing fields are empty).
 pub(crate) fn decode_host_record(key: &str, bytes: &[u8]) -> Result<HostRecord, WorldError> {
-    match decode::<HostRecord>(key, bytes) {
-        Err(e @ WorldError::Decode { .. }) => match decode::<HostRecordV0>(key, bytes) {
-            Ok(r) => Ok(HostRecord {
-                version: r.version,
-                started_ms: r.started_ms,
-                deploy: r.deploy,
-                converged: r.converged,
-                error: r.error,
-                updated_ms: r.updated_ms,
-                instance: String::new(),
-            }),
-            Err(_) => Err(e),
-        },
-        other => other,
+    let e = match decode::<HostRecord>(key, bytes) {
+        Err(e @ WorldError::Decode { .. }) => e,
+        other => return other,
+    };
+    let older = |version, started_ms, deploy, converged, error, updated_ms, instance| HostRecord {
+        version,
+        started_ms,
+        deploy,
+        converged,
+        error,
+        updated_ms,
+        instance,
+        failed: 0,
+        blocked: 0,
+        first_failure: None,
+        converged_ms: 0,
+    };
+    if let Ok(r) = decode::<HostRecordV1>(key, bytes) {
+        return Ok(older(
+            r.version,
+            r.started_ms,
+            r.deploy,
+            r.converged,
+            r.error,
+            r.updated_ms,
+            r.instance,
+        ));
+    }
+    match decode::<HostRecordV0>(key, bytes) {
+        Ok(r) => Ok(older(
+            r.version,
+            r.started_ms,
+            r.deploy,
+            r.converged,
+            r.error,
+            r.updated_ms,
+            String::new(),
+        )),
+        Err(_) => Err(e),
     }
 }
 
@@ -158,7 +203,42 @@ mod tests {
             error: Some("bad".into()),
             updated_ms: 2000,
             instance: instance.into(),
+            failed: 0,
+            blocked: 0,
+            first_failure: None,
+            converged_ms: 0,
         }
+    }
+
+    #[test]
+    fn host_records_keep_their_counts_and_older_ones_decode() {
+        let mut r = record("i");
+        r.failed = 2;
+        r.blocked = 1;
+        r.first_failure = Some("file[/x]: no space".into());
+        r.converged_ms = 3000;
+        assert_eq!(
+            decode_host_record("/tend/hosts/h1", &encode(&r)).unwrap(),
+            r
+        );
+        let v1 = HostRecordV1 {
+            version: "0.1.0".into(),
+            started_ms: 1000,
+            deploy: Some(3),
+            converged: true,
+            error: Some("bad".into()),
+            updated_ms: 2000,
+            instance: "i".into(),
+        };
+        assert_eq!(
+            decode_host_record("/tend/hosts/h1", &encode(&v1)).unwrap(),
+            record("i")
+        );
+        // A tend that knows only the instance reads the new record.
+        assert_eq!(
+            decode::<HostRecordV1>("/tend/hosts/h1", &encode(&r)).unwrap(),
+            v1
+        );
     }
 
     #[test]

@@ -500,7 +500,13 @@ async fn hosts_register_and_leave(fx: Fixture) {
         vec!["h1", "h2"]
     );
     assert!(hosts.iter().all(|h| !h.converged && h.deploy.is_none()));
-    h2.host_update(Some(7), true).await.unwrap();
+    h2.host_update(&tend_world::HostStatus {
+        deploy: Some(7),
+        converged: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     next_change(&mut watch, "h2 converged").await;
     let h2info = eventually(Duration::from_secs(10), "h2 converged", || async {
         h1.hosts()
@@ -571,7 +577,14 @@ async fn a_restarted_host_has_a_new_instance(fx: Fixture) {
     )
     .await;
     // The instance is the World's, not the session's: a re-registration keeps it.
-    second.host_update(Some(1), true).await.unwrap();
+    second
+        .host_update(&tend_world::HostStatus {
+            deploy: Some(1),
+            converged: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(
         instance_of(second.hosts().await.unwrap()).as_deref(),
         Some(after.as_str())
@@ -619,6 +632,10 @@ async fn a_registration_without_an_instance_still_lists(fx: Fixture) {
             error: None,
             updated_ms: 2000,
             instance: String::new(),
+            failed: 0,
+            blocked: 0,
+            first_failure: None,
+            converged_ms: 0,
         }
     );
 }

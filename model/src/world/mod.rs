@@ -123,6 +123,30 @@ pub struct HostInfo {
     /// one, so a host record with another instance is an earlier life of the host. Empty for
     /// a registration written by a tend that did not record it.
     pub instance: String,
+    /// Resources whose last check failed (0 in a registration written by an older tend).
+    pub failed: u32,
+    /// Resources blocked by a failed dependency.
+    pub blocked: u32,
+    /// The first failed resource and its error (`file[/x]: ...`), when one failed.
+    pub first_failure: Option<String>,
+    /// When the host last became converged on its deploy, milliseconds since the Unix epoch
+    /// (0: not converged, or an older tend's registration).
+    pub converged_ms: u64,
+}
+
+/// What a host reports of itself in its registration ([`HostWorld::host_update`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostStatus {
+    /// The deploy the host runs.
+    pub deploy: Option<u64>,
+    /// Whether every resource is settled (converged, failed or blocked).
+    pub converged: bool,
+    /// Resources whose last check failed.
+    pub failed: u32,
+    /// Resources blocked by a failed dependency.
+    pub blocked: u32,
+    /// The first failed resource and its error.
+    pub first_failure: Option<String>,
 }
 
 /// One entry of a stored tree.
@@ -221,7 +245,7 @@ pub trait DeployWorld: Send + Sync {
 #[async_trait]
 pub trait HostWorld: Send + Sync {
     /// Updates this host's registration.
-    async fn host_update(&self, deploy: Option<u64>, converged: bool) -> Result<(), WorldError>;
+    async fn host_update(&self, status: &HostStatus) -> Result<(), WorldError>;
     /// Records (or, with `None`, clears) why the newest deploy was rejected on this host.
     async fn host_set_error(&self, error: Option<String>) -> Result<(), WorldError>;
     /// Every registered host, sorted by name.

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use tend_engine::VertexState;
 use tend_front::deploys::Running;
-use tend_world::{HostWorld, ResWorld, World};
+use tend_world::{HostStatus, HostWorld, ResWorld, World};
 
 use crate::api::{ApiState, DeployInfo, Health};
 
@@ -20,7 +21,7 @@ pub fn report_host(
     api.set_world_health(world_health(&world));
     tokio::spawn(async move {
         let mut status = engine.status();
-        let mut last: Option<(Option<u64>, bool)> = None;
+        let mut last: Option<HostStatus> = None;
         let mut last_rejected: Option<String> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -38,9 +39,9 @@ pub fn report_host(
                     }
                 }
             }
-            let now = (deploy.map(|d| d.id), status.borrow_and_update().converged);
-            if last != Some(now) {
-                match world.host_update(now.0, now.1).await {
+            let now = host_status(deploy.map(|d| d.id), &status.borrow_and_update());
+            if last.as_ref() != Some(&now) {
+                match world.host_update(&now).await {
                     Ok(()) => last = Some(now),
                     Err(e) => tracing::warn!(error = %e, "cannot update this host's registration"),
                 }
@@ -52,6 +53,26 @@ pub fn report_host(
             }
         }
     })
+}
+
+/// What the registration says of the engine: converged or not, and the failed resources
+/// (those whose last check failed, even while they wait for a retry) with the first one's
+/// error.
+fn host_status(deploy: Option<u64>, s: &tend_engine::Status) -> HostStatus {
+    let failing = s
+        .sorted()
+        .into_iter()
+        .filter(|(_, v)| v.state == VertexState::Failed || v.last_error.is_some())
+        .collect::<Vec<_>>();
+    HostStatus {
+        deploy,
+        converged: s.converged,
+        failed: failing.len() as u32,
+        blocked: s.count(VertexState::Blocked) as u32,
+        first_failure: failing
+            .first()
+            .map(|(id, v)| format!("{id}: {}", v.last_error.as_deref().unwrap_or("failed"))),
+    }
 }
 
 /// Keeps the API's view of the exports this host may collect current, from the World's watch

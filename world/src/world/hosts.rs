@@ -6,7 +6,7 @@ use super::{changes, now_ms, World};
 use crate::codec::{decode_host_record, encode};
 use crate::keys::unescape;
 use crate::store::KeyRange;
-use tend_model::world::{Changes, HostInfo, HostWorld, WorldError};
+use tend_model::world::{Changes, HostInfo, HostStatus, HostWorld, WorldError};
 
 impl World {
     /// Writes this host's registration, bound to the session (unless unchanged, or this
@@ -41,17 +41,30 @@ pub(crate) fn decode_host(key: &str, bytes: &[u8], prefix: &str) -> Result<HostI
         error: r.error,
         updated_ms: r.updated_ms,
         instance: r.instance,
+        failed: r.failed,
+        blocked: r.blocked,
+        first_failure: r.first_failure,
+        converged_ms: r.converged_ms,
     })
 }
 
 #[async_trait]
 impl HostWorld for World {
-    async fn host_update(&self, deploy: Option<u64>, converged: bool) -> Result<(), WorldError> {
+    async fn host_update(&self, s: &HostStatus) -> Result<(), WorldError> {
         {
             let mut h = self.inner.host.lock().unwrap_or_else(|p| p.into_inner());
-            h.deploy = deploy;
-            h.converged = converged;
-            h.updated_ms = now_ms();
+            let now = now_ms();
+            if !s.converged {
+                h.converged_ms = 0;
+            } else if !h.converged || h.deploy != s.deploy || h.converged_ms == 0 {
+                h.converged_ms = now;
+            }
+            h.deploy = s.deploy;
+            h.converged = s.converged;
+            h.failed = s.failed;
+            h.blocked = s.blocked;
+            h.first_failure = s.first_failure.clone();
+            h.updated_ms = now;
         }
         self.put_host().await.map(|_| ())
     }

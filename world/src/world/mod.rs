@@ -190,6 +190,10 @@ impl World {
             error: None,
             updated_ms: now_ms(),
             instance: uuid::Uuid::new_v4().to_string(),
+            failed: 0,
+            blocked: 0,
+            first_failure: None,
+            converged_ms: 0,
         };
         let world = World {
             inner: Arc::new(Inner {

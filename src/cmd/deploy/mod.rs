@@ -1,13 +1,17 @@
-//! `tend deploy PROGRAM [--message M] [--force] [--parent ID]`, `tend deploy --rollback ID`,
-//! `tend deploy --list`: the controller's side of deploys (DESIGN.md "Deploys").
+//! `tend deploy PROGRAM [--message M] [--force] [--parent ID] [--wait [--timeout S] [--json]]`,
+//! `tend deploy --rollback ID`, `tend deploy --list`: the controller's side of deploys
+//! (DESIGN.md "Deploys"). `--wait` follows the hosts until they converge on it ([`wait`]).
 //!
 //! A program is type-checked before anything is uploaded (a program that does not check is
 //! never published); its bundle goes through the World's content-addressed file store, and the
 //! deploy is appended with a compare-and-swap on the parent, so two controllers cannot silently
 //! overwrite each other.
 
+mod wait;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tend_front::bundle::{check_program, make_bundle};
@@ -37,6 +41,17 @@ pub struct DeployArgs {
     /// Show the deploy history.
     #[arg(long, conflicts_with_all = ["program", "rollback"])]
     list: bool,
+    /// After publishing, wait until every registered host runs the deploy converged (exit
+    /// 0), or one rejects it or fails a resource, or the timeout passes (exit 1, naming the
+    /// hosts).
+    #[arg(long, conflicts_with = "list")]
+    wait: bool,
+    /// How long `--wait` waits, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 600.0, requires = "wait")]
+    timeout: f64,
+    /// With `--wait`: print the final per-host table as JSON on stdout.
+    #[arg(long, requires = "wait")]
+    json: bool,
     #[command(flatten)]
     world: WorldFlags,
 }
@@ -61,8 +76,16 @@ async fn run(args: DeployArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    if !(args.timeout.is_finite() && args.timeout >= 0.0) {
+        eprintln!(
+            "tend deploy: --timeout {} is not a number of seconds",
+            args.timeout
+        );
+        return ExitCode::from(2);
+    }
     match publish(args).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("tend deploy: {e:#}");
             ExitCode::from(1)
@@ -94,14 +117,24 @@ fn show_time(ms: u64) -> String {
     crate::api::views::rfc3339_ms(ms)
 }
 
-async fn publish(args: DeployArgs) -> Result<()> {
+/// Publishes (or lists); with `--wait`, waits. Returns whether the command succeeded.
+async fn publish(args: DeployArgs) -> Result<bool> {
     let world = connect(&args.world).await?;
-    let result = publish_on(&world, &args).await;
+    let result = match publish_on(&world, &args).await {
+        Ok(Some(id)) if args.wait => {
+            wait::wait(&world, id, Duration::from_secs_f64(args.timeout), args.json)
+                .await
+                .map(|o| o.ok)
+        }
+        Ok(_) => Ok(true),
+        Err(e) => Err(e),
+    };
     let _ = world.close().await;
     result
 }
 
-async fn publish_on(world: &World, args: &DeployArgs) -> Result<()> {
+/// Publishes the deploy (returning its id) or shows the history (returning `None`).
+async fn publish_on(world: &World, args: &DeployArgs) -> Result<Option<u64>> {
     if args.list {
         let deploys = world.list_deploys().await?;
         if deploys.is_empty() {
@@ -123,7 +156,7 @@ async fn publish_on(world: &World, args: &DeployArgs) -> Result<()> {
                 d.message
             );
         }
-        return Ok(());
+        return Ok(None);
     }
     let parent = match args.parent {
         Some(p) => Some(p),
@@ -160,13 +193,19 @@ async fn publish_on(world: &World, args: &DeployArgs) -> Result<()> {
         .await;
     match deploy {
         Ok(d) => {
-            println!(
+            let line = format!(
                 "deploy {} published (bundle {}, parent {})",
                 d.id,
                 &d.bundle[..d.bundle.len().min(12)],
                 parent.map_or("none".to_string(), |p| p.to_string())
             );
-            Ok(())
+            // With --json, stdout holds only the JSON document.
+            if args.json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+            Ok(Some(d.id))
         }
         Err(e @ WorldError::DeployConflict { .. }) => {
             bail!("{e}: another controller deployed in the meantime (see `tend deploy --list`)")
