@@ -17,8 +17,9 @@ pub enum VertexState {
     Converged,
     /// It may be out of state: a check is queued, running, or waiting for a retry.
     Dirty,
-    /// It failed (retries exhausted, or its init or watch failed) and waits for a spec change
-    /// or a drift event.
+    /// It failed: it retries forever (the default) and waits for its next retry, or its
+    /// retries are exhausted and it waits for a spec change or a drift event (either of which
+    /// also cuts a retry's wait short).
     Failed,
     /// A resource it depends on (directly or not) failed, so it cannot run.
     Blocked,

@@ -3,5 +3,6 @@
 mod common;
 mod exec;
 mod file;
+mod heal;
 mod pkg;
 mod simple;

@@ -193,6 +193,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
             state_dir: state_dir.clone(),
             parallel: args.parallel,
             noop: args.noop,
+            ..EngineConfig::default()
         },
         registry.clone(),
     );
