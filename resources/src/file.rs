@@ -5,7 +5,9 @@
 //! written, given its owner and mode, fsynced and renamed over the target, then the directory
 //! is fsynced; a reader (or a crash) never sees a half-written file. Content is rewritten only
 //! when it differs; mode and owner are fixed in place. Missing parent directories are created
-//! (mode 0755). The watch uses the process-wide inotify hub ([`crate::fswatch`]).
+//! (mode 0755). The watch uses the process-wide inotify hub ([`crate::fswatch`]). Temporary
+//! files are named after their process, and the first check of a directory removes those of
+//! processes that are gone (killed mid-write), see [`temps`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -294,6 +296,7 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
 pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     Ok(Box::new(File {
         cfg: Arc::new(cfg(spec)?),
+        swept: Default::default(),
     }))
 }
 
@@ -350,6 +353,8 @@ pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
 
 struct File {
     cfg: Arc<Cfg>,
+    /// Its directory was swept of stale temporary files (by this resource or another).
+    swept: std::sync::atomic::AtomicBool,
 }
 
 /// Which directories are on a local filesystem, where a check may run (and a watch be armed)
@@ -457,6 +462,153 @@ mod local_fs {
     }
 }
 
+/// The temporary files this kind makes next to the files it writes, and the removal of those
+/// a process left behind (killed in the middle of a write). Names identify their process:
+/// `.tend.<pid>-<start>.<random>.tmp` (content being written; `<random>` is six letters or
+/// digits) and `.tend.<pid>-<start>.<name>.lnk` (a symlink about to be renamed over `<name>`),
+/// where `<start>` is the process's start time (`/proc/<pid>/stat`, clock ticks since boot),
+/// so a pid used again by another process does not pass for the owner. A file is removed only
+/// when it reads exactly so and its owner is gone: never one of a write still running, in
+/// this process or another.
+mod temps {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, OnceLock};
+
+    use foldhash::HashSet;
+
+    /// A process's start time, in clock ticks since boot (`None` without `/proc`).
+    fn start_time(pid: u32) -> Option<u64> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid ...`: the command may hold spaces and parentheses.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        // The 22nd field, counting `state` as the 3rd.
+        rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    }
+
+    /// `<pid>-<start>` of this process.
+    pub(super) fn tag() -> &'static str {
+        static TAG: OnceLock<String> = OnceLock::new();
+        TAG.get_or_init(|| {
+            let pid = std::process::id();
+            format!("{pid}-{}", start_time(pid).unwrap_or(0))
+        })
+    }
+
+    /// The owner `(pid, start)` of a file named by this kind's scheme, else `None`.
+    pub(super) fn owner(name: &[u8]) -> Option<(u32, u64)> {
+        let rest = name.strip_prefix(b".tend.")?;
+        let (middle, ext) = rest.split_at(rest.len().checked_sub(4)?);
+        let dot = middle.iter().position(|b| *b == b'.')?;
+        let (tag, what) = (&middle[..dot], &middle[dot + 1..]);
+        let ok = match ext {
+            b".tmp" => what.len() == 6 && what.iter().all(u8::is_ascii_alphanumeric),
+            b".lnk" => !what.is_empty(),
+            _ => false,
+        };
+        let dash = tag.iter().position(|b| *b == b'-')?;
+        let digits = |d: &[u8]| !d.is_empty() && d.len() <= 20 && d.iter().all(u8::is_ascii_digit);
+        let (pid, start) = (&tag[..dash], &tag[dash + 1..]);
+        if !ok || !digits(pid) || !digits(start) {
+            return None;
+        }
+        let text = |d| std::str::from_utf8(d).ok();
+        Some((text(pid)?.parse().ok()?, text(start)?.parse().ok()?))
+    }
+
+    /// Whether the process that made a file is still running (`true` when that cannot be
+    /// told: nothing is removed then).
+    fn alive(pid: u32, start: u64) -> bool {
+        if tag() == format!("{pid}-{start}") {
+            return true;
+        }
+        match start_time(pid) {
+            Some(now) => start == 0 || now == start,
+            None => fs::metadata("/proc/self/stat").is_err(),
+        }
+    }
+
+    /// Whether `dir` is yet to be swept by this process (true once per directory).
+    pub(super) fn claim(dir: &Path) -> bool {
+        static SWEPT: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+        let mut swept = SWEPT
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if swept.contains(dir) {
+            return false;
+        }
+        swept.insert(dir.to_path_buf())
+    }
+
+    /// Removes the temporary files of processes that are gone from `dir`; returns how many.
+    /// A directory that cannot be read is left alone (the check says what is wrong with it).
+    pub(super) fn sweep(dir: &Path) -> usize {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some((pid, start)) = owner(name.as_encoded_bytes()) else {
+                continue;
+            };
+            if alive(pid, start) {
+                continue;
+            }
+            let path = e.path();
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(path = %path.display(), "removed a temporary file left by a process that is gone");
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = %err, "cannot remove a stale temporary file")
+                }
+            }
+        }
+        removed
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn only_the_exact_scheme_names_an_owner() {
+            assert_eq!(owner(b".tend.12-345.a1B2c3.tmp"), Some((12, 345)));
+            assert_eq!(owner(b".tend.12-345.motd.lnk"), Some((12, 345)));
+            assert_eq!(owner(b".tend.12-345.a.b.lnk"), Some((12, 345)));
+            for n in [
+                &b".tend.foo.tmp"[..],
+                b".tend.abcdef.tmp",
+                b".tend.12.a1B2c3.tmp",
+                b".tend.12-.a1B2c3.tmp",
+                b".tend.-3.a1B2c3.tmp",
+                b".tend.12-345.a1B2c.tmp",
+                b".tend.12-345.a1B2c3d.tmp",
+                b".tend.12-345.a1B2c3.tmpx",
+                b".tend.12-345..lnk",
+                b".tend.12-345.tmp",
+                b"tend.12-345.a1B2c3.tmp",
+                b".tend.1x-345.a1B2c3.tmp",
+            ] {
+                assert_eq!(owner(n), None, "{}", String::from_utf8_lossy(n));
+            }
+        }
+
+        #[test]
+        fn this_process_is_alive_and_its_tag_parses() {
+            let name = format!(".tend.{}.abcdef.tmp", tag());
+            let (pid, start) = owner(name.as_bytes()).unwrap();
+            assert_eq!(pid, std::process::id());
+            assert!(alive(pid, start));
+            // The same pid with another start time is another, gone, process.
+            assert!(!alive(pid, start + 1));
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Resource for File {
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
@@ -503,6 +655,19 @@ impl Resource for File {
         // rather than pay for a hop to a blocking thread. What was seen is handed on.
         let mut seen = Seen::default();
         let dir = self.cfg.path.parent().unwrap_or(Path::new("/"));
+        // The first check that may change anything sweeps the directory of what a killed
+        // process left (once per directory and process).
+        if ctx.apply
+            && !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed)
+            && temps::claim(dir)
+        {
+            if local_fs::dir_is_local(dir).await {
+                temps::sweep(dir);
+            } else {
+                let d = dir.to_path_buf();
+                let _ = tokio::task::spawn_blocking(move || temps::sweep(&d)).await;
+            }
+        }
         if self.cfg.inline_check && local_fs::dir_is_local(dir).await {
             match check(&self.cfg, false, &mut seen)? {
                 Checked::Changed if ctx.apply => {}
@@ -606,8 +771,9 @@ fn write_atomic(
 ) -> Result<(), ResError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tend.")
+        .prefix(&format!(".tend.{}.", temps::tag()))
         .suffix(".tmp")
+        .rand_bytes(6)
         .tempfile_in(dir)
         .map_err(|e| ResError::io("creating a temporary file in", dir, e))?;
     let tmp_path = tmp.path().to_path_buf();
@@ -765,7 +931,7 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
                 let dir = p.parent().unwrap_or(Path::new("/"));
                 let tmp = dir.join(format!(
                     ".tend.{}.{}.lnk",
-                    std::process::id(),
+                    temps::tag(),
                     p.file_name().unwrap_or_default().to_string_lossy()
                 ));
                 let _ = fs::remove_file(&tmp);
