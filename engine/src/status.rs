@@ -68,6 +68,8 @@ pub struct VertexStatus {
     pub checks: u64,
     /// `check_apply` runs that changed something (or would have, in noop mode).
     pub changes: u64,
+    /// Its last check was a dry run (noop) that found it out of state: it would change.
+    pub would_change: bool,
 }
 
 impl Default for VertexStatus {
@@ -79,6 +81,7 @@ impl Default for VertexStatus {
             last_error: None,
             checks: 0,
             changes: 0,
+            would_change: false,
         }
     }
 }
@@ -119,6 +122,15 @@ impl Status {
                 .map(|(k, v)| (&**k, v))
                 .filter(|(_, v)| states.contains(&v.state)),
         )
+    }
+
+    /// The vertices whose last check was a dry run that found them out of state (they are
+    /// converged: nothing more is to be done in noop mode).
+    pub fn would_change(&self) -> usize {
+        self.vertices
+            .values()
+            .filter(|v| v.would_change && v.state == VertexState::Converged)
+            .count()
     }
 
     /// Whether any vertex failed.

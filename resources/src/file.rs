@@ -669,13 +669,14 @@ impl Resource for File {
             }
         }
         if self.cfg.inline_check && local_fs::dir_is_local(dir).await {
-            match check(&self.cfg, false, &mut seen)? {
+            // A dry run ends here and says what would change; a look before applying is quiet.
+            match check(&self.cfg, false, !ctx.apply, &mut seen)? {
                 Checked::Changed if ctx.apply => {}
                 done => return Ok(done),
             }
         }
         let cfg = self.cfg.clone();
-        tokio::task::spawn_blocking(move || check(&cfg, ctx.apply, &mut seen))
+        tokio::task::spawn_blocking(move || check(&cfg, ctx.apply, !ctx.apply, &mut seen))
             .await
             .map_err(|e| ResError::new(format!("checking {}: {e}", self.cfg.path.display())))?
     }
@@ -891,8 +892,61 @@ fn remove(cfg: &Cfg, m: &fs::Metadata) -> Result<(), ResError> {
     Ok(())
 }
 
-/// Checks the file and, when `apply`, puts it in state.
-fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
+/// The largest content a dry run shows a diff of (larger: only the sizes).
+const DIFF_MAX: u64 = 1 << 20;
+
+/// What a dry run says of content that would be rewritten: a unified diff of text, else the
+/// sizes. `old` is `None` for a file that does not exist.
+fn content_diff(path: &Path, old: Option<&[u8]>, new: &[u8]) -> String {
+    let before = old.unwrap_or_default();
+    match (std::str::from_utf8(before), std::str::from_utf8(new)) {
+        (Ok(a), Ok(b)) => {
+            let name = path.display().to_string();
+            let from = if old.is_some() { &name } else { "/dev/null" };
+            let diff = similar::TextDiff::from_lines(a, b);
+            // Ends in a newline: the log line's fields then start a line of their own.
+            diff.unified_diff()
+                .context_radius(3)
+                .header(from, &name)
+                .to_string()
+        }
+        _ => format!(
+            "binary content: {} bytes -> {} bytes",
+            before.len(),
+            new.len()
+        ),
+    }
+}
+
+/// A file's kind, for what a dry run says.
+fn kind_of(m: &fs::Metadata) -> &'static str {
+    let t = m.file_type();
+    if t.is_symlink() {
+        "a symlink"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_file() {
+        "a file"
+    } else {
+        "a special file"
+    }
+}
+
+/// `uid:gid` before and after a change of ownership (unchanged parts as they are).
+fn owners(m: &fs::Metadata, uid: Option<u32>, gid: Option<u32>) -> String {
+    format!(
+        "{}:{} -> {}:{}",
+        m.uid(),
+        m.gid(),
+        uid.unwrap_or(m.uid()),
+        gid.unwrap_or(m.gid())
+    )
+}
+
+/// Checks the file and, when `apply`, puts it in state. A dry run with `report` logs what
+/// would change (`--noop`): a diff of the content, the mode and ownership before and after.
+fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checked, ResError> {
+    let report = report && !apply;
     let p: &Path = &cfg.path;
     let meta = seen.lstat(p)?;
     match (cfg.state, &meta) {
@@ -901,6 +955,8 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
             if apply {
                 remove(cfg, m)?;
                 tracing::info!(resource = %cfg.id(), path = %p.display(), "removed");
+            } else if report {
+                tracing::info!(resource = %cfg.id(), path = %p.display(), "would remove {}", kind_of(m));
             }
             return Ok(Checked::Changed);
         }
@@ -926,6 +982,16 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
         };
         if !ok {
             changed = true;
+            if report {
+                let before = match &meta {
+                    Some(m) if m.file_type().is_symlink() => fs::read_link(p)
+                        .map(|t| format!("a symlink to {}", t.display()))
+                        .unwrap_or_else(|_| "a symlink".into()),
+                    Some(m) => kind_of(m).to_string(),
+                    None => "nothing".into(),
+                };
+                tracing::info!(resource = %cfg.id(), path = %p.display(), "would link: {before} -> a symlink to {}", target.display());
+            }
             if apply {
                 make_parents(p)?;
                 let dir = p.parent().unwrap_or(Path::new("/"));
@@ -946,6 +1012,9 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
         if let Some(m) = m.filter(|m| m.file_type().is_symlink()) {
             if uid.is_some_and(|u| u != m.uid()) || gid.is_some_and(|g| g != m.gid()) {
                 changed = true;
+                if report {
+                    tracing::info!(resource = %cfg.id(), path = %p.display(), "would change owner {}", owners(&m, uid, gid));
+                }
                 if apply {
                     std::os::unix::fs::lchown(p, uid, gid)
                         .map_err(|e| ResError::io("changing the owner of", p, e))?;
@@ -971,6 +1040,9 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
             None => {
                 changed = true;
                 if !apply {
+                    if report {
+                        tracing::info!(resource = %cfg.id(), path = %p.display(), "would create directory");
+                    }
                     return Ok(Checked::Changed);
                 }
                 make_parents(p)?;
@@ -1004,7 +1076,33 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
             },
             None => true,
         };
-        if rewrite {
+        if rewrite && report {
+            let want = want.as_deref().unwrap_or_default();
+            let what = match &meta {
+                None => {
+                    let mode = cfg.mode.unwrap_or(0o644);
+                    format!("would create it (mode {mode:04o})")
+                }
+                Some(m) if !m.is_file() => format!("would replace {} with a file", kind_of(m)),
+                Some(_) => "would change content".to_string(),
+            };
+            let old = match &meta {
+                Some(m) if m.is_file() && m.len() <= DIFF_MAX => fs::read(p).ok(),
+                Some(m) if m.is_file() => None,
+                _ => Some(Vec::new()),
+            };
+            let diff = match (&meta, old) {
+                (Some(m), None) => format!("large content: {} bytes -> {} bytes", m.len(), want.len()),
+                (None, _) => content_diff(p, None, want),
+                (Some(_), Some(old)) => content_diff(p, Some(&old), want),
+            };
+            tracing::info!(resource = %cfg.id(), path = %p.display(), "{what}\n{diff}");
+            if meta.as_ref().is_none_or(|m| !m.is_file()) {
+                return Ok(Checked::Changed);
+            }
+            // An existing file keeps its owner and mode unless told: say what changes there.
+            changed = true;
+        } else if rewrite {
             if !apply {
                 return Ok(Checked::Changed);
             }
@@ -1042,6 +1140,8 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
             std::os::unix::fs::lchown(p, uid, gid)
                 .map_err(|e| ResError::io("changing the owner of", p, e))?;
             tracing::info!(resource = %cfg.id(), path = %p.display(), "changed owner");
+        } else if report {
+            tracing::info!(resource = %cfg.id(), path = %p.display(), "would change owner {}", owners(&m, uid, gid));
         }
     }
     if let Some(mode) = cfg.mode {
@@ -1052,6 +1152,10 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
         };
         if have != Some(mode) {
             changed = true;
+            if report {
+                let before = have.map_or("none".to_string(), |h| format!("{h:04o}"));
+                tracing::info!(resource = %cfg.id(), path = %p.display(), "would change mode {before} -> {mode:04o}");
+            }
             if apply {
                 fs::set_permissions(p, fs::Permissions::from_mode(mode))
                     .map_err(|e| ResError::io("changing the mode of", p, e))?;

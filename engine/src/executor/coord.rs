@@ -365,6 +365,7 @@ impl Coord {
                     (Checked::Changed, true) => CheckResult::Changed,
                     (Checked::Changed, false) => CheckResult::Noop,
                 };
+                v.status.would_change = result == CheckResult::Noop;
                 if c == Checked::Changed {
                     v.status.changes += 1;
                     v.status.last_change = Some(now);
