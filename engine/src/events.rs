@@ -138,8 +138,12 @@ impl Event {
                 retry_in,
             } => {
                 match retry_in {
-                    Some(d) => tracing::warn!(resource = %id, error = %error, retry_in_ms = d.as_millis() as u64, "check_apply failed"),
-                    None => tracing::warn!(resource = %id, error = %error, retry = false, "check_apply failed"),
+                    Some(d) => {
+                        tracing::warn!(resource = %id, error = %error, retry_in_ms = d.as_millis() as u64, "check_apply failed")
+                    }
+                    None => {
+                        tracing::warn!(resource = %id, error = %error, retry = false, "check_apply failed")
+                    }
                 }
                 count_check(&mut m, &id.kind, CheckResult::Failed, *duration);
             }
@@ -150,8 +154,12 @@ impl Event {
                 retry_in,
             } => {
                 match retry_in {
-                    Some(d) => tracing::error!(resource = %id, phase, error = %error, retry_in_ms = d.as_millis() as u64, "resource failed; retrying"),
-                    None => tracing::error!(resource = %id, phase, error = %error, "resource failed"),
+                    Some(d) => {
+                        tracing::error!(resource = %id, phase, error = %error, retry_in_ms = d.as_millis() as u64, "resource failed; retrying")
+                    }
+                    None => {
+                        tracing::error!(resource = %id, phase, error = %error, "resource failed")
+                    }
                 }
                 *m.failures_total.entry(id.kind.clone()).or_default() += 1;
             }

@@ -188,5 +188,10 @@ fake[hidden-rev]: field `Meta:reverse`: reversal is not implemented for kind `fa
     rev.meta.reverse = true;
     let e = engine(1);
     assert!(e.swap(graph(vec![rev], vec![])).await.is_err());
-    assert_eq!(probe("rev-swap").inits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        probe("rev-swap")
+            .inits
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }

@@ -573,7 +573,10 @@ async fn a_failed_resource_heals_with_capped_exponential_backoff_by_default() {
     let runs = p.runs.lock().unwrap().clone();
     let waits: Vec<Duration> = runs.windows(2).map(|w| w[1].0 - w[0].1).collect();
     for (w, want) in waits.iter().zip([20, 40, 80, 80, 80]) {
-        assert!(*w >= want * MS, "waited {w:?}, expected at least {want} ms: {waits:?}");
+        assert!(
+            *w >= want * MS,
+            "waited {w:?}, expected at least {want} ms: {waits:?}"
+        );
     }
     assert!(waits[4] < 1000 * MS, "the wait is capped: {waits:?}");
     assert_eq!(e.metrics().failures_total["fake"], 1, "one failure streak");
@@ -585,7 +588,10 @@ async fn the_backoff_starts_over_after_a_success() {
     // Checks 0, 1 fail, 2 succeeds; after a drift, 3 fails and 4 succeeds.
     let r = fake("heal-reset").param("fail_at", Value::List(vec![0.into(), 1.into(), 3.into()]));
     e.swap(graph(vec![r], vec![])).await.unwrap();
-    wait_status(&e, "healed", |s| state(s, "heal-reset") == VertexState::Converged).await;
+    wait_status(&e, "healed", |s| {
+        state(s, "heal-reset") == VertexState::Converged
+    })
+    .await;
     let p = probe("heal-reset");
     p.drift();
     wait_for("the drift's check and its retry", || p.checks() == 5).await;

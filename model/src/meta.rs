@@ -468,12 +468,16 @@ mod tests {
         );
         assert_eq!(secs(u32::MAX), 300);
         // A fixed delay or a finite count keeps mgmt's meaning.
-        let mut m = Meta::default();
-        m.delay = 500;
+        let m = Meta {
+            delay: 500,
+            ..Meta::default()
+        };
         assert!(!m.backs_off());
         assert_eq!(m.retry_wait(7, &b), Duration::from_millis(500));
-        let mut m = Meta::default();
-        m.retry = 3;
+        let m = Meta {
+            retry: 3,
+            ..Meta::default()
+        };
         assert_eq!(m.retry_wait(1, &b), Duration::ZERO);
     }
 

@@ -1092,7 +1092,9 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
                 _ => Some(Vec::new()),
             };
             let diff = match (&meta, old) {
-                (Some(m), None) => format!("large content: {} bytes -> {} bytes", m.len(), want.len()),
+                (Some(m), None) => {
+                    format!("large content: {} bytes -> {} bytes", m.len(), want.len())
+                }
                 (None, _) => content_diff(p, None, want),
                 (Some(_), Some(old)) => content_diff(p, Some(&old), want),
             };

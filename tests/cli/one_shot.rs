@@ -113,8 +113,7 @@ resources:
 fn noop_shows_the_diff_and_counts_what_would_change() {
     let sb = Sandbox::new();
     let target = sb.write("out/app.conf", "port = 80\nhost = a\nuser = www\n");
-    std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     sb.write("out/same", "same\n");
     let g = sb.write(
         "g.yaml",
@@ -153,7 +152,10 @@ resources:
         Some("port = 80\nhost = a\nuser = www\n")
     );
     assert_eq!(mode(&target), 0o600);
-    assert_eq!(std::fs::metadata(&target).unwrap().modified().unwrap(), before);
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().modified().unwrap(),
+        before
+    );
     // A real run counts no "would change".
     let out = sb.run_once(&g, &[]);
     assert!(

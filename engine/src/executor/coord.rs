@@ -309,8 +309,8 @@ impl Coord {
         v.failures = v.failures.saturating_add(1);
         // A resource retrying forever restarts its init and watch after the wait, as it
         // retries its checks.
-        let retry_in = (v.spec().meta.retry < 0)
-            .then(|| v.spec().meta.retry_wait(v.failures, &self.backoff));
+        let retry_in =
+            (v.spec().meta.retry < 0).then(|| v.spec().meta.retry_wait(v.failures, &self.backoff));
         if let Some(wait) = retry_in {
             v.retry_wait = true;
             v.retry_seq += 1;
