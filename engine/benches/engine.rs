@@ -78,6 +78,7 @@ fn engine() -> Engine {
             state_dir: std::env::temp_dir(),
             parallel: 0,
             noop: false,
+            ..EngineConfig::default()
         },
         Arc::new(r),
     )

@@ -45,10 +45,12 @@ pub enum Event {
         error: String,
         /// How long it took.
         duration: Duration,
-        /// Whether a retry is scheduled (otherwise the vertex is now failed).
-        retry: bool,
+        /// When it is retried, if it is (otherwise the vertex is now failed for good).
+        retry_in: Option<Duration>,
     },
-    /// A vertex failed for good (until its spec changes or a drift event arrives).
+    /// A vertex became failed: its retries are exhausted (it stays failed until its spec
+    /// changes or a drift event arrives), or it retries forever and failed for the first time
+    /// since it last succeeded (it is retried after `retry_in`).
     VertexFailed {
         /// The resource.
         id: Arc<ResId>,
@@ -56,6 +58,8 @@ pub enum Event {
         phase: &'static str,
         /// Why.
         error: String,
+        /// When it is tried again, if it is.
+        retry_in: Option<Duration>,
     },
     /// A refresh was sent along a notify edge.
     Refresh {
@@ -131,13 +135,32 @@ impl Event {
                 id,
                 error,
                 duration,
-                retry,
+                retry_in,
             } => {
-                tracing::warn!(resource = %id, error = %error, retry, "check_apply failed");
+                match retry_in {
+                    Some(d) => {
+                        tracing::warn!(resource = %id, error = %error, retry_in_ms = d.as_millis() as u64, "check_apply failed")
+                    }
+                    None => {
+                        tracing::warn!(resource = %id, error = %error, retry = false, "check_apply failed")
+                    }
+                }
                 count_check(&mut m, &id.kind, CheckResult::Failed, *duration);
             }
-            Event::VertexFailed { id, phase, error } => {
-                tracing::error!(resource = %id, phase, error = %error, "resource failed");
+            Event::VertexFailed {
+                id,
+                phase,
+                error,
+                retry_in,
+            } => {
+                match retry_in {
+                    Some(d) => {
+                        tracing::error!(resource = %id, phase, error = %error, retry_in_ms = d.as_millis() as u64, "resource failed; retrying")
+                    }
+                    None => {
+                        tracing::error!(resource = %id, phase, error = %error, "resource failed")
+                    }
+                }
                 *m.failures_total.entry(id.kind.clone()).or_default() += 1;
             }
             Event::Refresh { from, to } => {

@@ -17,8 +17,9 @@ pub enum VertexState {
     Converged,
     /// It may be out of state: a check is queued, running, or waiting for a retry.
     Dirty,
-    /// It failed (retries exhausted, or its init or watch failed) and waits for a spec change
-    /// or a drift event.
+    /// It failed: it retries forever (the default) and waits for its next retry, or its
+    /// retries are exhausted and it waits for a spec change or a drift event (either of which
+    /// also cuts a retry's wait short).
     Failed,
     /// A resource it depends on (directly or not) failed, so it cannot run.
     Blocked,
@@ -67,6 +68,8 @@ pub struct VertexStatus {
     pub checks: u64,
     /// `check_apply` runs that changed something (or would have, in noop mode).
     pub changes: u64,
+    /// Its last check was a dry run (noop) that found it out of state: it would change.
+    pub would_change: bool,
 }
 
 impl Default for VertexStatus {
@@ -78,6 +81,7 @@ impl Default for VertexStatus {
             last_error: None,
             checks: 0,
             changes: 0,
+            would_change: false,
         }
     }
 }
@@ -118,6 +122,15 @@ impl Status {
                 .map(|(k, v)| (&**k, v))
                 .filter(|(_, v)| states.contains(&v.state)),
         )
+    }
+
+    /// The vertices whose last check was a dry run that found them out of state (they are
+    /// converged: nothing more is to be done in noop mode).
+    pub fn would_change(&self) -> usize {
+        self.vertices
+            .values()
+            .filter(|v| v.would_change && v.state == VertexState::Converged)
+            .count()
     }
 
     /// Whether any vertex failed.

@@ -163,3 +163,35 @@ fake[big-0]: dependency cycle: fake[big-0] -> fake[big-last] -> fake[big-0]";
         "the cycle was not the automatic edges'"
     );
 }
+
+#[tokio::test]
+async fn meta_parameters_without_effect_are_refused_not_ignored() {
+    let mut rev = fake("rev");
+    rev.meta.reverse = true;
+    let mut real = fake("real");
+    real.meta.realize = true;
+    // Hidden resources are refused too: whoever collects one would apply it.
+    let mut hidden = fake("hidden-rev");
+    hidden.meta.reverse = true;
+    hidden.meta.hidden = true;
+    // `autogroup` is a hint: a kind that does not group has nothing to group.
+    let mut grouped = fake("grouped");
+    grouped.meta.autogroup = false;
+    let got = check(graph(vec![rev, real, hidden, grouped], vec![]));
+    let want = "\
+fake[rev]: field `Meta:reverse`: reversal is not implemented for kind `fake` yet (set `reverse` to false)
+fake[real]: field `Meta:realize`: `realize` is not implemented yet: a graph swap does not wait for a resource to converge (set `realize` to false)
+fake[hidden-rev]: field `Meta:reverse`: reversal is not implemented for kind `fake` yet (set `reverse` to false)";
+    assert_eq!(got, want);
+    // The engine refuses them before anything runs.
+    let mut rev = fake("rev-swap");
+    rev.meta.reverse = true;
+    let e = engine(1);
+    assert!(e.swap(graph(vec![rev], vec![])).await.is_err());
+    assert_eq!(
+        probe("rev-swap")
+            .inits
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}

@@ -523,14 +523,138 @@ async fn autoedges_order_providers_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_forever() {
+async fn retry_forever_with_a_delay() {
     let e = engine(2);
     let mut r = fake("forever").param("fail", 6i64);
     r.meta.retry = -1;
+    r.meta.delay = 5;
+    e.swap(graph(vec![r], vec![])).await.unwrap();
+    let s = wait_status(&e, "healed", |s| {
+        s.converged && state(s, "forever") == VertexState::Converged
+    })
+    .await;
+    assert_eq!(state(&s, "forever"), VertexState::Converged);
+    let p = probe("forever");
+    assert_eq!(p.checks(), 7);
+    let runs = p.runs.lock().unwrap().clone();
+    for w in runs.windows(2) {
+        assert!(w[1].0 - w[0].1 >= Duration::from_millis(5), "no delay");
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_resource_heals_with_capped_exponential_backoff_by_default() {
+    let e = engine_backoff(20 * MS, 80 * MS);
+    // Default meta parameters: retry forever, backing off.
+    let g = graph(
+        vec![fake("heal").param("fail", 5i64), fake("heal-after")],
+        vec![edge("heal", "heal-after")],
+    );
+    e.swap(g).await.unwrap();
+    // After the first failure the resource is failed and its dependent blocked, and the graph
+    // counts as converged (a one-shot run ends there and reports it).
+    let s = wait_status(&e, "the first failure", |s| {
+        s.converged && s.vertices[&id("heal")].checks >= 1
+    })
+    .await;
+    assert_eq!(state(&s, "heal"), VertexState::Failed);
+    assert_eq!(state(&s, "heal-after"), VertexState::Blocked);
+    // It is retried until it succeeds, without a new graph or an event.
+    let s = wait_status(&e, "healed", |s| {
+        s.converged && state(s, "heal-after") == VertexState::Converged
+    })
+    .await;
+    assert_eq!(state(&s, "heal"), VertexState::Converged);
+    assert_eq!(s.vertices[&id("heal")].last_error, None);
+    let p = probe("heal");
+    assert_eq!(p.checks(), 6);
+    let runs = p.runs.lock().unwrap().clone();
+    let waits: Vec<Duration> = runs.windows(2).map(|w| w[1].0 - w[0].1).collect();
+    for (w, want) in waits.iter().zip([20, 40, 80, 80, 80]) {
+        assert!(
+            *w >= want * MS,
+            "waited {w:?}, expected at least {want} ms: {waits:?}"
+        );
+    }
+    assert!(waits[4] < 1000 * MS, "the wait is capped: {waits:?}");
+    assert_eq!(e.metrics().failures_total["fake"], 1, "one failure streak");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backoff_starts_over_after_a_success() {
+    let e = engine_backoff(30 * MS, 10_000 * MS);
+    // Checks 0, 1 fail, 2 succeeds; after a drift, 3 fails and 4 succeeds.
+    let r = fake("heal-reset").param("fail_at", Value::List(vec![0.into(), 1.into(), 3.into()]));
+    e.swap(graph(vec![r], vec![])).await.unwrap();
+    wait_status(&e, "healed", |s| {
+        state(s, "heal-reset") == VertexState::Converged
+    })
+    .await;
+    let p = probe("heal-reset");
+    p.drift();
+    wait_for("the drift's check and its retry", || p.checks() == 5).await;
+    let runs = p.runs.lock().unwrap().clone();
+    // Without the reset the last wait would be 120 ms.
+    let last = runs[4].0 - runs[3].1;
+    assert!(last >= 30 * MS && last < 110 * MS, "{last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drift_event_retries_a_failed_resource_at_once() {
+    // A backoff far longer than the test: only the event can make it run again.
+    let e = engine_backoff(60_000 * MS, 60_000 * MS);
+    e.swap(graph(vec![fake("heal-drift").param("fail", 1i64)], vec![]))
+        .await
+        .unwrap();
+    wait_status(&e, "the failure", |s| {
+        state(s, "heal-drift") == VertexState::Failed
+    })
+    .await;
+    let p = probe("heal-drift");
+    let t = Instant::now();
+    p.event();
+    wait_status(&e, "repaired after the event", |s| {
+        state(s, "heal-drift") == VertexState::Converged
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(p.checks(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_inits_and_watches_are_retried_with_backoff() {
+    let e = engine_backoff(10 * MS, 20 * MS);
+    e.swap(graph(
+        vec![
+            fake("heal-init").param("init_fail", true),
+            fake("heal-watch").param("watch_fail", true),
+        ],
+        vec![],
+    ))
+    .await
+    .unwrap();
+    let (i, w) = (probe("heal-init"), probe("heal-watch"));
+    wait_for("inits retried", || i.inits.load(SeqCst) >= 3).await;
+    wait_for("watches restarted", || w.watch_starts.load(SeqCst) >= 3).await;
+    // A watch is restarted without running init again.
+    assert_eq!(w.inits.load(SeqCst), 1);
+    let s = e.status().borrow().clone();
+    assert_eq!(state(&s, "heal-init"), VertexState::Failed);
+    assert_eq!(state(&s, "heal-watch"), VertexState::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_retry_count_keeps_its_meaning() {
+    let e = engine_backoff(5 * MS, 5 * MS);
+    let mut r = fake("heal-none").param("fail", 10i64);
+    r.meta.retry = 0;
     e.swap(graph(vec![r], vec![])).await.unwrap();
     let s = converged(&e).await;
-    assert_eq!(state(&s, "forever"), VertexState::Converged);
-    assert_eq!(probe("forever").checks(), 7);
+    assert_eq!(state(&s, "heal-none"), VertexState::Failed);
+    tokio::time::sleep(100 * MS).await;
+    assert_eq!(probe("heal-none").checks(), 1, "retry 0 never retries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -358,6 +358,21 @@ pub fn engine_with(parallel: usize, noop: bool) -> Engine {
             state_dir: std::env::temp_dir(),
             parallel,
             noop,
+            ..EngineConfig::default()
+        },
+        registry(),
+    )
+}
+
+/// An engine whose default retries back off from `first` to `max` (instead of 1 s to 5 min).
+pub fn engine_backoff(first: Duration, max: Duration) -> Engine {
+    Engine::new(
+        EngineConfig {
+            hostname: "test".into(),
+            state_dir: std::env::temp_dir(),
+            parallel: 2,
+            backoff: tend_model::Backoff { first, max },
+            ..EngineConfig::default()
         },
         registry(),
     )

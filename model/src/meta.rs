@@ -10,6 +10,8 @@
 //! Adding a meta parameter is one entry in the `meta_table!` invocation below (plus, when it
 //! needs one, its combination check in [`Meta::validate`] and its effect in the engine).
 
+use std::time::Duration;
+
 use crate::schema::Type;
 use crate::value::Value;
 
@@ -218,11 +220,11 @@ macro_rules! meta_table {
 meta_table! {
     /// Check only, never change anything.
     noop: bool = false;
-    /// Retries after a failed check/apply; -1 = forever.
-    retry: i16 = 0, check = |r: &i16| at_least_minus_one(i64::from(*r), "use -1 for forever");
+    /// Retries after a failed check/apply; -1 = forever (the default; with `delay` 0 they back off, 1 s doubling to 5 min).
+    retry: i16 = -1, check = |r: &i16| at_least_minus_one(i64::from(*r), "use -1 for forever");
     /// Reset the retry counter after a success.
     retryreset: bool = false;
-    /// Milliseconds between retries.
+    /// Milliseconds between retries (0 with `retry` -1: the backoff of [`Backoff`]).
     delay: u64 = 0;
     /// Milliseconds allowed per check/apply; 0 = no limit.
     timeout: u64 = 0;
@@ -331,6 +333,57 @@ impl Meta {
     }
 }
 
+/// The waits between the retries of a resource that retries forever without a fixed delay
+/// (`retry` -1 and `delay` 0, the defaults): the first wait is `first`, each next one twice the
+/// last, at most `max`. Self-healing: a failed resource is tried again until it succeeds, which
+/// starts the waits over. The default is 1 s doubling to 5 min; the engine can be given other
+/// figures (tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The wait after the first failure.
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after `failures` failures in a row (1 = the first).
+    pub fn wait(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(32);
+        self.first
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(self.max)
+    }
+}
+
+impl Meta {
+    /// Whether a failure is retried with [`Backoff`] rather than after `delay` (a resource
+    /// that retries forever without a fixed delay: the defaults).
+    pub fn backs_off(&self) -> bool {
+        self.retry == -1 && self.delay == 0
+    }
+
+    /// How long to wait before retrying after `failures` failures in a row (1 = the first):
+    /// the backoff's wait when [`Meta::backs_off`], else `delay` milliseconds (mgmt's meaning,
+    /// where 0 retries at once).
+    pub fn retry_wait(&self, failures: u32, backoff: &Backoff) -> Duration {
+        if self.backs_off() {
+            backoff.wait(failures)
+        } else {
+            Duration::from_millis(self.delay)
+        }
+    }
+}
+
 /// Parses a semaphore entry `"id"` or `"id:N"` into its id and count.
 pub fn parse_sema(s: &str) -> Result<(String, usize), String> {
     let (id, n) = match s.rsplit_once(':') {
@@ -401,6 +454,31 @@ mod tests {
         );
         m.set("limit", &Value::Int(3)).unwrap();
         assert_eq!(m.limit, 3.0);
+    }
+
+    #[test]
+    fn failures_back_off_by_default() {
+        let b = Backoff::default();
+        let d = Meta::default();
+        assert!(d.backs_off());
+        let secs = |n| d.retry_wait(n, &b).as_secs();
+        assert_eq!(
+            (1..=11).map(secs).collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
+        );
+        assert_eq!(secs(u32::MAX), 300);
+        // A fixed delay or a finite count keeps mgmt's meaning.
+        let m = Meta {
+            delay: 500,
+            ..Meta::default()
+        };
+        assert!(!m.backs_off());
+        assert_eq!(m.retry_wait(7, &b), Duration::from_millis(500));
+        let m = Meta {
+            retry: 3,
+            ..Meta::default()
+        };
+        assert_eq!(m.retry_wait(1, &b), Duration::ZERO);
     }
 
     #[test]

@@ -158,6 +158,13 @@ pub struct KindSchema {
     pub can_recv: bool,
     /// Whether a refresh (notify edge) means something to it.
     pub refreshable: bool,
+    /// Whether it can undo itself when it leaves the graph (`Meta:reverse`); the engine
+    /// refuses `reverse: true` on a kind that cannot (no kind can yet).
+    pub reversible: bool,
+    /// Whether it groups compatible resources (`Meta:autogroup`, a hint that is true by
+    /// default): `pkg` joins concurrent applies into one apt transaction. Kinds that do not
+    /// group have nothing to group, whatever `autogroup` says.
+    pub groups: bool,
     /// Extra constants besides the `allowed` values of its fields.
     pub constants: Vec<Constant>,
 }
@@ -181,6 +188,8 @@ impl KindSchema {
             sends: Vec::new(),
             can_recv: false,
             refreshable: false,
+            reversible: false,
+            groups: false,
             constants: Vec::new(),
         }
     }

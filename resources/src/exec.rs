@@ -316,6 +316,7 @@ impl Resource for Exec {
             }
         }
         if !ctx.apply {
+            tracing::info!(resource = %self.id, cmd = %self.cmd.display(), "would run");
             return Ok(Checked::Changed);
         }
         // Clear first: a drift during the run must make it run again.

@@ -5,7 +5,9 @@
 //! written, given its owner and mode, fsynced and renamed over the target, then the directory
 //! is fsynced; a reader (or a crash) never sees a half-written file. Content is rewritten only
 //! when it differs; mode and owner are fixed in place. Missing parent directories are created
-//! (mode 0755). The watch uses the process-wide inotify hub ([`crate::fswatch`]).
+//! (mode 0755). The watch uses the process-wide inotify hub ([`crate::fswatch`]). Temporary
+//! files are named after their process, and the first check of a directory removes those of
+//! processes that are gone (killed mid-write), see [`temps`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -294,6 +296,7 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
 pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     Ok(Box::new(File {
         cfg: Arc::new(cfg(spec)?),
+        swept: Default::default(),
     }))
 }
 
@@ -352,6 +355,8 @@ pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
 
 struct File {
     cfg: Arc<Cfg>,
+    /// Its directory was swept of stale temporary files (by this resource or another).
+    swept: std::sync::atomic::AtomicBool,
 }
 
 /// Which directories are on a local filesystem, where a check may run (and a watch be armed)
@@ -459,6 +464,153 @@ mod local_fs {
     }
 }
 
+/// The temporary files this kind makes next to the files it writes, and the removal of those
+/// a process left behind (killed in the middle of a write). Names identify their process:
+/// `.tend.<pid>-<start>.<random>.tmp` (content being written; `<random>` is six letters or
+/// digits) and `.tend.<pid>-<start>.<name>.lnk` (a symlink about to be renamed over `<name>`),
+/// where `<start>` is the process's start time (`/proc/<pid>/stat`, clock ticks since boot),
+/// so a pid used again by another process does not pass for the owner. A file is removed only
+/// when it reads exactly so and its owner is gone: never one of a write still running, in
+/// this process or another.
+mod temps {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, OnceLock};
+
+    use foldhash::HashSet;
+
+    /// A process's start time, in clock ticks since boot (`None` without `/proc`).
+    fn start_time(pid: u32) -> Option<u64> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid ...`: the command may hold spaces and parentheses.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        // The 22nd field, counting `state` as the 3rd.
+        rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    }
+
+    /// `<pid>-<start>` of this process.
+    pub(super) fn tag() -> &'static str {
+        static TAG: OnceLock<String> = OnceLock::new();
+        TAG.get_or_init(|| {
+            let pid = std::process::id();
+            format!("{pid}-{}", start_time(pid).unwrap_or(0))
+        })
+    }
+
+    /// The owner `(pid, start)` of a file named by this kind's scheme, else `None`.
+    pub(super) fn owner(name: &[u8]) -> Option<(u32, u64)> {
+        let rest = name.strip_prefix(b".tend.")?;
+        let (middle, ext) = rest.split_at(rest.len().checked_sub(4)?);
+        let dot = middle.iter().position(|b| *b == b'.')?;
+        let (tag, what) = (&middle[..dot], &middle[dot + 1..]);
+        let ok = match ext {
+            b".tmp" => what.len() == 6 && what.iter().all(u8::is_ascii_alphanumeric),
+            b".lnk" => !what.is_empty(),
+            _ => false,
+        };
+        let dash = tag.iter().position(|b| *b == b'-')?;
+        let digits = |d: &[u8]| !d.is_empty() && d.len() <= 20 && d.iter().all(u8::is_ascii_digit);
+        let (pid, start) = (&tag[..dash], &tag[dash + 1..]);
+        if !ok || !digits(pid) || !digits(start) {
+            return None;
+        }
+        let text = |d| std::str::from_utf8(d).ok();
+        Some((text(pid)?.parse().ok()?, text(start)?.parse().ok()?))
+    }
+
+    /// Whether the process that made a file is still running (`true` when that cannot be
+    /// told: nothing is removed then).
+    fn alive(pid: u32, start: u64) -> bool {
+        if tag() == format!("{pid}-{start}") {
+            return true;
+        }
+        match start_time(pid) {
+            Some(now) => start == 0 || now == start,
+            None => fs::metadata("/proc/self/stat").is_err(),
+        }
+    }
+
+    /// Whether `dir` is yet to be swept by this process (true once per directory).
+    pub(super) fn claim(dir: &Path) -> bool {
+        static SWEPT: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+        let mut swept = SWEPT
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if swept.contains(dir) {
+            return false;
+        }
+        swept.insert(dir.to_path_buf())
+    }
+
+    /// Removes the temporary files of processes that are gone from `dir`; returns how many.
+    /// A directory that cannot be read is left alone (the check says what is wrong with it).
+    pub(super) fn sweep(dir: &Path) -> usize {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some((pid, start)) = owner(name.as_encoded_bytes()) else {
+                continue;
+            };
+            if alive(pid, start) {
+                continue;
+            }
+            let path = e.path();
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(path = %path.display(), "removed a temporary file left by a process that is gone");
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = %err, "cannot remove a stale temporary file")
+                }
+            }
+        }
+        removed
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn only_the_exact_scheme_names_an_owner() {
+            assert_eq!(owner(b".tend.12-345.a1B2c3.tmp"), Some((12, 345)));
+            assert_eq!(owner(b".tend.12-345.motd.lnk"), Some((12, 345)));
+            assert_eq!(owner(b".tend.12-345.a.b.lnk"), Some((12, 345)));
+            for n in [
+                &b".tend.foo.tmp"[..],
+                b".tend.abcdef.tmp",
+                b".tend.12.a1B2c3.tmp",
+                b".tend.12-.a1B2c3.tmp",
+                b".tend.-3.a1B2c3.tmp",
+                b".tend.12-345.a1B2c.tmp",
+                b".tend.12-345.a1B2c3d.tmp",
+                b".tend.12-345.a1B2c3.tmpx",
+                b".tend.12-345..lnk",
+                b".tend.12-345.tmp",
+                b"tend.12-345.a1B2c3.tmp",
+                b".tend.1x-345.a1B2c3.tmp",
+            ] {
+                assert_eq!(owner(n), None, "{}", String::from_utf8_lossy(n));
+            }
+        }
+
+        #[test]
+        fn this_process_is_alive_and_its_tag_parses() {
+            let name = format!(".tend.{}.abcdef.tmp", tag());
+            let (pid, start) = owner(name.as_bytes()).unwrap();
+            assert_eq!(pid, std::process::id());
+            assert!(alive(pid, start));
+            // The same pid with another start time is another, gone, process.
+            assert!(!alive(pid, start + 1));
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Resource for File {
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
@@ -505,14 +657,28 @@ impl Resource for File {
         // rather than pay for a hop to a blocking thread. What was seen is handed on.
         let mut seen = Seen::default();
         let dir = self.cfg.path.parent().unwrap_or(Path::new("/"));
+        // The first check that may change anything sweeps the directory of what a killed
+        // process left (once per directory and process).
+        if ctx.apply
+            && !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed)
+            && temps::claim(dir)
+        {
+            if local_fs::dir_is_local(dir).await {
+                temps::sweep(dir);
+            } else {
+                let d = dir.to_path_buf();
+                let _ = tokio::task::spawn_blocking(move || temps::sweep(&d)).await;
+            }
+        }
         if self.cfg.inline_check && local_fs::dir_is_local(dir).await {
-            match check(&self.cfg, false, &mut seen)? {
+            // A dry run ends here and says what would change; a look before applying is quiet.
+            match check(&self.cfg, false, !ctx.apply, &mut seen)? {
                 Checked::Changed if ctx.apply => {}
                 done => return Ok(done),
             }
         }
         let cfg = self.cfg.clone();
-        tokio::task::spawn_blocking(move || check(&cfg, ctx.apply, &mut seen))
+        tokio::task::spawn_blocking(move || check(&cfg, ctx.apply, !ctx.apply, &mut seen))
             .await
             .map_err(|e| ResError::new(format!("checking {}: {e}", self.cfg.path.display())))?
     }
@@ -608,8 +774,9 @@ fn write_atomic(
 ) -> Result<(), ResError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tend.")
+        .prefix(&format!(".tend.{}.", temps::tag()))
         .suffix(".tmp")
+        .rand_bytes(6)
         .tempfile_in(dir)
         .map_err(|e| ResError::io("creating a temporary file in", dir, e))?;
     let tmp_path = tmp.path().to_path_buf();
@@ -727,8 +894,61 @@ fn remove(cfg: &Cfg, m: &fs::Metadata) -> Result<(), ResError> {
     Ok(())
 }
 
-/// Checks the file and, when `apply`, puts it in state.
-fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
+/// The largest content a dry run shows a diff of (larger: only the sizes).
+const DIFF_MAX: u64 = 1 << 20;
+
+/// What a dry run says of content that would be rewritten: a unified diff of text, else the
+/// sizes. `old` is `None` for a file that does not exist.
+fn content_diff(path: &Path, old: Option<&[u8]>, new: &[u8]) -> String {
+    let before = old.unwrap_or_default();
+    match (std::str::from_utf8(before), std::str::from_utf8(new)) {
+        (Ok(a), Ok(b)) => {
+            let name = path.display().to_string();
+            let from = if old.is_some() { &name } else { "/dev/null" };
+            let diff = similar::TextDiff::from_lines(a, b);
+            // Ends in a newline: the log line's fields then start a line of their own.
+            diff.unified_diff()
+                .context_radius(3)
+                .header(from, &name)
+                .to_string()
+        }
+        _ => format!(
+            "binary content: {} bytes -> {} bytes",
+            before.len(),
+            new.len()
+        ),
+    }
+}
+
+/// A file's kind, for what a dry run says.
+fn kind_of(m: &fs::Metadata) -> &'static str {
+    let t = m.file_type();
+    if t.is_symlink() {
+        "a symlink"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_file() {
+        "a file"
+    } else {
+        "a special file"
+    }
+}
+
+/// `uid:gid` before and after a change of ownership (unchanged parts as they are).
+fn owners(m: &fs::Metadata, uid: Option<u32>, gid: Option<u32>) -> String {
+    format!(
+        "{}:{} -> {}:{}",
+        m.uid(),
+        m.gid(),
+        uid.unwrap_or(m.uid()),
+        gid.unwrap_or(m.gid())
+    )
+}
+
+/// Checks the file and, when `apply`, puts it in state. A dry run with `report` logs what
+/// would change (`--noop`): a diff of the content, the mode and ownership before and after.
+fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checked, ResError> {
+    let report = report && !apply;
     let p: &Path = &cfg.path;
     let meta = seen.lstat(p)?;
     match (cfg.state, &meta) {
@@ -737,6 +957,8 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
             if apply {
                 remove(cfg, m)?;
                 tracing::info!(resource = %cfg.id(), path = %p.display(), "removed");
+            } else if report {
+                tracing::info!(resource = %cfg.id(), path = %p.display(), "would remove {}", kind_of(m));
             }
             return Ok(Checked::Changed);
         }
@@ -762,12 +984,22 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
         };
         if !ok {
             changed = true;
+            if report {
+                let before = match &meta {
+                    Some(m) if m.file_type().is_symlink() => fs::read_link(p)
+                        .map(|t| format!("a symlink to {}", t.display()))
+                        .unwrap_or_else(|_| "a symlink".into()),
+                    Some(m) => kind_of(m).to_string(),
+                    None => "nothing".into(),
+                };
+                tracing::info!(resource = %cfg.id(), path = %p.display(), "would link: {before} -> a symlink to {}", target.display());
+            }
             if apply {
                 make_parents(p)?;
                 let dir = p.parent().unwrap_or(Path::new("/"));
                 let tmp = dir.join(format!(
                     ".tend.{}.{}.lnk",
-                    std::process::id(),
+                    temps::tag(),
                     p.file_name().unwrap_or_default().to_string_lossy()
                 ));
                 let _ = fs::remove_file(&tmp);
@@ -782,6 +1014,9 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
         if let Some(m) = m.filter(|m| m.file_type().is_symlink()) {
             if uid.is_some_and(|u| u != m.uid()) || gid.is_some_and(|g| g != m.gid()) {
                 changed = true;
+                if report {
+                    tracing::info!(resource = %cfg.id(), path = %p.display(), "would change owner {}", owners(&m, uid, gid));
+                }
                 if apply {
                     std::os::unix::fs::lchown(p, uid, gid)
                         .map_err(|e| ResError::io("changing the owner of", p, e))?;
@@ -807,6 +1042,9 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
             None => {
                 changed = true;
                 if !apply {
+                    if report {
+                        tracing::info!(resource = %cfg.id(), path = %p.display(), "would create directory");
+                    }
                     return Ok(Checked::Changed);
                 }
                 make_parents(p)?;
@@ -840,7 +1078,35 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
             },
             None => true,
         };
-        if rewrite {
+        if rewrite && report {
+            let want = want.as_deref().unwrap_or_default();
+            let what = match &meta {
+                None => {
+                    let mode = cfg.mode.unwrap_or(0o644);
+                    format!("would create it (mode {mode:04o})")
+                }
+                Some(m) if !m.is_file() => format!("would replace {} with a file", kind_of(m)),
+                Some(_) => "would change content".to_string(),
+            };
+            let old = match &meta {
+                Some(m) if m.is_file() && m.len() <= DIFF_MAX => fs::read(p).ok(),
+                Some(m) if m.is_file() => None,
+                _ => Some(Vec::new()),
+            };
+            let diff = match (&meta, old) {
+                (Some(m), None) => {
+                    format!("large content: {} bytes -> {} bytes", m.len(), want.len())
+                }
+                (None, _) => content_diff(p, None, want),
+                (Some(_), Some(old)) => content_diff(p, Some(&old), want),
+            };
+            tracing::info!(resource = %cfg.id(), path = %p.display(), "{what}\n{diff}");
+            if meta.as_ref().is_none_or(|m| !m.is_file()) {
+                return Ok(Checked::Changed);
+            }
+            // An existing file keeps its owner and mode unless told: say what changes there.
+            changed = true;
+        } else if rewrite {
             if !apply {
                 return Ok(Checked::Changed);
             }
@@ -878,6 +1144,8 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
             std::os::unix::fs::lchown(p, uid, gid)
                 .map_err(|e| ResError::io("changing the owner of", p, e))?;
             tracing::info!(resource = %cfg.id(), path = %p.display(), "changed owner");
+        } else if report {
+            tracing::info!(resource = %cfg.id(), path = %p.display(), "would change owner {}", owners(&m, uid, gid));
         }
     }
     if let Some(mode) = cfg.mode {
@@ -888,6 +1156,10 @@ fn check(cfg: &Cfg, apply: bool, seen: &mut Seen) -> Result<Checked, ResError> {
         };
         if have != Some(mode) {
             changed = true;
+            if report {
+                let before = have.map_or("none".to_string(), |h| format!("{h:04o}"));
+                tracing::info!(resource = %cfg.id(), path = %p.display(), "would change mode {before} -> {mode:04o}");
+            }
             if apply {
                 fs::set_permissions(p, fs::Permissions::from_mode(mode))
                     .map_err(|e| ResError::io("changing the mode of", p, e))?;

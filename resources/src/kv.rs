@@ -136,6 +136,8 @@ impl Resource for Kv {
                 (None, false) => world.str_del(&self.key).await.map_err(err)?,
             }
             tracing::info!(resource = %self.id, key = %self.key, value = ?self.value, "set");
+        } else {
+            tracing::info!(resource = %self.id, key = %self.key, "would set the value: {now:?} -> {:?}", self.value);
         }
         Ok(Checked::Changed)
     }

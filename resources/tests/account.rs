@@ -254,6 +254,7 @@ fn engine(state: &std::path::Path) -> Engine {
             state_dir: state.to_path_buf(),
             parallel: 0,
             noop: false,
+            ..Default::default()
         },
         Arc::new(tend_resources::registry()),
     )

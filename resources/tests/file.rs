@@ -619,3 +619,60 @@ async fn large_content_is_compared_in_full() {
         assert_eq!(apply(&r).await.unwrap(), Checked::InState);
     }
 }
+
+/// A process that has exited: its pid is free (until something reuses it).
+fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("/bin/true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+#[tokio::test]
+async fn stale_temporary_files_of_gone_processes_are_removed() {
+    let d = tempfile::tempdir().unwrap();
+    let dead = dead_pid();
+    let me = std::process::id();
+    // What `kill -9` in the middle of writes leaves: content and symlink temporaries.
+    let stale = [
+        format!(".tend.{dead}-12345.a1B2c3.tmp"),
+        format!(".tend.{dead}-12345.motd.lnk"),
+        // This pid, another start time: a previous process that had the same pid.
+        format!(".tend.{me}-1.zzzzzz.tmp"),
+    ];
+    // Not this kind's scheme, or a running owner (this very process): kept.
+    let start = fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+    let start = start[start.rfind(')').unwrap() + 1..]
+        .split_ascii_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    let kept = [
+        ".tend.foo.tmp".to_string(),
+        ".tend.abcdef.tmp".to_string(),
+        format!(".tend.{dead}-12345.a1B2c.tmp"),
+        format!(".tend.{dead}.a1B2c3.tmp"),
+        format!(".tend.{me}-{start}.inflgt.tmp"),
+        "notes.tmp".to_string(),
+    ];
+    for n in stale.iter().chain(&kept) {
+        fs::write(d.path().join(n), "partial").unwrap();
+    }
+    // A dry run removes nothing.
+    let r = build(file(&d.path().join("a")).param("content", "a\n"));
+    dry(&r).await.unwrap();
+    assert!(d.path().join(&stale[0]).exists(), "noop removed a file");
+    apply(&r).await.unwrap();
+    let mut left: Vec<String> = fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut want: Vec<String> = kept.iter().cloned().chain(["a".to_string()]).collect();
+    want.sort();
+    assert_eq!(left, want);
+    // Temporaries of this process carry its tag.
+    let r = build(file(&d.path().join("b")).param("content", "b\n"));
+    apply(&r).await.unwrap();
+    assert_eq!(fs::read_to_string(d.path().join("b")).unwrap(), "b\n");
+}

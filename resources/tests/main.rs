@@ -4,5 +4,6 @@ mod account;
 mod common;
 mod exec;
 mod file;
+mod heal;
 mod pkg;
 mod simple;

@@ -201,6 +201,7 @@ async fn a_removed_package_is_reinstalled_by_the_running_engine() {
             state_dir: state.path().to_path_buf(),
             parallel: 0,
             noop: false,
+            ..EngineConfig::default()
         },
         Arc::new(tend_resources::registry()),
     );

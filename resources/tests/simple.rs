@@ -118,3 +118,15 @@ async fn test_kind_validates_and_has_no_side_effects() {
     }
     assert_eq!(s.fields.len(), 36);
 }
+
+#[test]
+fn only_pkg_groups_and_no_kind_reverses_yet() {
+    let r = tend_resources::registry();
+    let groups: Vec<&str> = r
+        .kinds()
+        .filter(|k| k.schema.groups)
+        .map(|k| k.schema.kind.as_str())
+        .collect();
+    assert_eq!(groups, ["pkg"]);
+    assert!(r.kinds().all(|k| !k.schema.reversible));
+}

@@ -161,6 +161,7 @@ pub fn resources_json(host: &str, status: &Status) -> Json {
                 "last_error": v.last_error,
                 "checks": v.checks,
                 "changes": v.changes,
+                "would_change": v.would_change,
             })
         })
         .collect();

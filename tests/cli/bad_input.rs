@@ -81,6 +81,24 @@ fn bad_meta() {
 }
 
 #[test]
+fn meta_parameters_without_effect_yet() {
+    check(
+        &format!(
+            "resources:\n  file:\n{GOOD}    - name: ${{TEND_ROOT}}/out/b\n      meta: {{ reverse: true }}\n  \
+             test:\n    - name: t\n      meta: {{ realize: true }}\n"
+        ),
+        &[
+            "g.yaml:6",
+            "field `meta.reverse`",
+            "reversal is not implemented for kind `file` yet",
+            "g.yaml:9",
+            "field `meta.realize`",
+            "`realize` is not implemented yet",
+        ],
+    );
+}
+
+#[test]
 fn duplicate_resource() {
     check(
         &format!("resources:\n  file:\n{GOOD}{GOOD}"),

@@ -110,6 +110,135 @@ resources:
 }
 
 #[test]
+fn noop_shows_the_diff_and_counts_what_would_change() {
+    let sb = Sandbox::new();
+    let target = sb.write("out/app.conf", "port = 80\nhost = a\nuser = www\n");
+    std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    sb.write("out/same", "same\n");
+    let g = sb.write(
+        "g.yaml",
+        r#"
+resources:
+  file:
+    - name: ${TEND_ROOT}/out/app.conf
+      content: "port = 8080\nhost = a\nuser = www\n"
+      mode: "0644"
+    - name: ${TEND_ROOT}/out/same
+      content: "same\n"
+"#,
+    );
+    let before = std::fs::metadata(&target).unwrap().modified().unwrap();
+    let out = sb.run_once(&g, &["--noop"]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    for line in [
+        "would change content",
+        &format!("--- {}", target.display()),
+        &format!("+++ {}", target.display()),
+        "-port = 80\n",
+        "+port = 8080\n",
+        " host = a\n",
+        "would change mode 0600 -> 0644",
+        "tend run: converged: 2 resources, 1 in state, 1 would change (noop), 0 failed, 0 blocked",
+    ] {
+        assert!(
+            out.stderr.contains(line),
+            "{}",
+            sb.explain(&format!("missing {line:?}"), &out)
+        );
+    }
+    // Untouched.
+    assert_eq!(
+        read(&target).as_deref(),
+        Some("port = 80\nhost = a\nuser = www\n")
+    );
+    assert_eq!(mode(&target), 0o600);
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().modified().unwrap(),
+        before
+    );
+    // A real run counts no "would change".
+    let out = sb.run_once(&g, &[]);
+    assert!(
+        out.stderr
+            .contains("tend run: converged: 2 resources, 2 in state, 0 failed, 0 blocked"),
+        "{}",
+        sb.explain("summary of a real run", &out)
+    );
+    assert_eq!(mode(&target), 0o644);
+}
+
+#[test]
+fn a_run_removes_the_temporary_files_a_killed_run_left() {
+    let sb = Sandbox::new();
+    // A process that has exited: what `kill -9` in the middle of writes leaves.
+    let mut c = std::process::Command::new("/bin/true").spawn().unwrap();
+    let dead = c.id();
+    c.wait().unwrap();
+    let stray = [
+        format!("out/.tend.{dead}-4242.Ab12Cd.tmp"),
+        format!("out/.tend.{dead}-4242.link.lnk"),
+    ];
+    for s in &stray {
+        sb.write(s, "partial");
+    }
+    // Lookalikes that are not tend's scheme stay.
+    let kept = ["out/.tend.foo.tmp", "out/.tend.Ab12Cd.tmp"];
+    for k in kept {
+        sb.write(k, "mine");
+    }
+    let g = sb.write(
+        "g.yaml",
+        "resources:\n  file:\n    - { name: \"${TEND_ROOT}/out/a\", content: \"a\\n\" }\n",
+    );
+    let out = sb.run_once(&g, &[]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    for s in &stray {
+        assert!(
+            !sb.path(s).exists(),
+            "{}",
+            sb.explain(&format!("{s} is still there"), &out)
+        );
+    }
+    for k in kept {
+        assert_eq!(read(&sb.path(k)).as_deref(), Some("mine"), "{k}");
+    }
+    assert_eq!(read(&sb.path("out/a")).as_deref(), Some("a\n"));
+}
+
+#[test]
+fn kill_9_during_a_first_converge_leaves_no_temporary_file_after_the_next_run() {
+    use nix::sys::signal::Signal;
+    let sb = Sandbox::new();
+    let mut g = String::from("resources:\n  file:\n");
+    for i in 0..3000 {
+        g.push_str(&format!(
+            "    - {{ name: \"${{TEND_ROOT}}/out/f{i}\", content: \"{}\" }}\n",
+            "x".repeat(2000)
+        ));
+    }
+    let g = sb.write("g.yaml", &g);
+    let d = sb.spawn_run(&g, &[]);
+    // Kill it once it has started writing.
+    crate::sandbox::wait_for(
+        "the first files",
+        std::time::Duration::from_secs(30),
+        || std::fs::read_dir(sb.path("out")).is_ok_and(|rd| rd.count() > 20),
+        || sb.explain_daemon(&d),
+    );
+    d.signal(Signal::SIGKILL);
+    d.wait_exit(std::time::Duration::from_secs(10));
+    let out = sb.run_once(&g, &[]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    let temps: Vec<String> = std::fs::read_dir(sb.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".tend."))
+        .collect();
+    assert!(temps.is_empty(), "left behind: {temps:?}");
+    assert_eq!(std::fs::read_dir(sb.path("out")).unwrap().count(), 3000);
+}
+
+#[test]
 fn converged_timeout_waits_for_the_given_time() {
     let sb = Sandbox::new();
     let g = sb.write(

@@ -44,6 +44,8 @@ pub(super) struct Coord {
     /// Shared by every driver (one `Arc` each, not a copy of its strings).
     pub(super) init_ctx: Arc<InitCtx>,
     pub(super) noop: bool,
+    /// The waits between retries of a resource retrying forever without a fixed delay.
+    pub(super) backoff: tend_model::Backoff,
     pub(super) registry: Arc<Registry>,
     pub(super) tx: mpsc::UnboundedSender<Msg>,
     pub(super) status_tx: watch::Sender<Status>,
@@ -110,6 +112,7 @@ impl Coord {
                 world,
             }),
             noop: cfg.noop,
+            backoff: cfg.backoff,
             registry,
             tx,
             status_tx,
@@ -218,11 +221,29 @@ impl Coord {
                 apply,
                 refresh,
             } => self.on_check_done(inc, result, duration, apply, refresh),
-            Msg::RetryReady(inc) => {
+            Msg::RetryReady(inc, seq) => {
                 if let Some(v) = self.verts.get_mut(&inc) {
+                    if v.retry_wait && v.retry_seq == seq {
+                        v.retry_wait = false;
+                        if !v.watch_failed {
+                            // Retrying forever: failed until this retry runs.
+                            v.failed = None;
+                        }
+                        self.candidates.push(inc);
+                        self.touched.push(inc);
+                    }
+                }
+            }
+            Msg::Restart(inc, seq) => {
+                let due = self
+                    .verts
+                    .get_mut(&inc)
+                    .is_some_and(|v| v.retry_wait && v.retry_seq == seq && v.watch_failed);
+                if due {
+                    let v = self.verts.get_mut(&inc).expect("present");
                     v.retry_wait = false;
-                    self.candidates.push(inc);
-                    self.touched.push(inc);
+                    // `start` restarts the driver: init again if it failed, then the watch.
+                    self.start(inc);
                 }
             }
             Msg::Publish => {
@@ -260,8 +281,13 @@ impl Coord {
             if v.spec().meta.poll == 0 {
                 Event::Drift { id: v.id.clone() }.emit(&self.sink);
             }
-            if v.failed.is_some() {
+            // Something happened to a failed resource, or one waiting for a retry: try again
+            // now (the backoff goes on from where it was, so a resource whose failed attempts
+            // themselves make events still backs off).
+            if v.failed.is_some() || v.retry_wait {
                 v.failed = None;
+                v.retry_wait = false;
+                v.retry_seq += 1;
                 v.retries_left = v.spec().meta.retry;
             }
             v.dirty = true;
@@ -276,15 +302,29 @@ impl Coord {
         };
         v.watch_failed = true;
         let error = format!("{phase}: {error}");
+        let first = v.failed.is_none() && v.failures == 0;
         v.failed = Some(error.clone());
         v.status.last_error = Some(error.clone());
         v.status_changed = true;
-        Event::VertexFailed {
-            id: v.id.clone(),
-            phase,
-            error,
+        v.failures = v.failures.saturating_add(1);
+        // A resource retrying forever restarts its init and watch after the wait, as it
+        // retries its checks.
+        let retry_in =
+            (v.spec().meta.retry < 0).then(|| v.spec().meta.retry_wait(v.failures, &self.backoff));
+        if let Some(wait) = retry_in {
+            v.retry_wait = true;
+            v.retry_seq += 1;
+            after(&self.tx, wait, Msg::Restart(inc, v.retry_seq));
         }
-        .emit(&self.sink);
+        if first {
+            Event::VertexFailed {
+                id: v.id.clone(),
+                phase,
+                error,
+                retry_in,
+            }
+            .emit(&self.sink);
+        }
         self.touched.push(inc);
     }
 
@@ -311,6 +351,7 @@ impl Coord {
         match result {
             Ok(c) => {
                 v.ever_ok = true;
+                v.failures = 0;
                 if !v.watch_failed {
                     v.failed = None;
                     v.status.last_error = None;
@@ -324,6 +365,7 @@ impl Coord {
                     (Checked::Changed, true) => CheckResult::Changed,
                     (Checked::Changed, false) => CheckResult::Noop,
                 };
+                v.status.would_change = result == CheckResult::Noop;
                 if c == Checked::Changed {
                     v.status.changes += 1;
                     v.status.last_change = Some(now);
@@ -362,33 +404,46 @@ impl Coord {
                 v.refresh_from.extend(v.refresh_inflight.drain(..));
                 v.upstream_changed |= std::mem::take(&mut v.upstream_inflight);
                 v.status.last_error = Some(error.clone());
-                let retry = v.retries_left != 0;
+                v.failures = v.failures.saturating_add(1);
+                let retry_in = (v.retries_left != 0)
+                    .then(|| v.spec().meta.retry_wait(v.failures, &self.backoff));
                 Event::CheckFailed {
                     id: v.id.clone(),
                     error: error.clone(),
                     duration,
-                    retry,
+                    retry_in,
                 }
                 .emit(&self.sink);
-                if retry {
+                let forever = v.spec().meta.retry < 0;
+                // Failed until it is retried (a resource retrying forever: its dependents are
+                // blocked meanwhile, and the graph counts as converged, so a one-shot run ends
+                // and reports it), or for good (no retries left). With retries left it is
+                // dirty: the retries are part of this run.
+                let became_failed = if forever {
+                    v.failures == 1
+                } else {
+                    v.failed.is_none() && retry_in.is_none()
+                };
+                if forever || retry_in.is_none() {
+                    v.failed = Some(error.clone());
+                }
+                if let Some(wait) = retry_in {
                     if v.retries_left > 0 {
                         v.retries_left -= 1;
                     }
                     v.retry_wait = true;
+                    v.retry_seq += 1;
                     v.dirty = true;
-                    let tx = self.tx.clone();
-                    let delay = Duration::from_millis(v.spec().meta.delay);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = tx.send(Msg::RetryReady(inc));
-                    });
+                    after(&self.tx, wait, Msg::RetryReady(inc, v.retry_seq));
                 } else {
-                    v.failed = Some(error.clone());
                     v.dirty = false;
+                }
+                if became_failed {
                     Event::VertexFailed {
                         id: v.id.clone(),
                         phase: "check_apply",
                         error,
+                        retry_in,
                     }
                     .emit(&self.sink);
                 }
@@ -427,4 +482,13 @@ impl Coord {
         let n = &mut self.counts[s as usize];
         *n = n.saturating_sub(1);
     }
+}
+
+/// Sends `msg` to the coordinator after `wait`.
+fn after(tx: &mpsc::UnboundedSender<Msg>, wait: Duration, msg: Msg) {
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        let _ = tx.send(msg);
+    });
 }

@@ -112,7 +112,7 @@ pub fn default_parallel() -> usize {
 }
 
 /// How the engine runs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct EngineConfig {
     /// This host's name (handed to resources in [`InitCtx`]).
     pub hostname: String,
@@ -122,6 +122,9 @@ pub struct EngineConfig {
     pub parallel: usize,
     /// Global noop: check and report, change nothing.
     pub noop: bool,
+    /// The waits between the retries of a resource that retries forever without a fixed
+    /// delay (the default meta parameters): 1 s doubling to 5 min unless set otherwise.
+    pub backoff: tend_model::Backoff,
 }
 
 /// What a graph swap did.
@@ -223,7 +226,10 @@ pub(crate) enum Msg {
         apply: bool,
         refresh: bool,
     },
-    RetryReady(u64),
+    /// A retry's wait is over (the vertex and the number of the wait).
+    RetryReady(u64, u64),
+    /// A failed init or watch is to be tried again (the vertex and the number of the wait).
+    Restart(u64, u64),
     LimitReady(u64),
     /// Time to publish a throttled status.
     Publish,

@@ -70,6 +70,11 @@ pub(super) struct Vertex {
     pub(super) failed: Option<String>,
     pub(super) retries_left: i16,
     pub(super) retry_wait: bool,
+    /// Numbers the waits for a retry, so that a wait cut short (by a drift event) does not
+    /// end the next one early.
+    pub(super) retry_seq: u64,
+    /// Failures in a row (checks, inits, watches), for the backoff; 0 after a success.
+    pub(super) failures: u32,
     pub(super) limit_wait: bool,
     pub(super) bucket: Option<Bucket>,
     pub(super) refresh_from: HashSet<ResId>,
@@ -123,6 +128,8 @@ impl Vertex {
             ever_ok: false,
             failed: None,
             retry_wait: false,
+            retry_seq: 0,
+            failures: 0,
             limit_wait: false,
             bucket,
             refresh_from: HashSet::new(),

@@ -88,6 +88,8 @@ pub(crate) fn schema() -> &'static KindSchema {
                 value: Value::Str((*c).into()),
             })
             .collect();
+        // Concurrent applies share one apt transaction unless `Meta:autogroup` is false.
+        s.groups = true;
         s
     })
 }

@@ -193,6 +193,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
             state_dir: state_dir.clone(),
             parallel: args.parallel,
             noop: args.noop,
+            ..EngineConfig::default()
         },
         registry.clone(),
     );
@@ -350,7 +351,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
             _ = sleep_until(deadline), if deadline.is_some() => {
                 progress::finish();
                 phase("converged");
-                let code = report_final(&engine);
+                let code = report_final(&engine, args.noop);
                 phase("reported");
                 engine.shutdown_for_exit().await;
                 phase("engine stopped");
@@ -474,7 +475,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Prints the outcome of a one-shot run and chooses the exit status.
-fn report_final(engine: &Engine) -> ExitCode {
+fn report_final(engine: &Engine, noop: bool) -> ExitCode {
     let status = engine.status();
     // Read in place: the status holds every vertex.
     let s = status.borrow();
@@ -490,10 +491,17 @@ fn report_final(engine: &Engine) -> ExitCode {
             _ => {}
         }
     }
+    // A dry run's "would change" is converged too (nothing more to do): counted apart.
+    let would = s.would_change();
+    let would_text = if noop || would > 0 {
+        format!("{would} would change (noop), ")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "tend run: converged: {} resources, {} in state, {} failed, {} blocked",
+        "tend run: converged: {} resources, {} in state, {would_text}{} failed, {} blocked",
         s.total,
-        count(VertexState::Converged),
+        count(VertexState::Converged).saturating_sub(would),
         failed,
         count(VertexState::Blocked)
     );
