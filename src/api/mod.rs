@@ -11,6 +11,7 @@ mod params;
 mod sse;
 pub mod views;
 
+pub mod auth;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -340,7 +341,11 @@ pub const BUILD_COMMIT: &str = env!("TEND_GIT_COMMIT");
 /// When the default address cannot be bound (another daemon has it), the daemon logs a warning
 /// and runs without the API; when an address given with `--listen` cannot, that is an error
 /// naming the address.
-pub async fn start(listen: Option<Listen>, state: ApiState) -> anyhow::Result<Option<SocketAddr>> {
+pub async fn start(
+    listen: Option<Listen>,
+    state: ApiState,
+    auth: auth::ApiAuth,
+) -> anyhow::Result<Option<SocketAddr>> {
     let explicit = listen.is_some();
     let addr = match listen {
         Some(Listen::None) => return Ok(None),
@@ -359,21 +364,19 @@ pub async fn start(listen: Option<Listen>, state: ApiState) -> anyhow::Result<Op
         .local_addr()
         .with_context(|| format!("--listen {addr}: reading the bound address"))?;
     tracing::info!(addr = %bound, "http api listening");
+    if auth.required() {
+        tracing::info!(addr = %bound, "the http api requires a bearer token");
+    }
     tokio::spawn(async move {
-        if let Err(error) = serve(listener, state).await {
+        if let Err(error) = axum::serve(listener, router_with(state, auth)).await {
             tracing::error!(%error, "http api stopped");
         }
     });
     Ok(Some(bound))
 }
 
-/// Serves the API on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, state: ApiState) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
-}
-
-/// The routes.
-pub fn router(state: ApiState) -> Router {
+/// The routes behind `auth`.
+pub fn router_with(state: ApiState, auth: auth::ApiAuth) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/health/liveness", get(liveness))
@@ -388,6 +391,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/deploy", get(deploy))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }

@@ -35,6 +35,14 @@ pub fn authority(addr: &str) -> anyhow::Result<String> {
     Ok(a.to_string())
 }
 
+/// The bearer token every request sends (set once from the client's options).
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every request send `Authorization: Bearer <token>`.
+pub fn set_token(token: String) {
+    let _ = TOKEN.set(token);
+}
+
 /// Sends `GET path` to the daemon at `addr` (host:port) and returns the response head and body.
 async fn send(addr: &str, path: &str) -> anyhow::Result<Response<Incoming>> {
     let stream = TcpStream::connect(addr).await.with_context(|| {
@@ -48,8 +56,11 @@ async fn send(addr: &str, path: &str) -> anyhow::Result<Response<Incoming>> {
             tracing::debug!(%error, "http connection closed");
         }
     });
-    let req = Request::get(path)
-        .header(hyper::header::HOST, addr)
+    let mut req = Request::get(path).header(hyper::header::HOST, addr);
+    if let Some(t) = TOKEN.get() {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
         .header(
             hyper::header::USER_AGENT,
             concat!("tend/", env!("CARGO_PKG_VERSION")),

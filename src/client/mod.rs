@@ -24,6 +24,10 @@ pub struct ClientOpts {
     /// Print the API's JSON instead of text (one JSON document per line with --watch).
     #[arg(long)]
     json: bool,
+    /// A file whose first line is the API's bearer token (the daemon's `--api-token-file`);
+    /// the token may also come from the TEND_TOKEN environment variable.
+    #[arg(long, env = "TEND_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `tend status`.
@@ -95,7 +99,21 @@ fn print(text: &str) -> anyhow::Result<()> {
     out(text).map(drop)
 }
 
+/// The daemon's address; also sets the bearer token the requests send, if any.
 fn addr(opts: &ClientOpts) -> anyhow::Result<String> {
+    let token = match &opts.token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .with_context(|| format!("--token-file {}", f.display()))?;
+            Some(t.lines().next().unwrap_or("").trim().to_string())
+        }
+        None => std::env::var("TEND_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string()),
+    };
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        http::set_token(t);
+    }
     http::authority(&opts.addr)
 }
 

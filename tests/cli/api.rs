@@ -737,3 +737,100 @@ fn a_hundred_watchers_all_get_init_and_update() {
     drop(streams);
     assert_eq!(api.json("/livez", 200)["status"], "UP");
 }
+
+/// The API's bearer token: a non-loopback `--listen` without one refuses to start (exit 2,
+/// naming the flag); with one, a request without it or with a wrong one is a 401 with a JSON
+/// error, the right one is served, the probes stay open with `--api-open-probes`, and the
+/// client commands send the token from TEND_TOKEN or --token-file.
+#[test]
+fn a_token_guards_the_api() {
+    let sb = Sandbox::new();
+    let g = sb.write("g.yaml", GRAPH);
+    let out = sb.run(&["run", g.to_str().unwrap(), "--listen", "0.0.0.0:0"]);
+    assert_eq!(
+        out.code(),
+        2,
+        "{}",
+        sb.explain("non-loopback without a token", &out)
+    );
+    assert!(
+        out.stderr.contains("--api-token-file") && out.stderr.contains("0.0.0.0:0"),
+        "{}",
+        out.stderr
+    );
+    assert!(read(&sb.path("out/motd")).is_none(), "nothing was applied");
+
+    let token = "s3cret-token-0123456789";
+    let tf = sb.write("token", &format!("{token}\n"));
+    let api = Api::start(
+        GRAPH,
+        &[
+            "--api-token-file",
+            tf.to_str().unwrap(),
+            "--api-open-probes",
+        ],
+    );
+    let host = format!("Host: {}\r\n", api.addr);
+    let none = raw_get(&api.addr, "/v1/graph", &host);
+    assert!(
+        none.starts_with("HTTP/1.0 401") || none.starts_with("HTTP/1.1 401"),
+        "{none}"
+    );
+    assert!(
+        none.contains("\"error\"") && none.contains("bearer token"),
+        "{none}"
+    );
+    assert_eq!(
+        header(&none, "www-authenticate").as_deref(),
+        Some("Bearer realm=\"tend\"")
+    );
+    let wrong = raw_get(
+        &api.addr,
+        "/v1/graph",
+        &format!("{host}Authorization: Bearer not-the-token\r\n"),
+    );
+    assert!(
+        wrong.contains(" 401 ") && wrong.contains("wrong bearer token"),
+        "{wrong}"
+    );
+    let right = raw_get(
+        &api.addr,
+        "/v1/graph",
+        &format!("{host}Authorization: Bearer {token}\r\n"),
+    );
+    assert!(
+        right.contains(" 200 ") && right.contains("\"resources\""),
+        "{right}"
+    );
+    // The probes answer without it.
+    assert_eq!(api.get("/livez").0, 200);
+    assert_eq!(api.get("/health").0, 401);
+
+    let client = |env: Option<&str>, extra: &[&str]| {
+        let mut c = Command::new(TEND);
+        c.args(["graph", "--addr", &api.addr])
+            .args(extra)
+            .env_remove("TEND_ADDR")
+            .env_remove("TEND_TOKEN")
+            .env_remove("TEND_TOKEN_FILE")
+            .stdin(Stdio::null());
+        if let Some(t) = env {
+            c.env("TEND_TOKEN", t);
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = client(None, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bearer token"), "{err}");
+    let (code, out, err) = client(Some(token), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("file["), "{out}");
+    let (code, _, err) = client(None, &["--token-file", tf.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    drop(api);
+}

@@ -73,6 +73,14 @@ pub struct RunArgs {
     /// warns and runs without the API.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<crate::api::Listen>,
+    /// A file whose first line is the API's bearer token: every request must then send
+    /// `Authorization: Bearer <token>`. Required when `--listen` is not a loopback address.
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// With a token: leave the probes (`/livez`, `/readyz`, `/health/liveness`,
+    /// `/health/readiness`) open, for kubelets.
+    #[arg(long, requires = "api_token_file")]
+    pub api_open_probes: bool,
 }
 
 /// Runs `tend run`.
@@ -174,6 +182,21 @@ fn phase(what: &str) {
 }
 
 async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Result<ExitCode> {
+    let listen_addr = match args.listen {
+        Some(crate::api::Listen::Addr(a)) => Some(a),
+        _ => None,
+    };
+    let api_auth = match crate::api::auth::ApiAuth::configure(
+        listen_addr,
+        args.api_token_file.as_deref(),
+        args.api_open_probes,
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("tend run: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let program = match args.program.as_deref().map(Program::of).transpose() {
         Ok(p) => p,
         Err(e) => {
@@ -284,7 +307,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
             world: crate::api::WorldInfo::of(&backend),
         },
     );
-    crate::api::start(args.listen, api_state.clone()).await?;
+    crate::api::start(args.listen, api_state.clone(), api_auth).await?;
     // The World's reporters stop when this function returns, before the runtime does (a
     // write cut short by the runtime's shutdown is not an error worth a warning).
     let _reporters = AbortOnDrop(vec![
