@@ -5,3 +5,4 @@ mod exec;
 mod file;
 mod pkg;
 mod simple;
+mod svc;

@@ -136,13 +136,9 @@ fn unit_name(name: &str) -> Result<String, String> {
         ));
     }
     match stem.split_once('@') {
-        Some((prefix, _)) if prefix.is_empty() => {
-            Err(format!("{name:?} is not a unit name: nothing before `@`"))
-        }
-        Some((_, instance)) if instance.is_empty() => Err(format!(
-            "{name:?} is a template; name an instance of it (\"{}{}\")",
-            stem.trim_end_matches('@'),
-            "@instance"
+        Some(("", _)) => Err(format!("{name:?} is not a unit name: nothing before `@`")),
+        Some((prefix, "")) => Err(format!(
+            "{name:?} is a template; name an instance of it (\"{prefix}@instance\")"
         )),
         Some((_, instance)) if instance.contains('@') => {
             Err(format!("{name:?} is not a unit name: more than one `@`"))
@@ -491,7 +487,9 @@ impl Resource for Svc {
                     "reload systemd (daemon-reload): {} changed on disk",
                     self.unit
                 );
-                sd.daemon_reload().await.map_err(|e| self.err(e))?;
+                sd.daemon_reload_for(&self.unit)
+                    .await
+                    .map_err(|e| self.err(e))?;
                 info = self.read(&sd).await?;
                 reloaded = true;
             } else {

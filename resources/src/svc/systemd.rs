@@ -327,14 +327,28 @@ impl Systemd {
     /// A `daemon-reload`, shared with every other one asked for before it started.
     pub async fn daemon_reload(&self) -> Result<(), String> {
         self.reloads
-            .run(|| async {
-                RELOADS.fetch_add(1, Ordering::Relaxed);
-                self.manager("Reload", &())
-                    .await
-                    .map(drop)
-                    .map_err(|e| self.fail("reloading systemd (daemon-reload)", e))
-            })
+            .run(|| async { Ok(true) }, || self.reload_now())
             .await
+    }
+
+    /// A `daemon-reload` because `unit`'s file changed on disk, unless a reload that ended
+    /// while this one waited its turn already took the change in (`NeedDaemonReload` is then
+    /// false): several resources whose unit files a graph rewrote make one reload.
+    pub async fn daemon_reload_for(&self, unit: &str) -> Result<(), String> {
+        self.reloads
+            .run(
+                || async { Ok(self.unit(unit).await?.need_daemon_reload) },
+                || self.reload_now(),
+            )
+            .await
+    }
+
+    async fn reload_now(&self) -> Result<(), String> {
+        RELOADS.fetch_add(1, Ordering::Relaxed);
+        self.manager("Reload", &())
+            .await
+            .map(drop)
+            .map_err(|e| self.fail("reloading systemd (daemon-reload)", e))
     }
 
     /// Signals that the unit may have changed: its `PropertiesChanged` (on the `Unit`
@@ -396,7 +410,7 @@ impl Systemd {
 }
 
 /// Coalesces `daemon-reload`s: a caller waits for a reload that started after it asked, and
-/// starts one only when none did.
+/// starts one only when none did and it is still needed.
 #[derive(Default)]
 struct Reloads {
     /// Tickets handed out: one per request.
@@ -406,14 +420,16 @@ struct Reloads {
 }
 
 impl Reloads {
-    async fn run<F, Fut>(&self, reload: F) -> Result<(), String>
+    async fn run<N, NF, R, RF>(&self, needed: N, reload: R) -> Result<(), String>
     where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<(), String>>,
+        N: FnOnce() -> NF,
+        NF: std::future::Future<Output = Result<bool, String>>,
+        R: FnOnce() -> RF,
+        RF: std::future::Future<Output = Result<(), String>>,
     {
         let ticket = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
         let mut done = self.done.lock().await;
-        if *done >= ticket {
+        if *done >= ticket || !needed().await? {
             return Ok(());
         }
         // Every ticket handed out so far was asked for before this reload starts.
@@ -491,11 +507,14 @@ mod tests {
         let first = {
             let (r, ran) = (r.clone(), ran.clone());
             tokio::spawn(async move {
-                r.run(|| async {
-                    ran.fetch_add(1, Ordering::SeqCst);
-                    let _ = rx.await;
-                    Ok(())
-                })
+                r.run(
+                    || async { Ok(true) },
+                    || async {
+                        ran.fetch_add(1, Ordering::SeqCst);
+                        let _ = rx.await;
+                        Ok(())
+                    },
+                )
                 .await
             })
         };
@@ -506,10 +525,13 @@ mod tests {
             .map(|_| {
                 let (r, ran) = (r.clone(), ran.clone());
                 tokio::spawn(async move {
-                    r.run(|| async {
-                        ran.fetch_add(1, Ordering::SeqCst);
-                        Ok(())
-                    })
+                    r.run(
+                        || async { Ok(true) },
+                        || async {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        },
+                    )
                     .await
                 })
             })
