@@ -42,8 +42,8 @@ const SUITE: &str = "bookworm";
 const MIRROR: &str = "http://deb.debian.org/debian";
 const PACKAGES: &str = "systemd,systemd-sysv,dbus";
 
-/// Tests that make systemd reload (enable, disable, a changed unit file) or count reloads
-/// take turns.
+/// Tests that make systemd reload (enable, disable, a changed unit file), count reloads, or
+/// count checks (a reload wakes every `svc` watch) take turns.
 static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A plain long-running service with an `[Install]` section.
@@ -483,6 +483,8 @@ async fn enables_and_disables() {
 /// the unit is left stopped and disabled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noop_changes_nothing_and_reports() {
+    // No daemon-reload by another test while it counts checks (each one wakes every watch).
+    let _turn = RELOADING.lock().await;
     let unit = "tend-test-noop.service";
     container();
     let state = tempfile::tempdir().unwrap();
@@ -513,6 +515,16 @@ async fn noop_changes_nothing_and_reports() {
     assert!(noop, "the check was not reported as noop");
     assert_eq!(active(unit), "inactive");
     assert_eq!(unit_file_state(unit), "disabled");
+    // A check of an inactive unit makes systemd load it again (and collect it right after):
+    // that must not wake the watch, or the resource would check itself in a loop.
+    let checks = || engine.status().borrow().sorted()[0].1.checks;
+    let before = checks();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        checks(),
+        before,
+        "checks kept running with nothing changing"
+    );
     engine.shutdown().await;
 }
 

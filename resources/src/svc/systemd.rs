@@ -358,7 +358,7 @@ impl Systemd {
     pub async fn watch(
         self: &Arc<Self>,
         unit: &str,
-    ) -> Result<impl Stream<Item = Result<(), String>> + Send + 'static, String> {
+    ) -> Result<impl Stream<Item = Result<Signal, String>> + Send + 'static, String> {
         let what = || format!("watching {unit}");
         let path = unit_path(unit);
         let rule = |path: &str, iface: &str, member: &str, arg0: Option<&str>| {
@@ -393,13 +393,17 @@ impl Systemd {
             let out = match msg {
                 Err(e) => Some(Err(me.fail("watching systemd", e))),
                 // `Reloading(true)` starts a reload; its end is what matters.
-                Ok(m) if m.header().member().is_some_and(|n| n == "Reloading") => {
-                    match m.body().deserialize::<bool>() {
-                        Ok(true) => None,
-                        _ => Some(Ok(())),
+                Ok(m) => {
+                    let member = m.header().member().map(|n| n.to_string());
+                    match member.as_deref() {
+                        Some("Reloading") => match m.body().deserialize::<bool>() {
+                            Ok(true) => None,
+                            _ => Some(Ok(Signal::Changed)),
+                        },
+                        Some("UnitNew") => Some(Ok(Signal::Loaded)),
+                        _ => Some(Ok(Signal::Changed)),
                     }
                 }
-                Ok(_) => Some(Ok(())),
             };
             std::future::ready(out)
         });
@@ -407,6 +411,17 @@ impl Systemd {
         let end = futures::stream::once(async move { Err(me.lost()) });
         Ok(events.chain(end))
     }
+}
+
+/// What a watch saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// The unit's state, or its unit files, or systemd's configuration changed.
+    Changed,
+    /// systemd loaded the unit (`UnitNew`). Every `LoadUnit` of an inactive unit nobody holds
+    /// does, a check's own included (systemd collects such a unit right after the call), so
+    /// this is news only when the unit was missing.
+    Loaded,
 }
 
 /// Coalesces `daemon-reload`s: a caller waits for a reload that started after it asked, and
