@@ -542,6 +542,36 @@ async fn a_missing_unit_fails_naming_it() {
     assert!(dry(&r).await.is_err(), "a dry run says so too");
 }
 
+/// Run by the engine, a missing unit fails its vertex and stays failed: systemd loading the
+/// missing unit for each check (`UnitNew`) does not wake the watch into a loop of checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_unit_is_not_checked_in_a_loop() {
+    let _turn = RELOADING.lock().await;
+    container();
+    let (engine, _state) = engine();
+    let g = GraphSpec {
+        resources: vec![svc("tend-test-no-such-unit-2").param("state", "running")],
+        edges: Vec::new(),
+    };
+    engine.swap(g).await.unwrap();
+    wait_status(&engine, "the failure", 30, |s| {
+        s.converged && s.count(VertexState::Failed) == 1
+    })
+    .await;
+    let checks = || engine.status().borrow().sorted()[0].1.checks;
+    let before = checks();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eprintln!("missing unit: {before} checks, then {} after 500 ms", checks());
+    assert!(checks() <= before + 1, "{} checks after {before}", checks());
+    let e = engine.status().borrow().sorted()[0].1.last_error.clone();
+    assert!(
+        e.as_deref()
+            .is_some_and(|e| e.contains("tend-test-no-such-unit-2.service not found")),
+        "{e:?}"
+    );
+    engine.shutdown().await;
+}
+
 /// Without a session bus (none in this test process), a user unit fails with a message that
 /// names the bus and its address.
 #[tokio::test]
