@@ -561,7 +561,6 @@ async fn a_missing_unit_is_not_checked_in_a_loop() {
     let checks = || engine.status().borrow().sorted()[0].1.checks;
     let before = checks();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    eprintln!("missing unit: {before} checks, then {} after 500 ms", checks());
     assert!(checks() <= before + 1, "{} checks after {before}", checks());
     let e = engine.status().borrow().sorted()[0].1.last_error.clone();
     assert!(
