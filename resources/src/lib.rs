@@ -1,8 +1,9 @@
-//! Resource kinds (`file`, `exec`, `group`, `kv`, `noop`, `pkg`, `print`, `timer`, `test`, `user`) and the [`registry`] that
+//! Resource kinds (`file`, `exec`, `group`, `kv`, `noop`, `pkg`, `print`, `svc`, `timer`, `test`, `user`) and the [`registry`] that
 //! maps each kind name to its schema, constructor and automatic edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
-//! engine's job) and only `kv` talks to the cluster (through the World handed to it in `init`). Constructors validate a spec without
+//! engine's job) and only `kv` talks to the cluster (through the World handed to it in `init`);
+//! `svc` talks to systemd over D-Bus. Constructors validate a spec without
 //! touching the host; all host access happens in `watch` and `check_apply`.
 
 mod account;
@@ -15,6 +16,7 @@ mod params;
 mod pkg;
 mod print;
 mod process;
+mod svc;
 mod testkind;
 mod timer;
 
@@ -25,6 +27,21 @@ use tend_engine::{Kind, Registry};
 #[doc(hidden)]
 pub fn pkg_transactions_started() -> u64 {
     pkg::transactions_started()
+}
+
+/// Makes the `svc` kind reach systemd's system bus at this D-Bus address (`unix:path=...`)
+/// instead of `DBUS_SYSTEM_BUS_ADDRESS` or the standard socket. Only before the first `svc`
+/// resource connects; the first call wins. For tests and benchmarks, which talk to a systemd
+/// in a container.
+#[doc(hidden)]
+pub fn svc_use_system_bus(address: &str) {
+    svc::set_system_address(address.to_string())
+}
+
+/// How many `daemon-reload`s the `svc` kind has asked systemd for in this process. For tests.
+#[doc(hidden)]
+pub fn svc_daemon_reloads() -> u64 {
+    svc::reloads()
 }
 
 /// Every kind this crate implements, ready to hand to the engine and to the language.
@@ -81,6 +98,12 @@ pub fn registry() -> Registry {
         at_exit: None,
     });
     r.register(Kind {
+        schema: svc::schema().clone(),
+        build: svc::build,
+        autoedges: Some(svc::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
         schema: timer::schema().clone(),
         build: timer::build,
         autoedges: None,
@@ -107,7 +130,10 @@ mod tests {
         let kinds: Vec<_> = r.kinds().map(|k| k.schema.kind.clone()).collect();
         assert_eq!(
             kinds,
-            ["exec", "file", "group", "kv", "noop", "pkg", "print", "test", "timer", "user"]
+            [
+                "exec", "file", "group", "kv", "noop", "pkg", "print", "svc", "test", "timer",
+                "user"
+            ]
         );
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tend_engine::{CheckCtx, Checked, ResError, Resource, WatchReceiver, Watcher};
+use tend_engine::{CheckCtx, Checked, Engine, ResError, Resource, WatchReceiver, Watcher};
 use tend_model::{GraphSpec, ResSpec};
 
 /// The engine's check of a graph of one resource (schema, meta, the kind's constructor).
@@ -138,5 +138,32 @@ pub async fn eventually(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the engine's status satisfies `f`, for at most `secs`.
+pub async fn wait_status(
+    e: &Engine,
+    what: &str,
+    secs: u64,
+    f: impl Fn(&tend_engine::Status) -> bool,
+) {
+    let mut rx = e.status();
+    let wait = async {
+        loop {
+            if f(&rx.borrow_and_update()) {
+                return;
+            }
+            rx.changed().await.expect("engine alive");
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(secs), wait)
+        .await
+        .is_err()
+    {
+        panic!(
+            "timed out waiting for {what}: {:?}",
+            e.status().borrow().sorted()
+        );
     }
 }

@@ -7,3 +7,4 @@ mod file;
 mod heal;
 mod pkg;
 mod simple;
+mod svc;

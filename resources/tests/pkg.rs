@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tend_engine::{Checked, Engine, EngineConfig, Event, VertexState};
 use tend_model::{GraphSpec, ResId, ResSpec};
 
-use crate::common::{apply, build, dry, invalid};
+use crate::common::{apply, build, dry, invalid, wait_status};
 
 /// One test at a time touches apt.
 static APT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -159,28 +159,6 @@ async fn uninstalled_removes_it() {
     assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
     assert!(!installed("hello"), "{}", status("hello"));
     assert_eq!(apply(&r).await.unwrap(), Checked::InState);
-}
-
-/// Waits until the engine's status satisfies `f`, for at most `secs`.
-async fn wait_status(e: &Engine, what: &str, secs: u64, f: impl Fn(&tend_engine::Status) -> bool) {
-    let mut rx = e.status();
-    let wait = async {
-        loop {
-            if f(&rx.borrow_and_update()) {
-                return;
-            }
-            rx.changed().await.expect("engine alive");
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(secs), wait)
-        .await
-        .is_err()
-    {
-        panic!(
-            "timed out waiting for {what}: {:?}",
-            e.status().borrow().sorted()
-        );
-    }
 }
 
 /// (c) Run by the engine, a package removed behind tend's back is installed again, woken by

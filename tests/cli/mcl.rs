@@ -212,3 +212,20 @@ fn check_takes_a_yaml_graph_too_and_changes_nothing() {
         .unwrap()
         .contains("is a YAML graph"));
 }
+
+/// Every example program passes `tend check` (the kinds' own validation included), changing
+/// nothing on the host.
+#[test]
+fn the_examples_check() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for e in std::fs::read_dir(&examples).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "mcl" || x == "yaml") {
+            let out = tend(&["check", p.to_str().unwrap()], &examples);
+            assert!(out.status.success(), "{}", p.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked} examples");
+}
