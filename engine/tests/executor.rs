@@ -640,9 +640,12 @@ async fn failed_inits_and_watches_are_retried_with_backoff() {
     wait_for("watches restarted", || w.watch_starts.load(SeqCst) >= 3).await;
     // A watch is restarted without running init again.
     assert_eq!(w.inits.load(SeqCst), 1);
-    let s = e.status().borrow().clone();
-    assert_eq!(state(&s, "heal-init"), VertexState::Failed);
-    assert_eq!(state(&s, "heal-watch"), VertexState::Failed);
+    // Between attempts both show as failed (during an attempt an init shows as pending).
+    wait_status(&e, "both failed between attempts", |s| {
+        state(s, "heal-init") == VertexState::Failed
+            && state(s, "heal-watch") == VertexState::Failed
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

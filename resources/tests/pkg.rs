@@ -37,6 +37,11 @@ fn can_run_apt(test: &str) -> bool {
     root && tools
 }
 
+/// apt's transaction log, as it is now (`/var/log/apt/history.log`; empty when missing).
+fn apt_history() -> String {
+    fs::read_to_string("/var/log/apt/history.log").unwrap_or_default()
+}
+
 /// Runs a command (apt's environment), panicking with its stderr when it fails.
 fn run(args: &[&str]) {
     let out = Command::new(args[0])
@@ -221,8 +226,8 @@ async fn a_removed_package_is_reinstalled_by_the_running_engine() {
     engine.shutdown().await;
 }
 
-/// (d) Three resources applied at the same time make one apt-get transaction; with
-/// `Meta:autogroup: false`, three.
+/// (d) Five resources applied at the same time make one apt-get transaction (seen in apt's
+/// own history log); with `Meta:autogroup: false`, five.
 #[tokio::test]
 async fn concurrent_applies_share_one_transaction_unless_autogroup_is_off() {
     if !can_run_apt("concurrent_applies_share_one_transaction_unless_autogroup_is_off") {
@@ -230,17 +235,32 @@ async fn concurrent_applies_share_one_transaction_unless_autogroup_is_off() {
     }
     let _apt = APT.lock().await;
     ensure_lists();
-    let names = ["figlet", "pv", "sysvbanner"];
+    let names = ["figlet", "pv", "sysvbanner", "ninvaders", "nudoku"];
     let _restore = Restore::absent(&names);
 
     let rs: Vec<_> = names.iter().map(|n| build(pkg(n))).collect();
     let before = tend_resources::pkg_transactions_started();
+    let history = apt_history();
     let results = futures::future::join_all(rs.iter().map(apply)).await;
     for (n, res) in names.iter().zip(results) {
         assert_eq!(res.unwrap(), Checked::Changed, "{n}");
         assert!(installed(n), "{n}: {}", status(n));
     }
     assert_eq!(tend_resources::pkg_transactions_started() - before, 1);
+    // apt's own log agrees: one new transaction, whose command line names all five.
+    let new = &apt_history()[history.len()..];
+    let starts: Vec<&str> = new
+        .lines()
+        .filter(|l| l.starts_with("Start-Date"))
+        .collect();
+    assert_eq!(starts.len(), 1, "apt transactions in history.log:\n{new}");
+    let cmdline = new
+        .lines()
+        .find(|l| l.starts_with("Commandline:"))
+        .unwrap_or_default();
+    for n in names {
+        assert!(cmdline.contains(n), "{n} not in {cmdline:?}");
+    }
 
     let rs: Vec<_> = names
         .iter()
@@ -256,7 +276,10 @@ async fn concurrent_applies_share_one_transaction_unless_autogroup_is_off() {
         assert_eq!(res.unwrap(), Checked::Changed, "{n}");
         assert!(!installed(n), "{n}: {}", status(n));
     }
-    assert_eq!(tend_resources::pkg_transactions_started() - before, 3);
+    assert_eq!(
+        tend_resources::pkg_transactions_started() - before,
+        names.len() as u64
+    );
 }
 
 /// (e) A package apt does not know, batched with a good one: it fails with apt's words naming
