@@ -15,15 +15,12 @@
 //! whose result is not `done` fails the resource with systemd's result.
 //!
 //! The watch subscribes to the unit's `PropertiesChanged` signals (on its object path, which
-//! is known before the unit is loaded), to `UnitNew` for the unit (it appears, which counts
-//! only after a check found it missing: a check's own `LoadUnit` of an inactive unit makes
-//! systemd load it again each time), and to the end
+//! is known before the unit is loaded), and to the end
 //! of every `daemon-reload` and `UnitFilesChanged` (enabling and disabling): a
 //! `systemctl stop` behind tend's back is an event within milliseconds.
 
 mod systemd;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
@@ -34,7 +31,7 @@ use crate::params::{field_err, Params};
 
 pub(crate) use systemd::{reloads, set_system_address};
 
-use systemd::{Bus, Signal, Systemd, UnitInfo};
+use systemd::{Bus, Systemd, UnitInfo};
 
 /// The unit types systemd knows, as name suffixes.
 const UNIT_TYPES: &[&str] = &[
@@ -185,8 +182,6 @@ struct Svc {
     /// `Some(true)`: enabled; `Some(false)`: disabled; `None`: unmanaged.
     enabled: Option<bool>,
     refresh: Refresh,
-    /// The last check found no such unit: the watch then wakes on systemd loading it.
-    missing: AtomicBool,
 }
 
 /// Builds a `svc` (validates only; systemd is not asked).
@@ -215,7 +210,6 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         running,
         enabled,
         refresh: parse_refresh(&p.str("refresh_action")?)?,
-        missing: AtomicBool::new(false),
     }))
 }
 
@@ -309,8 +303,6 @@ impl Svc {
 
     async fn read(&self, sd: &Systemd) -> Result<UnitInfo, ResError> {
         let info = sd.unit(&self.unit).await.map_err(|e| self.err(e))?;
-        self.missing
-            .store(info.load_state == "not-found", Ordering::Relaxed);
         match info.load_state.as_str() {
             "not-found" => Err(self.err(format!(
                 "unit {} not found (no unit file systemd knows of)",
@@ -472,10 +464,8 @@ impl Resource for Svc {
         let mut events = Box::pin(sd.watch(&self.unit).await.map_err(|e| self.err(e))?);
         w.running();
         while let Some(ev) = events.next().await {
-            match ev.map_err(|e| self.err(e))? {
-                Signal::Loaded if !self.missing.load(Ordering::Relaxed) => {}
-                _ => w.event(),
-            }
+            ev.map_err(|e| self.err(e))?;
+            w.event();
         }
         Err(self.err("the watch on systemd ended"))
     }
@@ -619,7 +609,6 @@ mod tests {
                 _ => None,
             },
             refresh: parse_refresh(&p.str("refresh_action").unwrap()).unwrap(),
-            missing: AtomicBool::new(false),
         }
     }
 

@@ -352,13 +352,16 @@ impl Systemd {
     }
 
     /// Signals that the unit may have changed: its `PropertiesChanged` (on the `Unit`
-    /// interface), systemd loading it (`UnitNew`), the end of a `daemon-reload`
-    /// (`Reloading(false)`) and changes of unit files (`UnitFilesChanged`). Each item is one
-    /// such signal; the stream ends (with an error) when the connection does.
+    /// interface), the end of a `daemon-reload` (`Reloading(false)`) and changes of unit
+    /// files (`UnitFilesChanged`). Each item is one such signal; the stream ends (with an
+    /// error) when the connection does. Not `UnitNew`: every `LoadUnit` of an inactive or
+    /// missing unit makes one (a check's own included; systemd collects such a unit right
+    /// after the call), so it would wake the watch after each check; a unit file that appears
+    /// reaches systemd through a `daemon-reload`, which is watched.
     pub async fn watch(
         self: &Arc<Self>,
         unit: &str,
-    ) -> Result<impl Stream<Item = Result<Signal, String>> + Send + 'static, String> {
+    ) -> Result<impl Stream<Item = Result<(), String>> + Send + 'static, String> {
         let what = || format!("watching {unit}");
         let path = unit_path(unit);
         let rule = |path: &str, iface: &str, member: &str, arg0: Option<&str>| {
@@ -376,7 +379,6 @@ impl Systemd {
         };
         let rules = [
             rule(&path, PROPERTIES, "PropertiesChanged", Some(UNIT)),
-            rule(ROOT, MANAGER, "UnitNew", Some(unit)),
             rule(ROOT, MANAGER, "Reloading", None),
             rule(ROOT, MANAGER, "UnitFilesChanged", None),
         ];
@@ -398,10 +400,9 @@ impl Systemd {
                     match member.as_deref() {
                         Some("Reloading") => match m.body().deserialize::<bool>() {
                             Ok(true) => None,
-                            _ => Some(Ok(Signal::Changed)),
+                            _ => Some(Ok(())),
                         },
-                        Some("UnitNew") => Some(Ok(Signal::Loaded)),
-                        _ => Some(Ok(Signal::Changed)),
+                        _ => Some(Ok(())),
                     }
                 }
             };
@@ -411,17 +412,6 @@ impl Systemd {
         let end = futures::stream::once(async move { Err(me.lost()) });
         Ok(events.chain(end))
     }
-}
-
-/// What a watch saw.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Signal {
-    /// The unit's state, or its unit files, or systemd's configuration changed.
-    Changed,
-    /// systemd loaded the unit (`UnitNew`). Every `LoadUnit` of an inactive unit nobody holds
-    /// does, a check's own included (systemd collects such a unit right after the call), so
-    /// this is news only when the unit was missing.
-    Loaded,
 }
 
 /// Coalesces `daemon-reload`s: a caller waits for a reload that started after it asked, and
