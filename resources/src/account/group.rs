@@ -6,7 +6,7 @@ use tend_engine::{CheckCtx, Checked, ResError, Resource, Watcher};
 use tend_model::{Field, KindSchema, ResSpec, Type};
 
 use super::db::Files;
-use super::{check_name, run_tool, watch_files};
+use super::{check_name, watch_files, Plan};
 use crate::params::{field_err, Params};
 
 /// The `group` schema.
@@ -82,16 +82,6 @@ pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn tend_engine::AutoEdgeSink)
     }
 }
 
-/// What would put the group in state.
-enum Plan {
-    InState,
-    Run {
-        tool: &'static str,
-        args: Vec<String>,
-        why: String,
-    },
-}
-
 impl Group {
     fn plan(&self) -> Result<Plan, ResError> {
         let db = self.files.read()?;
@@ -148,9 +138,7 @@ impl Group {
 #[async_trait::async_trait]
 impl Resource for Group {
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
-        let files = self.files.watched();
-        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
-        watch_files(&self.id, &refs, w).await
+        watch_files(&self.id, &self.files, w).await
     }
 
     fn stop_at_exit(&self) -> bool {
@@ -158,23 +146,7 @@ impl Resource for Group {
     }
 
     async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
-        let (tool, args, why) = match self.plan()? {
-            Plan::InState => return Ok(Checked::InState),
-            Plan::Run { tool, args, why } => (tool, args, why),
-        };
-        if !ctx.apply {
-            tracing::info!(resource = %self.id, "would {why}");
-            return Ok(Checked::Changed);
-        }
-        tracing::info!(resource = %self.id, "{why}");
-        run_tool(&self.id, tool, args).await?;
-        match self.plan()? {
-            Plan::InState => Ok(Checked::Changed),
-            Plan::Run { why, .. } => Err(ResError::new(format!(
-                "{}: {tool} succeeded, but the group is still not in state: would {why}",
-                self.id
-            ))),
-        }
+        super::check_apply(&self.id, "group", ctx, || self.plan()).await
     }
 }
 

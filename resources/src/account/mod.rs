@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tend_engine::{AutoEdgeSink, ResError, Watcher};
+use tend_engine::{AutoEdgeSink, CheckCtx, Checked, ResError, Watcher};
 use tend_model::ResSpec;
 
 use crate::fswatch;
@@ -146,9 +146,49 @@ pub(crate) fn require_owner(
     }
 }
 
-/// Watches the account files for a resource (`files` are absolute paths).
-pub(crate) async fn watch_files(id: &str, files: &[&str], w: Watcher) -> Result<(), ResError> {
-    let paths: Vec<Arc<Path>> = files.iter().map(|f| Arc::from(Path::new(f))).collect();
+/// What would put an account in state: nothing, or one shadow tool run.
+pub(crate) enum Plan {
+    InState,
+    Run {
+        tool: &'static str,
+        args: Vec<String>,
+        why: String,
+    },
+}
+
+/// `check_apply` of `user` and `group` (`what` names the kind in messages): plans; in a dry
+/// run reports the plan; else runs the tool and plans again to confirm.
+pub(crate) async fn check_apply(
+    id: &str,
+    what: &str,
+    ctx: CheckCtx,
+    plan: impl Fn() -> Result<Plan, ResError>,
+) -> Result<Checked, ResError> {
+    let (tool, args, why) = match plan()? {
+        Plan::InState => return Ok(Checked::InState),
+        Plan::Run { tool, args, why } => (tool, args, why),
+    };
+    if !ctx.apply {
+        tracing::info!(resource = %id, "would {why}");
+        return Ok(Checked::Changed);
+    }
+    tracing::info!(resource = %id, "{why}");
+    run_tool(id, tool, args).await?;
+    match plan()? {
+        Plan::InState => Ok(Checked::Changed),
+        Plan::Run { why, .. } => Err(ResError::new(format!(
+            "{id}: {tool} succeeded, but the {what} is still not in state: would {why}"
+        ))),
+    }
+}
+
+/// Watches the account files (passwd, group and their shadows) for resource `id`.
+pub(crate) async fn watch_files(id: &str, files: &db::Files, w: Watcher) -> Result<(), ResError> {
+    let paths: Vec<Arc<Path>> = files
+        .watched()
+        .into_iter()
+        .map(|f| Arc::from(Path::new(&f)))
+        .collect();
     let w2 = w.clone();
     let mut subs = tokio::task::spawn_blocking(move || {
         paths

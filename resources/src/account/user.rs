@@ -7,7 +7,7 @@ use tend_engine::{AutoEdgeSink, CheckCtx, Checked, ResError, Resource, Watcher};
 use tend_model::{Field, KindSchema, ResSpec, Type, Value};
 
 use super::db::{Db, Files};
-use super::{check_name, run_tool, watch_files};
+use super::{check_name, watch_files, Plan};
 use crate::params::{field_err, Params};
 
 /// The `user` schema.
@@ -180,16 +180,6 @@ pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
     }
 }
 
-/// What would put the user in state.
-enum Plan {
-    InState,
-    Run {
-        tool: &'static str,
-        args: Vec<String>,
-        why: String,
-    },
-}
-
 impl User {
     /// The gid the primary group names (`None`: the named group does not exist yet).
     fn want_gid(&self, db: &Db) -> Option<Option<u32>> {
@@ -321,9 +311,7 @@ impl User {
 #[async_trait::async_trait]
 impl Resource for User {
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
-        let files = self.files.watched();
-        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
-        watch_files(&self.id, &refs, w).await
+        watch_files(&self.id, &self.files, w).await
     }
 
     fn stop_at_exit(&self) -> bool {
@@ -331,23 +319,7 @@ impl Resource for User {
     }
 
     async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
-        let (tool, args, why) = match self.plan()? {
-            Plan::InState => return Ok(Checked::InState),
-            Plan::Run { tool, args, why } => (tool, args, why),
-        };
-        if !ctx.apply {
-            tracing::info!(resource = %self.id, "would {why}");
-            return Ok(Checked::Changed);
-        }
-        tracing::info!(resource = %self.id, "{why}");
-        run_tool(&self.id, tool, args).await?;
-        match self.plan()? {
-            Plan::InState => Ok(Checked::Changed),
-            Plan::Run { why, .. } => Err(ResError::new(format!(
-                "{}: {tool} succeeded, but the user is still not in state: would {why}",
-                self.id
-            ))),
-        }
+        super::check_apply(&self.id, "user", ctx, || self.plan()).await
     }
 }
 
