@@ -76,10 +76,11 @@ impl RunAs {
             None => None,
             Some(w) => Some(w.lookup_user().map_err(|e| format!("field `user`: {e}"))?),
         };
+        // Without `group`, the user's primary group (one of the two is set).
         let gid = match (&self.group, &user) {
             (Some(g), _) => g.lookup_gid().map_err(|e| format!("field `group`: {e}"))?,
             (None, Some(u)) => u.gid.as_raw(),
-            (None, None) => unreachable!("is_set"),
+            (None, None) => return Ok(None),
         };
         let (uid, groups, env) = match user {
             Some(User { name, uid, dir, .. }) => {
