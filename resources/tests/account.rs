@@ -7,10 +7,9 @@
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tend_engine::{Checked, Engine, EngineConfig, VertexState};
+use tend_engine::{Checked, VertexState};
 use tend_model::{GraphSpec, ResSpec, Value};
 
 use crate::common::{apply, build, dry, invalid, watch};
@@ -226,40 +225,6 @@ async fn the_watch_sees_usermod_and_userdel() {
     assert!(passwd(&u).is_some());
 }
 
-async fn wait_converged(e: &Engine, n: usize, secs: u64) {
-    let mut rx = e.status();
-    let wait = async {
-        loop {
-            {
-                let s = rx.borrow_and_update();
-                if s.converged && s.count(VertexState::Converged) == n {
-                    return;
-                }
-            }
-            rx.changed().await.expect("engine alive");
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(secs), wait)
-        .await
-        .is_err()
-    {
-        panic!("not converged: {:?}", e.status().borrow().sorted());
-    }
-}
-
-fn engine(state: &std::path::Path) -> Engine {
-    Engine::new(
-        EngineConfig {
-            hostname: "test".into(),
-            state_dir: state.to_path_buf(),
-            parallel: 0,
-            noop: false,
-            ..Default::default()
-        },
-        Arc::new(tend_resources::registry()),
-    )
-}
-
 /// Run by the engine: a group, a user in it and a file they own converge in one pass
 /// (the automatic edges order them), and drift behind tend's back (`usermod -s`, `userdel`)
 /// is repaired by the watch alone.
@@ -277,7 +242,7 @@ async fn the_engine_orders_accounts_and_repairs_drift() {
     let t = tempfile::tempdir().unwrap();
     let owned = t.path().join("owned");
     let state = tempfile::tempdir().unwrap();
-    let e = engine(state.path());
+    let e = crate::common::engine(state.path(), false);
     // Listed in the worst order: the file first, the group last.
     let graph = GraphSpec {
         resources: vec![
@@ -293,7 +258,10 @@ async fn the_engine_orders_accounts_and_repairs_drift() {
         edges: Vec::new(),
     };
     e.swap(graph).await.unwrap();
-    wait_converged(&e, 3, 30).await;
+    crate::common::wait_status(&e, "the first pass", 30, |s| {
+        s.converged && s.count(VertexState::Converged) == 3
+    })
+    .await;
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(&owned).unwrap();
     let p = passwd(&u).unwrap();

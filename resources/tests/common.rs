@@ -141,29 +141,44 @@ pub async fn eventually(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Waits until the engine's status satisfies `f`, for at most `secs`.
+/// An engine over the real registry, with its state under `state`, the default backoff, and
+/// `noop` as given.
+pub fn engine(state: &std::path::Path, noop: bool) -> Engine {
+    Engine::new(
+        tend_engine::EngineConfig {
+            hostname: "test".into(),
+            state_dir: state.to_path_buf(),
+            noop,
+            ..Default::default()
+        },
+        Arc::new(tend_resources::registry()),
+    )
+}
+
+/// Waits until the engine's status satisfies `f`, for at most `secs`; returns that status.
 pub async fn wait_status(
     e: &Engine,
     what: &str,
     secs: u64,
     f: impl Fn(&tend_engine::Status) -> bool,
-) {
+) -> tend_engine::Status {
     let mut rx = e.status();
     let wait = async {
         loop {
-            if f(&rx.borrow_and_update()) {
-                return;
+            {
+                let s = rx.borrow_and_update();
+                if f(&s) {
+                    return s.clone();
+                }
             }
             rx.changed().await.expect("engine alive");
         }
     };
-    if tokio::time::timeout(Duration::from_secs(secs), wait)
-        .await
-        .is_err()
-    {
-        panic!(
+    match tokio::time::timeout(Duration::from_secs(secs), wait).await {
+        Ok(s) => s,
+        Err(_) => panic!(
             "timed out waiting for {what}: {:?}",
             e.status().borrow().sorted()
-        );
+        ),
     }
 }

@@ -6,45 +6,10 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tend_engine::{Engine, EngineConfig, Status, VertexState};
+use tend_engine::{Status, VertexState};
 use tend_model::{GraphSpec, ResId, ResSpec};
-
-fn engine(state: &Path) -> Engine {
-    Engine::new(
-        EngineConfig {
-            hostname: "test".into(),
-            state_dir: state.to_path_buf(),
-            // The default backoff: 1 s doubling to 5 min.
-            ..EngineConfig::default()
-        },
-        Arc::new(tend_resources::registry()),
-    )
-}
-
-async fn wait_status(e: &Engine, what: &str, secs: u64, f: impl Fn(&Status) -> bool) -> Status {
-    let mut rx = e.status();
-    let fut = async {
-        loop {
-            {
-                let s = rx.borrow_and_update();
-                if f(&s) {
-                    return s.clone();
-                }
-            }
-            rx.changed().await.expect("engine alive");
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
-        Ok(s) => s,
-        Err(_) => panic!(
-            "timed out waiting for {what}; status: {:#?}",
-            e.status().borrow().clone()
-        ),
-    }
-}
 
 fn state_of(s: &Status, id: &ResId) -> Option<VertexState> {
     s.vertices.get(id).map(|v| v.state)
@@ -105,14 +70,14 @@ async fn a_file_on_a_full_filesystem_is_written_once_space_is_freed() {
     let spec = ResSpec::new("file", target.to_str().unwrap()).param("content", "hello\n");
     let id = spec.id();
     let state = tempfile::tempdir().unwrap();
-    let e = engine(state.path());
+    let e = crate::common::engine(state.path(), false);
     e.swap(GraphSpec {
         resources: vec![spec],
         edges: Vec::new(),
     })
     .await
     .unwrap();
-    let s = wait_status(&e, "the write to fail", 10, |s| {
+    let s = crate::common::wait_status(&e, "the write to fail", 10, |s| {
         state_of(s, &id) == Some(VertexState::Failed)
     })
     .await;
@@ -122,7 +87,7 @@ async fn a_file_on_a_full_filesystem_is_written_once_space_is_freed() {
 
     fs::remove_file(&filler).unwrap();
     let freed = Instant::now();
-    wait_status(&e, "the file to be repaired", 15, |s| {
+    crate::common::wait_status(&e, "the file to be repaired", 15, |s| {
         state_of(s, &id) == Some(VertexState::Converged)
     })
     .await;
@@ -152,20 +117,20 @@ async fn a_file_whose_parent_is_a_regular_file_is_written_once_that_is_removed()
     let spec = ResSpec::new("file", target.to_str().unwrap()).param("content", "x = 1\n");
     let id = spec.id();
     let state = tempfile::tempdir().unwrap();
-    let e = engine(state.path());
+    let e = crate::common::engine(state.path(), false);
     e.swap(GraphSpec {
         resources: vec![spec],
         edges: Vec::new(),
     })
     .await
     .unwrap();
-    wait_status(&e, "the write to fail", 10, |s| {
+    crate::common::wait_status(&e, "the write to fail", 10, |s| {
         state_of(s, &id) == Some(VertexState::Failed)
     })
     .await;
     fs::remove_file(&blocker).unwrap();
     let fixed = Instant::now();
-    wait_status(&e, "the file to be repaired", 15, |s| {
+    crate::common::wait_status(&e, "the file to be repaired", 15, |s| {
         state_of(s, &id) == Some(VertexState::Converged)
     })
     .await;

@@ -10,10 +10,10 @@
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use tend_engine::{Checked, Engine, EngineConfig, Event, VertexState};
+use tend_engine::{Checked, Event, VertexState};
 use tend_model::{GraphSpec, ResId, ResSpec};
 
 use crate::common::{apply, build, dry, invalid, wait_status};
@@ -178,16 +178,7 @@ async fn a_removed_package_is_reinstalled_by_the_running_engine() {
     ensure_lists();
     let _restore = Restore::absent(&["tree"]);
     let state = tempfile::tempdir().unwrap();
-    let engine = Engine::new(
-        EngineConfig {
-            hostname: "test".into(),
-            state_dir: state.path().to_path_buf(),
-            parallel: 0,
-            noop: false,
-            ..EngineConfig::default()
-        },
-        Arc::new(tend_resources::registry()),
-    );
+    let engine = crate::common::engine(state.path(), false);
     let mut events = engine.events();
     let g = GraphSpec {
         resources: vec![pkg("tree")],

@@ -27,11 +27,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use tend_engine::{Checked, Engine, EngineConfig, Event, VertexState};
+use tend_engine::{Checked, Engine, Event, VertexState};
 use tend_model::{EdgeSpec, GraphSpec, ResId, ResSpec};
 
 use crate::common::{apply, build, dry, eventually, invalid, refresh, wait_status, watch};
@@ -394,16 +394,7 @@ fn svc(name: &str) -> ResSpec {
 
 fn engine() -> (Engine, tempfile::TempDir) {
     let state = tempfile::tempdir().unwrap();
-    let e = Engine::new(
-        EngineConfig {
-            hostname: "test".into(),
-            state_dir: state.path().to_path_buf(),
-            parallel: 0,
-            noop: false,
-            ..Default::default()
-        },
-        Arc::new(tend_resources::registry()),
-    );
+    let e = crate::common::engine(state.path(), false);
     (e, state)
 }
 
@@ -489,16 +480,7 @@ async fn noop_changes_nothing_and_reports() {
     let unit = "tend-test-noop.service";
     container();
     let state = tempfile::tempdir().unwrap();
-    let engine = Engine::new(
-        EngineConfig {
-            hostname: "test".into(),
-            state_dir: state.path().to_path_buf(),
-            parallel: 0,
-            noop: true,
-            ..Default::default()
-        },
-        Arc::new(tend_resources::registry()),
-    );
+    let engine = crate::common::engine(state.path(), true);
     let mut events = engine.events();
     let g = GraphSpec {
         resources: vec![svc("tend-test-noop")
@@ -545,7 +527,8 @@ async fn a_missing_unit_fails_naming_it() {
 }
 
 /// Run by the engine, a missing unit fails its vertex and stays failed: systemd loading the
-/// missing unit for each check (`UnitNew`) does not wake the watch into a loop of checks.
+/// missing unit for each check (a `UnitNew` each time) does not wake the watch into a loop of
+/// checks (with the default backoff a drift event would retry at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_unit_is_not_checked_in_a_loop() {
     let _turn = RELOADING.lock().await;
