@@ -126,61 +126,35 @@ where
 }
 
 fn watch_path(d: Dedup, path: String, f: fn(&str) -> Result<Value, FuncError>) -> Source {
-    let p = Path::new(&path);
-    let dir = match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => Path::new(".").to_path_buf(),
-    };
-    let d2 = d.clone();
-    let p2 = path.clone();
-    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        d2.offer(f(&p2));
-    })
-    .ok()
-    .and_then(|mut w| {
-        w.watch(&dir, notify::RecursiveMode::NonRecursive)
-            .ok()
-            .map(|_| w)
-    });
-    // Without a watch (the directory is missing, or inotify is exhausted) fall back to polling.
-    let task = if watcher.is_none() {
-        spawn_poll(d, Duration::from_millis(500), false, move || f(&path))
-    } else {
-        None
-    };
-    Source { task, watcher }
+    let p = path.clone();
+    watch_file(d, &path, move || f(&p))
 }
 
-/// A source that calls `f` every `secs` seconds.
-fn poll(d: Dedup, secs: u64, f: super::RunFn) -> Source {
+/// A source that calls the built-in `module.name` (no arguments) every `secs` seconds.
+fn poll(d: Dedup, secs: u64, (module, name): (&str, &str)) -> Source {
+    let Some(b) = super::lookup(module, name) else {
+        return Source::default();
+    };
     Source {
         task: spawn_poll(d, Duration::from_secs(secs), false, move || {
-            super::call_simple(
-                &super::Builtin {
-                    module: "",
-                    name: "",
-                    kind: super::FuncKind::Stream,
-                    sig: super::Sig::Text("func() int"),
-                    check: None,
-                    run: f,
-                },
-                &[],
-            )
+            super::call_simple(b, &[])
         }),
         watcher: None,
     }
 }
 
-/// A source that calls `f` whenever `file` (watched through its directory) changes.
+/// A source that calls `f` whenever `file` (watched through its directory, `.` for a bare
+/// name) changes; without a watch (the directory is missing, or inotify is exhausted) it
+/// polls every 500 ms.
 fn watch_file<F>(d: Dedup, file: &str, f: F) -> Source
 where
     F: Fn() -> Result<Value, FuncError> + Send + Sync + 'static,
 {
     let f = Arc::new(f);
-    let dir = Path::new(file)
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .to_path_buf();
+    let dir = match Path::new(file).parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    };
     let d2 = d.clone();
     let f2 = f.clone();
     let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
@@ -306,9 +280,9 @@ pub fn start(
             }),
             watcher: None,
         },
-        ("sys", "load") => poll(d, 5, super::facts::load),
-        ("sys", "uptime") => poll(d, 1, super::facts::uptime),
-        ("sys", "cpu_count") => poll(d, 5, super::facts::cpu_count),
+        ("sys", "load") => poll(d, 5, ("sys", "load")),
+        ("sys", "uptime") => poll(d, 1, ("sys", "uptime")),
+        ("sys", "cpu_count") => poll(d, 5, ("sys", "cpu_count")),
         ("os", "user_exists") => {
             let name = args.to_vec();
             watch_file(d, "/etc/passwd", move || {
