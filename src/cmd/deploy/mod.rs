@@ -122,9 +122,7 @@ async fn publish(args: DeployArgs) -> Result<bool> {
     let world = connect(&args.world).await?;
     let result = match publish_on(&world, &args).await {
         Ok(Some(id)) if args.wait => {
-            wait::wait(&world, id, Duration::from_secs_f64(args.timeout), args.json)
-                .await
-                .map(|o| o.ok)
+            wait::wait(&world, id, Duration::from_secs_f64(args.timeout), args.json).await
         }
         Ok(_) => Ok(true),
         Err(e) => Err(e),

@@ -83,14 +83,21 @@ fn stand(h: &HostInfo, id: u64) -> Stand {
     })
 }
 
-/// The outcome of a wait.
-pub(super) struct Outcome {
-    pub ok: bool,
+/// How a wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Converged,
+    /// A host rejected it, failed a resource, or disappeared.
+    Failed,
+    Timeout,
+    /// A newer deploy was published meanwhile.
+    Superseded(u64),
 }
 
 /// Waits for deploy `id` (see the module docs). Prints progress on a terminal, then either a
-/// summary line or, with `json`, the per-host table on stdout.
-pub(super) async fn wait(world: &World, id: u64, timeout: Duration, json: bool) -> Result<Outcome> {
+/// summary line or, with `json`, the per-host table on stdout. Returns whether every host
+/// converged.
+pub(super) async fn wait(world: &World, id: u64, timeout: Duration, json: bool) -> Result<bool> {
     let start = Instant::now();
     let mut changes = world.hosts_watch();
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -108,10 +115,10 @@ pub(super) async fn wait(world: &World, id: u64, timeout: Duration, json: bool) 
     });
     // Every host seen during the wait, with its latest stand and record.
     let mut seen: BTreeMap<String, (Stand, Option<HostInfo>)> = BTreeMap::new();
-    let result = loop {
+    let end = loop {
         let latest = world.latest_deploy().await?.map(|d| d.id);
         if let Some(l) = latest.filter(|l| *l > id) {
-            break Err(format!("deploy {id} was superseded by deploy {l}"));
+            break End::Superseded(l);
         }
         let hosts = world.hosts().await?;
         for (_, (s, _)) in seen.iter_mut() {
@@ -135,14 +142,14 @@ pub(super) async fn wait(world: &World, id: u64, timeout: Duration, json: bool) 
             b.set_message(slowest.clone().unwrap_or_default());
         }
         if seen.values().any(|(s, _)| s.is_bad()) {
-            break Err("failed".into());
+            break End::Failed;
         }
         if !seen.is_empty() && done == seen.len() {
-            break Ok(());
+            break End::Converged;
         }
         let left = timeout.saturating_sub(start.elapsed());
         if left.is_zero() {
-            break Err("timeout".into());
+            break End::Timeout;
         }
         tokio::select! {
             c = changes.next() => if c.is_none() {
@@ -155,11 +162,11 @@ pub(super) async fn wait(world: &World, id: u64, timeout: Duration, json: bool) 
         b.finish_and_clear();
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let result_word = match &result {
-        Ok(()) => "converged",
-        Err(e) if e == "timeout" => "timeout",
-        Err(e) if e == "failed" => "failed",
-        Err(_) => "superseded",
+    let result_word = match end {
+        End::Converged => "converged",
+        End::Timeout => "timeout",
+        End::Failed => "failed",
+        End::Superseded(_) => "superseded",
     };
     if json {
         let hosts: Vec<_> = seen
@@ -185,45 +192,43 @@ pub(super) async fn wait(world: &World, id: u64, timeout: Duration, json: bool) 
             }))?
         );
     }
-    match result {
-        Ok(()) => {
+    let (head, shown): (String, fn(&Stand) -> bool) = match end {
+        End::Converged => {
             if !json {
                 println!(
                     "deploy {id} converged on {} host(s) in {elapsed:.2} s",
                     seen.len()
                 );
             }
-            Ok(Outcome { ok: true })
+            return Ok(true);
         }
-        Err(why) => {
-            let (head, filter): (String, fn(&Stand) -> bool) = match why.as_str() {
-                "failed" => (
-                    format!("deploy {id} failed after {elapsed:.2} s on:"),
-                    Stand::is_bad,
-                ),
-                "timeout" => (
-                    if seen.is_empty() {
-                        format!(
-                            "deploy {id}: no host registered within {:.0} s",
-                            timeout.as_secs_f64()
-                        )
-                    } else {
-                        format!(
-                            "deploy {id}: not converged within {:.0} s on:",
-                            timeout.as_secs_f64()
-                        )
-                    },
-                    |s| *s != Stand::Converged,
-                ),
-                other => (format!("deploy {id}: {other}"), |_| false),
-            };
-            eprintln!("tend deploy: {head}");
-            for (n, (s, _)) in seen.iter().filter(|(_, (s, _))| filter(s)) {
-                eprintln!("  {n}: {}: {}", s.word(), s.detail());
-            }
-            Ok(Outcome { ok: false })
-        }
+        End::Failed => (
+            format!("deploy {id} failed after {elapsed:.2} s on:"),
+            Stand::is_bad,
+        ),
+        End::Timeout if seen.is_empty() => (
+            format!(
+                "deploy {id}: no host registered within {:.0} s",
+                timeout.as_secs_f64()
+            ),
+            |_| false,
+        ),
+        End::Timeout => (
+            format!(
+                "deploy {id}: not converged within {:.0} s on:",
+                timeout.as_secs_f64()
+            ),
+            |s| *s != Stand::Converged,
+        ),
+        End::Superseded(l) => (format!("deploy {id} was superseded by deploy {l}"), |_| {
+            false
+        }),
+    };
+    eprintln!("tend deploy: {head}");
+    for (n, (s, _)) in seen.iter().filter(|(_, (s, _))| shown(s)) {
+        eprintln!("  {n}: {}: {}", s.word(), s.detail());
     }
+    Ok(false)
 }
 
 #[cfg(test)]
