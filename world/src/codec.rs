@@ -140,41 +140,41 @@ pub(crate) fn decode_host_record(key: &str, bytes: &[u8]) -> Result<HostRecord, 
         Err(e @ WorldError::Decode { .. }) => e,
         other => return other,
     };
-    let older = |version, started_ms, deploy, converged, error, updated_ms, instance| HostRecord {
-        version,
-        started_ms,
-        deploy,
-        converged,
-        error,
-        updated_ms,
-        instance,
-        failed: 0,
-        blocked: 0,
-        first_failure: None,
-        converged_ms: 0,
-    };
-    if let Ok(r) = decode::<HostRecordV1>(key, bytes) {
-        return Ok(older(
-            r.version,
-            r.started_ms,
-            r.deploy,
-            r.converged,
-            r.error,
-            r.updated_ms,
-            r.instance,
-        ));
+    decode::<HostRecordV1>(key, bytes)
+        .or_else(|_| decode::<HostRecordV0>(key, bytes).map(HostRecordV1::from))
+        .map(HostRecord::from)
+        .map_err(|_| e)
+}
+
+impl From<HostRecordV0> for HostRecordV1 {
+    fn from(r: HostRecordV0) -> Self {
+        HostRecordV1 {
+            version: r.version,
+            started_ms: r.started_ms,
+            deploy: r.deploy,
+            converged: r.converged,
+            error: r.error,
+            updated_ms: r.updated_ms,
+            instance: String::new(),
+        }
     }
-    match decode::<HostRecordV0>(key, bytes) {
-        Ok(r) => Ok(older(
-            r.version,
-            r.started_ms,
-            r.deploy,
-            r.converged,
-            r.error,
-            r.updated_ms,
-            String::new(),
-        )),
-        Err(_) => Err(e),
+}
+
+impl From<HostRecordV1> for HostRecord {
+    fn from(r: HostRecordV1) -> Self {
+        HostRecord {
+            version: r.version,
+            started_ms: r.started_ms,
+            deploy: r.deploy,
+            converged: r.converged,
+            error: r.error,
+            updated_ms: r.updated_ms,
+            instance: r.instance,
+            failed: 0,
+            blocked: 0,
+            first_failure: None,
+            converged_ms: 0,
+        }
     }
 }
 
