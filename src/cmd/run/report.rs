@@ -59,18 +59,19 @@ pub fn report_host(
 /// (those whose last check failed, even while they wait for a retry) with the first one's
 /// error.
 fn host_status(deploy: Option<u64>, s: &tend_engine::Status) -> HostStatus {
+    // Runs at each status change: count in one pass, without sorting every vertex.
     let failing = s
-        .sorted()
-        .into_iter()
-        .filter(|(_, v)| v.state == VertexState::Failed || v.last_error.is_some())
-        .collect::<Vec<_>>();
+        .vertices
+        .iter()
+        .filter(|(_, v)| v.state == VertexState::Failed || v.last_error.is_some());
+    let failed = failing.clone().count();
+    let first = failing.min_by(|a, b| a.0.cmp(b.0));
     HostStatus {
         deploy,
         converged: s.converged,
-        failed: failing.len() as u32,
+        failed: failed as u32,
         blocked: s.count(VertexState::Blocked) as u32,
-        first_failure: failing
-            .first()
+        first_failure: first
             .map(|(id, v)| format!("{id}: {}", v.last_error.as_deref().unwrap_or("failed"))),
     }
 }
