@@ -63,6 +63,7 @@ const UNITS: &[(&str, &str)] = &[
     ("tend-test-dr-3.service", SLEEPER),
     ("tend-test-bench.service", SLEEPER),
     ("tend-test-plain.service", SLEEPER),
+    ("tend-test-rules.service", SLEEPER),
     (
         "tend-test-reload.service",
         "[Unit]\nDescription=tend test: reloadable\n\n[Service]\nExecStart=/bin/sleep infinity\n\
@@ -672,6 +673,41 @@ async fn the_watch_sees_changes_made_behind_tends_back() {
     w.event("systemctl enable").await;
     systemctl(&["disable", unit]);
     assert!(!w.finished());
+}
+
+/// A watch dropped on a runtime that then ends (each `#[tokio::test]` has its own, and a
+/// program may run short-lived ones) leaves the next watch its signals: zbus shares match
+/// rules between streams and deregisters a dropped one from a task on the dropping runtime,
+/// which used to die half-way and leave the bus without the rule (the CI run of 2026-12-07
+/// lost `systemctl enable` that way). A race: without the fix this failed about one run in
+/// ten here, in the first round.
+#[tokio::test]
+async fn a_watch_dropped_on_an_ended_runtime_leaves_the_next_its_signals() {
+    let _turn = RELOADING.lock().await;
+    container();
+    let r = build(svc("tend-test-rules"));
+    for round in 0..5 {
+        let r2 = r.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let w = watch(&r2).await;
+                drop(w);
+                // Let the aborted watch go and the deregistration start, then end the runtime.
+                for _ in 0..5 {
+                    tokio::task::yield_now().await;
+                }
+            });
+        })
+        .join()
+        .unwrap();
+        let w = watch(&r).await;
+        systemctl(&["daemon-reload"]);
+        w.event(&format!("daemon-reload, round {round}")).await;
+    }
 }
 
 /// A refresh restarts a running unit (a new main process and activation time), and nothing

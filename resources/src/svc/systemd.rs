@@ -6,7 +6,8 @@
 //! the next caller opens a new one. The connections' I/O runs on a small runtime of their own
 //! ([`io_runtime`]): zbus spawns the socket reader on the runtime that opens the connection,
 //! and a shared connection must not die with the runtime of whichever caller came first
-//! (each `#[tokio::test]` has its own).
+//! (each `#[tokio::test]` has its own). Signal streams live there too ([`Systemd::subscribe`]):
+//! zbus deregisters a dropped stream's match rule from the runtime that drops it.
 //!
 //! Jobs (start, stop, restart, reload) are waited for: the `JobRemoved` signal of the job the
 //! call returned, watched from before the call so it cannot be missed. `daemon-reload`s asked
@@ -280,12 +281,10 @@ impl Systemd {
             .and_then(|b| b.path(ROOT))
             .and_then(|b| b.interface(MANAGER))
             .and_then(|b| b.member("JobRemoved"))
-            .and_then(|b| b.arg(2, unit))
+            .and_then(|b| b.arg(2, unit.to_string()))
             .map(|b| b.build())
             .map_err(|e| format!("{}: {e}", what()))?;
-        let mut removed = MessageStream::for_match_rule(rule, &self.conn, Some(QUEUE))
-            .await
-            .map_err(|e| self.fail(&what(), e))?;
+        let mut removed = Box::pin(self.subscribe(&what(), vec![rule]).await?);
         let job: OwnedObjectPath = self
             .manager(method, &(unit, "replace"))
             .await
@@ -351,6 +350,64 @@ impl Systemd {
             .map_err(|e| self.fail("reloading systemd (daemon-reload)", e))
     }
 
+    /// The signals matching `rules`, in the order the bus sent them; the stream ends when the
+    /// connection does. The match rules are registered before this returns.
+    ///
+    /// The `MessageStream`s live on the I/O runtime and their messages are forwarded through a
+    /// channel, so they are also dropped there: zbus deregisters a dropped stream's match rule
+    /// from a task it spawns on the runtime that drops it, and rules are shared (reference
+    /// counted) by every stream of the connection that uses the same one. Dropped on a
+    /// caller's runtime that then ends (each `#[tokio::test]` has its own), the task can die
+    /// after the count went down but before the bookkeeping is done, and a later stream with
+    /// the same rule then gets no signals at all (the bus was told to remove the rule).
+    async fn subscribe(
+        &self,
+        what: &str,
+        rules: Vec<MatchRule<'static>>,
+    ) -> Result<impl Stream<Item = zbus::Result<zbus::Message>> + Send + 'static, String> {
+        let rt = io_runtime()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let conn = self.conn.clone();
+        rt.spawn(async move {
+            let mut streams = Vec::with_capacity(rules.len());
+            for r in rules {
+                match MessageStream::for_match_rule(r, &conn, Some(QUEUE)).await {
+                    Ok(s) => streams.push(s),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if ready_tx.send(Ok(())).is_err() {
+                return;
+            }
+            let mut all = futures::stream::select_all(streams);
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    msg = all.next() => match msg {
+                        Some(m) => {
+                            if tx.send(m).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                }
+            }
+        });
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.fail(what, e)),
+            Err(_) => return Err(format!("{what}: the D-Bus I/O runtime stopped")),
+        }
+        Ok(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|m| (m, rx))
+        }))
+    }
+
     /// Signals that the unit may have changed: its `PropertiesChanged` (on the `Unit`
     /// interface), the end of a `daemon-reload` (`Reloading(false)`) and changes of unit
     /// files (`UnitFilesChanged`). Each item is one such signal; the stream ends (with an
@@ -382,16 +439,13 @@ impl Systemd {
             rule(ROOT, MANAGER, "Reloading", None),
             rule(ROOT, MANAGER, "UnitFilesChanged", None),
         ];
-        let mut streams = Vec::with_capacity(rules.len());
-        for r in rules {
-            let r = r.map_err(|e| format!("{}: {e}", what()))?;
-            let s = MessageStream::for_match_rule(r, &self.conn, Some(QUEUE))
-                .await
-                .map_err(|e| self.fail(&what(), e))?;
-            streams.push(s);
-        }
+        let rules = rules
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", what()))?;
+        let streams = self.subscribe(&what(), rules).await?;
         let me = self.clone();
-        let events = futures::stream::select_all(streams).filter_map(move |msg| {
+        let events = streams.filter_map(move |msg| {
             let out = match msg {
                 Err(e) => Some(Err(me.fail("watching systemd", e))),
                 // `Reloading(true)` starts a reload; its end is what matters.
