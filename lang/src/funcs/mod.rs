@@ -6,6 +6,7 @@
 //! [`stream`]; the cluster is reached through the [`world::WorldView`] trait.
 
 pub mod facts;
+pub mod net;
 pub mod sig;
 pub mod stream;
 pub mod template;
@@ -930,6 +931,56 @@ static LIBRARY: &[Builtin] = &[
     ),
     with_kind(
         pure("sys", "uptime", "func() int", facts::uptime),
+        FuncKind::Stream,
+    ),
+    // net: addresses (pure) and the host's interfaces (streams on link and address changes).
+    pure("net", "cidr_to_ip", "func(str) str", net::cidr_to_ip),
+    pure(
+        "net",
+        "cidr_to_prefix",
+        "func(str) str",
+        net::cidr_to_prefix,
+    ),
+    pure("net", "cidr_to_mask", "func(str) str", net::cidr_to_mask),
+    pure(
+        "net",
+        "cidr_to_network",
+        "func(str) str",
+        net::cidr_to_network,
+    ),
+    pure("net", "cidr_to_first", "func(str) str", net::cidr_to_first),
+    pure("net", "cidr_to_last", "func(str) str", net::cidr_to_last),
+    pure("net", "ip_in_cidr", "func(str, str) bool", net::ip_in_cidr),
+    pure("net", "is_mac", "func(str) bool", net::is_mac),
+    pure("net", "macfmt", "func(str) str", net::macfmt),
+    pure("net", "oldmacfmt", "func(str) str", net::oldmacfmt),
+    pure(
+        "net",
+        "split_hostport",
+        "func(str) struct{host str; port str}",
+        net::split_hostport,
+    ),
+    pure(
+        "net",
+        "url_parser",
+        "func(str) struct{scheme str; host str; path str; raw_query str}",
+        net::url_parser,
+    ),
+    with_kind(
+        pure("net", "macs", "func() []str", net::macs),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure(
+            "net",
+            "interface_cidr",
+            "func(str) str",
+            net::interface_cidr,
+        ),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure("net", "wired_interface", "func() str", net::wired_interface),
         FuncKind::Stream,
     ),
     // world.

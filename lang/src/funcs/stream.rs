@@ -174,6 +174,50 @@ where
     Source { task, watcher }
 }
 
+/// A source that calls `b` again on each link or address change the kernel announces
+/// ([`super::net::NetEvents`]); where netlink cannot be subscribed to, every 5 s.
+fn net_source(d: Dedup, b: &'static Builtin, args: Vec<Value>) -> Source {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return Source::default();
+    };
+    let events = {
+        let _in = rt.enter();
+        super::net::NetEvents::new()
+    };
+    if let Err(e) = &events {
+        tracing::warn!(
+            "{}: no netlink subscription ({e}); polling every 5 s",
+            b.display_name()
+        );
+    }
+    let task = rt.spawn(async move {
+        // A change between the first value and the subscription is not missed.
+        if !d.offer(super::call_simple(b, &args)) {
+            return;
+        }
+        loop {
+            match &events {
+                Ok(ev) => {
+                    if let Err(e) = ev.changed().await {
+                        tracing::warn!("{}: netlink: {e}; polling every 5 s", b.display_name());
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    // A change comes as a burst of messages (link, then each address).
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(5)).await,
+            }
+            if !d.offer(super::call_simple(b, &args)) {
+                return;
+            }
+        }
+    });
+    Source {
+        task: Some(task),
+        watcher: None,
+    }
+}
+
 fn world_source<F>(d: Dedup, world: Arc<dyn WorldView>, f: F) -> Source
 where
     F: Fn(&dyn WorldView) -> Result<Value, FuncError> + Send + 'static,
@@ -283,6 +327,12 @@ pub fn start(
         ("sys", "load") => poll(d, 5, ("sys", "load")),
         ("sys", "uptime") => poll(d, 1, ("sys", "uptime")),
         ("sys", "cpu_count") => poll(d, 5, ("sys", "cpu_count")),
+        ("net", "macs") | ("net", "interface_cidr") | ("net", "wired_interface") => {
+            match super::lookup(b.module, b.name) {
+                Some(b) => net_source(d, b, args.to_vec()),
+                None => Source::default(),
+            }
+        }
         ("os", "user_exists") => {
             let name = args.to_vec();
             watch_file(d, "/etc/passwd", move || {
@@ -339,6 +389,98 @@ mod tests {
                 break;
             }
         }
+    }
+
+    /// A veth pair with a unique name, removed when dropped.
+    struct Veth(String);
+
+    impl Veth {
+        fn new() -> Veth {
+            let name = format!("tnd{}", std::process::id() % 100_000);
+            let peer = format!("{name}p");
+            let ok = std::process::Command::new("ip")
+                .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
+                .status()
+                .expect("running ip (iproute2)")
+                .success();
+            assert!(ok, "ip link add {name} (needs root)");
+            Veth(name)
+        }
+
+        fn ip(&self, args: &[&str]) {
+            let ok = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ip {args:?}");
+        }
+    }
+
+    impl Drop for Veth {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .status();
+        }
+    }
+
+    async fn next_value(rx: &mut mpsc::UnboundedReceiver<StreamEvent>, what: &str) -> Value {
+        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no new value: {what}"))
+            .unwrap();
+        ev.value.unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// `net.macs` and `net.interface_cidr` send new values when a link and an address
+    /// appear, from the kernel's netlink announcements (not a poll: each is seen well
+    /// within the 5 s the fallback poll would take).
+    #[tokio::test]
+    async fn interfaces_stream_on_link_and_address_changes() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ctx = StreamCtx {
+            tx,
+            world: MemWorld::new("h"),
+        };
+        let macs = lookup("net", "macs").unwrap();
+        let (first, _src) = start(macs, &[], &ctx, &|_| true);
+        let Value::List(before) = first.unwrap() else {
+            panic!("a list");
+        };
+        let t = std::time::Instant::now();
+        let veth = Veth::new();
+        let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", veth.0)).unwrap();
+        let mac = Value::from(mac.trim());
+        assert!(!before.contains(&mac));
+        loop {
+            let Value::List(now) = next_value(&mut rx, "net.macs after ip link add").await else {
+                panic!("a list");
+            };
+            if now.contains(&mac) {
+                break;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let ctx2 = StreamCtx {
+            tx: tx2,
+            world: MemWorld::new("h"),
+        };
+        let cidr = lookup("net", "interface_cidr").unwrap();
+        let (first, _src2) = start(cidr, &[Value::from(veth.0.as_str())], &ctx2, &|_| true);
+        assert!(first
+            .unwrap_err()
+            .msg
+            .contains("no global-unicast IPv4 address"));
+        let t = std::time::Instant::now();
+        veth.ip(&["addr", "add", "198.51.100.7/24", "dev", &veth.0]);
+        assert_eq!(
+            next_value(&mut rx2, "net.interface_cidr after ip addr add").await,
+            Value::from("198.51.100.7/24")
+        );
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     }
 
     #[tokio::test]
