@@ -117,6 +117,24 @@ fn run_converges_an_mcl_program() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "HELLO WORLD\n");
 }
 
+/// `local.vardir` and `local.pool` under `tend run`: a directory in the state dir, and
+/// numbers that stay the same across runs.
+#[test]
+fn run_gives_local_state_under_the_state_dir() {
+    let sb = crate::sandbox::Sandbox::new();
+    let prog = sb.write(
+        "prog/main.mcl",
+        "import \"fmt\"\nimport \"local\"\n$d = local.vardir(\"app/\")\n\
+         file \"${d}ids\" {\n\tcontent => fmt.printf(\"web=%d db=%d\\n\", local.pool(\"ids\", \"web\"), local.pool(\"ids\", \"db\")),\n\tstate => \"exists\",\n}\n",
+    );
+    for _ in 0..2 {
+        let out = sb.run_once(prog.parent().unwrap(), &["--listen", "none"]);
+        assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+        let ids = sb.state_dir().join("local/functions/app/ids");
+        assert_eq!(std::fs::read_to_string(&ids).unwrap(), "web=1 db=2\n");
+    }
+}
+
 #[test]
 fn run_swaps_in_each_new_mcl_graph() {
     use crate::sandbox::{read, wait_for};

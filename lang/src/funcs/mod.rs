@@ -6,6 +6,7 @@
 //! [`stream`]; the cluster is reached through the [`world::WorldView`] trait.
 
 pub mod facts;
+pub mod local;
 pub mod net;
 pub mod sig;
 pub mod stream;
@@ -151,15 +152,7 @@ pub fn is_unbuilt_module(path: &str) -> bool {
     let root = path.split('/').next().unwrap_or(path);
     matches!(
         root,
-        "regexp"
-            | "encoding"
-            | "net"
-            | "golang"
-            | "deploy"
-            | "local"
-            | "value"
-            | "example"
-            | "test"
+        "regexp" | "encoding" | "net" | "golang" | "deploy" | "value" | "example" | "test"
     )
 }
 
@@ -982,6 +975,15 @@ static LIBRARY: &[Builtin] = &[
     with_kind(
         pure("net", "wired_interface", "func() str", net::wired_interface),
         FuncKind::Stream,
+    ),
+    // local: the host's own state under `tend run`'s state directory.
+    with_kind(
+        pure("local", "vardir", "func(str) str", local::vardir),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("local", "pool", "func(str, str) int", local::pool),
+        FuncKind::Impure,
     ),
     // world.
     with_kind(

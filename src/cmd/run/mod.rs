@@ -208,6 +208,8 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
     let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let backend = args.cluster.backend(&state_dir);
+    // `local.vardir` and `local.pool` keep what they hand out here.
+    tend_lang::funcs::local::set_dir(Some(state_dir.join("local")));
     let embedded = matches!(backend, Backend::Embedded { .. });
     let running = Running::default();
     let engine = Engine::new(
