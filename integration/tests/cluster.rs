@@ -542,6 +542,63 @@ collect file collect.res("file") {
     );
 }
 
+/// Files shipped with a deploy: a template beside `main.mcl` is rendered on every host
+/// (`deploy.readfile` + `golang.template`), a shipped directory is a `file`'s `source`
+/// (`deploy.directory`), and a change to either, redeployed, reaches every host.
+#[test]
+fn shipped_files_reach_every_host_and_follow_redeploys() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let hosts: Vec<Host> = ["h1", "h2"]
+        .iter()
+        .map(|n| Host::start(n, &url, None, &[]))
+        .collect();
+    let main = "import \"deploy\"\nimport \"golang\"\nimport \"sys\"\n\
+        $root = sys.getenv(\"TEND_ROOT\")\n\
+        file \"${root}/motd\" {\n\
+        \tcontent => golang.template(deploy.readfile(\"/templates/motd.tmpl\"), struct{host => $hostname, n => 2}),\n\
+        }\n\
+        file \"${root}/banner\" {\n\
+        \tsource => deploy.directory(\"/files/\") + \"banner\",\n\
+        }\n";
+    let prog = program(src.path(), "shipped", main);
+    std::fs::create_dir_all(prog.join("templates")).unwrap();
+    std::fs::create_dir_all(prog.join("files")).unwrap();
+    // Left out of the bundle: dot files and `target/`.
+    std::fs::create_dir_all(prog.join(".git")).unwrap();
+    std::fs::write(prog.join(".git/HEAD"), "ref: x\n").unwrap();
+    std::fs::write(
+        prog.join("templates/motd.tmpl"),
+        "hello {{.Host}}, {{if gt .N 1}}many{{else}}one{{end}}\n",
+    )
+    .unwrap();
+    std::fs::write(prog.join("files/banner"), "banner v1\n").unwrap();
+    let o = deploy(&url, &[prog.to_str().unwrap(), "--wait", "--timeout", "60"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for h in &hosts {
+        assert_eq!(h.read("motd"), Some(format!("hello {}, many\n", h.name)));
+        assert_eq!(h.read("banner"), Some("banner v1\n".to_string()));
+        let bundle = h.state_dir().join("deploys/1");
+        assert!(bundle.join("templates/motd.tmpl").is_file(), "{}", h.log());
+        assert!(!bundle.join(".git").exists(), "dot files are not shipped");
+    }
+
+    // Change both shipped files and redeploy: every host follows.
+    std::fs::write(
+        prog.join("templates/motd.tmpl"),
+        "welcome to {{.Host}} ({{.N}})\n",
+    )
+    .unwrap();
+    std::fs::write(prog.join("files/banner"), "banner v2\n").unwrap();
+    let o = deploy(&url, &[prog.to_str().unwrap(), "--wait", "--timeout", "60"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for h in &hosts {
+        assert_eq!(h.read("motd"), Some(format!("welcome to {} (2)\n", h.name)));
+        assert_eq!(h.read("banner"), Some("banner v2\n".to_string()));
+    }
+}
+
 /// `tend deploy --wait`: exit 0 once every host runs the deploy converged; exit 1 naming the
 /// host that rejected it, the host with a failed resource (and the resource), or the hosts not
 /// converged when the timeout passes.

@@ -166,6 +166,8 @@ fn load(path: &Path, map: &mut SourceMap) -> Result<Modules, Vec<Error>> {
         files: Vec::new(),
         imports: HashMap::new(),
         imported_at: HashMap::new(),
+        root: root.clone(),
+        dirs: HashMap::new(),
     };
     let mut by_path: HashMap<PathBuf, usize> = HashMap::new();
     let mut queue: Vec<(PathBuf, Option<Span>)> = vec![(main, None)];
@@ -196,6 +198,18 @@ fn load(path: &Path, map: &mut SourceMap) -> Result<Modules, Vec<Error>> {
         };
         let rel = file.strip_prefix(&root).unwrap_or(&file);
         let id = map.add(format!("/{}", rel.display()), text.clone());
+        let in_dir = rel
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        m.dirs.insert(
+            id,
+            if in_dir.is_empty() {
+                "/".to_string()
+            } else {
+                format!("/{in_dir}/")
+            },
+        );
         let prog = match crate::syntax::front(id, &text) {
             Ok(p) => p,
             Err(errors) => {

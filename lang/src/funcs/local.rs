@@ -33,6 +33,11 @@ fn dir(func: &str) -> Result<PathBuf, FuncError> {
         })
 }
 
+/// `<state>/local/functions`, where `local.vardir` and `deploy.directory` put what they make.
+pub(super) fn functions_dir(func: &str) -> Result<PathBuf, FuncError> {
+    Ok(dir(func)?.join("functions"))
+}
+
 fn str_at<'a>(a: &'a [Value], i: usize, name: &str) -> Result<&'a str, FuncError> {
     match a.get(i) {
         Some(Value::Str(s)) => Ok(s),
@@ -70,9 +75,7 @@ pub(super) fn vardir(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError
             "local.vardir: path must be clean (no `.`, `..` or `//`): {rel:?}"
         )));
     }
-    let p = dir("local.vardir")?
-        .join("functions")
-        .join(rel.trim_end_matches('/'));
+    let p = functions_dir("local.vardir")?.join(rel.trim_end_matches('/'));
     std::fs::create_dir_all(&p)
         .map_err(|e| FuncError::fatal(format!("local.vardir: creating {}: {e}", p.display())))?;
     Ok(Value::Str(format!("{}/", p.display())))
@@ -196,6 +199,42 @@ mod tests {
         assert!(e.msg.contains("is not a pool file"), "{e}");
         assert!(call("pool", &["../x", "y"]).is_err());
         assert!(call("pool", &["ok", ""]).is_err());
+
+        // deploy.directory copies a shipped directory here and keeps it in step.
+        let prog = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(prog.path().join("files/sub")).unwrap();
+        std::fs::write(prog.path().join("files/a"), "one").unwrap();
+        std::fs::write(prog.path().join("files/sub/b"), "two").unwrap();
+        let dir = |d: &str| {
+            let mut args = crate::funcs::deploy::call_site(prog.path(), "/").to_vec();
+            args.push(Value::from(d));
+            call_simple(lookup("deploy", "directory").unwrap(), &args)
+        };
+        let Value::Str(out) = dir("/files/").unwrap() else {
+            panic!("a str");
+        };
+        assert_eq!(
+            out,
+            format!("{}/local/functions/directory/files/", t.path().display())
+        );
+        assert_eq!(std::fs::read_to_string(format!("{out}a")).unwrap(), "one");
+        assert_eq!(
+            std::fs::read_to_string(format!("{out}sub/b")).unwrap(),
+            "two"
+        );
+        std::fs::remove_file(prog.path().join("files/a")).unwrap();
+        std::fs::write(prog.path().join("files/sub/b"), "three").unwrap();
+        assert_eq!(dir("/files/").unwrap(), Value::from(out.as_str()));
+        assert!(!Path::new(&format!("{out}a")).exists());
+        assert_eq!(
+            std::fs::read_to_string(format!("{out}sub/b")).unwrap(),
+            "three"
+        );
+        assert!(dir("/files").unwrap_err().msg.contains("must be a dir"));
+        assert!(dir("/nope/")
+            .unwrap_err()
+            .msg
+            .contains("is not a directory"));
         set_dir(None);
     }
 }

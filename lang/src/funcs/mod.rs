@@ -5,6 +5,7 @@
 //! Stream sources (`datetime.now`, `os.readfile`, `world.*`, `collect.res`) live in
 //! [`stream`]; the cluster is reached through the [`world::WorldView`] trait.
 
+pub mod deploy;
 pub mod facts;
 pub mod local;
 pub mod net;
@@ -975,6 +976,37 @@ static LIBRARY: &[Builtin] = &[
     with_kind(
         pure("net", "wired_interface", "func() str", net::wired_interface),
         FuncKind::Stream,
+    ),
+    // deploy: the files shipped with the program (hidden call-site arguments first).
+    with_kind(
+        pure("deploy", "abspath", "func(str) str", deploy::abspath),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("deploy", "readfile", "func(str) str", deploy::readfile),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure(
+            "deploy",
+            "readfileabs",
+            "func(str) str",
+            deploy::readfileabs,
+        ),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure(
+            "deploy",
+            "file_exists",
+            "func(str) bool",
+            deploy::file_exists,
+        ),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("deploy", "directory", "func(str) str", deploy::directory),
+        FuncKind::Impure,
     ),
     // local: the host's own state under `tend run`'s state directory.
     with_kind(

@@ -630,8 +630,16 @@ impl<'a, 's> Eval<'a, 's> {
     }
 
     fn builtin(&self, b: &'static Builtin, args: Vec<Rv<'a>>, span: Span) -> Slot<'a> {
-        let mut vals = Vec::with_capacity(args.len());
-        let mut fns = Vec::with_capacity(args.len());
+        let mut vals = Vec::with_capacity(args.len() + 2);
+        let mut fns = Vec::with_capacity(args.len() + 2);
+        if b.module == "deploy" {
+            // Where the call is: the program's root and the calling file's directory.
+            let dir = self.m.dirs.get(&span.file).map_or("/", String::as_str);
+            for v in funcs::deploy::call_site(&self.m.root, dir) {
+                vals.push(v);
+                fns.push(None);
+            }
+        }
         for a in args {
             match a {
                 Rv::V(v) => {
