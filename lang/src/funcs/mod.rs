@@ -14,6 +14,7 @@ pub mod stream;
 pub mod template;
 pub mod text;
 pub mod time;
+pub mod value;
 pub mod world;
 
 use std::collections::BTreeMap;
@@ -1007,6 +1008,43 @@ static LIBRARY: &[Builtin] = &[
     with_kind(
         pure("deploy", "directory", "func(str) str", deploy::directory),
         FuncKind::Impure,
+    ),
+    // value: what `value` resources hold on this host (streams).
+    with_kind(
+        pure(
+            "value",
+            "get_str",
+            "func(str) struct{value str; ready bool}",
+            value::get_str,
+        ),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure(
+            "value",
+            "get_int",
+            "func(str) struct{value int; ready bool}",
+            value::get_int,
+        ),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure(
+            "value",
+            "get_bool",
+            "func(str) struct{value bool; ready bool}",
+            value::get_bool,
+        ),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure(
+            "value",
+            "get_float",
+            "func(str) struct{value float; ready bool}",
+            value::get_float,
+        ),
+        FuncKind::Stream,
     ),
     // local: the host's own state under `tend run`'s state directory.
     with_kind(

@@ -218,6 +218,30 @@ fn net_source(d: Dedup, b: &'static Builtin, args: Vec<Value>) -> Source {
     }
 }
 
+/// A source that reads `value` resources' table again on each change of it.
+fn values_source(d: Dedup, b: &'static Builtin, args: Vec<Value>) -> Source {
+    use futures::StreamExt;
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return Source::default();
+    };
+    let mut changes = tend_model::values::subscribe();
+    let task = rt.spawn(async move {
+        // A change between the first value and the subscription is not missed.
+        if !d.offer(super::call_simple(b, &args)) {
+            return;
+        }
+        while changes.next().await.is_some() {
+            if !d.offer(super::call_simple(b, &args)) {
+                return;
+            }
+        }
+    });
+    Source {
+        task: Some(task),
+        watcher: None,
+    }
+}
+
 fn world_source<F>(d: Dedup, world: Arc<dyn WorldView>, f: F) -> Source
 where
     F: Fn(&dyn WorldView) -> Result<Value, FuncError> + Send + 'static,
@@ -333,6 +357,10 @@ pub fn start(
                 None => Source::default(),
             }
         }
+        ("value", _) => match super::lookup(b.module, b.name) {
+            Some(b) => values_source(d, b, args.to_vec()),
+            None => Source::default(),
+        },
         ("os", "user_exists") => {
             let name = args.to_vec();
             watch_file(d, "/etc/passwd", move || {
