@@ -396,14 +396,25 @@ impl Compiled {
         };
         let mut streams = Streams::default();
         let mut last: Option<GraphSpec> = None;
+        let mut waiting_for: Option<String> = None;
         loop {
             match self.graph_once(&mut streams, &ctx) {
                 Ok(g) => {
+                    waiting_for = None;
                     if last.as_ref() != Some(&g.spec) {
                         last = Some(g.spec.clone());
                         if out_tx.blocking_send(Ok(g)).is_err() {
                             return;
                         }
+                    }
+                }
+                // A source with no value yet: no graph until it has one (the last graph, if
+                // any, keeps running).
+                Err(e) if e.message.contains(crate::funcs::PENDING) => {
+                    let what = e.message.replace(crate::funcs::PENDING, "");
+                    if waiting_for.as_deref() != Some(what.as_str()) {
+                        tracing::info!("waiting for a value: {what}");
+                        waiting_for = Some(what);
                     }
                 }
                 Err(e) => {

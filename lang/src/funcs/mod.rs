@@ -60,7 +60,26 @@ impl FuncError {
             catchable: false,
         }
     }
+
+    /// "No value yet": a stream source that has not produced its first value (`os.system`
+    /// before the command's first line). Not catchable; the driver sends no graph while the
+    /// program depends on it, and evaluates again when the value comes (mgmt's functions
+    /// likewise have no output until their first value).
+    pub fn pending(what: impl std::fmt::Display) -> Self {
+        FuncError {
+            msg: format!("{PENDING}{what}: no value yet"),
+            catchable: false,
+        }
+    }
+
+    /// Whether this is [`FuncError::pending`].
+    pub fn is_pending(&self) -> bool {
+        self.msg.starts_with(PENDING)
+    }
 }
+
+/// The prefix of a [`FuncError::pending`] message (a NUL: no user text holds it).
+pub const PENDING: &str = "\u{0}pending:";
 
 impl fmt::Display for FuncError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -164,7 +183,6 @@ pub fn is_unbuilt_function(module: &str, name: &str) -> bool {
         (module, name),
         ("", "history")
             | ("", "random1")
-            | ("os", "system")
             | ("encoding", "decode_json")
             | ("encoding", "decode_json_flexible")
     )
@@ -910,6 +928,15 @@ static LIBRARY: &[Builtin] = &[
     with_kind(
         pure("os", "args", "func() []str", facts::args),
         FuncKind::Impure,
+    ),
+    with_kind(
+        pure("os", "system", "func(str) str", |a, _| {
+            Err(FuncError::pending(format!(
+                "os.system({:?}): its first line of output",
+                a.first().and_then(Value::as_str).unwrap_or_default()
+            )))
+        }),
+        FuncKind::Stream,
     ),
     with_kind(
         pure("sys", "cpu_count", "func() int", facts::cpu_count),
