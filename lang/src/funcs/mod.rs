@@ -181,10 +181,7 @@ pub fn is_unbuilt_module(path: &str) -> bool {
 pub fn is_unbuilt_function(module: &str, name: &str) -> bool {
     matches!(
         (module, name),
-        ("", "history")
-            | ("", "random1")
-            | ("encoding", "decode_json")
-            | ("encoding", "decode_json_flexible")
+        ("", "random1") | ("encoding", "decode_json") | ("encoding", "decode_json_flexible")
     )
 }
 
@@ -866,6 +863,14 @@ static LIBRARY: &[Builtin] = &[
     with_kind(
         pure("sys", "hostname", "func() str", |_, _| {
             Ok(Value::Str(system_hostname()))
+        }),
+        FuncKind::Stream,
+    ),
+    // `history(value, index)`: kept per call site by the evaluator (graph::Streams::history);
+    // this body is never called.
+    with_kind(
+        pure("", "history", "func(?a, int) ?a", |_, _| {
+            Err(FuncError::fatal("history: evaluated outside a program"))
         }),
         FuncKind::Stream,
     ),
