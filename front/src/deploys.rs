@@ -92,6 +92,7 @@ pub async fn publish_initial(world: &World, program: &Path, embedded: bool) -> R
             author: format!("tend run@{}", world.hostname()),
             parent: latest.map(|d| d.id),
             force: false,
+            signature: None,
         })
         .await;
     match deploy {

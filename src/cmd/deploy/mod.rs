@@ -187,6 +187,7 @@ async fn publish_on(world: &World, args: &DeployArgs) -> Result<Option<u64>> {
             author: author(),
             parent,
             force: args.force,
+            signature: None,
         })
         .await;
     match deploy {
