@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, KeypairBytes};
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use tend_world::{Deploy, DeploySignature, TreeEntry};
 
 /// The first word of a public key file.
@@ -41,6 +42,8 @@ pub struct KeyError {
     pub path: PathBuf,
     /// What is wrong, as a short lowercase phrase with a hint.
     pub message: String,
+    /// [`keygen`] refused to replace an existing file (nothing was written).
+    pub exists: bool,
 }
 
 impl KeyError {
@@ -48,6 +51,7 @@ impl KeyError {
         KeyError {
             path: path.to_path_buf(),
             message: message.into(),
+            exists: false,
         }
     }
 }
@@ -163,10 +167,10 @@ pub fn keygen(path: &Path, comment: &str) -> Result<KeyPair, KeyError> {
     let public = public_path(path);
     for p in [path, public.as_path()] {
         if p.symlink_metadata().is_ok() {
-            return Err(KeyError::new(
-                p,
-                "already exists; remove it first or choose another file",
-            ));
+            return Err(KeyError {
+                exists: true,
+                ..KeyError::new(p, "already exists; remove it first or choose another file")
+            });
         }
     }
     let mut seed = [0u8; 32];
@@ -209,7 +213,8 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
         .mode(mode)
         .open(path)
         .map_err(|e| KeyError::new(path, format!("cannot create the file: {e}")))?;
-    // The mode given to open is filtered by the umask; the private key's must be exact.
+    // The mode given to open is filtered by the umask: set it exactly (a public key stays
+    // readable under a umask of 077).
     f.set_permissions(std::fs::Permissions::from_mode(mode))
         .and_then(|()| f.write_all(bytes))
         .and_then(|()| f.sync_all())
@@ -594,7 +599,10 @@ mod tests {
         // Never over an existing file.
         let err = keygen(&path, "").unwrap_err();
         assert_eq!(err.path, path);
-        assert!(err.message.contains("already exists"), "{err}");
+        assert!(
+            err.exists && err.message.contains("already exists"),
+            "{err}"
+        );
     }
 
     #[test]
