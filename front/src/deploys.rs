@@ -52,7 +52,7 @@ impl Running {
                 errs.join("; ")
             }
             Rejected::Refused(reason) => {
-                tracing::error!(deploy = d.id, error = %reason, "deploy rejected: it is not signed by a key this host trusts; keeping the running program");
+                tracing::error!(deploy = d.id, error = %reason, "deploy rejected by the signature check; keeping the running program");
                 reason.clone()
             }
         };
@@ -187,10 +187,18 @@ async fn verify(
     let entries = world.fs_tree(&d.bundle).await.map_err(|e| {
         Rejected::Failed(vec![format!("fetching the bundle of deploy {}: {e}", d.id)])
     })?;
+    let started = std::time::Instant::now();
     let signed = manifest(&ManifestHead::of(world.keys().namespace(), d), &entries);
     trust
         .verify(d.signature.as_ref(), &signed)
         .map_err(|r| Rejected::Refused(r.to_string()))?;
+    tracing::info!(
+        deploy = d.id,
+        key = %d.signature.as_ref().map(|s| crate::signing::fingerprint(&s.key)).unwrap_or_default(),
+        entries = entries.len(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "deploy signature verified"
+    );
     let digest = blake3::hash(&signed).to_hex().to_string();
     let guard = verified_path(state_dir);
     match read_verified(state_dir).map_err(|e| Rejected::Failed(vec![e]))? {

@@ -816,34 +816,63 @@ fn signed_deploys_run_and_the_others_are_rejected() {
         host_error(&url, "h1")
     );
 
-    // A compromised etcd moves deploy 4's signature onto deploy 2's files.
+    // A signed rollback (deploy 5: deploy 1's files), and a signed deploy forced past a
+    // stale parent (deploy 6: signed again on top of the latest).
+    let o = deploy(&url, &["--rollback", "1", "--key", key.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_content(&[&h1, &h2], |h| format!("i am {}\n", h.name));
+    let o = deploy(
+        &url,
+        &[
+            p("v6", ", v6").to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--parent",
+            "4",
+            "--force",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("deploy 6 published"),
+        "{}",
+        text(&o)
+    );
+    wait_content(&[&h1, &h2], |h| format!("i am {}, v6\n", h.name));
+    assert!(
+        h1.log().contains("deploy signature verified"),
+        "{}",
+        h1.log()
+    );
+
+    // A compromised etcd moves deploy 6's signature onto deploy 2's files.
     as_attacker(&url, async |w| {
         use tend_world::{DeployWorld, NewDeploy};
-        let d4 = w.get_deploy(4).await.unwrap();
+        let d6 = w.get_deploy(6).await.unwrap();
         let d2 = w.get_deploy(2).await.unwrap();
         let d = w
             .add_deploy(NewDeploy {
                 bundle: d2.bundle,
-                message: d4.message,
-                author: d4.author,
-                parent: Some(4),
+                message: d6.message,
+                author: d6.author,
+                parent: Some(6),
                 force: false,
-                signature: d4.signature,
+                signature: d6.signature,
             })
             .await
             .unwrap();
-        assert_eq!(d.id, 5);
+        assert_eq!(d.id, 7);
     });
     wait_content(&[&h2], |h| format!("i am {}, v2\n", h.name));
     assert!(
         wait_for(WITHIN, || host_error(&url, "h1").starts_with(&format!(
-            "deploy 5 rejected: bad signature (key {ours})"
+            "deploy 7 rejected: bad signature (key {ours})"
         ))),
         "h1 does not report the bad signature: {:?}\n{}",
         host_error(&url, "h1"),
         h1.log()
     );
-    assert_eq!(h1.read("hello").as_deref(), Some("i am h1, v4\n"));
+    assert_eq!(h1.read("hello").as_deref(), Some("i am h1, v6\n"));
 
     // ... then replays deploy 1 (signed, but older than what h1 verified) as the latest.
     as_attacker(&url, async |w| {
@@ -857,7 +886,7 @@ fn signed_deploys_run_and_the_others_are_rejected() {
             .await
             .unwrap();
     });
-    let replayed = "older than deploy 4, which this host already verified";
+    let replayed = "older than deploy 6, which this host already verified";
     assert!(
         wait_for(WITHIN, || host_error(&url, "h1")
             .starts_with(&format!("deploy 1 rejected: {replayed}"))),
@@ -865,7 +894,7 @@ fn signed_deploys_run_and_the_others_are_rejected() {
         host_error(&url, "h1"),
         h1.log()
     );
-    assert_eq!(h1.read("hello").as_deref(), Some("i am h1, v4\n"));
+    assert_eq!(h1.read("hello").as_deref(), Some("i am h1, v6\n"));
     // The guard outlives a restart: h1 waits rather than run deploy 1, and says why.
     h1.kill();
     h1.spawn(&url, None, &trusting);
@@ -880,5 +909,5 @@ fn signed_deploys_run_and_the_others_are_rejected() {
         "{:?}",
         host_error(&url, "h1")
     );
-    assert_eq!(h1.read("hello").as_deref(), Some("i am h1, v4\n"));
+    assert_eq!(h1.read("hello").as_deref(), Some("i am h1, v6\n"));
 }
