@@ -184,6 +184,10 @@ async fn verify(
     state_dir: &Path,
     trust: &Trust,
 ) -> Result<Vec<TreeEntry>, Rejected> {
+    // Unsigned or signed by another key: refused before anything is read.
+    trust
+        .signer(d.signature.as_ref())
+        .map_err(|r| Rejected::Refused(r.to_string()))?;
     let entries = world.fs_tree(&d.bundle).await.map_err(|e| {
         Rejected::Failed(vec![format!("fetching the bundle of deploy {}: {e}", d.id)])
     })?;

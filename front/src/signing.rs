@@ -402,21 +402,26 @@ impl Trust {
             .collect()
     }
 
+    /// The trusted key that made `signature`, or why there is none (unsigned, or signed by
+    /// another key): what can be told before the deploy's files are read.
+    pub fn signer(&self, signature: Option<&DeploySignature>) -> Result<&VerifyingKey, Refusal> {
+        let sig = signature.ok_or(Refusal::Unsigned)?;
+        self.keys
+            .iter()
+            .find(|(k, _)| k.as_bytes().as_slice() == sig.key.as_slice())
+            .map(|(k, _)| k)
+            .ok_or_else(|| Refusal::UntrustedKey(fingerprint(&sig.key)))
+    }
+
     /// Checks a deploy's signature over `manifest`.
     pub fn verify(
         &self,
         signature: Option<&DeploySignature>,
         manifest: &[u8],
     ) -> Result<(), Refusal> {
+        let key = self.signer(signature)?;
         let sig = signature.ok_or(Refusal::Unsigned)?;
         let fp = fingerprint(&sig.key);
-        let Some((key, _)) = self
-            .keys
-            .iter()
-            .find(|(k, _)| k.as_bytes().as_slice() == sig.key.as_slice())
-        else {
-            return Err(Refusal::UntrustedKey(fp));
-        };
         let signature =
             Signature::from_slice(&sig.signature).map_err(|_| Refusal::BadSignature(fp.clone()))?;
         key.verify_strict(manifest, &signature)

@@ -220,4 +220,18 @@ fn a_host_with_trusted_keys_runs_signed_deploys_and_rejects_unsigned_ones() {
         "{}",
         list.stdout
     );
+    let world = sb.run(&["world", "deploys", "--json", "--state-dir", s]);
+    assert_eq!(world.code(), 0, "{}", sb.explain("world deploys", &world));
+    let doc: serde_json::Value = serde_json::from_str(&world.stdout).unwrap();
+    let signed: Vec<bool> = doc["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["signed_by"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("ed25519:"))
+        })
+        .collect();
+    assert_eq!(signed, [true, false], "{doc}");
 }
