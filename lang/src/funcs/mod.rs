@@ -1078,6 +1078,20 @@ static LIBRARY: &[Builtin] = &[
         ),
         FuncKind::Stream,
     ),
+    with_kind(
+        pure(
+            "util",
+            "hostname_mapper",
+            "func(map{str: str}) str",
+            net::hostname_mapper,
+        ),
+        FuncKind::Stream,
+    ),
+    // `random1(length int) str`: letters from the kernel's random source, drawn once.
+    with_kind(
+        pure("", "random1", "func(int) str", random1),
+        FuncKind::Impure,
+    ),
     // local: the host's own state under `tend run`'s state directory.
     with_kind(
         pure("local", "vardir", "func(str) str", local::vardir),
@@ -1115,6 +1129,43 @@ static LIBRARY: &[Builtin] = &[
         FuncKind::Stream,
     ),
 ];
+
+/// `random1(length)`: `length` letters (`a-zA-Z`) from `/dev/urandom`, without modulo bias.
+fn random1(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
+    use std::io::Read;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let n = match a.first() {
+        Some(Value::Int(n)) => *n,
+        _ => return Err(FuncError::fatal("random1: expected an int argument")),
+    };
+    if n < 0 {
+        return Err(FuncError::fatal(
+            "random1: can't generate a negative length",
+        ));
+    }
+    if n > i64::from(u16::MAX) {
+        return Err(FuncError::fatal(format!(
+            "random1: a length of at most {} (got {n})",
+            u16::MAX
+        )));
+    }
+    let mut f = std::fs::File::open("/dev/urandom")
+        .map_err(|e| FuncError::fatal(format!("random1: opening /dev/urandom: {e}")))?;
+    let want = usize::try_from(n).unwrap_or(0);
+    let mut out = String::with_capacity(want);
+    let mut buf = [0u8; 64];
+    // Bytes below 208 (4 x 52) map evenly onto the alphabet; the rest are drawn again.
+    while out.len() < want {
+        f.read_exact(&mut buf)
+            .map_err(|e| FuncError::fatal(format!("random1: reading /dev/urandom: {e}")))?;
+        for b in buf {
+            if b < 208 && out.len() < want {
+                out.push(char::from(ALPHABET[usize::from(b % 52)]));
+            }
+        }
+    }
+    Ok(Value::Str(out))
+}
 
 /// Runs a pure built-in that takes no function arguments (tests, constant folding).
 pub fn call_simple(b: &Builtin, args: &[Value]) -> Result<Value, FuncError> {

@@ -454,6 +454,35 @@ pub(crate) fn wired_interface(_: &[Value], _: &mut dyn Invoke) -> Result<Value, 
     })
 }
 
+/// `util.hostname_mapper(map{str: str}) str`: the hostname the map gives for one of this
+/// host's MAC addresses (non-loopback interfaces), `""` when none matches, an error when
+/// several hostnames match. A stream on link changes, as the interface facts.
+pub(crate) fn hostname_mapper(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
+    let Some(Value::Map(m)) = a.first() else {
+        return Err(FuncError::fatal(
+            "util.hostname_mapper: expected a map{str: str} argument",
+        ));
+    };
+    let mut found = std::collections::BTreeSet::new();
+    for i in interfaces()? {
+        if i.flags & IFF_LOOPBACK != 0 || i.mac.len() != 17 {
+            continue;
+        }
+        if let Some(Value::Str(h)) = m.get(&Value::Str(i.mac)) {
+            if !h.is_empty() {
+                found.insert(h.clone());
+            }
+        }
+    }
+    if found.len() > 1 {
+        return Err(FuncError::fatal(format!(
+            "util.hostname_mapper: multiple hostnames found: {}",
+            found.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(Value::Str(found.into_iter().next().unwrap_or_default()))
+}
+
 /// Go's `IP.IsGlobalUnicast` for IPv4.
 fn global_unicast_v4(ip: Ipv4Addr) -> bool {
     !(ip.is_loopback()
@@ -741,5 +770,32 @@ mod tests {
         assert!(e.msg.contains("no global-unicast IPv4 address"), "{e}");
         let e = call("interface_cidr", &["tend-no-such-if"]).unwrap_err();
         assert!(e.msg.contains("could not find interface"), "{e}");
+
+        // util.hostname_mapper over this host's MACs.
+        let map = |pairs: &[(&str, &str)]| {
+            Value::Map(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (Value::from(*k), Value::from(*v)))
+                    .collect(),
+            )
+        };
+        let hm = |m: Value| call_simple(lookup("util", "hostname_mapper").expect("exists"), &[m]);
+        assert_eq!(
+            hm(map(&[("00:00:5e:00:53:ff", "nope")])).unwrap(),
+            Value::from("")
+        );
+        if let Some(Value::Str(mine)) = macs.first() {
+            let m = map(&[(mine.as_str(), "web1"), ("00:00:5e:00:53:ff", "other")]);
+            assert_eq!(hm(m).unwrap(), Value::from("web1"));
+            if let Some(Value::Str(second)) = macs.get(1) {
+                let m = map(&[(mine.as_str(), "web1"), (second.as_str(), "web2")]);
+                let e = hm(m).unwrap_err();
+                assert!(
+                    e.msg.contains("multiple hostnames found: web1, web2"),
+                    "{e}"
+                );
+            }
+        }
     }
 }

@@ -430,12 +430,13 @@ pub fn start(
         ("sys", "load") => poll(d, 5, ("sys", "load")),
         ("sys", "uptime") => poll(d, 1, ("sys", "uptime")),
         ("sys", "cpu_count") => poll(d, 5, ("sys", "cpu_count")),
-        ("net", "macs") | ("net", "interface_cidr") | ("net", "wired_interface") => {
-            match super::lookup(b.module, b.name) {
-                Some(b) => net_source(d, b, args.to_vec()),
-                None => Source::default(),
-            }
-        }
+        ("net", "macs")
+        | ("net", "interface_cidr")
+        | ("net", "wired_interface")
+        | ("util", "hostname_mapper") => match super::lookup(b.module, b.name) {
+            Some(b) => net_source(d, b, args.to_vec()),
+            None => Source::default(),
+        },
         ("value", _) => match super::lookup(b.module, b.name) {
             Some(b) => values_source(d, b, args.to_vec()),
             None => Source::default(),
