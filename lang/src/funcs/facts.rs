@@ -179,6 +179,33 @@ pub(super) fn is_virtual(_: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncE
 }
 
 /// `os.args() []str`: tend's own command line.
+/// Whether `/proc/modules` (the `lsmod` list) names `module`; a kernel without loadable
+/// modules (no `/proc/modules`) has none loaded.
+pub(crate) fn modinfo_loaded_in(modules: &Path, module: &str) -> Result<bool, FuncError> {
+    match std::fs::read_to_string(modules) {
+        Ok(t) => Ok(t
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(module))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(FuncError::fatal(format!(
+            "os.modinfo_loaded: error reading modules ({}): {e}",
+            modules.display()
+        ))),
+    }
+}
+
+/// `os.modinfo_loaded(module str) bool`: whether the kernel module is loaded (`lsmod`); a
+/// stream on the kernel's module uevents.
+pub(crate) fn modinfo_loaded(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
+    let m = one_str(a, "os.modinfo_loaded")?;
+    if m.is_empty() {
+        return Err(FuncError::fatal(
+            "os.modinfo_loaded: the module name is empty",
+        ));
+    }
+    modinfo_loaded_in(Path::new("/proc/modules"), m).map(Value::Bool)
+}
+
 pub(super) fn args(_: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
     Ok(Value::List(std::env::args().map(Value::Str).collect()))
 }
@@ -310,6 +337,24 @@ mod tests {
             panic!()
         };
         assert!(h.ends_with("/a") && !h.starts_with('~'), "{h}");
+    }
+
+    #[test]
+    fn modules_as_lsmod_lists_them() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("modules");
+        std::fs::write(
+            &f,
+            "veth 40960 0 - Live 0x0000000000000000\nbridge 311296 1 br_netfilter, Live 0x0\n",
+        )
+        .unwrap();
+        assert!(modinfo_loaded_in(&f, "veth").unwrap());
+        assert!(modinfo_loaded_in(&f, "bridge").unwrap());
+        assert!(!modinfo_loaded_in(&f, "br").unwrap());
+        assert!(!modinfo_loaded_in(&t.path().join("none"), "veth").unwrap());
+        let v = call("os", "modinfo_loaded", vec!["tend-no-such-module".into()]).unwrap();
+        assert_eq!(v, Value::Bool(false));
+        assert!(call("os", "modinfo_loaded", vec!["".into()]).is_err());
     }
 
     #[test]

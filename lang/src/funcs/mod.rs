@@ -944,6 +944,15 @@ static LIBRARY: &[Builtin] = &[
         FuncKind::Stream,
     ),
     with_kind(
+        pure(
+            "os",
+            "modinfo_loaded",
+            "func(str) bool",
+            facts::modinfo_loaded,
+        ),
+        FuncKind::Stream,
+    ),
+    with_kind(
         pure("sys", "cpu_count", "func() int", facts::cpu_count),
         FuncKind::Stream,
     ),

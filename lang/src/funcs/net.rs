@@ -535,12 +535,25 @@ pub(crate) struct NetEvents {
 impl NetEvents {
     /// Subscribes; an error (no netlink, no runtime) leaves the caller to poll.
     pub(crate) fn new() -> std::io::Result<NetEvents> {
+        Self::subscribe(
+            libc::NETLINK_ROUTE,
+            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32,
+        )
+    }
+
+    /// The kernel's uevents (device and module add/remove: `NETLINK_KOBJECT_UEVENT`, group 1),
+    /// for `os.modinfo_loaded`.
+    pub(crate) fn uevents() -> std::io::Result<NetEvents> {
+        Self::subscribe(libc::NETLINK_KOBJECT_UEVENT, 1)
+    }
+
+    fn subscribe(protocol: i32, groups: u32) -> std::io::Result<NetEvents> {
         // SAFETY: plain socket(2); the descriptor is owned below.
         let raw = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
+                protocol,
             )
         };
         if raw < 0 {
@@ -551,8 +564,7 @@ impl NetEvents {
         // SAFETY: zeroed sockaddr_nl is valid; fields set below.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        sa.nl_groups =
-            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+        sa.nl_groups = groups;
         // SAFETY: `sa` is a valid sockaddr_nl of the size given.
         let r = unsafe {
             libc::bind(

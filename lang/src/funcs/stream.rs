@@ -174,15 +174,21 @@ where
     Source { task, watcher }
 }
 
-/// A source that calls `b` again on each link or address change the kernel announces
-/// ([`super::net::NetEvents`]); where netlink cannot be subscribed to, every 5 s.
-fn net_source(d: Dedup, b: &'static Builtin, args: Vec<Value>) -> Source {
+/// A source that calls `b` again on each event of a netlink subscription (link and address
+/// changes, or uevents: [`super::net::NetEvents`]); where netlink cannot be subscribed to,
+/// every 5 s.
+fn net_source(
+    d: Dedup,
+    b: &'static Builtin,
+    args: Vec<Value>,
+    subscribe: fn() -> std::io::Result<super::net::NetEvents>,
+) -> Source {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return Source::default();
     };
     let events = {
         let _in = rt.enter();
-        super::net::NetEvents::new()
+        subscribe()
     };
     if let Err(e) = &events {
         tracing::warn!(
@@ -434,7 +440,11 @@ pub fn start(
         | ("net", "interface_cidr")
         | ("net", "wired_interface")
         | ("util", "hostname_mapper") => match super::lookup(b.module, b.name) {
-            Some(b) => net_source(d, b, args.to_vec()),
+            Some(b) => net_source(d, b, args.to_vec(), super::net::NetEvents::new),
+            None => Source::default(),
+        },
+        ("os", "modinfo_loaded") => match super::lookup(b.module, b.name) {
+            Some(b) => net_source(d, b, args.to_vec(), super::net::NetEvents::uevents),
             None => Source::default(),
         },
         ("value", _) => match super::lookup(b.module, b.name) {
@@ -557,8 +567,14 @@ mod tests {
         let Value::List(before) = first.unwrap() else {
             panic!("a list");
         };
+        // The uevent subscription (`os.modinfo_loaded`'s) hears a new device too.
+        let uevents = super::super::net::NetEvents::uevents().expect("uevent netlink socket");
         let t = std::time::Instant::now();
         let veth = Veth::new();
+        tokio::time::timeout(Duration::from_secs(5), uevents.changed())
+            .await
+            .expect("a uevent for the new link")
+            .unwrap();
         let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", veth.0)).unwrap();
         let mac = Value::from(mac.trim());
         assert!(!before.contains(&mac));
