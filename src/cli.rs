@@ -32,7 +32,7 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
 /// One `error: ...` line per error, on stderr.
 pub fn print_error_lines(errors: &[String]) {
     for e in errors {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", tend_model::secrets::redact(e));
     }
 }
 

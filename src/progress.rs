@@ -44,6 +44,14 @@ pub struct Stderr;
 
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A log line is one write: secrets read by the program are masked in it.
+        if tend_model::secrets::any() {
+            let text = String::from_utf8_lossy(buf);
+            if let std::borrow::Cow::Owned(masked) = tend_model::secrets::redact(&text) {
+                self.write_all(masked.as_bytes())?;
+                return Ok(buf.len());
+            }
+        }
         match BAR.get() {
             Some(bar) if !bar.is_finished() => {
                 bar.suspend(|| std::io::stderr().write_all(buf))?;

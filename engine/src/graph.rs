@@ -196,6 +196,15 @@ fn check_one(
             e.reason,
         ));
     }
+    // A secret never reaches the World.
+    if !spec.meta.export.is_empty() && spec.params.values().any(tend_model::secrets::holds_secret) {
+        errors.push(GraphError::res(
+            ErrorKind::Meta,
+            &spec.id(),
+            Some("Meta:export".into()),
+            "the resource holds a secret (from `secret.*`), and secrets are never exported",
+        ));
+    }
     // Meta parameters the engine or the kind cannot honour yet are refused, never ignored.
     if spec.meta.reverse && !kind.schema.reversible {
         errors.push(GraphError::res(

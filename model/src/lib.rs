@@ -10,6 +10,7 @@
 //! - [`json`]: `Value` <-> JSON at the edges; [`export`]: the payload of an exported resource.
 //! - [`world`]: the World traits (what hosts share) and their records and errors.
 //! - [`values`]: the table of `value` resources' values on this host, for `value.get_*`.
+//! - [`secrets`]: the secrets this process read, and their redaction wherever values are shown.
 //!
 //! Nothing here does I/O, and nothing here knows a concrete kind, a store or the language.
 
@@ -18,6 +19,7 @@ pub mod export;
 pub mod json;
 pub mod meta;
 pub mod schema;
+pub mod secrets;
 pub mod spec;
 pub mod value;
 pub mod values;

@@ -40,6 +40,20 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     if key.is_empty() {
         return Err(field_err("key", "the key is empty"));
     }
+    // The World holds what a kv writes, in clear: no secret goes there.
+    for f in ["key", "value"] {
+        if p.get(f).is_some_and(tend_model::secrets::holds_secret) {
+            return Err(field_err(
+                f,
+                "holds a secret (from `secret.*`), and secrets never go to the World",
+            ));
+        }
+    }
+    if tend_model::secrets::holds_secret(&tend_model::Value::Str(spec.name.clone())) {
+        return Err(ResError::new(
+            "the name holds a secret (from `secret.*`), and secrets never go to the World",
+        ));
+    }
     Ok(Box::new(Kv {
         id: format!("kv[{}]", spec.name),
         key,

@@ -69,8 +69,9 @@ impl Resource for Print {
             return Ok(Checked::InState);
         }
         if ctx.apply {
-            println!("print[{}]: {}", self.name, self.msg);
-            tracing::info!(resource = %format!("print[{}]", self.name), msg = %self.msg, "print");
+            let msg = tend_model::secrets::redact(&self.msg);
+            println!("print[{}]: {msg}", self.name);
+            tracing::info!(resource = %format!("print[{}]", self.name), msg = %msg, "print");
             *printed = Some(self.msg.clone());
         }
         Ok(Checked::Changed)

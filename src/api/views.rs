@@ -8,9 +8,10 @@ use serde_json::{json, Value as Json};
 use tend_engine::{RunningGraph, Status, VertexState};
 use tend_model::{Meta, ResId, Value};
 
-/// A resource value as JSON, as people read it (`tend_model::json::to_plain`).
+/// A resource value as JSON, as people read it (`tend_model::json::to_plain`), with the
+/// secrets the program read masked.
 pub fn value_json(v: &Value) -> Json {
-    tend_model::json::to_plain(v)
+    tend_model::json::to_plain(&tend_model::secrets::redact_value(v))
 }
 
 /// The meta parameters that differ from their defaults (in the table's order).
@@ -158,7 +159,7 @@ pub fn resources_json(host: &str, status: &Status) -> Json {
                 "state": v.state.as_str(),
                 "last_check": time_json(v.last_check),
                 "last_change": time_json(v.last_change),
-                "last_error": v.last_error,
+                "last_error": v.last_error.as_deref().map(|e| tend_model::secrets::redact(e).into_owned()),
                 "checks": v.checks,
                 "changes": v.changes,
                 "would_change": v.would_change,

@@ -82,17 +82,18 @@ pub fn main(args: CheckArgs) -> ExitCode {
         Ok(Some(Ok(g))) => match tend_engine::check_graph(&registry, &g.spec) {
             Ok(()) => {
                 if args.print_graph {
-                    print!("{}", print_graph(&g.spec));
+                    let text = print_graph(&g.spec);
+                    print!("{}", tend_model::secrets::redact(&text));
                 }
                 ExitCode::SUCCESS
             }
             Err(errs) => {
-                eprint!("{}", g.render(&errs));
+                eprint!("{}", tend_model::secrets::redact(&g.render(&errs)));
                 ExitCode::from(1)
             }
         },
         Ok(Some(Err(text))) => {
-            eprint!("{text}");
+            eprint!("{}", tend_model::secrets::redact(&text));
             ExitCode::from(1)
         }
         Ok(None) => {

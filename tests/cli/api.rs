@@ -834,3 +834,97 @@ fn a_token_guards_the_api() {
     assert_eq!(code, 0, "{err}");
     drop(api);
 }
+
+/// A secret read with `secret.file` reaches the managed file, and nowhere else: `/v1/graph`,
+/// the log (at debug level), `print`'s output and `tend check --print-graph` show
+/// `<redacted>`; a resource holding it cannot be exported.
+#[test]
+fn secrets_reach_the_host_and_are_redacted_everywhere_else() {
+    let sb = Sandbox::new();
+    let secret = "correct-horse-battery-staple";
+    std::fs::write(sb.path("pw"), format!("{secret}\n")).unwrap();
+    std::fs::create_dir_all(sb.path("out")).unwrap();
+    let prog = sb.write(
+        "main.mcl",
+        "import \"secret\"\nimport \"sys\"\n$root = sys.getenv(\"TEND_ROOT\")\n\
+         $pw = secret.file(\"${root}/pw\")\n\
+         file \"${root}/out/app.conf\" {\n\tcontent => \"password=${pw}\\n\",\n}\n\
+         print \"pw\" {\n\tmsg => \"the password is ${pw}\",\n}\n",
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = sb.spawn_run(&prog, &["--listen", &addr, "--log-level", "debug"]);
+    let conf = sb.path("out/app.conf");
+    let ctx = || sb.explain_daemon(&d);
+    wait_for(
+        "the file with the secret",
+        LIMIT,
+        || read(&conf).as_deref() == Some(&format!("password={secret}\n")),
+        ctx,
+    );
+    let get = |path: &str| {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw
+    };
+    wait_for(
+        "print to run",
+        LIMIT,
+        || d.stdout().contains("print[pw]"),
+        ctx,
+    );
+    let graph = get("/v1/graph");
+    assert!(graph.contains("password=<redacted>"), "{graph}");
+    let everything = format!(
+        "{graph}{}{}{}",
+        get("/v1/resources"),
+        d.stderr(),
+        d.stdout()
+    );
+    assert!(
+        !everything.contains(secret),
+        "the secret leaked:\n{everything}"
+    );
+    assert!(
+        d.stdout().contains("the password is <redacted>"),
+        "{}",
+        d.stdout()
+    );
+
+    let out = sb.run(&["check", "--print-graph", prog.to_str().unwrap()]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("check", &out));
+    assert!(!out.stdout.contains(secret), "{}", out.stdout);
+
+    // Exported, it would reach the World: refused, naming the resource and the meta param.
+    let exp = sb.write(
+        "exp/main.mcl",
+        "import \"secret\"\nimport \"sys\"\n$root = sys.getenv(\"TEND_ROOT\")\n\
+         file \"/tmp/tend-never\" {\n\tcontent => secret.file(\"${root}/pw\"),\n\tMeta:export => [\"*\"],\n}\n",
+    );
+    let out = sb.run(&["check", exp.to_str().unwrap()]);
+    assert_eq!(out.code(), 1, "{}", sb.explain("check of an export", &out));
+    assert!(
+        out.stderr.contains("meta parameter `export`")
+            && out.stderr.contains("secrets are never exported"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(secret), "{}", out.stderr);
+
+    // Nor can a kv write one to the World.
+    let kv = sb.write(
+        "kv/main.mcl",
+        "import \"secret\"\nimport \"sys\"\n$root = sys.getenv(\"TEND_ROOT\")\n\
+         kv \"db-password\" {\n\tvalue => secret.file(\"${root}/pw\"),\n}\n",
+    );
+    let out = sb.run(&["check", kv.to_str().unwrap()]);
+    assert_eq!(out.code(), 1, "{}", sb.explain("check of a kv", &out));
+    assert!(
+        out.stderr.contains("secrets never go to the World"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(secret), "{}", out.stderr);
+}

@@ -155,12 +155,14 @@ impl Sandbox {
     pub fn spawn(&self, args: &[&str]) -> Daemon {
         let (mut c, cmdline) = self.command(args);
         let err = self.logs.path().join("daemon.err");
-        c.stdout(std::fs::File::create(self.logs.path().join("daemon.out")).unwrap());
+        let out = self.logs.path().join("daemon.out");
+        c.stdout(std::fs::File::create(&out).unwrap());
         c.stderr(std::fs::File::create(&err).unwrap());
         Daemon {
             child: std::cell::RefCell::new(Some(c.spawn().unwrap())),
             cmdline,
             stderr: err,
+            stdout: out,
         }
     }
 
@@ -220,6 +222,7 @@ pub struct Daemon {
     /// The command line.
     pub cmdline: String,
     stderr: PathBuf,
+    stdout: PathBuf,
 }
 
 impl Daemon {
@@ -231,6 +234,11 @@ impl Daemon {
     /// What it printed on stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
     /// Whether it exited, and how.

@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod facts;
 pub mod local;
 pub mod net;
+pub mod secret;
 pub mod sig;
 pub mod stream;
 pub mod template;
@@ -1099,6 +1100,15 @@ static LIBRARY: &[Builtin] = &[
     // `random1(length int) str`: letters from the kernel's random source, drawn once.
     with_kind(
         pure("", "random1", "func(int) str", random1),
+        FuncKind::Impure,
+    ),
+    // secret: host-local values, redacted wherever tend shows values.
+    with_kind(
+        pure("secret", "file", "func(str) str", secret::file),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure("secret", "env", "func(str) str", secret::env),
         FuncKind::Impure,
     ),
     // local: the host's own state under `tend run`'s state directory.

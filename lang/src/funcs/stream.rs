@@ -458,6 +458,12 @@ pub fn start(
                 super::call_simple(super::lookup("os", "user_exists").expect("exists"), &name)
             })
         }
+        ("secret", "file") => {
+            let args = args.to_vec();
+            watch_file(d, &arg, move || {
+                super::call_simple(super::lookup("secret", "file").expect("exists"), &args)
+            })
+        }
         ("os", "readfile") => watch_path(d, arg, read_file),
         ("os", "file_exists") => watch_path(d, arg, |p| Ok(Value::Bool(Path::new(p).exists()))),
         ("world", "getval") => world_source(d, w, move |w| getval(w, &arg)),

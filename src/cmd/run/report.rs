@@ -73,8 +73,11 @@ fn host_status(deploy: Option<u64>, s: &tend_engine::Status) -> HostStatus {
         converged: s.converged,
         failed: failed as u32,
         blocked: s.count(VertexState::Blocked) as u32,
-        first_failure: first
-            .map(|(id, v)| format!("{id}: {}", v.last_error.as_deref().unwrap_or("failed"))),
+        // The record goes to the World: no secret in it.
+        first_failure: first.map(|(id, v)| {
+            let e = v.last_error.as_deref().unwrap_or("failed");
+            format!("{id}: {}", tend_model::secrets::redact(e))
+        }),
     }
 }
 
