@@ -6,6 +6,11 @@
 //! [`stream`]; the cluster is reached through the [`world::WorldView`] trait.
 
 pub mod facts;
+mod golang;
+mod gopath;
+mod gostrconv;
+mod html_entities;
+pub mod json;
 pub mod sig;
 pub mod stream;
 pub mod template;
@@ -136,9 +141,7 @@ pub fn default_namespace(path: &str) -> String {
 
 /// Whether `path` names a core module.
 pub fn is_core_module(path: &str) -> bool {
-    LIBRARY
-        .iter()
-        .any(|b| !b.module.is_empty() && b.module == path)
+    all().any(|b| !b.module.is_empty() && b.module == path)
         || matches!(path, "fmt" | "list" | "map")
 }
 
@@ -166,24 +169,18 @@ pub fn is_unbuilt_module(path: &str) -> bool {
 pub fn is_unbuilt_function(module: &str, name: &str) -> bool {
     matches!(
         (module, name),
-        ("", "history")
-            | ("", "random1")
-            | ("os", "system")
-            | ("encoding", "decode_json")
-            | ("encoding", "decode_json_flexible")
+        ("", "history") | ("", "random1") | ("os", "system")
     )
 }
 
 /// Looks up a built-in by module path and name.
 pub fn lookup(module: &str, name: &str) -> Option<&'static Builtin> {
-    LIBRARY
-        .iter()
-        .find(|b| b.module == module && b.name == name)
+    all().find(|b| b.module == module && b.name == name)
 }
 
 /// Every built-in.
-pub fn all() -> &'static [Builtin] {
-    LIBRARY
+pub fn all() -> impl Iterator<Item = &'static Builtin> {
+    LIBRARY.iter().chain(golang::GOLANG)
 }
 
 fn args_err(name: &str, want: &str, got: &[Value]) -> FuncError {
@@ -565,6 +562,18 @@ static LIBRARY: &[Builtin] = &[
             .map(Value::Str)
             .map_err(|_| FuncError::fatal("encoding.base64_decode: the data is not UTF-8 text"))
     }),
+    dynamic(
+        "encoding",
+        "decode_json",
+        json::decode_sig,
+        json::decode_run,
+    ),
+    dynamic(
+        "encoding",
+        "decode_json_flexible",
+        json::decode_flexible_sig,
+        json::decode_flexible_run,
+    ),
     // regexp.
     pure("regexp", "match", "func(str, str) bool", |a, _| {
         let p = s!(a, 0, "regexp.match");
