@@ -1,6 +1,7 @@
 //! `encoding.decode_json(data str, type str) T` and `decode_json_flexible`: JSON text to an
 //! mcl value of the type named by a static type string (`"struct{name str; ports []int}"`),
-//! which is also the call's result type. The flexible form gives a struct field that the data
+//! which is also the call's result type; with one argument the result type is the one
+//! unification solves for the call (`$x struct{a int} = decode_json($s)`). The flexible form gives a struct field that the data
 //! lacks (or a `null`) the zero value of its type instead of failing.
 
 use std::collections::BTreeMap;
@@ -131,7 +132,7 @@ fn name(flexible: bool) -> &'static str {
     }
 }
 
-fn sig(flexible: bool, statics: &[Option<Value>]) -> Result<Ty, String> {
+fn sig(u: &mut Unifier, flexible: bool, statics: &[Option<Value>]) -> Result<Ty, String> {
     let n = name(flexible);
     match statics {
         [_, Some(Value::Str(t))] => {
@@ -141,25 +142,24 @@ fn sig(flexible: bool, statics: &[Option<Value>]) -> Result<Ty, String> {
         [_, _] => Err(format!(
             "{n}: the type (second argument) must be a static string such as \"struct{{a int}}\""
         )),
-        [_] => Err(format!(
-            "{n}: pass the result type as a second argument (a static string such as \
-             \"struct{{a int}}\"); tend does not infer it from the call site"
-        )),
+        // The result type comes from unification; the solved type reaches the call at run
+        // time (`unify::CallTypes`).
+        [_] => Ok(Ty::func(vec![Ty::Str], u.fresh())),
         _ => Err(format!("{n} takes 1 or 2 arguments, got {}", statics.len())),
     }
 }
 
 /// Signature of `encoding.decode_json`.
-pub(super) fn decode_sig(_: &mut Unifier, statics: &[Option<Value>]) -> Result<Ty, String> {
-    sig(false, statics)
+pub(super) fn decode_sig(u: &mut Unifier, statics: &[Option<Value>]) -> Result<Ty, String> {
+    sig(u, false, statics)
 }
 
 /// Signature of `encoding.decode_json_flexible`.
 pub(super) fn decode_flexible_sig(
-    _: &mut Unifier,
+    u: &mut Unifier,
     statics: &[Option<Value>],
 ) -> Result<Ty, String> {
-    sig(true, statics)
+    sig(u, true, statics)
 }
 
 fn run(a: &[Value], flexible: bool) -> Result<Value, FuncError> {

@@ -172,6 +172,8 @@ pub struct EvalEnv<'s> {
     pub schemas: &'s BTreeMap<String, KindSchema>,
     /// Where sources send their events.
     pub ctx: &'s StreamCtx,
+    /// Solved types that calls need at run time (`encoding.decode_json` with one argument).
+    pub call_types: &'s crate::unify::CallTypes,
 }
 
 struct Eval<'a, 's> {
@@ -630,7 +632,7 @@ impl<'a, 's> Eval<'a, 's> {
     }
 
     fn builtin(&self, b: &'static Builtin, args: Vec<Rv<'a>>, span: Span) -> Slot<'a> {
-        let mut vals = Vec::with_capacity(args.len());
+        let mut vals = Vec::with_capacity(args.len() + 1);
         let mut fns = Vec::with_capacity(args.len());
         for a in args {
             match a {
@@ -643,6 +645,13 @@ impl<'a, 's> Eval<'a, 's> {
                     fns.push(Some(f));
                 }
             }
+        }
+        if b.module == "encoding" && b.name.starts_with("decode_json") && vals.len() == 1 {
+            // The one-argument form decodes to the type unification solved for this call.
+            let t = self.env.call_types.get(&span).ok_or_else(|| {
+                RtErr::fatal(format!("{}: no solved result type", b.display_name()), span)
+            })?;
+            vals.push(Value::Str(t.clone()));
         }
         match b.kind {
             FuncKind::Stream => self.stream_value(b, vals, span).map(Rv::V),
