@@ -1,8 +1,10 @@
 //! `encoding.decode_json(data str, type str) T` and `decode_json_flexible`: JSON text to an
 //! mcl value of the type named by a static type string (`"struct{name str; ports []int}"`),
 //! which is also the call's result type; with one argument the result type is the one
-//! unification solves for the call (`$x struct{a int} = decode_json($s)`). The flexible form gives a struct field that the data
-//! lacks (or a `null`) the zero value of its type instead of failing.
+//! unification solves for the call (`$x struct{a int} = decode_json($s)`). As in mgmt, the
+//! data is the first JSON value of the text, a struct takes an object with exactly its fields
+//! (the flexible form: a missing field is the zero value of its type, extra keys are
+//! ignored), a map takes an object (so its keys are `str`), and `null` fits no type.
 
 use std::collections::BTreeMap;
 
@@ -166,8 +168,14 @@ fn run(a: &[Value], flexible: bool) -> Result<Value, FuncError> {
     let n = name(flexible);
     let data = s(a, 0, n)?;
     let t = parse_type(s(a, 1, n)?).map_err(|e| FuncError::fatal(format!("{n}: {e}")))?;
-    let j: serde_json::Value = serde_json::from_str(data)
-        .map_err(|e| FuncError::catchable(format!("{n}: invalid JSON: {e}")))?;
+    // Like Go's `json.Decoder`, read the first value and leave what follows it.
+    let first = serde_json::Deserializer::from_str(data)
+        .into_iter::<serde_json::Value>()
+        .next();
+    let j = match first {
+        Some(r) => r.map_err(|e| FuncError::catchable(format!("{n}: invalid JSON: {e}")))?,
+        None => return Err(FuncError::catchable(format!("{n}: invalid JSON: EOF"))),
+    };
     let mut path = String::from("$");
     convert(&j, &t, flexible, &mut path)
         .map_err(|e| FuncError::catchable(format!("{n}: at {path}: {e}")))
@@ -215,9 +223,6 @@ fn convert(
     path: &mut String,
 ) -> Result<Value, String> {
     use serde_json::Value as J;
-    if j.is_null() && flexible {
-        return Ok(zero(t));
-    }
     let mismatch = || format!("expected {t}, got {}", kind(j));
     match (t, j) {
         (Ty::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
@@ -247,10 +252,7 @@ fn convert(
                 path.push_str(&format!("[{}]", super::text::quote(key)));
                 let kv = match &**k {
                     Ty::Str => Value::Str(key.clone()),
-                    Ty::Int => Value::Int(key.parse().map_err(|_| {
-                        format!("map key {} is not an int", super::text::quote(key))
-                    })?),
-                    other => return Err(format!("map key type {other} cannot be read from JSON")),
+                    other => return Err(format!("expected {other}, got a string (a key)")),
                 };
                 out.insert(kv, convert(x, v, flexible, path)?);
                 path.truncate(len);
@@ -258,6 +260,12 @@ fn convert(
             Ok(Value::Map(out))
         }
         (Ty::Struct(fs), J::Object(o)) => {
+            if !flexible && o.len() != fs.len() {
+                return Err(format!(
+                    "expected {t}, got an object with {} fields",
+                    o.len()
+                ));
+            }
             let mut out = Vec::with_capacity(fs.len());
             for (f, ft) in fs {
                 let len = path.len();
@@ -311,7 +319,7 @@ mod tests {
     #[test]
     fn decodes_by_type() {
         let v = dec(
-            r#"{"a": [1, 2], "b": {"x": 1.5}, "c": "s"}"#,
+            r#"{"a": [1, 2], "b": {"x": 1.5}}"#,
             "struct{a []int; b map{str: float}}",
             false,
         )
@@ -331,11 +339,18 @@ mod tests {
         assert!(dec("{}", "struct{a int}", false).is_err());
         assert_eq!(
             crate::funcs::text::show(
-                &dec(r#"{"b": null}"#, "struct{a int; b []str}", true).unwrap(),
+                &dec(r#"{"c": 1} trailing"#, "struct{a int; b []str}", true).unwrap(),
                 true
             ),
             "struct{a: 0; b: []}"
         );
+        assert!(dec(r#"{"a": null}"#, "struct{a int}", true).is_err());
+        assert!(dec(r#"{"a": 1, "b": 2}"#, "struct{a int}", false).is_err());
+        assert!(dec(r#"{"1": 2}"#, "map{int: int}", false).is_err());
+        assert!(dec("", "int", false)
+            .unwrap_err()
+            .msg
+            .ends_with("invalid JSON: EOF"));
         assert!(dec("1.5", "int", false).is_err());
     }
 }
