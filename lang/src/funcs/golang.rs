@@ -429,7 +429,7 @@ pub(super) static GOLANG: &[Builtin] = &[
     }),
     p(STRCONV, "append_int", "func(str, int, int) str", |a, _| {
         let n = "strconv.append_int";
-        let t = gostrconv::format_int(int(a, 1, n)?, int(a, 2, n)?, "AppendInt")?;
+        let t = gostrconv::format_int(int(a, 1, n)?, int(a, 2, n)?)?;
         Ok(Value::Str(format!("{}{t}", s(a, 0, n)?)))
     }),
     p(STRCONV, "append_quote", "func(str, str) str", |a, _| {
@@ -472,7 +472,7 @@ pub(super) static GOLANG: &[Builtin] = &[
     }),
     p(STRCONV, "format_int", "func(int, int) str", |a, _| {
         let n = "strconv.format_int";
-        gostrconv::format_int(int(a, 0, n)?, int(a, 1, n)?, "AppendInt/FormatInt").map(Value::Str)
+        gostrconv::format_int(int(a, 0, n)?, int(a, 1, n)?).map(Value::Str)
     }),
     p(STRCONV, "itoa", "func(int) str", |a, _| {
         Ok(Value::Str(int(a, 0, "strconv.itoa")?.to_string()))
@@ -700,12 +700,24 @@ fn gamma(x: f64) -> f64 {
     libm::tgamma(x)
 }
 
-/// Go's `math.Pow10`: exact powers from a table, 0 below 1e-323, +Inf above 1e308.
+/// Go's `math.Pow10`: a table of `10^0..10^31` times (or, for negative `n`, divided into) a
+/// table of `10^(32k)`, the same products Go computes; 0 below 1e-323, +Inf above 1e308.
 fn pow10(n: i64) -> f64 {
+    const TAB: [f64; 32] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28, 1e29, 1e30, 1e31,
+    ];
+    const POS32: [f64; 10] = [
+        1e0, 1e32, 1e64, 1e96, 1e128, 1e160, 1e192, 1e224, 1e256, 1e288,
+    ];
+    const NEG32: [f64; 11] = [
+        1e-0, 1e-32, 1e-64, 1e-96, 1e-128, 1e-160, 1e-192, 1e-224, 1e-256, 1e-288, 1e-320,
+    ];
     if (0..=308).contains(&n) {
-        format!("1e{n}").parse().unwrap_or(f64::INFINITY)
+        POS32[n as usize / 32] * TAB[n as usize % 32]
     } else if (-323..0).contains(&n) {
-        format!("1e{n}").parse().unwrap_or(0.0)
+        let m = n.unsigned_abs() as usize;
+        NEG32[m / 32] / TAB[m % 32]
     } else if n > 0 {
         f64::INFINITY
     } else {

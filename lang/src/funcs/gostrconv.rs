@@ -15,9 +15,11 @@ pub(super) fn num_error(func: &str, num: &str, err: &str) -> FuncError {
 }
 
 /// Go's `strconv.FormatInt`; a base outside 2..=36 is Go's panic (fatal).
-pub(super) fn format_int(i: i64, base: i64, what: &str) -> Result<String, FuncError> {
+pub(super) fn format_int(i: i64, base: i64) -> Result<String, FuncError> {
     if !(2..=36).contains(&base) {
-        return Err(FuncError::fatal(format!("strconv: illegal {what} base")));
+        return Err(FuncError::fatal(
+            "strconv: illegal AppendInt/FormatInt base",
+        ));
     }
     let mut u = i.unsigned_abs();
     let b = base as u64;
@@ -586,9 +588,9 @@ mod tests {
             assert_eq!(e.msg, msg);
             assert!(e.catchable);
         }
-        assert_eq!(format_int(-255, 16, "FormatInt").unwrap(), "-ff");
-        assert_eq!(format_int(i64::MIN, 2, "FormatInt").unwrap().len(), 65);
-        assert!(!format_int(1, 37, "FormatInt").unwrap_err().catchable);
+        assert_eq!(format_int(-255, 16).unwrap(), "-ff");
+        assert_eq!(format_int(i64::MIN, 2).unwrap().len(), 65);
+        assert!(!format_int(1, 37).unwrap_err().catchable);
     }
 
     #[test]
