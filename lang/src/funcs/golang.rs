@@ -575,7 +575,7 @@ pub(super) static GOLANG: &[Builtin] = &[
             .ok()
             .and_then(|c| x.len().checked_mul(c))
         {
-            Some(len) if len <= 1 << 28 => Ok(Value::Str(x.repeat(count as usize))),
+            Some(len) if len <= 1 << 26 => Ok(Value::Str(x.repeat(count as usize))),
             _ => Err(FuncError::fatal(format!(
                 "strings.repeat: {count} copies of {} bytes is too large",
                 x.len()
