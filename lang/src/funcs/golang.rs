@@ -98,6 +98,7 @@ const MATH: &str = "golang/math";
 const HTML: &str = "golang/html";
 const OS: &str = "golang/os";
 const RUNTIME: &str = "golang/runtime";
+const EXEC: &str = "golang/os/exec";
 
 /// `golang/math`: one float in, one float out.
 macro_rules! m1 {
@@ -346,6 +347,10 @@ pub(super) static GOLANG: &[Builtin] = &[
             return Err(FuncError::catchable("$HOME is not defined"));
         }
         Ok(Value::Str(h))
+    }),
+    // golang/os/exec.
+    imp(EXEC, "look_path", "func(str) str", |a, _| {
+        look_path(s(a, 0, "exec.look_path")?).map(Value::Str)
     }),
     // golang/path.
     s1!(PATH, "base", gopath::base),
@@ -1101,6 +1106,56 @@ fn xdg_dir(var: &str, under_home: &str) -> Result<String, FuncError> {
         return Err(FuncError::catchable(format!("path in ${var} is relative")));
     }
     Ok(d)
+}
+
+/// Go's `exec.LookPath` on Unix: a name with a `/` is tried as it is, else each `$PATH`
+/// directory (empty meaning `.`); a match found relative to `.` is Go's `ErrDot` error.
+fn look_path(file: &str) -> Result<String, FuncError> {
+    let err = |e: &str| {
+        FuncError::catchable(format!(
+            "exec: {}: {e}",
+            gostrconv::quote(file, gostrconv::QuoteMode::Print)
+        ))
+    };
+    if file.contains('/') {
+        return find_executable(file)
+            .map(|()| file.to_string())
+            .map_err(|e| err(&e));
+    }
+    for dir in getenv("PATH").split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let path = gopath::join(&[dir, file]);
+        if find_executable(&path).is_ok() {
+            if !path.starts_with('/') {
+                return Err(err(
+                    "cannot run executable found relative to current directory",
+                ));
+            }
+            return Ok(path);
+        }
+    }
+    Err(err("executable file not found in $PATH"))
+}
+
+/// Go's `findExecutable`: an existing non-directory that this process may execute.
+fn find_executable(file: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(file).map_err(|e| format!("stat {file}: {}", go_err(&e)))?;
+    if md.is_dir() {
+        return Err("is a directory".into());
+    }
+    let c = std::ffi::CString::new(file).map_err(|_| "invalid argument".to_string())?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) | Some(libc::EPERM) if md.permissions().mode() & 0o111 != 0 => Ok(()),
+        Some(libc::ENOSYS) | Some(libc::EPERM) => Err("permission denied".into()),
+        _ => Err(go_err(&e)),
+    }
 }
 
 /// Go's `runtime.NumCPU`: the CPUs in this process's affinity mask.
