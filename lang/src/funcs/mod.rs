@@ -10,7 +10,7 @@ mod golang;
 mod gopath;
 mod gostrconv;
 mod html_entities;
-pub mod json;
+pub(crate) mod json;
 pub mod sig;
 pub mod stream;
 pub mod template;
