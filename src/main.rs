@@ -15,7 +15,7 @@ mod cmd;
 mod logging;
 mod progress;
 
-use cmd::{check, deploy, run, world};
+use cmd::{check, deploy, keygen, run, world};
 
 /// Real-time, distributed configuration management.
 #[derive(Parser)]
@@ -33,6 +33,8 @@ enum Cmd {
     Check(check::CheckArgs),
     /// Publish a program to every host (or roll back, or list the deploys).
     Deploy(deploy::DeployArgs),
+    /// Write a key pair for signing deploys (FILE and FILE.pub).
+    Keygen(keygen::KeygenArgs),
     /// Read the World's store directly: exports, strings, deploys, hosts.
     World(world::WorldArgs),
     /// Show the daemon's state on one screen (a client of `tend run`'s HTTP API).
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run::main(a),
         Cmd::Check(a) => check::main(a),
         Cmd::Deploy(a) => deploy::main(a),
+        Cmd::Keygen(a) => keygen::main(a),
         Cmd::World(a) => world::main(a),
         Cmd::Status(a) => client::status(a),
         Cmd::Graph(a) => client::graph(a),

@@ -1,6 +1,13 @@
-//! What a deploy holds: a program's bundle (its `.mcl` files and `metadata.yaml` files, the
-//! entry as `main.mcl`), and the check `tend deploy` and `tend run` make of a program before
-//! publishing it.
+//! What a deploy holds: a program's bundle, and the check `tend deploy` and `tend run` make
+//! of a program before publishing it.
+//!
+//! A directory program ships every regular file under it (templates, configuration files:
+//! what `deploy.readfile` and `deploy.directory` read on the hosts), with its mode, except
+//! names starting with `.` (`.git`, editors' files) and `target/` directories; symbolic links
+//! and special files are left out with a warning. A file program ships as `main.mcl` with the
+//! `.mcl` and `metadata.yaml` files beside and below it (what its imports can reach), nothing
+//! else: the directory of a lone file is often not the program's own. The bundle may hold
+//! 64 MiB at most.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,9 +56,8 @@ pub fn entry_file(program: &Path) -> Result<PathBuf> {
 /// The largest bundle `tend deploy` uploads.
 const MAX_BUNDLE: u64 = 64 << 20;
 
-/// Builds the bundle of a program in a temporary directory: a directory program as it is
-/// (`.mcl` files and `metadata.yaml` files, recursively), a file program as `main.mcl` plus the
-/// `.mcl`/`metadata.yaml` files beside and below it (what its imports can reach).
+/// Builds the bundle of a program in a temporary directory (see the module's documentation
+/// for what goes in).
 pub fn make_bundle(program: &Path) -> Result<tempfile::TempDir> {
     let entry = entry_file(program)?;
     let root = entry
@@ -60,7 +66,8 @@ pub fn make_bundle(program: &Path) -> Result<tempfile::TempDir> {
         .unwrap_or_else(|| PathBuf::from("."));
     let out = tempfile::tempdir().context("creating a temporary directory for the bundle")?;
     let mut total = 0u64;
-    copy_sources(&root, &root, out.path(), &mut total)?;
+    let every_file = program.is_dir();
+    copy_sources(&root, &root, out.path(), every_file, &mut total)?;
     if entry.file_name().and_then(|n| n.to_str()) != Some("main.mcl") {
         let main = out.path().join("main.mcl");
         if root.join("main.mcl").exists() {
@@ -76,7 +83,13 @@ pub fn make_bundle(program: &Path) -> Result<tempfile::TempDir> {
     Ok(out)
 }
 
-fn copy_sources(root: &Path, dir: &Path, out: &Path, total: &mut u64) -> Result<()> {
+fn copy_sources(
+    root: &Path,
+    dir: &Path,
+    out: &Path,
+    every_file: bool,
+    total: &mut u64,
+) -> Result<()> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("reading directory {}", dir.display()))?;
     for entry in entries {
@@ -84,16 +97,22 @@ fn copy_sources(root: &Path, dir: &Path, out: &Path, total: &mut u64) -> Result<
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') || name == "target" {
-            continue;
-        }
         let ft = entry
             .file_type()
             .with_context(|| format!("reading {}", path.display()))?;
+        if name.starts_with('.') || (ft.is_dir() && name == "target") {
+            continue;
+        }
         let rel = path.strip_prefix(root).unwrap_or(&path);
+        let source = name.ends_with(".mcl") || name == "metadata.yaml";
         if ft.is_dir() {
-            copy_sources(root, &path, out, total)?;
-        } else if ft.is_file() && (name.ends_with(".mcl") || name == "metadata.yaml") {
+            copy_sources(root, &path, out, every_file, total)?;
+        } else if every_file && !ft.is_file() {
+            tracing::warn!(
+                path = %path.display(),
+                "not shipped in the bundle: only regular files and directories are"
+            );
+        } else if ft.is_file() && (every_file || source) {
             *total += entry.metadata().map(|m| m.len()).unwrap_or(0);
             if *total > MAX_BUNDLE {
                 bail!(

@@ -1,6 +1,7 @@
 //! The deploy front end: publishing a program as the first deploy, and following the World's
-//! deploys (fetch, compile, check; a deploy that does not compile or check is rejected and the
-//! previous program keeps running).
+//! deploys (verify, fetch, compile, check; a deploy that is not signed by a trusted key when
+//! the host has some, or does not compile or check, is rejected and the previous program keeps
+//! running).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,9 +11,12 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use tend_engine::Engine;
 use tend_lang::funcs::world::WorldView;
-use tend_world::{Deploy, DeployWorld, FsWorld, NewDeploy, World, WorldError};
+use tend_world::{
+    Deploy, DeployWorld, FsWorld, HostWorld, NewDeploy, TreeEntry, World, WorldError,
+};
 use tokio::sync::watch;
 
+use crate::signing::{manifest, ManifestHead, Trust};
 use crate::view::ClusterView;
 use crate::FrameResult;
 
@@ -39,12 +43,21 @@ impl Running {
         *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    fn reject(&self, d: &Deploy, errs: &[String]) {
-        for e in errs {
-            tracing::error!(deploy = d.id, error = %e, "deploy rejected: it does not compile here; keeping the running program");
-        }
+    fn reject(&self, d: &Deploy, why: &Rejected) {
+        let text = match why {
+            Rejected::Failed(errs) => {
+                for e in errs {
+                    tracing::error!(deploy = d.id, error = %e, "deploy rejected: it does not compile here; keeping the running program");
+                }
+                errs.join("; ")
+            }
+            Rejected::Refused(reason) => {
+                tracing::error!(deploy = d.id, error = %reason, "deploy rejected by the signature check; keeping the running program");
+                reason.clone()
+            }
+        };
         *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(format!("deploy {} rejected: {}", d.id, errs.join("; ")));
+            Some(format!("deploy {} rejected: {text}", d.id));
     }
 
     /// The deploy the daemon runs, and why the newest one was rejected (if it was).
@@ -92,6 +105,7 @@ pub async fn publish_initial(world: &World, program: &Path, embedded: bool) -> R
             author: format!("tend run@{}", world.hostname()),
             parent: latest.map(|d| d.id),
             force: false,
+            signature: None,
         })
         .await;
     match deploy {
@@ -108,10 +122,157 @@ pub async fn publish_initial(world: &World, program: &Path, embedded: bool) -> R
     }
 }
 
+/// Why a host does not take a deploy.
+enum Rejected {
+    /// Its signature does not verify against the host's trusted keys, or it replays an older
+    /// one.
+    Refused(String),
+    /// It cannot be fetched, does not compile or its first graph does not check.
+    Failed(Vec<String>),
+}
+
+/// The deploy a host with trusted keys verified last (the replay guard): its id and the
+/// BLAKE3 hash of its signed manifest, in `<state-dir>/deploys/verified`.
+fn verified_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("deploys").join("verified")
+}
+
+fn read_verified(state_dir: &Path) -> Result<Option<(u64, String)>, String> {
+    let path = verified_path(state_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut words = text.split_whitespace();
+    match (
+        words.next().and_then(|w| w.parse::<u64>().ok()),
+        words.next(),
+    ) {
+        (Some(id), Some(digest)) => Ok(Some((id, digest.to_string()))),
+        _ => Err(format!(
+            "{}: not `<deploy id> <manifest hash>`; remove it to trust the cluster's latest deploy again",
+            path.display()
+        )),
+    }
+}
+
+fn write_verified(state_dir: &Path, id: u64, digest: &str) -> Result<(), String> {
+    let path = verified_path(state_dir);
+    let dir = state_dir.join("deploys");
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        std::io::Write::write_all(&mut tmp, format!("{id} {digest}\n").as_bytes())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    write().map_err(|e| {
+        format!(
+            "cannot record the verified deploy in {}: {e}",
+            path.display()
+        )
+    })
+}
+
+/// Verifies a deploy against the host's trusted keys and the replay guard; returns the
+/// bundle's entries the signature covers.
+async fn verify(
+    world: &World,
+    d: &Deploy,
+    state_dir: &Path,
+    trust: &Trust,
+) -> Result<Vec<TreeEntry>, Rejected> {
+    // Unsigned or signed by another key: refused before anything is read.
+    trust
+        .signer(d.signature.as_ref())
+        .map_err(|r| Rejected::Refused(r.to_string()))?;
+    let entries = world.fs_tree(&d.bundle).await.map_err(|e| {
+        Rejected::Failed(vec![format!("fetching the bundle of deploy {}: {e}", d.id)])
+    })?;
+    let started = std::time::Instant::now();
+    let signed = manifest(&ManifestHead::of(world.keys().namespace(), d), &entries);
+    trust
+        .verify(d.signature.as_ref(), &signed)
+        .map_err(|r| Rejected::Refused(r.to_string()))?;
+    tracing::info!(
+        deploy = d.id,
+        key = %d.signature.as_ref().map(|s| crate::signing::fingerprint(&s.key)).unwrap_or_default(),
+        entries = entries.len(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "deploy signature verified"
+    );
+    let digest = blake3::hash(&signed).to_hex().to_string();
+    let guard = verified_path(state_dir);
+    match read_verified(state_dir).map_err(|e| Rejected::Failed(vec![e]))? {
+        Some((id, _)) if d.id < id => {
+            return Err(Rejected::Refused(format!(
+                "older than deploy {id}, which this host already verified (a replayed deploy? after resetting the cluster's deploys, remove {})",
+                guard.display()
+            )))
+        }
+        Some((id, seen)) if d.id == id && seen != digest => {
+            return Err(Rejected::Refused(format!(
+                "this host already verified another deploy {id} (after resetting the cluster's deploys, remove {})",
+                guard.display()
+            )))
+        }
+        _ => {}
+    }
+    write_verified(state_dir, d.id, &digest).map_err(|e| Rejected::Failed(vec![e]))?;
+    Ok(entries)
+}
+
+/// Whether `dir` holds exactly the files of `entries`, with their content.
+fn holds_exactly(dir: &Path, entries: &[TreeEntry]) -> bool {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            let path = e.path();
+            if ft.is_dir() {
+                walk(root, &path, out)?;
+            } else {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                let hash = if ft.is_file() {
+                    blake3::hash(&std::fs::read(&path)?).to_hex().to_string()
+                } else {
+                    String::new()
+                };
+                out.push((rel.to_string_lossy().into_owned(), hash));
+            }
+        }
+        Ok(())
+    }
+    let mut found = Vec::new();
+    if walk(dir, dir, &mut found).is_err() {
+        return false;
+    }
+    found.sort();
+    let mut want: Vec<(String, String)> = entries
+        .iter()
+        .filter_map(|e| match e {
+            TreeEntry::File { path, blob, .. } => Some((path.clone(), blob.clone())),
+            TreeEntry::Dir { .. } => None,
+        })
+        .collect();
+    want.sort();
+    found == want
+}
+
 /// Fetches a deploy's bundle into the state directory (once) and returns its entry file.
-async fn fetch(world: &World, d: &Deploy, state_dir: &Path) -> Result<PathBuf> {
+/// With `verified` (the entries its signature covers), a copy fetched earlier is used only
+/// when it holds exactly those files, and a new copy must too.
+async fn fetch(
+    world: &World,
+    d: &Deploy,
+    state_dir: &Path,
+    verified: Option<&[TreeEntry]>,
+) -> Result<PathBuf> {
     let dir = state_dir.join("deploys").join(d.id.to_string());
-    if !dir.join("main.mcl").is_file() {
+    let stale = verified.is_some_and(|e| !holds_exactly(&dir, e));
+    if stale || !dir.join("main.mcl").is_file() {
         let tmp = state_dir.join("deploys").join(format!(".{}.tmp", d.id));
         let _ = std::fs::remove_dir_all(&tmp);
         world
@@ -121,46 +282,64 @@ async fn fetch(world: &World, d: &Deploy, state_dir: &Path) -> Result<PathBuf> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir)
             .with_context(|| format!("moving deploy {} into {}", d.id, dir.display()))?;
+        if verified.is_some_and(|e| !holds_exactly(&dir, e)) {
+            anyhow::bail!(
+                "the fetched bundle of deploy {} in {} does not match its signed manifest",
+                d.id,
+                dir.display()
+            );
+        }
     }
     Ok(dir.join("main.mcl"))
 }
 
-/// Fetches and compiles a deploy, and has the engine check its first graph (what it built is
-/// kept in the frame for the swap); returns its frames.
-async fn load(
-    world: &World,
-    d: &Deploy,
-    state_dir: &Path,
-    engine: &Engine,
-    hostname: &str,
-) -> Result<watch::Receiver<Arc<FrameResult>>, Vec<String>> {
-    let entry = fetch(world, d, state_dir)
+/// How the host follows the World's deploys.
+#[derive(Clone)]
+pub struct Follow {
+    /// The World.
+    pub world: World,
+    /// The host's state directory (fetched bundles, the replay guard).
+    pub state_dir: PathBuf,
+    /// The engine that checks each deploy's first graph.
+    pub engine: Engine,
+    /// This host's name.
+    pub hostname: String,
+    /// What the daemon reports.
+    pub running: Running,
+    /// The keys a deploy must be signed with; `None`: deploys are not verified.
+    pub trust: Option<Arc<Trust>>,
+}
+
+/// Verifies (with trusted keys), fetches and compiles a deploy, and has the engine check its
+/// first graph (what it built is kept in the frame for the swap); returns its frames.
+async fn load(f: &Follow, d: &Deploy) -> Result<watch::Receiver<Arc<FrameResult>>, Rejected> {
+    let verified = match &f.trust {
+        Some(trust) => Some(verify(&f.world, d, &f.state_dir, trust).await?),
+        None => None,
+    };
+    let entry = fetch(&f.world, d, &f.state_dir, verified.as_deref())
         .await
-        .map_err(|e| vec![format!("{e:#}")])?;
-    let view: Arc<dyn WorldView> = ClusterView::new(world.clone());
-    let schemas = engine.registry().schemas().clone();
-    let mut frames = crate::mcl::start(entry, schemas, hostname.to_string(), view)?;
+        .map_err(|e| Rejected::Failed(vec![format!("{e:#}")]))?;
+    let view: Arc<dyn WorldView> = ClusterView::new(f.world.clone());
+    let schemas = f.engine.registry().schemas().clone();
+    let mut frames =
+        crate::mcl::start(entry, schemas, f.hostname.clone(), view).map_err(Rejected::Failed)?;
     let first = frames.borrow_and_update().clone();
-    if let Ok(f) = &*first {
-        match engine.prepare(f.graph.clone()) {
-            Ok(p) => f.set_prepared(p),
-            Err(errs) => return Err(f.describe(&errs)),
+    if let Ok(fr) = &*first {
+        match f.engine.prepare(fr.graph.clone()) {
+            Ok(p) => fr.set_prepared(p),
+            Err(errs) => return Err(Rejected::Failed(fr.describe(&errs))),
         }
     }
     Ok(frames)
 }
 
-/// Follows the cluster's deploys: waits (saying so) until a deploy compiles, then returns the
-/// frames of the program it runs; a background task switches to every newer deploy that
-/// compiles and rejects (logging why) those that do not.
-pub async fn follow(
-    world: World,
-    state_dir: PathBuf,
-    engine: Engine,
-    hostname: String,
-    running: Running,
-) -> Result<watch::Receiver<Arc<FrameResult>>> {
-    let mut deploys = world.watch_deploys();
+/// Follows the cluster's deploys: waits (saying so) until a deploy verifies and compiles,
+/// then returns the frames of the program it runs; a background task switches to every newer
+/// deploy that does and rejects (logging why) those that do not.
+pub async fn follow(f: Follow) -> Result<watch::Receiver<Arc<FrameResult>>> {
+    let running = f.running.clone();
+    let mut deploys = f.world.watch_deploys();
     let waiting = tokio::spawn(async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         tracing::info!("no deploy yet: waiting for one (publish a program with `tend deploy`)");
@@ -169,13 +348,19 @@ pub async fn follow(
         let Some(d) = deploys.next().await else {
             anyhow::bail!("the world's deploy watch ended");
         };
-        match load(&world, &d, &state_dir, &engine, &hostname).await {
+        match load(&f, &d).await {
             Ok(rx) => {
                 tracing::info!(deploy = d.id, "running deploy");
                 running.set(&d);
                 break rx;
             }
-            Err(errs) => running.reject(&d, &errs),
+            Err(why) => {
+                running.reject(&d, &why);
+                // The daemon's reporter starts with the first program: until then, say it here.
+                if let Err(e) = f.world.host_set_error(running.snapshot().1).await {
+                    tracing::warn!(error = %e, "cannot report the rejected deploy in this host's registration");
+                }
+            }
         }
     };
     waiting.abort();
@@ -189,8 +374,8 @@ pub async fn follow(
                         program_alive = false;
                         continue;
                     }
-                    let f = current.borrow_and_update().clone();
-                    if tx.send(f).is_err() {
+                    let frame = current.borrow_and_update().clone();
+                    if tx.send(frame).is_err() {
                         return;
                     }
                 }
@@ -199,18 +384,18 @@ pub async fn follow(
                     if running.id() == Some(d.id) {
                         continue;
                     }
-                    match load(&world, &d, &state_dir, &engine, &hostname).await {
+                    match load(&f, &d).await {
                         Ok(mut rx) => {
                             tracing::info!(deploy = d.id, "switching to deploy");
                             running.set(&d);
-                            let f = rx.borrow_and_update().clone();
+                            let frame = rx.borrow_and_update().clone();
                             current = rx;
                             program_alive = true;
-                            if tx.send(f).is_err() {
+                            if tx.send(frame).is_err() {
                                 return;
                             }
                         }
-                        Err(errs) => running.reject(&d, &errs),
+                        Err(why) => running.reject(&d, &why),
                     }
                 }
             }

@@ -11,7 +11,8 @@
 //! Front ends only read their source: checking a graph is the engine's
 //! ([`tend_engine::Engine::prepare`]), and a frame says where the engine's errors are in the
 //! program ([`Frame::describe`]). [`bundle`] is what a deploy holds (and the check `tend
-//! deploy` makes before publishing one); [`view`] is the language's view of the World.
+//! deploy` makes before publishing one); [`signing`] signs deploys and verifies them against a
+//! host's trusted keys; [`view`] is the language's view of the World.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use tend_model::{GraphError, GraphSpec};
 pub mod bundle;
 pub mod deploys;
 pub mod mcl;
+pub mod signing;
 pub mod view;
 pub mod yaml;
 

@@ -115,6 +115,11 @@ impl Host {
         }
     }
 
+    /// The host's state directory (`--state-dir`).
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
     /// The file's content under this host's root, if it exists.
     pub fn read(&self, rel: &str) -> Option<String> {
         std::fs::read_to_string(self.root.join(rel)).ok()

@@ -542,6 +542,63 @@ collect file collect.res("file") {
     );
 }
 
+/// Files shipped with a deploy: a template beside `main.mcl` is rendered on every host
+/// (`deploy.readfile` + `golang.template`), a shipped directory is a `file`'s `source`
+/// (`deploy.directory`), and a change to either, redeployed, reaches every host.
+#[test]
+fn shipped_files_reach_every_host_and_follow_redeploys() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let hosts: Vec<Host> = ["h1", "h2"]
+        .iter()
+        .map(|n| Host::start(n, &url, None, &[]))
+        .collect();
+    let main = "import \"deploy\"\nimport \"golang\"\nimport \"sys\"\n\
+        $root = sys.getenv(\"TEND_ROOT\")\n\
+        file \"${root}/motd\" {\n\
+        \tcontent => golang.template(deploy.readfile(\"/templates/motd.tmpl\"), struct{host => $hostname, n => 2}),\n\
+        }\n\
+        file \"${root}/banner\" {\n\
+        \tsource => deploy.directory(\"/files/\") + \"banner\",\n\
+        }\n";
+    let prog = program(src.path(), "shipped", main);
+    std::fs::create_dir_all(prog.join("templates")).unwrap();
+    std::fs::create_dir_all(prog.join("files")).unwrap();
+    // Left out of the bundle: dot files and `target/`.
+    std::fs::create_dir_all(prog.join(".git")).unwrap();
+    std::fs::write(prog.join(".git/HEAD"), "ref: x\n").unwrap();
+    std::fs::write(
+        prog.join("templates/motd.tmpl"),
+        "hello {{.Host}}, {{if gt .N 1}}many{{else}}one{{end}}\n",
+    )
+    .unwrap();
+    std::fs::write(prog.join("files/banner"), "banner v1\n").unwrap();
+    let o = deploy(&url, &[prog.to_str().unwrap(), "--wait", "--timeout", "60"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for h in &hosts {
+        assert_eq!(h.read("motd"), Some(format!("hello {}, many\n", h.name)));
+        assert_eq!(h.read("banner"), Some("banner v1\n".to_string()));
+        let bundle = h.state_dir().join("deploys/1");
+        assert!(bundle.join("templates/motd.tmpl").is_file(), "{}", h.log());
+        assert!(!bundle.join(".git").exists(), "dot files are not shipped");
+    }
+
+    // Change both shipped files and redeploy: every host follows.
+    std::fs::write(
+        prog.join("templates/motd.tmpl"),
+        "welcome to {{.Host}} ({{.N}})\n",
+    )
+    .unwrap();
+    std::fs::write(prog.join("files/banner"), "banner v2\n").unwrap();
+    let o = deploy(&url, &[prog.to_str().unwrap(), "--wait", "--timeout", "60"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for h in &hosts {
+        assert_eq!(h.read("motd"), Some(format!("welcome to {} (2)\n", h.name)));
+        assert_eq!(h.read("banner"), Some("banner v2\n".to_string()));
+    }
+}
+
 /// `tend deploy --wait`: exit 0 once every host runs the deploy converged; exit 1 naming the
 /// host that rejected it, the host with a failed resource (and the resource), or the hosts not
 /// converged when the timeout passes.
@@ -642,4 +699,272 @@ fn deploy_wait_follows_the_hosts_to_the_end() {
         "{}",
         text(&o)
     );
+}
+
+/// `tend keygen FILE` in `dir`; returns the key's fingerprint.
+fn keygen(dir: &Path, name: &str) -> String {
+    let key = dir.join(name);
+    let o = tend(&["keygen", key.to_str().unwrap(), "--comment", "test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    out.lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap_or_else(|| panic!("no fingerprint: {}", text(&o)))
+        .to_string()
+}
+
+/// What `tend world hosts --json` says of `host`'s `error`.
+fn host_error(url: &str, host: &str) -> String {
+    let o = tend(&["world", "--etcd", url, "hosts", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    doc.as_array()
+        .into_iter()
+        .flatten()
+        .find(|h| h["hostname"] == host)
+        .and_then(|h| h["error"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Plays a compromised etcd: writes to the store with the World directly, no key at hand.
+fn as_attacker(url: &str, f: impl AsyncFnOnce(&tend_world::World)) {
+    use tend_world::store::etcd::EtcdConfig;
+    use tend_world::{Backend, World, WorldConfig};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut cfg = WorldConfig::with_backend(
+            Backend::Etcd(EtcdConfig::new(vec![url.to_string()])),
+            "attacker",
+        );
+        cfg.register = false;
+        let w = World::connect(cfg).await.expect("the attacker's world");
+        f(&w).await;
+        let _ = w.close().await;
+    });
+}
+
+/// Signed deploys (issue 17): a host with `--trust` runs a deploy signed by a key it trusts,
+/// and rejects, keeping its program and saying why in its log, `/health` and its host record,
+/// an unsigned deploy, one signed by another key, one whose signature was moved onto other
+/// files, and an older signed deploy replayed as the latest (also after a restart). A host
+/// without trusted keys runs unsigned deploys and says at start that they are not verified.
+#[test]
+fn signed_deploys_run_and_the_others_are_rejected() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let keys = src.path().join("keys");
+    let trust = src.path().join("trust");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::create_dir_all(&trust).unwrap();
+    let ours = keygen(&keys, "ctl.key");
+    let theirs = keygen(&keys, "other.key");
+    std::fs::copy(keys.join("ctl.key.pub"), trust.join("ctl.pub")).unwrap();
+    let key = keys.join("ctl.key");
+    let other = keys.join("other.key");
+    let port = tend_testkit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let trusting = [
+        "--trust",
+        trust.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--session-ttl",
+        "2",
+    ];
+    let mut h1 = Host::start("h1", &url, None, &trusting);
+    let h2 = Host::start("h2", &url, None, &[]);
+    let health = || {
+        tend_testkit::http_get(&format!("http://127.0.0.1:{port}"), "/health")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let p = |name: &str, v: &str| program(src.path(), name, &hello(v));
+
+    // A signed deploy runs everywhere.
+    let o = deploy(
+        &url,
+        &[
+            p("v1", "").to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "30",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("signed by {ours}")),
+        "{}",
+        text(&o)
+    );
+    wait_content(&[&h1, &h2], |h| format!("i am {}\n", h.name));
+    assert!(h1.log().contains("deploys are verified"), "{}", h1.log());
+    let unverified = "deploys are not verified";
+    assert_eq!(h2.log().matches(unverified).count(), 1, "{}", h2.log());
+    assert!(!h1.log().contains(unverified), "{}", h1.log());
+
+    // Unsigned: h2 runs it, h1 rejects it (and `--wait` says so), keeping deploy 1.
+    let o = deploy(
+        &url,
+        &[
+            p("v2", ", v2").to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "30",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("h1: rejected: deploy 2 rejected: unsigned"),
+        "{}",
+        text(&o)
+    );
+    wait_content(&[&h2], |h| format!("i am {}, v2\n", h.name));
+    assert!(
+        wait_for(WITHIN, || host_error(&url, "h1")
+            .starts_with("deploy 2 rejected: unsigned")
+            && health().contains("deploy 2 rejected: unsigned")),
+        "h1 does not report the unsigned deploy: {:?} {}\n{}",
+        host_error(&url, "h1"),
+        health(),
+        h1.log()
+    );
+    assert_eq!(h1.read("hello").as_deref(), Some("i am h1\n"));
+
+    // Signed by a key h1 does not trust.
+    let o = deploy(
+        &url,
+        &[
+            p("v3", ", v3").to_str().unwrap(),
+            "--key",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    wait_content(&[&h2], |h| format!("i am {}, v3\n", h.name));
+    let want = format!("deploy 3 rejected: signed by an untrusted key {theirs}");
+    assert!(
+        wait_for(WITHIN, || host_error(&url, "h1") == want
+            && health().contains(&want)),
+        "h1 does not report the untrusted key: {:?}\n{}",
+        host_error(&url, "h1"),
+        h1.log()
+    );
+    assert_eq!(h1.read("hello").as_deref(), Some("i am h1\n"));
+    let logged = format!("signed by an untrusted key {theirs}");
+    assert!(h1.log().contains(&logged), "{}", h1.log());
+
+    // A signed deploy again: h1 moves on, and its record's error is cleared.
+    let o = deploy(
+        &url,
+        &[
+            p("v4", ", v4").to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    wait_content(&[&h1, &h2], |h| format!("i am {}, v4\n", h.name));
+    assert!(
+        wait_for(WITHIN, || host_error(&url, "h1").is_empty()),
+        "{:?}",
+        host_error(&url, "h1")
+    );
+
+    // A signed rollback (deploy 5: deploy 1's files), and a signed deploy forced past a
+    // stale parent (deploy 6: signed again on top of the latest).
+    let o = deploy(&url, &["--rollback", "1", "--key", key.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_content(&[&h1, &h2], |h| format!("i am {}\n", h.name));
+    let o = deploy(
+        &url,
+        &[
+            p("v6", ", v6").to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--parent",
+            "4",
+            "--force",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("deploy 6 published"),
+        "{}",
+        text(&o)
+    );
+    wait_content(&[&h1, &h2], |h| format!("i am {}, v6\n", h.name));
+    assert!(
+        h1.log().contains("deploy signature verified"),
+        "{}",
+        h1.log()
+    );
+
+    // A compromised etcd moves deploy 6's signature onto deploy 2's files.
+    as_attacker(&url, async |w| {
+        use tend_world::{DeployWorld, NewDeploy};
+        let d6 = w.get_deploy(6).await.unwrap();
+        let d2 = w.get_deploy(2).await.unwrap();
+        let d = w
+            .add_deploy(NewDeploy {
+                bundle: d2.bundle,
+                message: d6.message,
+                author: d6.author,
+                parent: Some(6),
+                force: false,
+                signature: d6.signature,
+            })
+            .await
+            .unwrap();
+        assert_eq!(d.id, 7);
+    });
+    wait_content(&[&h2], |h| format!("i am {}, v2\n", h.name));
+    assert!(
+        wait_for(WITHIN, || host_error(&url, "h1").starts_with(&format!(
+            "deploy 7 rejected: bad signature (key {ours})"
+        ))),
+        "h1 does not report the bad signature: {:?}\n{}",
+        host_error(&url, "h1"),
+        h1.log()
+    );
+    assert_eq!(h1.read("hello").as_deref(), Some("i am h1, v6\n"));
+
+    // ... then replays deploy 1 (signed, but older than what h1 verified) as the latest.
+    as_attacker(&url, async |w| {
+        use tend_world::codec::encode;
+        use tend_world::store::{Op, Txn};
+        w.store()
+            .txn(Txn::ops(vec![Op::put(
+                w.keys().deploy_latest(),
+                encode(&1u64),
+            )]))
+            .await
+            .unwrap();
+    });
+    let replayed = "older than deploy 6, which this host already verified";
+    assert!(
+        wait_for(WITHIN, || host_error(&url, "h1")
+            .starts_with(&format!("deploy 1 rejected: {replayed}"))),
+        "h1 does not refuse the replayed deploy: {:?}\n{}",
+        host_error(&url, "h1"),
+        h1.log()
+    );
+    assert_eq!(h1.read("hello").as_deref(), Some("i am h1, v6\n"));
+    // The guard outlives a restart: h1 waits rather than run deploy 1, and says why.
+    h1.kill();
+    h1.spawn(&url, None, &trusting);
+    assert!(
+        wait_for(WITHIN, || h1.log().matches(replayed).count() >= 2),
+        "{}",
+        h1.log()
+    );
+    assert!(
+        wait_for(WITHIN, || host_error(&url, "h1")
+            .starts_with(&format!("deploy 1 rejected: {replayed}"))),
+        "{:?}",
+        host_error(&url, "h1")
+    );
+    assert_eq!(h1.read("hello").as_deref(), Some("i am h1, v6\n"));
 }

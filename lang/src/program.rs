@@ -169,6 +169,8 @@ fn load(path: &Path, map: &mut SourceMap) -> Result<Modules, Vec<Error>> {
         files: Vec::new(),
         imports: HashMap::new(),
         imported_at: HashMap::new(),
+        root: root.clone(),
+        dirs: HashMap::new(),
     };
     let mut by_path: HashMap<PathBuf, usize> = HashMap::new();
     let mut queue: Vec<(PathBuf, Option<Span>)> = vec![(main, None)];
@@ -199,6 +201,18 @@ fn load(path: &Path, map: &mut SourceMap) -> Result<Modules, Vec<Error>> {
         };
         let rel = file.strip_prefix(&root).unwrap_or(&file);
         let id = map.add(format!("/{}", rel.display()), text.clone());
+        let in_dir = rel
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        m.dirs.insert(
+            id,
+            if in_dir.is_empty() {
+                "/".to_string()
+            } else {
+                format!("/{in_dir}/")
+            },
+        );
         let prog = match crate::syntax::front(id, &text) {
             Ok(p) => p,
             Err(errors) => {
@@ -386,14 +400,25 @@ impl Compiled {
         };
         let mut streams = Streams::default();
         let mut last: Option<GraphSpec> = None;
+        let mut waiting_for: Option<String> = None;
         loop {
             match self.graph_once(&mut streams, &ctx) {
                 Ok(g) => {
+                    waiting_for = None;
                     if last.as_ref() != Some(&g.spec) {
                         last = Some(g.spec.clone());
                         if out_tx.blocking_send(Ok(g)).is_err() {
                             return;
                         }
+                    }
+                }
+                // A source with no value yet: no graph until it has one (the last graph, if
+                // any, keeps running).
+                Err(e) if e.message.contains(crate::funcs::PENDING) => {
+                    let what = e.message.replace(crate::funcs::PENDING, "");
+                    if waiting_for.as_deref() != Some(what.as_str()) {
+                        tracing::info!("waiting for a value: {what}");
+                        waiting_for = Some(what);
                     }
                 }
                 Err(e) => {

@@ -201,3 +201,28 @@ async fn watch_arguments_must_not_change() {
     );
     assert!(err.contains("/main.mcl @ 3:6-3:22"), "{err}");
 }
+
+/// `history($v, 1)`: no graph until the value has changed once, then the value before the
+/// current one (mgmt's history); a repeated value is not a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_gives_the_previous_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, "one").unwrap();
+    let src = format!(
+        "import \"os\"\n$c = os.readfile(\"{}\")\n$p = history($c, 1)\ntest \"now ${{c}} before ${{p}}\" {{}}\n",
+        data.display()
+    );
+    let mut rx = start(dir.path(), &src, MemWorld::new("h"));
+    // Nothing yet: one value seen, none before it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err(),
+        "a graph before there was a previous value"
+    );
+    put(&data, "two");
+    assert_eq!(names(&next(&mut rx).await), ["now two before one"]);
+    put(&data, "three");
+    assert_eq!(names(&next(&mut rx).await), ["now three before two"]);
+}

@@ -9,6 +9,7 @@
 //! - [`GraphError`]: a problem found in a graph, for front ends to locate in their source.
 //! - [`json`]: `Value` <-> JSON at the edges; [`export`]: the payload of an exported resource.
 //! - [`world`]: the World traits (what hosts share) and their records and errors.
+//! - [`values`]: the table of `value` resources' values on this host, for `value.get_*`.
 //!
 //! Nothing here does I/O, and nothing here knows a concrete kind, a store or the language.
 
@@ -19,6 +20,7 @@ pub mod meta;
 pub mod schema;
 pub mod spec;
 pub mod value;
+pub mod values;
 pub mod world;
 
 pub use error::{ErrorKind, GraphError};

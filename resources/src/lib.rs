@@ -19,6 +19,7 @@ mod process;
 mod svc;
 mod testkind;
 mod timer;
+pub mod value;
 
 use tend_engine::{Kind, Registry};
 
@@ -76,6 +77,12 @@ pub fn registry() -> Registry {
     r.register(Kind {
         schema: kv::schema().clone(),
         build: kv::build,
+        autoedges: None,
+        at_exit: None,
+    });
+    r.register(Kind {
+        schema: value::schema().clone(),
+        build: value::build,
         autoedges: None,
         at_exit: None,
     });

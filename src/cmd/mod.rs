@@ -3,5 +3,6 @@
 
 pub mod check;
 pub mod deploy;
+pub mod keygen;
 pub mod run;
 pub mod world;

@@ -199,6 +199,7 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                 "deploys": deploys.iter().map(|d| json!({
                     "id": d.id, "hash": d.hash, "bundle": d.bundle, "parent": d.parent,
                     "message": d.message, "author": d.author, "time": rfc3339(d.time_ms),
+                    "signed_by": d.signature.as_ref().map(|s| tend_front::signing::fingerprint(&s.key)),
                 })).collect::<Vec<_>>(),
             });
             let rows = deploys
@@ -211,6 +212,9 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                         d.parent.as_deref().map(short).unwrap_or_else(|| "-".into()),
                         rfc3339(d.time_ms),
                         d.author.clone(),
+                        d.signature
+                            .as_ref()
+                            .map_or("-".into(), |s| tend_front::signing::fingerprint(&s.key)),
                         d.message.clone(),
                     ]
                 })
@@ -219,7 +223,14 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                 doc,
                 table(
                     &[
-                        "ID", "HASH", "BUNDLE", "PARENT", "TIME", "AUTHOR", "MESSAGE",
+                        "ID",
+                        "HASH",
+                        "BUNDLE",
+                        "PARENT",
+                        "TIME",
+                        "AUTHOR",
+                        "SIGNED BY",
+                        "MESSAGE",
                     ],
                     rows,
                 ),

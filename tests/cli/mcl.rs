@@ -117,6 +117,65 @@ fn run_converges_an_mcl_program() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "HELLO WORLD\n");
 }
 
+/// `local.vardir` and `local.pool` under `tend run`: a directory in the state dir, and
+/// numbers that stay the same across runs.
+#[test]
+fn run_gives_local_state_under_the_state_dir() {
+    let sb = crate::sandbox::Sandbox::new();
+    let prog = sb.write(
+        "prog/main.mcl",
+        "import \"fmt\"\nimport \"local\"\n$d = local.vardir(\"app/\")\n\
+         file \"${d}ids\" {\n\tcontent => fmt.printf(\"web=%d db=%d\\n\", local.pool(\"ids\", \"web\"), local.pool(\"ids\", \"db\")),\n\tstate => \"exists\",\n}\n",
+    );
+    for _ in 0..2 {
+        let out = sb.run_once(prog.parent().unwrap(), &["--listen", "none"]);
+        assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+        let ids = sb.state_dir().join("local/functions/app/ids");
+        assert_eq!(std::fs::read_to_string(&ids).unwrap(), "web=1 db=2\n");
+    }
+}
+
+/// A `value` resource's value reaches `value.get_int` (a new graph once the resource has
+/// applied), and is kept in the state dir: the next run starts with it ready.
+#[test]
+fn values_flow_from_value_resources_to_value_get() {
+    use crate::sandbox::{read, wait_for};
+    use std::time::Duration;
+
+    let sb = crate::sandbox::Sandbox::new();
+    let prog = sb.write(
+        "main.mcl",
+        "import \"fmt\"\nimport \"sys\"\nimport \"value\"\n$root = sys.getenv(\"TEND_ROOT\")\n\
+         value \"port\" {\n\tany => 8080,\n}\n\
+         $v = value.get_int(\"port\")\n\
+         file \"${root}/out/port\" {\n\tcontent => fmt.printf(\"%d %t\\n\", $v->value, $v->ready),\n}\n",
+    );
+    std::fs::create_dir_all(sb.path("out")).unwrap();
+    let port = sb.path("out/port");
+    let limit = Duration::from_secs(20);
+    {
+        let d = sb.spawn_run(&prog, &["--listen", "none"]);
+        let ctx = || sb.explain_daemon(&d);
+        wait_for(
+            "the value once the resource applied",
+            limit,
+            || read(&port).as_deref() == Some("8080 true\n"),
+            ctx,
+        );
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(d.wait_exit(Duration::from_secs(10)).is_some(), "{}", ctx());
+    }
+    // Kept: a second run's first graph already has it (the program refuses to start without).
+    let text = std::fs::read_to_string(&prog).unwrap();
+    let prog2 = sb.write(
+        "second/main.mcl",
+        &format!("{text}panic(not $v->ready, \"value.get_int was not ready at start\")\n"),
+    );
+    let out = sb.run_once(&prog2, &["--listen", "none"]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    assert_eq!(read(&port).as_deref(), Some("8080 true\n"));
+}
+
 #[test]
 fn run_swaps_in_each_new_mcl_graph() {
     use crate::sandbox::{read, wait_for};

@@ -119,6 +119,7 @@ async fn bundle_bench(ctl: &World, host: &World, dir: &std::path::Path, reps: us
                 author: "bench".into(),
                 parent,
                 force: false,
+                signature: None,
             })
             .await
             .unwrap();

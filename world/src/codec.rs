@@ -53,6 +53,54 @@ pub(crate) struct DeployRecord {
     pub message: String,
     pub author: String,
     pub time_ms: u64,
+    /// The controller's signature. Last, so that an older tend, which stops reading before
+    /// it, still decodes the record (and runs it unverified, as it always did).
+    pub signature: Option<SignatureRecord>,
+}
+
+/// A deploy's signature: the signer's public key and the signature, opaque to the World.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SignatureRecord {
+    pub key: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// A deploy as tend wrote it before deploys were signed.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct DeployRecordV0 {
+    id: u64,
+    bundle: String,
+    parent: Option<String>,
+    hash: String,
+    message: String,
+    author: String,
+    time_ms: u64,
+}
+
+impl From<DeployRecordV0> for DeployRecord {
+    fn from(r: DeployRecordV0) -> Self {
+        DeployRecord {
+            id: r.id,
+            bundle: r.bundle,
+            parent: r.parent,
+            hash: r.hash,
+            message: r.message,
+            author: r.author,
+            time_ms: r.time_ms,
+            signature: None,
+        }
+    }
+}
+
+/// Decodes a deploy record stored under `key`, also one written before deploys were signed
+/// (it ends where the signature would start).
+pub(crate) fn decode_deploy_record(key: &str, bytes: &[u8]) -> Result<DeployRecord, WorldError> {
+    match decode::<DeployRecord>(key, bytes) {
+        Err(e @ WorldError::Decode { .. }) => decode::<DeployRecordV0>(key, bytes)
+            .map(DeployRecord::from)
+            .map_err(|_| e),
+        other => other,
+    }
 }
 
 /// A blob's metadata (its chunks are stored separately).
@@ -268,6 +316,49 @@ mod tests {
         // And a tend that does not know the instance reads a record that has one.
         let new = encode(&record("0b7e6a52-7f0e-4d4c-9a53-0d6f3c3b1f7e"));
         assert_eq!(decode::<HostRecordV0>("/tend/hosts/h1", &new).unwrap(), old);
+    }
+
+    fn deploy(signature: Option<SignatureRecord>) -> DeployRecord {
+        DeployRecord {
+            id: 4,
+            bundle: "b".into(),
+            parent: Some("p".into()),
+            hash: "h".into(),
+            message: "m".into(),
+            author: "a@c".into(),
+            time_ms: 5,
+            signature,
+        }
+    }
+
+    #[test]
+    fn deploy_records_keep_their_signature_and_older_ones_decode() {
+        let signed = deploy(Some(SignatureRecord {
+            key: vec![1; 32],
+            signature: vec![2; 64],
+        }));
+        let key = "/tend/deploys/id/4";
+        assert_eq!(decode_deploy_record(key, &encode(&signed)).unwrap(), signed);
+        let old = DeployRecordV0 {
+            id: 4,
+            bundle: "b".into(),
+            parent: Some("p".into()),
+            hash: "h".into(),
+            message: "m".into(),
+            author: "a@c".into(),
+            time_ms: 5,
+        };
+        assert_eq!(
+            decode_deploy_record(key, &encode(&old)).unwrap(),
+            deploy(None)
+        );
+        // A tend that does not know signatures reads a signed record.
+        assert_eq!(
+            decode::<DeployRecordV0>(key, &encode(&signed)).unwrap(),
+            old
+        );
+        let err = decode_deploy_record(key, &encode(&signed)[..6]).unwrap_err();
+        assert!(matches!(err, WorldError::Decode { .. }), "{err:?}");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use tend_world::store::{KeyRange, WatchMsg};
 use tend_world::{
-    DeployWorld, Export, ExportFilter, ExportKey, FsWorld, HostWorld, NewDeploy, ResWorld,
-    StrWorld, WorldError,
+    DeploySignature, DeployWorld, Export, ExportFilter, ExportKey, FsWorld, HostWorld, NewDeploy,
+    ResWorld, StrWorld, WorldError,
 };
 
 use crate::support::{eventually, next_change, Fixture, Kind};
@@ -312,6 +312,7 @@ async fn deploy_cas_conflict_and_force(fx: Fixture) {
         author: "ci".into(),
         parent,
         force,
+        signature: None,
     };
     let d1 = ctl.add_deploy(nd(&b1, None, false)).await.unwrap();
     assert_eq!((d1.id, d1.parent.clone()), (1, None));
@@ -365,6 +366,41 @@ async fn deploy_cas_conflict_and_force(fx: Fixture) {
         ctl.add_deploy(nd(&missing, Some(3), false)).await,
         Err(WorldError::FileNotFound { .. })
     ));
+    // A signature is stored as given; a signed deploy is never forced past another one (its
+    // signature names the id it was made for).
+    let sig = DeploySignature {
+        key: vec![7; 32],
+        signature: vec![9; 64],
+    };
+    let signed = |parent, force| NewDeploy {
+        signature: Some(sig.clone()),
+        ..nd(&b2, parent, force)
+    };
+    let err = ctl.add_deploy(signed(Some(2), true)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WorldError::DeployConflict {
+                latest: Some(3),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let d4 = ctl.add_deploy(signed(Some(3), false)).await.unwrap();
+    assert_eq!((d4.id, d4.signature.as_ref()), (4, Some(&sig)));
+    let seen = loop {
+        let d = tokio::time::timeout(Duration::from_secs(10), deploys.next())
+            .await
+            .expect("the watch to reach deploy 4")
+            .unwrap();
+        if d.id == 4 {
+            break d;
+        }
+    };
+    assert_eq!(seen, d4);
+    assert_eq!(host.get_deploy(4).await.unwrap().signature, Some(sig));
+    assert_eq!(host.get_deploy(3).await.unwrap().signature, None);
 }
 
 async fn retention_keeps_last_k_and_collects_files(fx: Fixture) {

@@ -5,17 +5,21 @@
 //! Stream sources (`datetime.now`, `os.readfile`, `world.*`, `collect.res`) live in
 //! [`stream`]; the cluster is reached through the [`world::WorldView`] trait.
 
+pub mod deploy;
 pub mod facts;
 mod golang;
 mod gopath;
 mod gostrconv;
 mod html_entities;
 pub(crate) mod json;
+pub mod local;
+pub mod net;
 pub mod sig;
 pub mod stream;
 pub mod template;
 pub mod text;
 pub mod time;
+pub mod value;
 pub mod world;
 
 use std::collections::BTreeMap;
@@ -61,7 +65,26 @@ impl FuncError {
             catchable: false,
         }
     }
+
+    /// "No value yet": a stream source that has not produced its first value (`os.system`
+    /// before the command's first line). Not catchable; the driver sends no graph while the
+    /// program depends on it, and evaluates again when the value comes (mgmt's functions
+    /// likewise have no output until their first value).
+    pub fn pending(what: impl std::fmt::Display) -> Self {
+        FuncError {
+            msg: format!("{PENDING}{what}: no value yet"),
+            catchable: false,
+        }
+    }
+
+    /// Whether this is [`FuncError::pending`].
+    pub fn is_pending(&self) -> bool {
+        self.msg.starts_with(PENDING)
+    }
 }
+
+/// The prefix of a [`FuncError::pending`] message (a NUL: no user text holds it).
+pub const PENDING: &str = "\u{0}pending:";
 
 impl fmt::Display for FuncError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -153,24 +176,13 @@ pub fn is_unbuilt_module(path: &str) -> bool {
     let root = path.split('/').next().unwrap_or(path);
     matches!(
         root,
-        "regexp"
-            | "encoding"
-            | "net"
-            | "golang"
-            | "deploy"
-            | "local"
-            | "value"
-            | "example"
-            | "test"
+        "regexp" | "encoding" | "net" | "golang" | "deploy" | "value" | "example" | "test"
     )
 }
 
 /// Functions of the reference's library that are known but not built yet.
 pub fn is_unbuilt_function(module: &str, name: &str) -> bool {
-    matches!(
-        (module, name),
-        ("", "history") | ("", "random1") | ("os", "system")
-    )
+    matches!((module, name), ("", "random1"))
 }
 
 /// Looks up a built-in by module path and name.
@@ -864,6 +876,14 @@ static LIBRARY: &[Builtin] = &[
         }),
         FuncKind::Stream,
     ),
+    // `history(value, index)`: kept per call site by the evaluator (graph::Streams::history);
+    // this body is never called.
+    with_kind(
+        pure("", "history", "func(?a, int) ?a", |_, _| {
+            Err(FuncError::fatal("history: evaluated outside a program"))
+        }),
+        FuncKind::Stream,
+    ),
     // Host facts.
     with_kind(
         pure("os", "family", "func() str", facts::family),
@@ -925,6 +945,15 @@ static LIBRARY: &[Builtin] = &[
         FuncKind::Impure,
     ),
     with_kind(
+        pure("os", "system", "func(str) str", |a, _| {
+            Err(FuncError::pending(format!(
+                "os.system({:?}): its first line of output",
+                a.first().and_then(Value::as_str).unwrap_or_default()
+            )))
+        }),
+        FuncKind::Stream,
+    ),
+    with_kind(
         pure("sys", "cpu_count", "func() int", facts::cpu_count),
         FuncKind::Stream,
     ),
@@ -940,6 +969,133 @@ static LIBRARY: &[Builtin] = &[
     with_kind(
         pure("sys", "uptime", "func() int", facts::uptime),
         FuncKind::Stream,
+    ),
+    // net: addresses (pure) and the host's interfaces (streams on link and address changes).
+    pure("net", "cidr_to_ip", "func(str) str", net::cidr_to_ip),
+    pure(
+        "net",
+        "cidr_to_prefix",
+        "func(str) str",
+        net::cidr_to_prefix,
+    ),
+    pure("net", "cidr_to_mask", "func(str) str", net::cidr_to_mask),
+    pure(
+        "net",
+        "cidr_to_network",
+        "func(str) str",
+        net::cidr_to_network,
+    ),
+    pure("net", "cidr_to_first", "func(str) str", net::cidr_to_first),
+    pure("net", "cidr_to_last", "func(str) str", net::cidr_to_last),
+    pure("net", "ip_in_cidr", "func(str, str) bool", net::ip_in_cidr),
+    pure("net", "is_mac", "func(str) bool", net::is_mac),
+    pure("net", "macfmt", "func(str) str", net::macfmt),
+    pure("net", "oldmacfmt", "func(str) str", net::oldmacfmt),
+    pure(
+        "net",
+        "split_hostport",
+        "func(str) struct{host str; port str}",
+        net::split_hostport,
+    ),
+    pure(
+        "net",
+        "url_parser",
+        "func(str) struct{scheme str; host str; path str; raw_query str}",
+        net::url_parser,
+    ),
+    with_kind(
+        pure("net", "macs", "func() []str", net::macs),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure(
+            "net",
+            "interface_cidr",
+            "func(str) str",
+            net::interface_cidr,
+        ),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure("net", "wired_interface", "func() str", net::wired_interface),
+        FuncKind::Stream,
+    ),
+    // deploy: the files shipped with the program (hidden call-site arguments first).
+    with_kind(
+        pure("deploy", "abspath", "func(str) str", deploy::abspath),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("deploy", "readfile", "func(str) str", deploy::readfile),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure(
+            "deploy",
+            "readfileabs",
+            "func(str) str",
+            deploy::readfileabs,
+        ),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure(
+            "deploy",
+            "file_exists",
+            "func(str) bool",
+            deploy::file_exists,
+        ),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("deploy", "directory", "func(str) str", deploy::directory),
+        FuncKind::Impure,
+    ),
+    // value: what `value` resources hold on this host (streams).
+    with_kind(
+        pure(
+            "value",
+            "get_str",
+            "func(str) struct{value str; ready bool}",
+            value::get_str,
+        ),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure(
+            "value",
+            "get_int",
+            "func(str) struct{value int; ready bool}",
+            value::get_int,
+        ),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure(
+            "value",
+            "get_bool",
+            "func(str) struct{value bool; ready bool}",
+            value::get_bool,
+        ),
+        FuncKind::Stream,
+    ),
+    with_kind(
+        pure(
+            "value",
+            "get_float",
+            "func(str) struct{value float; ready bool}",
+            value::get_float,
+        ),
+        FuncKind::Stream,
+    ),
+    // local: the host's own state under `tend run`'s state directory.
+    with_kind(
+        pure("local", "vardir", "func(str) str", local::vardir),
+        FuncKind::Impure,
+    ),
+    with_kind(
+        pure("local", "pool", "func(str, str) int", local::pool),
+        FuncKind::Impure,
     ),
     // world.
     with_kind(

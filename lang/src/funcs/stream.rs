@@ -174,6 +174,153 @@ where
     Source { task, watcher }
 }
 
+/// A source that calls `b` again on each link or address change the kernel announces
+/// ([`super::net::NetEvents`]); where netlink cannot be subscribed to, every 5 s.
+fn net_source(d: Dedup, b: &'static Builtin, args: Vec<Value>) -> Source {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return Source::default();
+    };
+    let events = {
+        let _in = rt.enter();
+        super::net::NetEvents::new()
+    };
+    if let Err(e) = &events {
+        tracing::warn!(
+            "{}: no netlink subscription ({e}); polling every 5 s",
+            b.display_name()
+        );
+    }
+    let task = rt.spawn(async move {
+        // A change between the first value and the subscription is not missed.
+        if !d.offer(super::call_simple(b, &args)) {
+            return;
+        }
+        loop {
+            match &events {
+                Ok(ev) => {
+                    if let Err(e) = ev.changed().await {
+                        tracing::warn!("{}: netlink: {e}; polling every 5 s", b.display_name());
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    // A change comes as a burst of messages (link, then each address).
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(5)).await,
+            }
+            if !d.offer(super::call_simple(b, &args)) {
+                return;
+            }
+        }
+    });
+    Source {
+        task: Some(task),
+        watcher: None,
+    }
+}
+
+/// A source that reads `value` resources' table again on each change of it.
+fn values_source(d: Dedup, b: &'static Builtin, args: Vec<Value>) -> Source {
+    use futures::StreamExt;
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return Source::default();
+    };
+    let mut changes = tend_model::values::subscribe();
+    let task = rt.spawn(async move {
+        // A change between the first value and the subscription is not missed.
+        if !d.offer(super::call_simple(b, &args)) {
+            return;
+        }
+        while changes.next().await.is_some() {
+            if !d.offer(super::call_simple(b, &args)) {
+                return;
+            }
+        }
+    });
+    Source {
+        task: Some(task),
+        watcher: None,
+    }
+}
+
+/// `os.system(cmd)`: runs `sh -c cmd` (in a process group of its own, killed with the
+/// source) and sends each line of its standard output as the new value; standard error goes
+/// to the log. When the command ends the last line stays the value. An argument that changes
+/// starts a new source (the old command is killed), as mgmt's runs one command at a time.
+fn system_source(d: Dedup, cmd: String) -> Source {
+    use tokio::io::AsyncBufReadExt;
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return Source::default();
+    };
+    let task = rt.spawn(async move {
+        let mut c = tokio::process::Command::new("sh");
+        c.arg("-c")
+            .arg(&cmd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = match c.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                d.offer(Err(FuncError::fatal(format!(
+                    "os.system: cannot run `sh -c {cmd:?}`: {e}"
+                ))));
+                return;
+            }
+        };
+        // Dropped with the task (the source): the whole group goes, not only `sh`.
+        let mut group = KillGroup(child.id());
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            return;
+        };
+        let shown = cmd.clone();
+        let errs = tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(err).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tracing::info!("os.system: {shown:?}: stderr: {l}");
+            }
+        });
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(l)) => {
+                    if !d.offer(Ok(Value::Str(l))) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("os.system: {cmd:?}: reading its output: {e}");
+                    break;
+                }
+            }
+        }
+        let _ = child.wait().await;
+        // Ended on its own: what it left running in the background stays, as in mgmt.
+        group.0 = None;
+        errs.abort();
+    });
+    Source {
+        task: Some(task),
+        watcher: None,
+    }
+}
+
+/// Kills a process group when dropped.
+struct KillGroup(Option<u32>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) of a process group this source created.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 fn world_source<F>(d: Dedup, world: Arc<dyn WorldView>, f: F) -> Source
 where
     F: Fn(&dyn WorldView) -> Result<Value, FuncError> + Send + 'static,
@@ -256,7 +403,7 @@ pub fn start(
         }
         _ => super::call_simple(b, args),
     };
-    if matches!(&first, Err(e) if !e.catchable) {
+    if matches!(&first, Err(e) if !e.catchable && !e.is_pending()) {
         return (first, Source::default());
     }
     let d = Dedup::new(key, ctx.tx.clone(), &first);
@@ -283,6 +430,17 @@ pub fn start(
         ("sys", "load") => poll(d, 5, ("sys", "load")),
         ("sys", "uptime") => poll(d, 1, ("sys", "uptime")),
         ("sys", "cpu_count") => poll(d, 5, ("sys", "cpu_count")),
+        ("net", "macs") | ("net", "interface_cidr") | ("net", "wired_interface") => {
+            match super::lookup(b.module, b.name) {
+                Some(b) => net_source(d, b, args.to_vec()),
+                None => Source::default(),
+            }
+        }
+        ("value", _) => match super::lookup(b.module, b.name) {
+            Some(b) => values_source(d, b, args.to_vec()),
+            None => Source::default(),
+        },
+        ("os", "system") => system_source(d, arg),
         ("os", "user_exists") => {
             let name = args.to_vec();
             watch_file(d, "/etc/passwd", move || {
@@ -339,6 +497,149 @@ mod tests {
                 break;
             }
         }
+    }
+
+    /// A veth pair with a unique name, removed when dropped.
+    struct Veth(String);
+
+    impl Veth {
+        fn new() -> Veth {
+            let name = format!("tnd{}", std::process::id() % 100_000);
+            let peer = format!("{name}p");
+            let ok = std::process::Command::new("ip")
+                .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
+                .status()
+                .expect("running ip (iproute2)")
+                .success();
+            assert!(ok, "ip link add {name} (needs root)");
+            Veth(name)
+        }
+
+        fn ip(&self, args: &[&str]) {
+            let ok = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ip {args:?}");
+        }
+    }
+
+    impl Drop for Veth {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .status();
+        }
+    }
+
+    async fn next_value(rx: &mut mpsc::UnboundedReceiver<StreamEvent>, what: &str) -> Value {
+        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no new value: {what}"))
+            .unwrap();
+        ev.value.unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// `net.macs` and `net.interface_cidr` send new values when a link and an address
+    /// appear, from the kernel's netlink announcements (not a poll: each is seen well
+    /// within the 5 s the fallback poll would take).
+    #[tokio::test]
+    async fn interfaces_stream_on_link_and_address_changes() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ctx = StreamCtx {
+            tx,
+            world: MemWorld::new("h"),
+        };
+        let macs = lookup("net", "macs").unwrap();
+        let (first, _src) = start(macs, &[], &ctx, &|_| true);
+        let Value::List(before) = first.unwrap() else {
+            panic!("a list");
+        };
+        let t = std::time::Instant::now();
+        let veth = Veth::new();
+        let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", veth.0)).unwrap();
+        let mac = Value::from(mac.trim());
+        assert!(!before.contains(&mac));
+        loop {
+            let Value::List(now) = next_value(&mut rx, "net.macs after ip link add").await else {
+                panic!("a list");
+            };
+            if now.contains(&mac) {
+                break;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let ctx2 = StreamCtx {
+            tx: tx2,
+            world: MemWorld::new("h"),
+        };
+        let cidr = lookup("net", "interface_cidr").unwrap();
+        let (first, _src2) = start(cidr, &[Value::from(veth.0.as_str())], &ctx2, &|_| true);
+        assert!(first
+            .unwrap_err()
+            .msg
+            .contains("no global-unicast IPv4 address"));
+        let t = std::time::Instant::now();
+        veth.ip(&["addr", "add", "198.51.100.7/24", "dev", &veth.0]);
+        assert_eq!(
+            next_value(&mut rx2, "net.interface_cidr after ip addr add").await,
+            Value::from("198.51.100.7/24")
+        );
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    }
+
+    /// `os.system` has no value until the first line, then one per line; dropping the
+    /// source kills the command's whole process group.
+    #[tokio::test]
+    async fn system_sends_each_line_and_dies_with_its_source() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ctx = StreamCtx {
+            tx,
+            world: MemWorld::new("h"),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let cmd = format!(
+            "echo one; sleep 0.2; echo two; sleep 300 & echo $! > {}; wait",
+            pidfile.display()
+        );
+        let b = lookup("os", "system").unwrap();
+        let (first, src) = start(b, &[Value::from(cmd.as_str())], &ctx, &|_| true);
+        assert!(first.unwrap_err().is_pending());
+        assert_eq!(
+            next_value(&mut rx, "the first line").await,
+            Value::from("one")
+        );
+        assert_eq!(
+            next_value(&mut rx, "the second line").await,
+            Value::from("two")
+        );
+        let mut pid = String::new();
+        for _ in 0..100 {
+            pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+            if !pid.trim().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let proc = format!("/proc/{}", pid.trim());
+        assert!(Path::new(&proc).exists(), "the background sleep runs");
+        drop(src);
+        let mut gone = false;
+        for _ in 0..100 {
+            // Killed (and reaped by its parent sh, itself killed and reaped by tokio), or a
+            // zombie at worst.
+            let st = std::fs::read_to_string(format!("{proc}/stat")).unwrap_or_default();
+            if st.is_empty() || st.contains(") Z ") {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "the command's group outlived its source");
     }
 
     #[tokio::test]

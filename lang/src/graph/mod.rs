@@ -143,6 +143,11 @@ pub struct Streams {
     sites: HashMap<Span, HashSet<StreamKey>>,
     /// The same for the previous evaluation.
     prev_sites: HashMap<Span, HashSet<StreamKey>>,
+    /// `history` per call instance (site, nth call of it in an evaluation): the values seen,
+    /// newest first.
+    history: HashMap<(Span, usize), Vec<Value>>,
+    /// Calls of each `history` site in the current evaluation.
+    history_calls: HashMap<Span, usize>,
 }
 
 impl Streams {
@@ -150,6 +155,38 @@ impl Streams {
     pub fn prune(&mut self) {
         let used = std::mem::take(&mut self.used);
         self.sources.retain(|k, _| used.contains(k));
+        // The history of instances the evaluation did not reach is forgotten.
+        let calls = std::mem::take(&mut self.history_calls);
+        self.history
+            .retain(|(span, n), _| calls.get(span).is_some_and(|c| n < c));
+    }
+
+    /// `history(value, index)` at call site `span`: records `value` when it differs from the
+    /// newest one seen, keeps `index + 1` values, and returns the one `index` changes back
+    /// (mgmt's history), or "no value yet" until there are that many.
+    fn history(&mut self, span: Span, value: Value, index: i64) -> Result<Value, FuncError> {
+        if index < 0 {
+            return Err(FuncError::fatal(format!(
+                "history: can't use a negative index of {index}"
+            )));
+        }
+        let nth = self.history_calls.entry(span).or_default();
+        let key = (span, *nth);
+        *nth += 1;
+        let h = self.history.entry(key).or_default();
+        if h.first() != Some(&value) {
+            h.insert(0, value);
+        }
+        let keep = usize::try_from(index)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        h.truncate(keep);
+        match usize::try_from(index).ok().and_then(|i| h.get(i)) {
+            Some(v) => Ok(v.clone()),
+            None => Err(FuncError::pending(format!(
+                "history: {index} earlier value(s)"
+            ))),
+        }
     }
 
     /// Records a new value; returns whether it differs from the current one.
@@ -632,8 +669,16 @@ impl<'a, 's> Eval<'a, 's> {
     }
 
     fn builtin(&self, b: &'static Builtin, args: Vec<Rv<'a>>, span: Span) -> Slot<'a> {
-        let mut vals = Vec::with_capacity(args.len() + 1);
-        let mut fns = Vec::with_capacity(args.len());
+        let mut vals = Vec::with_capacity(args.len() + 2);
+        let mut fns = Vec::with_capacity(args.len() + 2);
+        if b.module == "deploy" {
+            // Where the call is: the program's root and the calling file's directory.
+            let dir = self.m.dirs.get(&span.file).map_or("/", String::as_str);
+            for v in funcs::deploy::call_site(&self.m.root, dir) {
+                vals.push(v);
+                fns.push(None);
+            }
+        }
         for a in args {
             match a {
                 Rv::V(v) => {
@@ -652,6 +697,13 @@ impl<'a, 's> Eval<'a, 's> {
                 RtErr::fatal(format!("{}: no solved result type", b.display_name()), span)
             })?;
             vals.push(Value::Str(t.clone()));
+        }
+        if b.module.is_empty() && b.name == "history" {
+            let (Some(v), Some(Value::Int(i))) = (vals.first(), vals.get(1)) else {
+                return Err(RtErr::fatal("history: expected (value, int)", span));
+            };
+            let r = self.streams.borrow_mut().history(span, v.clone(), *i);
+            return r.map(Rv::V).map_err(|e| RtErr::from_func(e, span));
         }
         match b.kind {
             FuncKind::Stream => self.stream_value(b, vals, span).map(Rv::V),

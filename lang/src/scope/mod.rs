@@ -47,6 +47,11 @@ pub struct Modules {
     pub imports: HashMap<(FileId, String), usize>,
     /// `(file index)` -> span of the import statement that first loaded it.
     pub imported_at: HashMap<usize, Span>,
+    /// The program's root directory on disk (the entry file's directory; a deploy's bundle).
+    pub root: std::path::PathBuf,
+    /// Each file's directory inside the program, `/` or `/lib/` (what `deploy.*` paths are
+    /// relative to).
+    pub dirs: HashMap<FileId, String>,
 }
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);

@@ -84,6 +84,19 @@ pub struct Deploy {
     pub author: String,
     /// Time of the deploy, milliseconds since the Unix epoch.
     pub time_ms: u64,
+    /// The controller's signature over the deploy's manifest, `None` for an unsigned deploy
+    /// (or one written by a tend that did not sign).
+    pub signature: Option<DeploySignature>,
+}
+
+/// A controller's signature of a deploy. The World stores it and knows nothing of what it
+/// means: `tend-front`'s `signing` builds the bytes that are signed and checks them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeploySignature {
+    /// The signer's public key (ed25519: 32 bytes).
+    pub key: Vec<u8>,
+    /// The signature (ed25519: 64 bytes).
+    pub signature: Vec<u8>,
 }
 
 /// A deploy to append.
@@ -97,8 +110,11 @@ pub struct NewDeploy {
     pub author: String,
     /// The deploy the caller believes is the latest (`None`: no deploy yet).
     pub parent: Option<u64>,
-    /// Append even when `parent` is not the latest.
+    /// Append even when `parent` is not the latest. A signed deploy is never forced: its
+    /// signature names the id and parent it was made for, so the signer retries instead.
     pub force: bool,
+    /// The signature, made for deploy `parent + 1` on top of `parent`.
+    pub signature: Option<DeploySignature>,
 }
 
 /// A host's registration (session-bound: it disappears when the host is gone).

@@ -1,6 +1,8 @@
-//! `tend deploy PROGRAM [--message M] [--force] [--parent ID] [--wait [--timeout S] [--json]]`,
-//! `tend deploy --rollback ID`, `tend deploy --list`: the controller's side of deploys
-//! (DESIGN.md "Deploys"). `--wait` follows the hosts until they converge on it ([`wait`]).
+//! `tend deploy PROGRAM [--message M] [--force] [--parent ID] [--key FILE] [--wait [--timeout S]
+//! [--json]]`, `tend deploy --rollback ID`, `tend deploy --list`: the controller's side of
+//! deploys (DESIGN.md "Deploys"). `--wait` follows the hosts until they converge on it
+//! ([`wait`]). `--key` signs the deploy's manifest (`tend_front::signing`) for the id and
+//! parent it lands on; when another deploy lands first, `--force` signs again on top of it.
 //!
 //! A program is type-checked before anything is uploaded (a program that does not check is
 //! never published); its bundle goes through the World's content-addressed file store, and the
@@ -15,7 +17,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tend_front::bundle::{check_program, make_bundle};
-use tend_world::{DeployWorld, FsWorld, NewDeploy, World, WorldConfig, WorldError};
+use tend_front::signing::{self, ManifestHead, SigningKey};
+use tend_world::{Deploy, DeployWorld, FsWorld, NewDeploy, World, WorldConfig, WorldError};
 
 use crate::cli::WorldFlags;
 
@@ -52,6 +55,15 @@ pub struct DeployArgs {
     /// With `--wait`: print the final per-host table as JSON on stdout.
     #[arg(long, requires = "wait")]
     json: bool,
+    /// Sign the deploy with this private key (PKCS#8 PEM, mode 0600, from `tend keygen`):
+    /// hosts that trust its public key (`tend run --trust`) run only signed deploys.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TEND_DEPLOY_KEY",
+        conflicts_with = "list"
+    )]
+    key: Option<PathBuf>,
     #[command(flatten)]
     world: WorldFlags,
 }
@@ -68,6 +80,19 @@ pub fn main(args: DeployArgs) -> ExitCode {
 }
 
 async fn run(args: DeployArgs) -> ExitCode {
+    // A key that cannot be used is found before anything is checked or uploaded.
+    let key = match args
+        .key
+        .as_deref()
+        .map(signing::read_secret_key)
+        .transpose()
+    {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("tend deploy: --key {e}; nothing was published");
+            return ExitCode::from(2);
+        }
+    };
     // Check first: a program that does not type-check is never published.
     if let Some(program) = &args.program {
         if let Err(text) = check_program(program, tend_resources::registry().schemas()) {
@@ -83,7 +108,7 @@ async fn run(args: DeployArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    match publish(args).await {
+    match publish(args, key).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -118,9 +143,9 @@ fn show_time(ms: u64) -> String {
 }
 
 /// Publishes (or lists); with `--wait`, waits. Returns whether the command succeeded.
-async fn publish(args: DeployArgs) -> Result<bool> {
+async fn publish(args: DeployArgs, key: Option<SigningKey>) -> Result<bool> {
     let world = connect(&args.world).await?;
-    let result = match publish_on(&world, &args).await {
+    let result = match publish_on(&world, &args, key.as_ref()).await {
         Ok(Some(id)) if args.wait => {
             wait::wait(&world, id, Duration::from_secs_f64(args.timeout), args.json).await
         }
@@ -132,7 +157,11 @@ async fn publish(args: DeployArgs) -> Result<bool> {
 }
 
 /// Publishes the deploy (returning its id) or shows the history (returning `None`).
-async fn publish_on(world: &World, args: &DeployArgs) -> Result<Option<u64>> {
+async fn publish_on(
+    world: &World,
+    args: &DeployArgs,
+    key: Option<&SigningKey>,
+) -> Result<Option<u64>> {
     if args.list {
         let deploys = world.list_deploys().await?;
         if deploys.is_empty() {
@@ -140,23 +169,26 @@ async fn publish_on(world: &World, args: &DeployArgs) -> Result<Option<u64>> {
         }
         let latest = deploys.last().map(|d| d.id);
         println!(
-            "{:<6} {:<21} {:<24} {:<14} MESSAGE",
-            "ID", "TIME", "AUTHOR", "BUNDLE"
+            "{:<6} {:<21} {:<24} {:<14} {:<24} MESSAGE",
+            "ID", "TIME", "AUTHOR", "BUNDLE", "SIGNED BY"
         );
         for d in &deploys {
             let mark = if Some(d.id) == latest { "*" } else { " " };
             println!(
-                "{:<6} {:<25} {:<24} {:<14} {}",
+                "{:<6} {:<25} {:<24} {:<14} {:<24} {}",
                 format!("{}{mark}", d.id),
                 show_time(d.time_ms),
                 d.author,
                 &d.bundle[..d.bundle.len().min(12)],
+                d.signature
+                    .as_ref()
+                    .map_or("-".to_string(), |s| signing::fingerprint(&s.key)),
                 d.message
             );
         }
         return Ok(None);
     }
-    let parent = match args.parent {
+    let mut parent = match args.parent {
         Some(p) => Some(p),
         None => world.latest_deploy().await?.map(|d| d.id),
     };
@@ -180,22 +212,85 @@ async fn publish_on(world: &World, args: &DeployArgs) -> Result<Option<u64>> {
             .with_context(|| format!("uploading the bundle of {}", program.display()))?;
         (hash, args.message.clone())
     };
-    let deploy = world
-        .add_deploy(NewDeploy {
-            bundle,
-            message,
-            author: author(),
-            parent,
-            force: args.force,
-        })
-        .await;
+    let author = author();
+    let deploy = match key {
+        None => {
+            world
+                .add_deploy(NewDeploy {
+                    bundle,
+                    message,
+                    author,
+                    parent,
+                    force: args.force,
+                    signature: None,
+                })
+                .await
+        }
+        Some(key) => {
+            let entries = world
+                .fs_tree(&bundle)
+                .await
+                .with_context(|| format!("reading the bundle {bundle} to sign it"))?;
+            // A signature names the id and parent it was made for: when another deploy lands
+            // first, `--force` signs again on top of it.
+            if args.force {
+                parent = world.latest_deploy().await?.map(|d| d.id);
+            }
+            let mut tries = 0;
+            loop {
+                let parent_deploy = match parent {
+                    Some(p) => match world.get_deploy(p).await {
+                        Ok(d) => Some(d),
+                        // Not the latest either: refused below as any stale parent is.
+                        Err(WorldError::DeployNotFound(_)) => None,
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!("reading the parent deploy {p} to sign on top of it")
+                            })
+                        }
+                    },
+                    None => None,
+                };
+                let signature = sign(
+                    key,
+                    world,
+                    parent_deploy.as_ref(),
+                    &bundle,
+                    &message,
+                    &author,
+                    &entries,
+                );
+                let r = world
+                    .add_deploy(NewDeploy {
+                        bundle: bundle.clone(),
+                        message: message.clone(),
+                        author: author.clone(),
+                        parent,
+                        force: false,
+                        signature: Some(signature),
+                    })
+                    .await;
+                match r {
+                    Err(WorldError::DeployConflict { latest, .. }) if args.force && tries < 10 => {
+                        tries += 1;
+                        parent = latest;
+                    }
+                    other => break other,
+                }
+            }
+        }
+    };
     match deploy {
         Ok(d) => {
             let line = format!(
-                "deploy {} published (bundle {}, parent {})",
+                "deploy {} published (bundle {}, parent {}{})",
                 d.id,
                 &d.bundle[..d.bundle.len().min(12)],
-                parent.map_or("none".to_string(), |p| p.to_string())
+                parent.map_or("none".to_string(), |p| p.to_string()),
+                d.signature.as_ref().map_or(String::new(), |s| format!(
+                    ", signed by {}",
+                    signing::fingerprint(&s.key)
+                ))
             );
             // With --json, stdout holds only the JSON document.
             if args.json {
@@ -210,4 +305,25 @@ async fn publish_on(world: &World, args: &DeployArgs) -> Result<Option<u64>> {
         }
         Err(e) => Err(e).context("appending the deploy"),
     }
+}
+
+/// Signs the deploy that lands on top of `parent` (its id is the parent's plus one).
+fn sign(
+    key: &SigningKey,
+    world: &World,
+    parent: Option<&Deploy>,
+    bundle: &str,
+    message: &str,
+    author: &str,
+    entries: &[tend_world::TreeEntry],
+) -> tend_world::DeploySignature {
+    let head = ManifestHead {
+        namespace: world.keys().namespace(),
+        id: parent.map_or(0, |d| d.id) + 1,
+        parent: parent.map(|d| d.hash.as_str()),
+        bundle,
+        message,
+        author,
+    };
+    signing::sign(key, &signing::manifest(&head, entries))
 }

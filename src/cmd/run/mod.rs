@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tend_engine::{Engine, EngineConfig, Prepared, Status, VertexState};
-use tend_front::deploys::Running;
+use tend_front::deploys::{Follow, Running};
+use tend_front::signing::Trust;
 use tend_front::{Frame, Program};
 use tend_model::GraphSpec;
 use tend_world::{Backend, World, WorldConfig};
@@ -81,6 +82,49 @@ pub struct RunArgs {
     /// `/health/readiness`) open, for kubelets.
     #[arg(long, requires = "api_token_file")]
     pub api_open_probes: bool,
+    /// A directory of trusted public keys (its `*.pub` files, from `tend keygen`): the host
+    /// runs only deploys signed by one of them and rejects the others, keeping its program.
+    /// Default: `<state-dir>/trust` when it exists; with neither, deploys are not verified.
+    #[arg(long, value_name = "DIR")]
+    pub trust: Option<PathBuf>,
+}
+
+/// Where a host's trusted keys live when `--trust` is not given.
+fn default_trust_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("trust")
+}
+
+/// The host's trusted keys: `--trust DIR`, else `<state-dir>/trust` when it exists, else none
+/// (deploys are not verified). A PROGRAM given to `tend run` is published unsigned, so it
+/// cannot be combined with trusted keys (it would be refused).
+fn trusted_keys(
+    flag: Option<&Path>,
+    state_dir: &Path,
+    program: Option<&Program>,
+) -> Result<Option<Arc<Trust>>, String> {
+    let dir = match flag {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let d = default_trust_dir(state_dir);
+            if !d.exists() || matches!(program, Some(Program::Yaml(_))) {
+                return Ok(None);
+            }
+            d
+        }
+    };
+    if let Some(p) = program {
+        let path = match p {
+            Program::Yaml(p) | Program::Mcl(p) => p,
+        };
+        return Err(format!(
+            "{}: this host verifies deploys against the keys in {}, and a program given to `tend run` is not a signed deploy; publish it with `tend deploy --key` and run without a program",
+            path.display(),
+            dir.display()
+        ));
+    }
+    Trust::load(&dir)
+        .map(|t| Some(Arc::new(t)))
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `tend run`.
@@ -208,7 +252,21 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
     let hostname = args.hostname.clone().unwrap_or_else(machine_hostname);
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let backend = args.cluster.backend(&state_dir);
+    // `local.vardir` and `local.pool` keep what they hand out here.
+    tend_lang::funcs::local::set_dir(Some(state_dir.join("local")));
+    // `value` resources' last values, for `value.get_*` before the resources run.
+    let warmed = tend_resources::value::warm(&state_dir);
+    if warmed > 0 {
+        tracing::debug!(values = warmed, "loaded the values kept by value resources");
+    }
     let embedded = matches!(backend, Backend::Embedded { .. });
+    let trust = match trusted_keys(args.trust.as_deref(), &state_dir, program.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tend run: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let running = Running::default();
     let engine = Engine::new(
         EngineConfig {
@@ -266,13 +324,15 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
             if let Some(Program::Mcl(entry)) = &other {
                 tend_front::deploys::publish_initial(&world, entry, embedded).await?;
             }
-            let follow = tend_front::deploys::follow(
-                world.clone(),
-                state_dir.clone(),
-                engine.clone(),
-                hostname.clone(),
-                running.clone(),
-            );
+            say_how_deploys_are_verified(trust.as_deref(), &state_dir, embedded);
+            let follow = tend_front::deploys::follow(Follow {
+                world: world.clone(),
+                state_dir: state_dir.clone(),
+                engine: engine.clone(),
+                hostname: hostname.clone(),
+                running: running.clone(),
+                trust: trust.clone(),
+            });
             let mut sigint =
                 signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
             let mut sigterm =
@@ -417,6 +477,26 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
                 }
             }
         }
+    }
+}
+
+/// Logs once, at start, whether the deploys this host follows are verified, and against what.
+fn say_how_deploys_are_verified(trust: Option<&Trust>, state_dir: &Path, embedded: bool) {
+    match trust {
+        Some(t) => tracing::info!(
+            trust = %t.dir().display(),
+            keys = %t.fingerprints().join(","),
+            "deploys are verified: this host runs only deploys signed by one of its trusted keys"
+        ),
+        // On the embedded store the deploys live in this host's own state directory.
+        None if embedded => tracing::info!(
+            "deploys are not verified (no trusted keys: --trust DIR or {})",
+            default_trust_dir(state_dir).display()
+        ),
+        None => tracing::warn!(
+            "deploys are not verified: whoever can write the World's deploys can run code on this host (trust signing keys with --trust DIR or {})",
+            default_trust_dir(state_dir).display()
+        ),
     }
 }
 

@@ -22,7 +22,9 @@ pub fn report_host(
     tokio::spawn(async move {
         let mut status = engine.status();
         let mut last: Option<HostStatus> = None;
-        let mut last_rejected: Option<String> = None;
+        // `None` until written once: a rejection reported while the host waited for its
+        // first program is cleared here when that program runs.
+        let mut last_rejected: Option<Option<String>> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let (deploy, rejected) = running.snapshot();
@@ -30,10 +32,10 @@ pub fn report_host(
                 id: d.id,
                 hash: d.hash.clone(),
             }));
-            if rejected != last_rejected {
+            if last_rejected.as_ref() != Some(&rejected) {
                 api.set_program_error(rejected.clone());
                 match world.host_set_error(rejected.clone()).await {
-                    Ok(()) => last_rejected = rejected,
+                    Ok(()) => last_rejected = Some(rejected),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot report the rejected deploy in this host's registration")
                     }

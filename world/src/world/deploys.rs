@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
 use super::{now_ms, World};
-use crate::codec::{decode, encode, DeployRecord};
+use crate::codec::{decode, decode_deploy_record, encode, DeployRecord, SignatureRecord};
 use crate::store::{Compare, KeyRange, Op, Txn};
-use tend_model::world::{Deploy, DeployWorld, NewDeploy, WorldError};
+use tend_model::world::{Deploy, DeploySignature, DeployWorld, NewDeploy, WorldError};
 
 impl World {
     fn cached_latest(&self) -> Result<Option<Deploy>, WorldError> {
@@ -63,8 +63,11 @@ impl World {
 
 /// Decodes a stored deploy record.
 pub(crate) fn decode_deploy(key: &str, bytes: &[u8]) -> Result<Deploy, WorldError> {
-    let r: DeployRecord = decode(key, bytes)?;
-    Ok(Deploy {
+    Ok(deploy_of(decode_deploy_record(key, bytes)?))
+}
+
+fn deploy_of(r: DeployRecord) -> Deploy {
+    Deploy {
         id: r.id,
         bundle: r.bundle,
         parent: r.parent,
@@ -72,7 +75,11 @@ pub(crate) fn decode_deploy(key: &str, bytes: &[u8]) -> Result<Deploy, WorldErro
         message: r.message,
         author: r.author,
         time_ms: r.time_ms,
-    })
+        signature: r.signature.map(|s| DeploySignature {
+            key: s.key,
+            signature: s.signature,
+        }),
+    }
 }
 
 fn deploy_hash(r: &DeployRecord) -> String {
@@ -107,13 +114,15 @@ impl DeployWorld for World {
             });
         }
         let time_ms = now_ms();
+        // A signature is made for one id and parent: a signed deploy lands there or not at all.
+        let force = nd.force && nd.signature.is_none();
         loop {
             let latest_kv = self.inner.store.get(&keys.deploy_latest()).await?;
             let (latest, mod_rev) = match &latest_kv {
                 Some(kv) => (Some(decode::<u64>(&kv.key, &kv.value)?), kv.mod_revision),
                 None => (None, 0),
             };
-            if !nd.force && nd.parent != latest {
+            if !force && nd.parent != latest {
                 return Err(WorldError::DeployConflict {
                     expected: nd.parent,
                     latest,
@@ -132,6 +141,10 @@ impl DeployWorld for World {
                 message: nd.message.clone(),
                 author: nd.author.clone(),
                 time_ms,
+                signature: nd.signature.as_ref().map(|s| SignatureRecord {
+                    key: s.key.clone(),
+                    signature: s.signature.clone(),
+                }),
             };
             record.hash = deploy_hash(&record);
             let r = self
@@ -156,7 +169,7 @@ impl DeployWorld for World {
                         return Ok(d);
                     }
                 }
-                if nd.force {
+                if force {
                     continue;
                 }
                 let latest = match self.inner.store.get(&keys.deploy_latest()).await? {
@@ -169,15 +182,7 @@ impl DeployWorld for World {
                 });
             }
             self.retention_best_effort().await;
-            return Ok(Deploy {
-                id,
-                bundle: record.bundle,
-                parent: record.parent,
-                hash: record.hash,
-                message: record.message,
-                author: record.author,
-                time_ms,
-            });
+            return Ok(deploy_of(record));
         }
     }
 
