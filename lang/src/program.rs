@@ -49,6 +49,7 @@ impl Failure {
 /// A compiled program, ready to run.
 pub struct Compiled {
     modules: Modules,
+    call_types: crate::unify::CallTypes,
     map: Arc<SourceMap>,
     opts: Options,
 }
@@ -115,14 +116,16 @@ fn compile_here(path: &Path, opts: Options) -> Result<Compiled, Failure> {
     if !errors.is_empty() {
         return Err(fail(map, errors, &modules));
     }
-    if let Err(e) = crate::unify::check(&modules, schemas) {
-        return Err(fail(map, vec![e], &modules));
-    }
+    let call_types = match crate::unify::check(&modules, schemas) {
+        Ok(t) => t,
+        Err(e) => return Err(fail(map, vec![e], &modules)),
+    };
     if let Err(e) = graph::check_static(&modules) {
         return Err(fail(map, vec![e], &modules));
     }
     Ok(Compiled {
         modules,
+        call_types,
         map: Arc::new(map),
         opts,
     })
@@ -317,6 +320,7 @@ impl Compiled {
             hostname: self.opts.hostname.clone(),
             schemas: &self.opts.schemas,
             ctx,
+            call_types: &self.call_types,
         };
         let out = graph::evaluate(&self.modules, &env, streams);
         streams.prune();

@@ -7,6 +7,11 @@
 
 pub mod deploy;
 pub mod facts;
+mod golang;
+mod gopath;
+mod gostrconv;
+mod html_entities;
+pub(crate) mod json;
 pub mod local;
 pub mod net;
 pub mod secret;
@@ -160,9 +165,7 @@ pub fn default_namespace(path: &str) -> String {
 
 /// Whether `path` names a core module.
 pub fn is_core_module(path: &str) -> bool {
-    LIBRARY
-        .iter()
-        .any(|b| !b.module.is_empty() && b.module == path)
+    all().any(|b| !b.module.is_empty() && b.module == path)
         || matches!(path, "fmt" | "list" | "map")
 }
 
@@ -180,22 +183,17 @@ pub fn is_unbuilt_module(path: &str) -> bool {
 
 /// Functions of the reference's library that are known but not built yet.
 pub fn is_unbuilt_function(module: &str, name: &str) -> bool {
-    matches!(
-        (module, name),
-        ("", "random1") | ("encoding", "decode_json") | ("encoding", "decode_json_flexible")
-    )
+    matches!((module, name), ("", "random1"))
 }
 
 /// Looks up a built-in by module path and name.
 pub fn lookup(module: &str, name: &str) -> Option<&'static Builtin> {
-    LIBRARY
-        .iter()
-        .find(|b| b.module == module && b.name == name)
+    all().find(|b| b.module == module && b.name == name)
 }
 
 /// Every built-in.
-pub fn all() -> &'static [Builtin] {
-    LIBRARY
+pub fn all() -> impl Iterator<Item = &'static Builtin> {
+    LIBRARY.iter().chain(golang::GOLANG)
 }
 
 fn args_err(name: &str, want: &str, got: &[Value]) -> FuncError {
@@ -577,6 +575,18 @@ static LIBRARY: &[Builtin] = &[
             .map(Value::Str)
             .map_err(|_| FuncError::fatal("encoding.base64_decode: the data is not UTF-8 text"))
     }),
+    dynamic(
+        "encoding",
+        "decode_json",
+        json::decode_sig,
+        json::decode_run,
+    ),
+    dynamic(
+        "encoding",
+        "decode_json_flexible",
+        json::decode_flexible_sig,
+        json::decode_flexible_run,
+    ),
     // regexp.
     pure("regexp", "match", "func(str, str) bool", |a, _| {
         let p = s!(a, 0, "regexp.match");

@@ -135,7 +135,7 @@ fn library_funcs() -> &'static gotmpl::FuncMap {
     static F: OnceLock<gotmpl::FuncMap> = OnceLock::new();
     F.get_or_init(|| {
         let mut m = gotmpl::FuncMap::new();
-        for b in all().iter().filter(|b| callable(b)) {
+        for b in all().filter(|b| callable(b)) {
             let name = safe_name(b);
             let shown = b.display_name();
             let f = move |args: &[G]| -> Result<G, gotmpl::TemplateError> {

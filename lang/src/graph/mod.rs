@@ -209,6 +209,8 @@ pub struct EvalEnv<'s> {
     pub schemas: &'s BTreeMap<String, KindSchema>,
     /// Where sources send their events.
     pub ctx: &'s StreamCtx,
+    /// Solved types that calls need at run time (`encoding.decode_json` with one argument).
+    pub call_types: &'s crate::unify::CallTypes,
 }
 
 struct Eval<'a, 's> {
@@ -688,6 +690,13 @@ impl<'a, 's> Eval<'a, 's> {
                     fns.push(Some(f));
                 }
             }
+        }
+        if b.module == "encoding" && b.name.starts_with("decode_json") && vals.len() == 1 {
+            // The one-argument form decodes to the type unification solved for this call.
+            let t = self.env.call_types.get(&span).ok_or_else(|| {
+                RtErr::fatal(format!("{}: no solved result type", b.display_name()), span)
+            })?;
+            vals.push(Value::Str(t.clone()));
         }
         if b.module.is_empty() && b.name == "history" {
             let (Some(v), Some(Value::Int(i))) = (vals.first(), vals.get(1)) else {

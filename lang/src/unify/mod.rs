@@ -66,7 +66,13 @@ struct Typer<'a> {
     checks: RefCell<Vec<Check>>,
     fcache: RefCell<HashMap<FnKey, Ty>>,
     depth: RefCell<usize>,
+    /// One-argument `encoding.decode_json*` calls and their result types.
+    json_calls: RefCell<Vec<(Span, Ty)>>,
 }
+
+/// The solved result type (as type text) of each one-argument `encoding.decode_json` or
+/// `decode_json_flexible` call, which the call needs at run time.
+pub type CallTypes = HashMap<Span, String>;
 
 /// A named function (address, defining scope) called with ground argument types.
 type FnKey = (usize, usize, Vec<Ty>);
@@ -85,8 +91,8 @@ pub fn meta_struct() -> Ty {
     )
 }
 
-/// Runs the unify stage over the program.
-pub fn check(m: &Modules, schemas: &BTreeMap<String, KindSchema>) -> Result<(), Error> {
+/// Runs the unify stage over the program; returns what calls need of the solved types.
+pub fn check(m: &Modules, schemas: &BTreeMap<String, KindSchema>) -> Result<CallTypes, Error> {
     let mut global = Scope::new(None);
     global.vars.insert("hostname", VarDef::Val(Ty::Str));
     let t = Typer {
@@ -101,13 +107,15 @@ pub fn check(m: &Modules, schemas: &BTreeMap<String, KindSchema>) -> Result<(), 
         checks: RefCell::new(Vec::new()),
         fcache: RefCell::new(HashMap::new()),
         depth: RefCell::new(0),
+        json_calls: RefCell::new(Vec::new()),
     };
     let main = &m.files[0];
     let mut sc = Scope::new(Some(t.global.clone()));
     sc.define(main.file, &main.stmts, m);
     let sc = Rc::new(sc);
     t.stmts(&sc, &main.stmts)?;
-    t.solve()
+    t.solve()?;
+    t.call_types()
 }
 
 fn conflict(e: UnifyError, span: Span) -> Error {
@@ -771,6 +779,9 @@ impl<'a> Typer<'a> {
             }
         }
         self.unify(&sig, want, e.span)?;
+        if b.module == "encoding" && b.name.starts_with("decode_json") && args.len() == 1 {
+            self.json_calls.borrow_mut().push((e.span, ret.clone()));
+        }
         if b.check.is_some() {
             self.checks
                 .borrow_mut()
@@ -1020,6 +1031,35 @@ impl<'a> Typer<'a> {
             }
             any = true;
         }
+    }
+
+    /// The solved result types of one-argument `decode_json` calls; a call typed twice (in a
+    /// named function called at two types) must get one type.
+    fn call_types(&self) -> Result<CallTypes, Error> {
+        let u = self.u.borrow();
+        let mut out = CallTypes::new();
+        for (span, t) in self.json_calls.borrow().iter() {
+            let text = u.zonk(t).to_string();
+            funcs::json::parse_type(&text).map_err(|m| {
+                Error::new(Stage::Unify, format!("encoding.decode_json: {m}"), *span)
+            })?;
+            match out.get(span) {
+                Some(prev) if *prev != text => {
+                    return Err(Error::new(
+                        Stage::Unify,
+                        format!(
+                            "encoding.decode_json is used here at two types ({prev} and {text}); \
+                             pass the type as a second argument"
+                        ),
+                        *span,
+                    ))
+                }
+                _ => {
+                    out.insert(*span, text);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn solve(&self) -> Result<(), Error> {
