@@ -139,7 +139,7 @@ mod tests {
             kinds,
             [
                 "exec", "file", "group", "kv", "noop", "pkg", "print", "svc", "test", "timer",
-                "user"
+                "user", "value"
             ]
         );
     }
