@@ -9,14 +9,8 @@ use std::path::Path;
 
 use tend_model::Value;
 
+use super::golang::s;
 use super::{FuncError, Invoke};
-
-fn one_str<'a>(a: &'a [Value], name: &str) -> Result<&'a str, FuncError> {
-    match a.first() {
-        Some(Value::Str(s)) => Ok(s),
-        _ => Err(FuncError::fatal(format!("{name}: expected a str argument"))),
-    }
-}
 
 /// The family marker files mgmt looks for, in its order.
 const FAMILIES: [(&str, &str); 3] = [
@@ -93,7 +87,7 @@ fn user(name: &str, func: &str) -> Result<nix::unistd::User, FuncError> {
 /// `os.home(user str) str`: the user's home directory, with a trailing `/` (mgmt: "dirs end
 /// with slashes"). An unknown user is a catchable error.
 pub(super) fn home(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let u = user(one_str(a, "os.home")?, "os.home")?;
+    let u = user(s(a, 0, "os.home")?, "os.home")?;
     let mut h = u.dir.to_string_lossy().into_owned();
     if !h.ends_with('/') {
         h.push('/');
@@ -103,13 +97,13 @@ pub(super) fn home(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> 
 
 /// `os.uid(user str) str`: the user's uid, as a string (as mgmt types it).
 pub(super) fn uid(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let u = user(one_str(a, "os.uid")?, "os.uid")?;
+    let u = user(s(a, 0, "os.uid")?, "os.uid")?;
     Ok(Value::Str(u.uid.to_string()))
 }
 
 /// `os.user_exists(user str) bool`.
 pub(crate) fn user_exists(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let name = one_str(a, "os.user_exists")?;
+    let name = s(a, 0, "os.user_exists")?;
     Ok(Value::Bool(matches!(
         nix::unistd::User::from_name(name),
         Ok(Some(_))
@@ -119,7 +113,7 @@ pub(crate) fn user_exists(a: &[Value], _: &mut dyn Invoke) -> Result<Value, Func
 /// `os.expand_home(path str) str`: `~` and `~/x` become the current user's home, `~name/x`
 /// that user's; anything else is returned as it is.
 pub(super) fn expand_home(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let p = one_str(a, "os.expand_home")?;
+    let p = s(a, 0, "os.expand_home")?;
     let Some(rest) = p.strip_prefix('~') else {
         return Ok(Value::Str(p.to_string()));
     };
@@ -197,7 +191,7 @@ pub(crate) fn modinfo_loaded_in(modules: &Path, module: &str) -> Result<bool, Fu
 /// `os.modinfo_loaded(module str) bool`: whether the kernel module is loaded (`lsmod`); a
 /// stream on the kernel's module uevents.
 pub(crate) fn modinfo_loaded(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let m = one_str(a, "os.modinfo_loaded")?;
+    let m = s(a, 0, "os.modinfo_loaded")?;
     if m.is_empty() {
         return Err(FuncError::fatal(
             "os.modinfo_loaded: the module name is empty",

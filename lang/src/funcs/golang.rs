@@ -14,15 +14,7 @@ use super::gostrconv;
 use super::html_entities::ENTITIES;
 use super::{Builtin, FuncError, FuncKind, RunFn, Sig};
 
-fn bad_args(name: &str, want: &str, got: &[Value]) -> FuncError {
-    FuncError::fatal(format!(
-        "{name}: expected {want}, got ({})",
-        got.iter()
-            .map(|v| v.type_name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
-}
+use super::args_err as bad_args;
 
 /// Argument `i` as a string.
 pub(super) fn s<'a>(a: &'a [Value], i: usize, n: &str) -> Result<&'a str, FuncError> {

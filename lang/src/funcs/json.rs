@@ -14,116 +14,23 @@ use super::golang::s;
 use super::{FuncError, Invoke};
 use crate::types::{Ty, Unifier};
 
-/// Reads an mcl type (`bool`, `str`, `int`, `float`, `[]T`, `map{K: V}`, `struct{a T; b U}`).
+/// Reads a type JSON can be decoded into (`bool`, `str`, `int`, `float`, `[]T`, `map{K: V}`,
+/// `struct{a T; b U}`), through the one type reader ([`super::sig::parse_static`]).
 pub fn parse_type(text: &str) -> Result<Ty, String> {
-    let mut r = TypeReader {
-        s: text.as_bytes(),
-        i: 0,
-    };
-    let t = r.ty(0)?;
-    r.ws();
-    if r.i != r.s.len() {
-        return Err(format!(
-            "invalid type {}: unexpected text at offset {}",
-            super::text::quote(text),
-            r.i
-        ));
+    let t = super::sig::parse_static(text)?;
+    fn decodable(t: &Ty) -> Result<(), String> {
+        match t {
+            Ty::Bool | Ty::Str | Ty::Int | Ty::Float => Ok(()),
+            Ty::List(e) => decodable(e),
+            Ty::Map(k, v) => decodable(k).and_then(|()| decodable(v)),
+            Ty::Struct(fs) => fs.iter().try_for_each(|(_, t)| decodable(t)),
+            other => Err(format!(
+                "invalid type: `{other}` cannot be decoded from JSON"
+            )),
+        }
     }
+    decodable(&t)?;
     Ok(t)
-}
-
-struct TypeReader<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl TypeReader<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, t: &str) -> bool {
-        self.ws();
-        if self.s[self.i..].starts_with(t.as_bytes()) {
-            self.i += t.len();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn expect(&mut self, t: &str) -> Result<(), String> {
-        if self.eat(t) {
-            Ok(())
-        } else {
-            Err(format!("invalid type: expected `{t}` at offset {}", self.i))
-        }
-    }
-
-    fn word(&mut self) -> String {
-        self.ws();
-        let st = self.i;
-        while self.i < self.s.len()
-            && (self.s[self.i].is_ascii_alphanumeric() || self.s[self.i] == b'_')
-        {
-            self.i += 1;
-        }
-        String::from_utf8_lossy(&self.s[st..self.i]).into_owned()
-    }
-
-    fn ty(&mut self, depth: usize) -> Result<Ty, String> {
-        if depth > 64 {
-            return Err("invalid type: nested too deeply".into());
-        }
-        if self.eat("[]") {
-            return Ok(Ty::list(self.ty(depth + 1)?));
-        }
-        if self.eat("map{") {
-            let k = self.ty(depth + 1)?;
-            if matches!(k, Ty::List(_) | Ty::Map(..)) {
-                return Err(format!("invalid type: map key type {k} is not hashable"));
-            }
-            self.expect(":")?;
-            let v = self.ty(depth + 1)?;
-            self.expect("}")?;
-            return Ok(Ty::map(k, v));
-        }
-        if self.eat("struct{") {
-            let mut fs: Vec<(String, Ty)> = Vec::new();
-            loop {
-                if self.eat("}") {
-                    return Ok(Ty::Struct(fs));
-                }
-                let n = self.word();
-                if n.is_empty() || n.as_bytes()[0].is_ascii_digit() {
-                    return Err(format!(
-                        "invalid type: expected a field name at offset {}",
-                        self.i
-                    ));
-                }
-                if fs.iter().any(|(f, _)| *f == n) {
-                    return Err(format!("invalid type: duplicate struct field {n}"));
-                }
-                let t = self.ty(depth + 1)?;
-                fs.push((n, t));
-                if !self.eat(";") {
-                    self.expect("}")?;
-                    return Ok(Ty::Struct(fs));
-                }
-            }
-        }
-        let at = self.i;
-        match self.word().as_str() {
-            "bool" => Ok(Ty::Bool),
-            "str" => Ok(Ty::Str),
-            "int" => Ok(Ty::Int),
-            "float" => Ok(Ty::Float),
-            "" => Err(format!("invalid type: expected a type at offset {at}")),
-            w => Err(format!("invalid type: `{w}` cannot be decoded from JSON")),
-        }
-    }
 }
 
 fn name(flexible: bool) -> &'static str {

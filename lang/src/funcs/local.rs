@@ -13,6 +13,7 @@ use std::sync::RwLock;
 
 use tend_model::Value;
 
+use super::golang::s;
 use super::{FuncError, Invoke};
 
 static DIR: RwLock<Option<PathBuf>> = RwLock::new(None);
@@ -38,16 +39,6 @@ pub(super) fn functions_dir(func: &str) -> Result<PathBuf, FuncError> {
     Ok(dir(func)?.join("functions"))
 }
 
-fn str_at<'a>(a: &'a [Value], i: usize, name: &str) -> Result<&'a str, FuncError> {
-    match a.get(i) {
-        Some(Value::Str(s)) => Ok(s),
-        _ => Err(FuncError::fatal(format!(
-            "{name}: expected a str argument at position {}",
-            i + 1
-        ))),
-    }
-}
-
 /// A relative path without `.`/`..` components or empty segments.
 fn clean_relative(p: &str) -> bool {
     !p.starts_with('/')
@@ -59,7 +50,7 @@ fn clean_relative(p: &str) -> bool {
 /// `local.vardir(path str) str`: `<state>/local/functions/<path>`, created if missing. The
 /// path must be relative and name a directory (end with `/`), as mgmt requires.
 pub(super) fn vardir(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let rel = str_at(a, 0, "local.vardir")?;
+    let rel = s(a, 0, "local.vardir")?;
     if rel.starts_with('/') {
         return Err(FuncError::fatal(format!(
             "local.vardir: path must be relative: {rel:?}"
@@ -85,8 +76,8 @@ pub(super) fn vardir(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError
 /// within a `namespace`, the smallest one not yet taken for a new `uid`; kept in
 /// `<state>/local/pool/<namespace>.json`, under an exclusive lock, written atomically.
 pub(super) fn pool(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let ns = str_at(a, 0, "local.pool")?;
-    let uid = str_at(a, 1, "local.pool")?;
+    let ns = s(a, 0, "local.pool")?;
+    let uid = s(a, 1, "local.pool")?;
     if ns.is_empty()
         || !ns
             .bytes()

@@ -194,7 +194,8 @@ pub fn all() -> impl Iterator<Item = &'static Builtin> {
     LIBRARY.iter().chain(golang::GOLANG)
 }
 
-fn args_err(name: &str, want: &str, got: &[Value]) -> FuncError {
+/// The error of a built-in called with arguments of other types than its signature's.
+pub(super) fn args_err(name: &str, want: &str, got: &[Value]) -> FuncError {
     FuncError::fatal(format!(
         "{name}: expected {want}, got ({})",
         got.iter()

@@ -13,24 +13,8 @@ use std::path::Path;
 
 use tend_model::Value;
 
+use super::golang::s;
 use super::{FuncError, Invoke};
-
-fn one_str<'a>(a: &'a [Value], name: &str) -> Result<&'a str, FuncError> {
-    match a.first() {
-        Some(Value::Str(s)) => Ok(s),
-        _ => Err(FuncError::fatal(format!("{name}: expected a str argument"))),
-    }
-}
-
-fn str_at<'a>(a: &'a [Value], i: usize, name: &str) -> Result<&'a str, FuncError> {
-    match a.get(i) {
-        Some(Value::Str(s)) => Ok(s),
-        _ => Err(FuncError::fatal(format!(
-            "{name}: expected a str argument at position {}",
-            i + 1
-        ))),
-    }
-}
 
 /// An address with its prefix length, as Go's `net.ParseCIDR` reads it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -152,7 +136,7 @@ fn parse_prefix(s: &str) -> Result<Cidr, FuncError> {
 }
 
 fn cidr_arg(a: &[Value], name: &str) -> Result<Cidr, FuncError> {
-    parse_cidr(one_str(a, name)?.trim())
+    parse_cidr(s(a, 0, name)?.trim())
 }
 
 /// `net.cidr_to_ip(str) str`: the address part (`192.0.2.1/24` → `192.0.2.1`).
@@ -182,7 +166,7 @@ pub(super) fn cidr_to_network(a: &[Value], _: &mut dyn Invoke) -> Result<Value, 
 /// `net.cidr_to_first(str) str`: the address after the one given (mgmt's "first usable"
 /// of a network address), which must still be inside the prefix.
 pub(super) fn cidr_to_first(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let c = parse_prefix(one_str(a, "net.cidr_to_first")?)?;
+    let c = parse_prefix(s(a, 0, "net.cidr_to_first")?)?;
     let next = to_bits(c.addr).checked_add(1);
     let all = if c.width() == 32 {
         u128::from(u32::MAX)
@@ -197,17 +181,17 @@ pub(super) fn cidr_to_first(a: &[Value], _: &mut dyn Invoke) -> Result<Value, Fu
 
 /// `net.cidr_to_last(str) str`: the last address of the network (IPv4's broadcast).
 pub(super) fn cidr_to_last(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let c = parse_prefix(one_str(a, "net.cidr_to_last")?)?;
+    let c = parse_prefix(s(a, 0, "net.cidr_to_last")?)?;
     Ok(Value::Str(c.last().to_string()))
 }
 
 /// `net.ip_in_cidr(ip str, cidr str) bool`.
 pub(super) fn ip_in_cidr(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let ip_s = str_at(a, 0, "net.ip_in_cidr")?;
+    let ip_s = s(a, 0, "net.ip_in_cidr")?;
     let ip: IpAddr = ip_s
         .parse()
         .map_err(|_| FuncError::catchable(format!("invalid IP: {ip_s}")))?;
-    let c = parse_cidr(str_at(a, 1, "net.ip_in_cidr")?)?;
+    let c = parse_cidr(s(a, 1, "net.ip_in_cidr")?)?;
     Ok(Value::Bool(c.contains(ip)))
 }
 
@@ -244,18 +228,18 @@ fn parse_mac(s: &str) -> Result<String, FuncError> {
 
 /// `net.is_mac(str) bool`: true only for the standard form (lower case, colons).
 pub(super) fn is_mac(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let s = one_str(a, "net.is_mac")?;
+    let s = s(a, 0, "net.is_mac")?;
     Ok(Value::Bool(parse_mac(s).is_ok_and(|m| m == s)))
 }
 
 /// `net.macfmt(str) str`: any 6-byte form to `aa:bb:cc:dd:ee:ff`.
 pub(super) fn macfmt(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    parse_mac(one_str(a, "net.macfmt")?).map(Value::Str)
+    parse_mac(s(a, 0, "net.macfmt")?).map(Value::Str)
 }
 
 /// `net.oldmacfmt(str) str`: any 6-byte form to `aa-bb-cc-dd-ee-ff`.
 pub(super) fn oldmacfmt(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    parse_mac(one_str(a, "net.oldmacfmt")?).map(|m| Value::Str(m.replace(':', "-")))
+    parse_mac(s(a, 0, "net.oldmacfmt")?).map(|m| Value::Str(m.replace(':', "-")))
 }
 
 /// Go's `net.SplitHostPort`, step for step, with its error texts.
@@ -295,7 +279,7 @@ fn split_host_port(s: &str) -> Result<(String, String), String> {
 
 /// `net.split_hostport(str) struct{host str; port str}`.
 pub(super) fn split_hostport(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let s = one_str(a, "net.split_hostport")?;
+    let s = s(a, 0, "net.split_hostport")?;
     let (host, port) = split_host_port(s)
         .map_err(|e| FuncError::catchable(format!("error parsing the input: {e}")))?;
     Ok(Value::Struct(vec![
@@ -329,7 +313,7 @@ fn unescape(s: &str) -> Result<String, String> {
 /// `net.url_parser(str) struct{scheme str; host str; path str; raw_query str}`: the parts of
 /// a URL as Go's `url.Parse` splits them (`path` unescaped, `raw_query` as written).
 pub(super) fn url_parser(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let raw = one_str(a, "net.url_parser")?;
+    let raw = s(a, 0, "net.url_parser")?;
     let fail = |why: String| FuncError::fatal(format!("net.url_parser: {raw:?}: {why}"));
     if raw.bytes().any(|c| c < 0x20 || c == 0x7f) {
         return Err(fail("invalid control character in URL".into()));
@@ -495,7 +479,7 @@ fn global_unicast_v4(ip: Ipv4Addr) -> bool {
 /// `net.interface_cidr(interface str) str`: the first global-unicast IPv4 address of the
 /// interface, with its prefix (`192.0.2.2/24`).
 pub(crate) fn interface_cidr(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let name = one_str(a, "net.interface_cidr")?;
+    let name = s(a, 0, "net.interface_cidr")?;
     if !Path::new("/sys/class/net").join(name).exists() || name.contains('/') || name.is_empty() {
         return Err(FuncError::catchable(format!(
             "net.interface_cidr: could not find interface `{name}`"

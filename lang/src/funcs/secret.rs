@@ -11,14 +11,8 @@
 
 use tend_model::Value;
 
+use super::golang::s;
 use super::{FuncError, Invoke};
-
-fn one_str<'a>(a: &'a [Value], name: &str) -> Result<&'a str, FuncError> {
-    match a.first() {
-        Some(Value::Str(s)) => Ok(s),
-        _ => Err(FuncError::fatal(format!("{name}: expected a str argument"))),
-    }
-}
 
 fn keep(v: String, name: &str, what: &str) -> Result<Value, FuncError> {
     tend_model::secrets::register(&v)
@@ -28,7 +22,7 @@ fn keep(v: String, name: &str, what: &str) -> Result<Value, FuncError> {
 
 /// `secret.file(path) str`.
 pub(crate) fn file(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let path = one_str(a, "secret.file")?;
+    let path = s(a, 0, "secret.file")?;
     if !path.starts_with('/') {
         return Err(FuncError::fatal(format!(
             "secret.file: the path must be absolute: {path:?}"
@@ -49,7 +43,7 @@ pub(crate) fn file(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> 
 
 /// `secret.env(name) str`.
 pub(crate) fn env(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    let name = one_str(a, "secret.env")?;
+    let name = s(a, 0, "secret.env")?;
     match std::env::var(name) {
         Ok(v) => keep(v, "secret.env", name),
         Err(std::env::VarError::NotPresent) => Err(FuncError::catchable(format!(

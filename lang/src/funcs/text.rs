@@ -19,31 +19,9 @@ pub fn float_text(f: f64) -> String {
     format!("{f}")
 }
 
-/// Quotes a string the way `%q` does: `"` and `\` escaped, the usual control escapes, other
-/// control bytes as `\xNN`, other non-printable characters as `\uNNNN`.
+/// Quotes a string the way `%q` does: Go's `strconv.Quote` ([`super::gostrconv::quote`]).
 pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    super::gostrconv::quote(s, super::gostrconv::QuoteMode::Print)
 }
 
 /// `%v` of a value: strings raw at the top level and quoted when nested.
