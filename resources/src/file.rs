@@ -472,6 +472,11 @@ mod local_fs {
 /// so a pid used again by another process does not pass for the owner. A file is removed only
 /// when it reads exactly so and its owner is gone: never one of a write still running, in
 /// this process or another.
+/// Removes the temporaries a killed tend left in `dir` (this naming scheme's only).
+pub(crate) fn sweep_temps(dir: &Path) -> usize {
+    temps::sweep(dir)
+}
+
 mod temps {
     use std::fs;
     use std::path::{Path, PathBuf};
@@ -765,8 +770,8 @@ fn fsync_dir(dir: &Path) -> Result<(), ResError> {
     }
 }
 
-/// Writes `data` to `path` atomically, with the given mode and owner.
-fn write_atomic(
+/// Writes `data` to `path` atomically, with the given mode and owner (also for `line`).
+pub(crate) fn write_atomic(
     path: &Path,
     data: &[u8],
     mode: u32,

@@ -11,6 +11,7 @@ mod exec;
 mod file;
 mod fswatch;
 mod kv;
+mod line;
 mod noop;
 mod params;
 mod pkg;
@@ -81,6 +82,12 @@ pub fn registry() -> Registry {
         at_exit: None,
     });
     r.register(Kind {
+        schema: line::schema().clone(),
+        build: line::build,
+        autoedges: Some(line::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
         schema: value::schema().clone(),
         build: value::build,
         autoedges: None,
@@ -138,8 +145,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "exec", "file", "group", "kv", "noop", "pkg", "print", "svc", "test", "timer",
-                "user", "value"
+                "exec", "file", "group", "kv", "line", "noop", "pkg", "print", "svc", "test",
+                "timer", "user", "value"
             ]
         );
     }
