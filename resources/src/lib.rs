@@ -18,6 +18,7 @@ mod pkg;
 mod print;
 mod process;
 mod svc;
+mod sysctl;
 mod testkind;
 mod timer;
 pub mod value;
@@ -88,6 +89,12 @@ pub fn registry() -> Registry {
         at_exit: None,
     });
     r.register(Kind {
+        schema: sysctl::schema().clone(),
+        build: sysctl::build,
+        autoedges: Some(sysctl::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
         schema: value::schema().clone(),
         build: value::build,
         autoedges: None,
@@ -145,8 +152,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "exec", "file", "group", "kv", "line", "noop", "pkg", "print", "svc", "test",
-                "timer", "user", "value"
+                "exec", "file", "group", "kv", "line", "noop", "pkg", "print", "svc", "sysctl",
+                "test", "timer", "user", "value"
             ]
         );
     }

@@ -9,3 +9,4 @@ mod line;
 mod pkg;
 mod simple;
 mod svc;
+mod sysctl;
