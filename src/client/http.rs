@@ -33,6 +33,8 @@ pub struct Endpoint {
     authority: String,
     /// The TLS set-up for an `https://` address.
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// A client certificate is configured (`--cert`).
+    client_cert: bool,
 }
 
 /// The client's TLS files (`--ca`, `--cert`, `--key`).
@@ -66,6 +68,7 @@ impl Endpoint {
             return Ok(Endpoint {
                 authority: a.to_string(),
                 tls: None,
+                client_cert: false,
             });
         }
         let host = a.rsplit_once(':').map_or(a, |(h, _)| h);
@@ -76,6 +79,7 @@ impl Endpoint {
         Ok(Endpoint {
             authority: a.to_string(),
             tls: Some((Arc::new(client_config(files)?), name)),
+            client_cert: files.cert.is_some(),
         })
     }
 
@@ -206,10 +210,15 @@ where
         )
         .body(Empty::<Bytes>::new())
         .with_context(|| format!("building the request for {path}"))?;
+    let hint = match (&ep.tls, ep.client_cert) {
+        (None, _) => " (if the daemon serves HTTPS, use --addr https://HOST:PORT)",
+        (Some(_), false) => " (if the API requires client certificates, give --cert and --key)",
+        (Some(_), true) => "",
+    };
     sender
         .send_request(req)
         .await
-        .with_context(|| format!("GET {}", ep.url(path)))
+        .with_context(|| format!("GET {}{hint}", ep.url(path)))
 }
 
 /// Turns a non-2xx answer into an error carrying the API's `{"error": ...}` message.
