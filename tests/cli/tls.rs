@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -325,6 +325,65 @@ fn open_probes_need_no_client_certificate() {
     assert!(foreign.is_err(), "{foreign:?}");
 }
 
+/// A self-signed certificate and its key, valid for one day in 2020, made in `dir` with
+/// `openssl ca` (`openssl x509` of OpenSSL 3.0 cannot back-date).
+fn expired_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "01\n").unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+         default_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "old.key",
+        "-out",
+        "old.csr",
+        "-subj",
+        "/CN=old",
+    ]);
+    run(&[
+        "ca",
+        "-batch",
+        "-config",
+        "ca.cnf",
+        "-selfsign",
+        "-keyfile",
+        "old.key",
+        "-in",
+        "old.csr",
+        "-out",
+        "old.crt",
+        "-startdate",
+        "20200101000000Z",
+        "-enddate",
+        "20200102000000Z",
+        "-notext",
+    ]);
+    (dir.join("old.crt"), dir.join("old.key"))
+}
+
 #[test]
 fn bad_tls_flags_stop_tend_run() {
     let tls = TestTls::generate().unwrap();
@@ -383,6 +442,13 @@ fn bad_tls_flags_stop_tend_run() {
     ]);
     assert!(
         e.contains("--api-client-ca") && e.contains(p(&garbage)),
+        "{e}"
+    );
+    std::fs::create_dir_all(sb.path("old")).unwrap();
+    let (old, old_key) = expired_cert(&sb.path("old"));
+    let e = run(&["--api-tls-cert", p(&old), "--api-tls-key", p(&old_key)]);
+    assert!(
+        e.contains(p(&old)) && e.contains("expired on 2020-01-02 00:00:00 UTC"),
         "{e}"
     );
 
