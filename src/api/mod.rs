@@ -12,6 +12,7 @@ mod sse;
 pub mod views;
 
 pub mod auth;
+pub mod tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -336,7 +337,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub const BUILD_COMMIT: &str = env!("TEND_GIT_COMMIT");
 
 /// Binds `listen` (`None`: [`DEFAULT_LISTEN`]) and serves the API on it in a background
-/// task; returns the bound address.
+/// task, over HTTPS when `tls` is given; returns the bound address.
 ///
 /// When the default address cannot be bound (another daemon has it), the daemon logs a warning
 /// and runs without the API; when an address given with `--listen` cannot, that is an error
@@ -345,6 +346,7 @@ pub async fn start(
     listen: Option<Listen>,
     state: ApiState,
     auth: auth::ApiAuth,
+    tls: Option<tls::ApiTls>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let explicit = listen.is_some();
     let addr = match listen {
@@ -363,15 +365,33 @@ pub async fn start(
     let bound = listener
         .local_addr()
         .with_context(|| format!("--listen {addr}: reading the bound address"))?;
-    tracing::info!(addr = %bound, "http api listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %bound, scheme, "http api listening");
     if auth.required() {
         tracing::info!(addr = %bound, "the http api requires a bearer token");
     }
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router_with(state, auth)).await {
-            tracing::error!(%error, "http api stopped");
+    let router = router_with(state, auth);
+    match tls {
+        None => {
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::error!(%error, "http api stopped");
+                }
+            });
         }
-    });
+        Some(tls) => {
+            if tls.mtls {
+                tracing::info!(addr = %bound, "the http api requires client certificates");
+            }
+            let listener = tls::TlsListener::new(listener, tls);
+            let service = router.into_make_service_with_connect_info::<tls::Peer>();
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, service).await {
+                    tracing::error!(%error, "http api stopped");
+                }
+            });
+        }
+    }
     Ok(Some(bound))
 }
 

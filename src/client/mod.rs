@@ -1,6 +1,7 @@
 //! Client subcommands (`tend status`, `tend graph`, `tend resources`, `tend exports`): thin
 //! clients of the daemon's HTTP API (see `crate::api`). They print what the API says, as text
-//! for people or, with `--json`, as the API's JSON documents for scripts.
+//! for people or, with `--json`, as the API's JSON documents for scripts. An `https://`
+//! `--addr` is reached over TLS (`--ca`, and `--cert`/`--key` for mTLS).
 
 mod http;
 
@@ -18,7 +19,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:9488";
 /// Options every client subcommand takes.
 #[derive(clap::Args, Debug)]
 pub struct ClientOpts {
-    /// Address (host:port) of the daemon's HTTP API.
+    /// Address of the daemon's HTTP API: host:port (or http://host:port), or
+    /// https://host:port for an API served over TLS (`tend run --api-tls-cert`).
     #[arg(long, env = "TEND_ADDR", default_value = DEFAULT_ADDR)]
     addr: String,
     /// Print the API's JSON instead of text (one JSON document per line with --watch).
@@ -28,6 +30,17 @@ pub struct ClientOpts {
     /// the token may also come from the TEND_TOKEN environment variable.
     #[arg(long, env = "TEND_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// For an https:// address: a PEM file of the CA certificate(s) to trust for the daemon's
+    /// certificate (default: the system's CA bundle).
+    #[arg(long, env = "TEND_CA", value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// For an https:// address: a PEM client certificate to present, for an API that requires
+    /// one (`tend run --api-client-ca`); with --key.
+    #[arg(long, env = "TEND_CERT", value_name = "FILE")]
+    cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --cert.
+    #[arg(long, env = "TEND_KEY", value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `tend status`.
@@ -99,8 +112,8 @@ fn print(text: &str) -> anyhow::Result<()> {
     out(text).map(drop)
 }
 
-/// The daemon's address; also sets the bearer token the requests send, if any.
-fn addr(opts: &ClientOpts) -> anyhow::Result<String> {
+/// The daemon's endpoint; also sets the bearer token the requests send, if any.
+fn addr(opts: &ClientOpts) -> anyhow::Result<http::Endpoint> {
     let token = match &opts.token_file {
         Some(f) => {
             let t = std::fs::read_to_string(f)
@@ -114,7 +127,14 @@ fn addr(opts: &ClientOpts) -> anyhow::Result<String> {
     if let Some(t) = token.filter(|t| !t.is_empty()) {
         http::set_token(t);
     }
-    http::authority(&opts.addr)
+    http::Endpoint::new(
+        &opts.addr,
+        http::TlsFiles {
+            ca: opts.ca.as_deref(),
+            cert: opts.cert.as_deref(),
+            key: opts.key.as_deref(),
+        },
+    )
 }
 
 /// `tend status`: one screen about the host.

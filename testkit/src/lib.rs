@@ -301,7 +301,7 @@ impl EtcdCluster {
 pub struct TestTls {
     /// CA certificate.
     pub ca: PathBuf,
-    /// Server certificate (SAN IP 127.0.0.1).
+    /// Server certificate (SAN IP 127.0.0.1 and DNS localhost).
     pub server_cert: PathBuf,
     /// Server key.
     pub server_key: PathBuf,
@@ -346,7 +346,7 @@ impl TestTls {
         for (name, ext) in [
             (
                 "server",
-                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth",
             ),
             ("client", "extendedKeyUsage=clientAuth"),
         ] {

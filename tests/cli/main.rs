@@ -9,4 +9,5 @@ mod keys;
 mod mcl;
 mod one_shot;
 mod sandbox;
+mod tls;
 mod world_cmd;

@@ -75,13 +75,26 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<crate::api::Listen>,
     /// A file whose first line is the API's bearer token: every request must then send
-    /// `Authorization: Bearer <token>`. Required when `--listen` is not a loopback address.
+    /// `Authorization: Bearer <token>`. A `--listen` address that is not loopback needs a
+    /// token or `--api-client-ca`.
     #[arg(long, value_name = "FILE")]
     pub api_token_file: Option<PathBuf>,
-    /// With a token: leave the probes (`/livez`, `/readyz`, `/health/liveness`,
-    /// `/health/readiness`) open, for kubelets.
-    #[arg(long, requires = "api_token_file")]
+    /// With a token or client certificates: leave the probes (`/livez`, `/readyz`,
+    /// `/health/liveness`, `/health/readiness`) open, for kubelets (with `--api-client-ca`, a
+    /// client without a certificate may then connect, and is served the probes only).
+    #[arg(long)]
     pub api_open_probes: bool,
+    /// Serve the API over HTTPS with this PEM certificate (chain), with `--api-tls-key`.
+    #[arg(long, value_name = "FILE")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--api-tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub api_tls_key: Option<PathBuf>,
+    /// Require client certificates signed by a CA of this PEM file (mutual TLS; needs
+    /// `--api-tls-cert` and `--api-tls-key`). Counts as authentication for a non-loopback
+    /// `--listen`.
+    #[arg(long, value_name = "FILE")]
+    pub api_client_ca: Option<PathBuf>,
     /// A directory of trusted public keys (its `*.pub` files, from `tend keygen`): the host
     /// runs only deploys signed by one of them and rejects the others, keeping its program.
     /// Default: `<state-dir>/trust` when it exists; with neither, deploys are not verified.
@@ -230,9 +243,22 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
         Some(crate::api::Listen::Addr(a)) => Some(a),
         _ => None,
     };
+    let api_tls = match crate::api::tls::ApiTls::configure(
+        args.api_tls_cert.as_deref(),
+        args.api_tls_key.as_deref(),
+        args.api_client_ca.as_deref(),
+        args.api_open_probes,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tend run: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let api_auth = match crate::api::auth::ApiAuth::configure(
         listen_addr,
         args.api_token_file.as_deref(),
+        api_tls.as_ref().is_some_and(|t| t.mtls),
         args.api_open_probes,
     ) {
         Ok(a) => a,
@@ -367,7 +393,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
             world: crate::api::WorldInfo::of(&backend),
         },
     );
-    crate::api::start(args.listen, api_state.clone(), api_auth).await?;
+    crate::api::start(args.listen, api_state.clone(), api_auth, api_tls).await?;
     // The World's reporters stop when this function returns, before the runtime does (a
     // write cut short by the runtime's shutdown is not an error worth a warning).
     let _reporters = AbortOnDrop(vec![
