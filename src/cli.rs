@@ -30,6 +30,28 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 /// One `error: ...` line per error, on stderr.
+/// A `k=v` label (`tend run --label`, `tend deploy --selector`): the key is letters, digits,
+/// `-`, `_`, `.` and `/`; the value anything but a comma.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not k=v"))?;
+    let (k, v) = (k.trim(), v.trim());
+    if k.is_empty()
+        || !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    {
+        return Err(format!(
+            "{s:?}: a label's key is letters, digits, `-`, `_`, `.` or `/`"
+        ));
+    }
+    if v.contains(',') {
+        return Err(format!("{s:?}: a label's value holds no comma"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
 pub fn print_error_lines(errors: &[String]) {
     for e in errors {
         eprintln!("error: {}", tend_model::secrets::redact(e));

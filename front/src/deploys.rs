@@ -106,6 +106,7 @@ pub async fn publish_initial(world: &World, program: &Path, embedded: bool) -> R
             parent: latest.map(|d| d.id),
             force: false,
             signature: None,
+            target: None,
         })
         .await;
     match deploy {
@@ -310,6 +311,50 @@ pub struct Follow {
     pub trust: Option<Arc<Trust>>,
 }
 
+/// Whether deploy `d` is for this host (its target, if any, matches the host's name and
+/// labels).
+fn is_for(f: &Follow, d: &Deploy) -> bool {
+    d.target
+        .as_ref()
+        .is_none_or(|t| t.matches(&f.hostname, f.world.labels()))
+}
+
+/// The newest deploy for this host at or before `d` (a host that starts while the latest
+/// deploy targets other hosts runs the one before it that was for it).
+async fn newest_for(f: &Follow, d: Deploy) -> Option<Deploy> {
+    if is_for(f, &d) {
+        return Some(d);
+    }
+    let all = match f.world.list_deploys().await {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the deploys to find one for this host");
+            return None;
+        }
+    };
+    all.into_iter()
+        .rev()
+        .filter(|x| x.id < d.id)
+        .find(|x| is_for(f, x))
+}
+
+/// Says that deploy `d` is for other hosts.
+fn not_for_us(d: &Deploy, keeping: Option<u64>) {
+    let target = d.target.as_ref().map(|t| t.to_string()).unwrap_or_default();
+    match keeping {
+        Some(k) => tracing::info!(
+            deploy = d.id,
+            "deploy {} is for {target}, not this host: keeping deploy {k}",
+            d.id
+        ),
+        None => tracing::info!(
+            deploy = d.id,
+            "deploy {} is for {target}, not this host, and no earlier deploy is: waiting for one",
+            d.id
+        ),
+    }
+}
+
 /// Verifies (with trusted keys), fetches and compiles a deploy, and has the engine check its
 /// first graph (what it built is kept in the frame for the swap); returns its frames.
 async fn load(f: &Follow, d: &Deploy) -> Result<watch::Receiver<Arc<FrameResult>>, Rejected> {
@@ -345,9 +390,16 @@ pub async fn follow(f: Follow) -> Result<watch::Receiver<Arc<FrameResult>>> {
         tracing::info!("no deploy yet: waiting for one (publish a program with `tend deploy`)");
     });
     let mut current = loop {
-        let Some(d) = deploys.next().await else {
+        let Some(latest) = deploys.next().await else {
             anyhow::bail!("the world's deploy watch ended");
         };
+        let Some(d) = newest_for(&f, latest.clone()).await else {
+            not_for_us(&latest, None);
+            continue;
+        };
+        if d.id != latest.id {
+            not_for_us(&latest, Some(d.id));
+        }
         match load(&f, &d).await {
             Ok(rx) => {
                 tracing::info!(deploy = d.id, "running deploy");
@@ -382,6 +434,10 @@ pub async fn follow(f: Follow) -> Result<watch::Receiver<Arc<FrameResult>>> {
                 next = deploys.next() => {
                     let Some(d) = next else { return };
                     if running.id() == Some(d.id) {
+                        continue;
+                    }
+                    if !is_for(&f, &d) {
+                        not_for_us(&d, running.id());
                         continue;
                     }
                     match load(&f, &d).await {

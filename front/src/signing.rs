@@ -239,6 +239,8 @@ pub struct ManifestHead<'a> {
     pub message: &'a str,
     /// The deploy's author.
     pub author: &'a str,
+    /// The hosts the deploy is for (`None`: every host).
+    pub target: Option<&'a tend_world::DeployTarget>,
 }
 
 impl<'a> ManifestHead<'a> {
@@ -251,6 +253,7 @@ impl<'a> ManifestHead<'a> {
             bundle: &d.bundle,
             message: &d.message,
             author: &d.author,
+            target: d.target.as_ref(),
         }
     }
 }
@@ -298,6 +301,20 @@ pub fn manifest(head: &ManifestHead<'_>, entries: &[TreeEntry]) -> Vec<u8> {
                 out.extend(size.to_le_bytes());
                 field(&mut out, blob.as_bytes());
             }
+        }
+    }
+    // A target, when there is one, after the entries: the manifest of an untargeted deploy is
+    // the same as before targets existed, so its signature still verifies.
+    if let Some(t) = head.target {
+        field(&mut out, b"target");
+        out.extend((t.hosts.len() as u64).to_le_bytes());
+        for h in &t.hosts {
+            field(&mut out, h.as_bytes());
+        }
+        out.extend((t.selector.len() as u64).to_le_bytes());
+        for (k, v) in &t.selector {
+            field(&mut out, k.as_bytes());
+            field(&mut out, v.as_bytes());
         }
     }
     out
@@ -476,6 +493,7 @@ mod tests {
             bundle: "b1",
             message: "m",
             author: "ci@ctl",
+            target: None,
         }
     }
 
@@ -672,5 +690,41 @@ mod tests {
         assert!(err.message.contains("writable by others"), "{err}");
         let err = Trust::load(&dir.path().join("bad.pub")).unwrap_err();
         assert!(err.message.contains("not a directory"), "{err}");
+    }
+
+    /// A target is signed: moving a signature to another target (or dropping the target)
+    /// makes another manifest; an untargeted deploy's manifest is as it was before targets.
+    #[test]
+    fn the_target_is_signed() {
+        let entries: Vec<TreeEntry> = Vec::new();
+        let t = tend_world::DeployTarget {
+            hosts: vec!["web*".into()],
+            selector: Default::default(),
+        };
+        let other = tend_world::DeployTarget {
+            hosts: vec!["*".into()],
+            selector: Default::default(),
+        };
+        let plain = manifest(&head(3), &entries);
+        let targeted = manifest(
+            &ManifestHead {
+                target: Some(&t),
+                ..head(3)
+            },
+            &entries,
+        );
+        let moved = manifest(
+            &ManifestHead {
+                target: Some(&other),
+                ..head(3)
+            },
+            &entries,
+        );
+        assert_ne!(plain, targeted);
+        assert_ne!(targeted, moved);
+        assert!(
+            targeted.starts_with(&plain),
+            "the target comes after what was signed before"
+        );
     }
 }

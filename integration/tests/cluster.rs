@@ -915,6 +915,7 @@ fn signed_deploys_run_and_the_others_are_rejected() {
                 parent: Some(6),
                 force: false,
                 signature: d6.signature,
+                target: None,
             })
             .await
             .unwrap();
@@ -967,4 +968,87 @@ fn signed_deploys_run_and_the_others_are_rejected() {
         host_error(&url, "h1")
     );
     assert_eq!(h1.read("hello").as_deref(), Some("i am h1, v6\n"));
+}
+
+/// Targeted deploys: `--selector` and `--hosts` reach only the hosts they name (and `--wait`
+/// waits only for them); the others keep their program; a host that starts while the latest
+/// deploy is for others runs the newest deploy that is for it; `tend world hosts` shows the
+/// labels (with `os` set from the OS family).
+#[test]
+fn targeted_deploys_reach_only_their_hosts() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let web = Host::start("web1", &url, None, &["--label", "role=web"]);
+    let db = Host::start("db1", &url, None, &["--label", "role=db"]);
+    let p = |name: &str, v: &str| program(src.path(), name, &hello(v));
+    let wait = |prog: &Path, extra: &[&str]| {
+        let mut a = vec![prog.to_str().unwrap(), "--wait", "--timeout", "60"];
+        a.extend_from_slice(extra);
+        deploy(&url, &a)
+    };
+
+    let o = wait(&p("v1", ""), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_content(&[&web, &db], |h| format!("i am {}\n", h.name));
+
+    // For the web hosts only: db1 keeps deploy 1, and the wait is for web1 alone.
+    let o = wait(&p("v2", ", v2"), &["--selector", "role=web", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let waited: Vec<_> = doc["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(waited, ["web1"], "{doc}");
+    assert_eq!(web.read("hello").as_deref(), Some("i am web1, v2\n"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        db.read("hello").as_deref(),
+        Some("i am db1\n"),
+        "{}",
+        db.log()
+    );
+    assert!(
+        db.log()
+            .contains("deploy 2 is for selector role=web, not this host: keeping deploy 1"),
+        "{}",
+        db.log()
+    );
+
+    // By name pattern: db1 takes deploy 3, web1 keeps deploy 2.
+    let o = wait(&p("v3", ", v3"), &["--hosts", "db*"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(db.read("hello").as_deref(), Some("i am db1, v3\n"));
+    assert_eq!(web.read("hello").as_deref(), Some("i am web1, v2\n"));
+
+    // A new web host joins while the latest deploy (3) is for db*: it runs deploy 2.
+    let web2 = Host::start("web2", &url, None, &["--label", "role=web"]);
+    wait_content(&[&web2], |_| "i am web2, v2\n".to_string());
+
+    let o = tend(&["world", "--etcd", &url, "hosts"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("LABELS"), "{table}");
+    assert!(table.contains("role=db"), "{table}");
+    let o = tend(&["world", "--etcd", &url, "hosts", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let web1 = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hostname"] == "web1")
+        .unwrap();
+    assert_eq!(web1["labels"]["role"], "web", "{doc}");
+    assert_eq!(web1["labels"]["os"], "debian", "{doc}");
+
+    // Bad flags name themselves.
+    let o = deploy(&url, &[p("v4", "").to_str().unwrap(), "--selector", "role"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--selector"),
+        "{}",
+        text(&o)
+    );
 }

@@ -250,6 +250,7 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                             "failed": h.failed, "blocked": h.blocked,
                             "first_failure": h.first_failure,
                             "converged_at": (h.converged_ms > 0).then(|| rfc3339(h.converged_ms)),
+                            "labels": h.labels,
                         })
                     })
                     .collect(),
@@ -261,6 +262,15 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                         h.hostname.clone(),
                         short_instance(&h.instance),
                         h.version.clone(),
+                        if h.labels.is_empty() {
+                            "-".into()
+                        } else {
+                            h.labels
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        },
                         h.deploy
                             .map(|d| d.to_string())
                             .unwrap_or_else(|| "-".into()),
@@ -279,6 +289,7 @@ async fn print(ins: &Inspector, what: What, view: View) -> Result<()> {
                         "HOST",
                         "INSTANCE",
                         "VERSION",
+                        "LABELS",
                         "DEPLOY",
                         "CONVERGED",
                         "FAILED/BLOCKED",

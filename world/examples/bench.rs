@@ -120,6 +120,7 @@ async fn bundle_bench(ctl: &World, host: &World, dir: &std::path::Path, reps: us
                 parent,
                 force: false,
                 signature: None,
+                target: None,
             })
             .await
             .unwrap();

@@ -53,9 +53,48 @@ pub(crate) struct DeployRecord {
     pub message: String,
     pub author: String,
     pub time_ms: u64,
-    /// The controller's signature. Last, so that an older tend, which stops reading before
-    /// it, still decodes the record (and runs it unverified, as it always did).
+    /// The controller's signature. After the fields older tends read, so that an older
+    /// tend, which stops reading before it, still decodes the record (and runs it unverified,
+    /// as it always did).
     pub signature: Option<SignatureRecord>,
+    /// The hosts the deploy is for (`None`: all). Last, for the same reason.
+    pub target: Option<TargetRecord>,
+}
+
+/// A deploy's target: host name patterns and a label selector.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct TargetRecord {
+    pub hosts: Vec<String>,
+    pub selector: Vec<(String, String)>,
+}
+
+/// A deploy as tend wrote it before deploys had targets.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct DeployRecordV1 {
+    id: u64,
+    bundle: String,
+    parent: Option<String>,
+    hash: String,
+    message: String,
+    author: String,
+    time_ms: u64,
+    signature: Option<SignatureRecord>,
+}
+
+impl From<DeployRecordV1> for DeployRecord {
+    fn from(r: DeployRecordV1) -> Self {
+        DeployRecord {
+            id: r.id,
+            bundle: r.bundle,
+            parent: r.parent,
+            hash: r.hash,
+            message: r.message,
+            author: r.author,
+            time_ms: r.time_ms,
+            signature: r.signature,
+            target: None,
+        }
+    }
 }
 
 /// A deploy's signature: the signer's public key and the signature, opaque to the World.
@@ -88,6 +127,7 @@ impl From<DeployRecordV0> for DeployRecord {
             author: r.author,
             time_ms: r.time_ms,
             signature: None,
+            target: None,
         }
     }
 }
@@ -96,8 +136,9 @@ impl From<DeployRecordV0> for DeployRecord {
 /// (it ends where the signature would start).
 pub(crate) fn decode_deploy_record(key: &str, bytes: &[u8]) -> Result<DeployRecord, WorldError> {
     match decode::<DeployRecord>(key, bytes) {
-        Err(e @ WorldError::Decode { .. }) => decode::<DeployRecordV0>(key, bytes)
+        Err(e @ WorldError::Decode { .. }) => decode::<DeployRecordV1>(key, bytes)
             .map(DeployRecord::from)
+            .or_else(|_| decode::<DeployRecordV0>(key, bytes).map(DeployRecord::from))
             .map_err(|_| e),
         other => other,
     }
@@ -154,6 +195,43 @@ pub(crate) struct HostRecord {
     pub first_failure: Option<String>,
     /// When the host last became converged on its deploy (0: not converged).
     pub converged_ms: u64,
+    /// The host's labels. Last, so that an older tend still decodes the record.
+    pub labels: Vec<(String, String)>,
+}
+
+/// A host's registration as tend wrote it before labels existed.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct HostRecordV2 {
+    version: String,
+    started_ms: u64,
+    deploy: Option<u64>,
+    converged: bool,
+    error: Option<String>,
+    updated_ms: u64,
+    instance: String,
+    failed: u32,
+    blocked: u32,
+    first_failure: Option<String>,
+    converged_ms: u64,
+}
+
+impl From<HostRecordV2> for HostRecord {
+    fn from(r: HostRecordV2) -> Self {
+        HostRecord {
+            version: r.version,
+            started_ms: r.started_ms,
+            deploy: r.deploy,
+            converged: r.converged,
+            error: r.error,
+            updated_ms: r.updated_ms,
+            instance: r.instance,
+            failed: r.failed,
+            blocked: r.blocked,
+            first_failure: r.first_failure,
+            converged_ms: r.converged_ms,
+            labels: Vec::new(),
+        }
+    }
 }
 
 /// A host's registration as tend wrote it before the resource counts existed.
@@ -188,9 +266,13 @@ pub(crate) fn decode_host_record(key: &str, bytes: &[u8]) -> Result<HostRecord, 
         Err(e @ WorldError::Decode { .. }) => e,
         other => return other,
     };
-    decode::<HostRecordV1>(key, bytes)
-        .or_else(|_| decode::<HostRecordV0>(key, bytes).map(HostRecordV1::from))
+    decode::<HostRecordV2>(key, bytes)
         .map(HostRecord::from)
+        .or_else(|_| {
+            decode::<HostRecordV1>(key, bytes)
+                .or_else(|_| decode::<HostRecordV0>(key, bytes).map(HostRecordV1::from))
+                .map(HostRecord::from)
+        })
         .map_err(|_| e)
 }
 
@@ -222,6 +304,7 @@ impl From<HostRecordV1> for HostRecord {
             blocked: 0,
             first_failure: None,
             converged_ms: 0,
+            labels: Vec::new(),
         }
     }
 }
@@ -255,7 +338,39 @@ mod tests {
             blocked: 0,
             first_failure: None,
             converged_ms: 0,
+            labels: Vec::new(),
         }
+    }
+
+    #[test]
+    fn labels_survive_and_a_record_without_them_decodes() {
+        let mut r = record("i");
+        r.labels = vec![("role".into(), "web".into())];
+        let key = "/tend/hosts/h1";
+        assert_eq!(decode_host_record(key, &encode(&r)).unwrap(), r);
+        let v2 = HostRecordV2 {
+            version: r.version.clone(),
+            started_ms: r.started_ms,
+            deploy: r.deploy,
+            converged: r.converged,
+            error: r.error.clone(),
+            updated_ms: r.updated_ms,
+            instance: r.instance.clone(),
+            failed: 1,
+            blocked: 2,
+            first_failure: Some("x".into()),
+            converged_ms: 7,
+        };
+        let back = decode_host_record(key, &encode(&v2)).unwrap();
+        assert_eq!(
+            (back.failed, back.converged_ms, back.labels.len()),
+            (1, 7, 0)
+        );
+        // An older tend reads a record with labels (it stops before them).
+        assert_eq!(
+            decode::<HostRecordV2>(key, &encode(&r)).unwrap().instance,
+            "i"
+        );
     }
 
     #[test]
@@ -328,7 +443,35 @@ mod tests {
             author: "a@c".into(),
             time_ms: 5,
             signature,
+            target: None,
         }
+    }
+
+    #[test]
+    fn deploy_targets_survive_and_older_records_decode() {
+        let key = "/tend/deploys/id/4";
+        let mut d = deploy(None);
+        d.target = Some(TargetRecord {
+            hosts: vec!["web*".into()],
+            selector: vec![("role".into(), "web".into())],
+        });
+        assert_eq!(decode_deploy_record(key, &encode(&d)).unwrap(), d);
+        let v1 = DeployRecordV1 {
+            id: 4,
+            bundle: "b".into(),
+            parent: None,
+            hash: "h".into(),
+            message: "m".into(),
+            author: "a".into(),
+            time_ms: 5,
+            signature: Some(SignatureRecord {
+                key: vec![1; 32],
+                signature: vec![2; 64],
+            }),
+        };
+        let back = decode_deploy_record(key, &encode(&v1)).unwrap();
+        assert!(back.signature.is_some() && back.target.is_none());
+        assert_eq!(decode::<DeployRecordV1>(key, &encode(&d)).unwrap().id, 4);
     }
 
     #[test]

@@ -46,8 +46,8 @@ pub use store::{KeyRange, KeyValue, Store};
 // The traits and records are the model's; they are re-exported here beside their
 // implementation, for callers that hold a concrete `World`.
 pub use tend_model::world::{
-    Changes, Deploy, DeploySignature, DeployWorld, Export, ExportFilter, ExportKey, FsWorld,
-    HostInfo, HostStatus, HostWorld, NewDeploy, ResWorld, StoreError, StrWorld, TreeEntry,
+    Changes, Deploy, DeploySignature, DeployTarget, DeployWorld, Export, ExportFilter, ExportKey,
+    FsWorld, HostInfo, HostStatus, HostWorld, NewDeploy, ResWorld, StoreError, StrWorld, TreeEntry,
     WorldError,
 };
 pub use world::{open_store, Backend, World, WorldConfig, WorldStatus, CHUNK_SIZE};

@@ -313,6 +313,7 @@ async fn deploy_cas_conflict_and_force(fx: Fixture) {
         parent,
         force,
         signature: None,
+        target: None,
     };
     let d1 = ctl.add_deploy(nd(&b1, None, false)).await.unwrap();
     assert_eq!((d1.id, d1.parent.clone()), (1, None));
@@ -374,6 +375,7 @@ async fn deploy_cas_conflict_and_force(fx: Fixture) {
     };
     let signed = |parent, force| NewDeploy {
         signature: Some(sig.clone()),
+        target: None,
         ..nd(&b2, parent, force)
     };
     let err = ctl.add_deploy(signed(Some(2), true)).await.unwrap_err();
@@ -672,6 +674,7 @@ async fn a_registration_without_an_instance_still_lists(fx: Fixture) {
             blocked: 0,
             first_failure: None,
             converged_ms: 0,
+            labels: Default::default(),
         }
     );
 }

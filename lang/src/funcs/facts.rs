@@ -21,13 +21,17 @@ const FAMILIES: [(&str, &str); 3] = [
 
 /// `os.family() str`: `redhat`, `debian`, `archlinux`, or `""` when unknown.
 pub(super) fn family(_: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
-    Ok(Value::Str(
-        FAMILIES
-            .iter()
-            .find(|(_, f)| Path::new(f).exists())
-            .map(|(n, _)| n.to_string())
-            .unwrap_or_default(),
-    ))
+    Ok(Value::Str(os_family()))
+}
+
+/// This host's OS family (`redhat`, `debian`, `archlinux`, or `""`), also `tend run`'s `os`
+/// label.
+pub fn os_family() -> String {
+    FAMILIES
+        .iter()
+        .find(|(_, f)| Path::new(f).exists())
+        .map(|(n, _)| n.to_string())
+        .unwrap_or_default()
 }
 
 fn is_family(name: &str) -> Result<Value, FuncError> {

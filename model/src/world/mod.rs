@@ -87,6 +87,76 @@ pub struct Deploy {
     /// The controller's signature over the deploy's manifest, `None` for an unsigned deploy
     /// (or one written by a tend that did not sign).
     pub signature: Option<DeploySignature>,
+    /// The hosts the deploy is for; `None`: every host.
+    pub target: Option<DeployTarget>,
+}
+
+/// Which hosts a deploy is for: those whose name matches one of `hosts` (glob patterns with
+/// `*` and `?`; empty: any name) and whose labels hold every `selector` pair. A host outside
+/// the target keeps the program it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeployTarget {
+    /// Host name patterns (`web*`, `db?`); empty: any host.
+    pub hosts: Vec<String>,
+    /// Labels a host must have (`role=web`).
+    pub selector: std::collections::BTreeMap<String, String>,
+}
+
+impl DeployTarget {
+    /// Whether host `name` with `labels` is targeted.
+    pub fn matches(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        (self.hosts.is_empty() || self.hosts.iter().any(|p| glob_match(p, name)))
+            && self
+                .selector
+                .iter()
+                .all(|(k, v)| labels.get(k).is_some_and(|l| l == v))
+    }
+}
+
+impl std::fmt::Display for DeployTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if !self.hosts.is_empty() {
+            parts.push(format!("hosts {}", self.hosts.join(",")));
+        }
+        if !self.selector.is_empty() {
+            let sel: Vec<String> = self
+                .selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            parts.push(format!("selector {}", sel.join(",")));
+        }
+        if parts.is_empty() {
+            f.write_str("every host")
+        } else {
+            f.write_str(&parts.join(" and "))
+        }
+    }
+}
+
+/// A shell-style pattern with `*` (any run of characters) and `?` (one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// A controller's signature of a deploy. The World stores it and knows nothing of what it
@@ -115,6 +185,8 @@ pub struct NewDeploy {
     pub force: bool,
     /// The signature, made for deploy `parent + 1` on top of `parent`.
     pub signature: Option<DeploySignature>,
+    /// The hosts the deploy is for (`None`: every host).
+    pub target: Option<DeployTarget>,
 }
 
 /// A host's registration (session-bound: it disappears when the host is gone).
@@ -148,6 +220,9 @@ pub struct HostInfo {
     /// When the host last became converged on its deploy, milliseconds since the Unix epoch
     /// (0: not converged, or an older tend's registration).
     pub converged_ms: u64,
+    /// The host's labels (`tend run --label k=v`, and `os` for its OS family), which deploy
+    /// selectors match.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What a host reports of itself in its registration ([`HostWorld::host_update`]).
@@ -268,4 +343,34 @@ pub trait HostWorld: Send + Sync {
     async fn hosts(&self) -> Result<Vec<HostInfo>, WorldError>;
     /// Fires when a host joins, leaves or changes.
     fn hosts_watch(&self) -> Changes;
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    #[test]
+    fn globs_and_selectors() {
+        for (p, t, m) in [
+            ("web*", "web1", true),
+            ("web*", "db1", false),
+            ("*", "", true),
+            ("db?", "db1", true),
+            ("db?", "db10", false),
+            ("*1", "web1", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+        ] {
+            assert_eq!(glob_match(p, t), m, "{p} {t}");
+        }
+        let t = DeployTarget {
+            hosts: vec!["web*".into()],
+            selector: [("role".to_string(), "web".to_string())].into(),
+        };
+        let labels = |r: &str| [("role".to_string(), r.to_string())].into();
+        assert!(t.matches("web1", &labels("web")));
+        assert!(!t.matches("web1", &labels("db")));
+        assert!(!t.matches("db1", &labels("web")));
+        assert_eq!(t.to_string(), "hosts web* and selector role=web");
+    }
 }

@@ -64,8 +64,45 @@ pub struct DeployArgs {
         conflicts_with = "list"
     )]
     key: Option<PathBuf>,
+    /// Only the hosts whose name matches one of these patterns (`*` and `?`, comma
+    /// separated: `--hosts 'web*,db1'`) take the deploy; the others keep their program.
+    #[arg(long, value_name = "PATTERNS", conflicts_with = "list")]
+    hosts: Option<String>,
+    /// Only the hosts with these labels take the deploy (`--selector role=web,dc=par`; a
+    /// host's labels are its `tend run --label`s and `os`).
+    #[arg(long, value_name = "K=V,...", conflicts_with = "list")]
+    selector: Option<String>,
     #[command(flatten)]
     world: WorldFlags,
+}
+
+/// The deploy's target from `--hosts` and `--selector` (`None`: every host).
+fn target(args: &DeployArgs) -> Result<Option<tend_world::DeployTarget>, String> {
+    if args.hosts.is_none() && args.selector.is_none() {
+        return Ok(None);
+    }
+    let mut t = tend_world::DeployTarget::default();
+    if let Some(h) = &args.hosts {
+        t.hosts = h
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if t.hosts.is_empty() {
+            return Err(format!("--hosts {h:?} names no host pattern"));
+        }
+    }
+    if let Some(sel) = &args.selector {
+        for pair in sel.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (k, v) = crate::cli::parse_label(pair).map_err(|e| format!("--selector: {e}"))?;
+            t.selector.insert(k, v);
+        }
+        if t.selector.is_empty() {
+            return Err(format!("--selector {sel:?} holds no k=v pair"));
+        }
+    }
+    Ok(Some(t))
 }
 
 /// Runs `tend deploy`.
@@ -100,6 +137,10 @@ async fn run(args: DeployArgs) -> ExitCode {
             eprintln!("tend deploy: the program does not check; nothing was published");
             return ExitCode::from(1);
         }
+    }
+    if let Err(e) = target(&args) {
+        eprintln!("tend deploy: {e}");
+        return ExitCode::from(2);
     }
     if !(args.timeout.is_finite() && args.timeout >= 0.0) {
         eprintln!(
@@ -213,6 +254,7 @@ async fn publish_on(
         (hash, args.message.clone())
     };
     let author = author();
+    let target = target(args).map_err(|e| anyhow::anyhow!(e))?;
     let deploy = match key {
         None => {
             world
@@ -223,6 +265,7 @@ async fn publish_on(
                     parent,
                     force: args.force,
                     signature: None,
+                    target: target.clone(),
                 })
                 .await
         }
@@ -251,15 +294,15 @@ async fn publish_on(
                     },
                     None => None,
                 };
-                let signature = sign(
-                    key,
+                let head = head_on(
                     world,
                     parent_deploy.as_ref(),
                     &bundle,
                     &message,
                     &author,
-                    &entries,
+                    target.as_ref(),
                 );
+                let signature = signing::sign(key, &signing::manifest(&head, &entries));
                 let r = world
                     .add_deploy(NewDeploy {
                         bundle: bundle.clone(),
@@ -268,6 +311,7 @@ async fn publish_on(
                         parent,
                         force: false,
                         signature: Some(signature),
+                        target: target.clone(),
                     })
                     .await;
                 match r {
@@ -283,10 +327,13 @@ async fn publish_on(
     match deploy {
         Ok(d) => {
             let line = format!(
-                "deploy {} published (bundle {}, parent {}{})",
+                "deploy {} published (bundle {}, parent {}{}{})",
                 d.id,
                 &d.bundle[..d.bundle.len().min(12)],
                 parent.map_or("none".to_string(), |p| p.to_string()),
+                d.target
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(", for {t}")),
                 d.signature.as_ref().map_or(String::new(), |s| format!(
                     ", signed by {}",
                     signing::fingerprint(&s.key)
@@ -307,23 +354,23 @@ async fn publish_on(
     }
 }
 
-/// Signs the deploy that lands on top of `parent` (its id is the parent's plus one).
-fn sign(
-    key: &SigningKey,
-    world: &World,
-    parent: Option<&Deploy>,
-    bundle: &str,
-    message: &str,
-    author: &str,
-    entries: &[tend_world::TreeEntry],
-) -> tend_world::DeploySignature {
-    let head = ManifestHead {
+/// The manifest head of the deploy that lands on top of `parent` (its id is the parent's
+/// plus one), for signing.
+fn head_on<'a>(
+    world: &'a World,
+    parent: Option<&'a Deploy>,
+    bundle: &'a str,
+    message: &'a str,
+    author: &'a str,
+    target: Option<&'a tend_world::DeployTarget>,
+) -> ManifestHead<'a> {
+    ManifestHead {
         namespace: world.keys().namespace(),
         id: parent.map_or(0, |d| d.id) + 1,
         parent: parent.map(|d| d.hash.as_str()),
         bundle,
         message,
         author,
-    };
-    signing::sign(key, &signing::manifest(&head, entries))
+        target,
+    }
 }

@@ -1,9 +1,10 @@
 //! `tend deploy --wait`: after publishing, follow the hosts' registrations until every host
 //! runs the deploy converged, or one rejects it or fails a resource, or the time is up.
 //!
-//! The hosts waited for are the registered ones (all of them: deploys have no targeting
-//! yet), taken again at each change, so a host that joins while the deploy rolls out is
-//! waited for too; a host whose registration disappears (its session expired) fails the wait.
+//! The hosts waited for are the registered ones the deploy targets (all of them for a deploy
+//! without `--hosts`/`--selector`), taken again at each change, so a host that joins while the
+//! deploy rolls out is waited for too; a host whose registration disappears (its session
+//! expired) fails the wait.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -115,6 +116,7 @@ pub(super) async fn wait(world: &World, id: u64, timeout: Duration, json: bool) 
     });
     // Every host seen during the wait, with its latest stand and record.
     let mut seen: BTreeMap<String, (Stand, Option<HostInfo>)> = BTreeMap::new();
+    let target = world.get_deploy(id).await?.target;
     let end = loop {
         let latest = world.latest_deploy().await?.map(|d| d.id);
         if let Some(l) = latest.filter(|l| *l > id) {
@@ -125,6 +127,12 @@ pub(super) async fn wait(world: &World, id: u64, timeout: Duration, json: bool) 
             *s = Stand::Gone;
         }
         for h in hosts {
+            if target
+                .as_ref()
+                .is_some_and(|t| !t.matches(&h.hostname, &h.labels))
+            {
+                continue;
+            }
             let s = stand(&h, id);
             seen.insert(h.hostname.clone(), (s, Some(h)));
         }
@@ -249,6 +257,7 @@ mod tests {
             blocked: 0,
             first_failure: None,
             converged_ms: 0,
+            labels: Default::default(),
         }
     }
 

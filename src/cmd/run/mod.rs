@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// This host's name (default: the machine's hostname).
     #[arg(long)]
     pub hostname: Option<String>,
+    /// A label of this host, `k=v` (repeatable), in its registration: `tend deploy --selector`
+    /// targets hosts by label. `os` (the OS family, e.g. `debian`) is set unless given.
+    #[arg(long = "label", value_name = "K=V", value_parser = crate::cli::parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Where the daemon keeps its state (default: /var/lib/tend as root, else
     /// $XDG_STATE_HOME/tend or ~/.local/state/tend). Created if missing.
     #[arg(long, value_name = "DIR")]
@@ -188,6 +192,7 @@ async fn open_world(
     hostname: &str,
     session_ttl: Duration,
     state_dir: &Path,
+    labels: &std::collections::BTreeMap<String, String>,
 ) -> anyhow::Result<World> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
@@ -200,6 +205,7 @@ async fn open_world(
     let mut cfg = WorldConfig::with_backend(backend, hostname);
     cfg.namespace = namespace.to_string();
     cfg.session_ttl = session_ttl;
+    cfg.labels = labels.clone();
     World::connect(cfg)
         .await
         .with_context(|| format!("joining the world ({what})"))
@@ -306,6 +312,14 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
     );
     let _ = engine_out.set(engine.clone());
     // Joining the World creates the state directory: only once the program is known valid.
+    let mut labels: std::collections::BTreeMap<String, String> =
+        args.labels.iter().cloned().collect();
+    if !labels.contains_key("os") {
+        let family = tend_lang::funcs::facts::os_family();
+        if !family.is_empty() {
+            labels.insert("os".into(), family);
+        }
+    }
     let join_world = || {
         open_world(
             backend.clone(),
@@ -313,6 +327,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
             &hostname,
             args.session_ttl,
             &state_dir,
+            &labels,
         )
     };
     // A YAML graph runs locally; an mcl program (or none) goes through the World's deploys.

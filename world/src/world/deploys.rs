@@ -6,9 +6,13 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
 use super::{now_ms, World};
-use crate::codec::{decode, decode_deploy_record, encode, DeployRecord, SignatureRecord};
+use crate::codec::{
+    decode, decode_deploy_record, encode, DeployRecord, SignatureRecord, TargetRecord,
+};
 use crate::store::{Compare, KeyRange, Op, Txn};
-use tend_model::world::{Deploy, DeploySignature, DeployWorld, NewDeploy, WorldError};
+use tend_model::world::{
+    Deploy, DeploySignature, DeployTarget, DeployWorld, NewDeploy, WorldError,
+};
 
 impl World {
     fn cached_latest(&self) -> Result<Option<Deploy>, WorldError> {
@@ -79,6 +83,10 @@ fn deploy_of(r: DeployRecord) -> Deploy {
             key: s.key,
             signature: s.signature,
         }),
+        target: r.target.map(|t| DeployTarget {
+            hosts: t.hosts,
+            selector: t.selector.into_iter().collect(),
+        }),
     }
 }
 
@@ -95,6 +103,20 @@ fn deploy_hash(r: &DeployRecord) -> String {
         h.update(s.as_bytes());
     }
     h.update(&r.time_ms.to_le_bytes());
+    // A targeted deploy's hash covers its target (an untargeted one hashes as before).
+    if let Some(t) = &r.target {
+        h.update(b"target");
+        h.update(&(t.hosts.len() as u64).to_le_bytes());
+        h.update(&(t.selector.len() as u64).to_le_bytes());
+        for s in t
+            .hosts
+            .iter()
+            .chain(t.selector.iter().flat_map(|(k, v)| [k, v]))
+        {
+            h.update(&(s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+    }
     h.finalize().to_hex().to_string()
 }
 
@@ -144,6 +166,14 @@ impl DeployWorld for World {
                 signature: nd.signature.as_ref().map(|s| SignatureRecord {
                     key: s.key.clone(),
                     signature: s.signature.clone(),
+                }),
+                target: nd.target.as_ref().map(|t| TargetRecord {
+                    hosts: t.hosts.clone(),
+                    selector: t
+                        .selector
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                 }),
             };
             record.hash = deploy_hash(&record);

@@ -45,6 +45,7 @@ pub(crate) fn decode_host(key: &str, bytes: &[u8], prefix: &str) -> Result<HostI
         blocked: r.blocked,
         first_failure: r.first_failure,
         converged_ms: r.converged_ms,
+        labels: r.labels.into_iter().collect(),
     })
 }
 

@@ -80,6 +80,8 @@ pub struct WorldConfig {
     /// Register this process as a host (a daemon does; a controller such as `tend deploy`
     /// does not, so it never shows up in the cluster's membership).
     pub register: bool,
+    /// This host's labels, in its registration (deploy selectors match them).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl WorldConfig {
@@ -109,6 +111,7 @@ impl WorldConfig {
             file_gc_grace: Duration::from_secs(3600),
             version: env!("CARGO_PKG_VERSION").to_string(),
             register: true,
+            labels: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -194,6 +197,11 @@ impl World {
             blocked: 0,
             first_failure: None,
             converged_ms: 0,
+            labels: cfg
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
         let world = World {
             inner: Arc::new(Inner {
@@ -282,6 +290,11 @@ impl World {
     /// This host's name.
     pub fn hostname(&self) -> &str {
         &self.inner.cfg.hostname
+    }
+
+    /// This host's labels (as registered).
+    pub fn labels(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.inner.cfg.labels
     }
 
     /// The key schema.
