@@ -1052,3 +1052,96 @@ fn targeted_deploys_reach_only_their_hosts() {
         text(&o)
     );
 }
+
+/// Staged rollouts: `--canary 1 --batch 2` over four hosts (three stages), a rollout that
+/// stops at a failing batch and rolls back (the hosts it did not reach never took it), and a
+/// rollout whose stage timed out, resumed by another `tend deploy --resume`.
+#[test]
+fn staged_rollouts_stop_roll_back_and_resume() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let hosts: Vec<Host> = ["r1", "r2", "r3", "r4"]
+        .iter()
+        .map(|n| Host::start(n, &url, None, &[]))
+        .collect();
+    let all: Vec<&Host> = hosts.iter().collect();
+    let p = |name: &str, body: &str| program(src.path(), name, body);
+    let o = deploy(
+        &url,
+        &[
+            p("v1", &hello("")).to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    wait_content(&all, |h| format!("i am {}\n", h.name));
+
+    // 1. Three stages, all converge.
+    let rollout = |prog: &Path, extra: &[&str]| {
+        let mut a = vec![prog.to_str().unwrap(), "--canary", "1", "--batch", "2"];
+        a.extend_from_slice(extra);
+        deploy(&url, &a)
+    };
+    let o = rollout(&p("v2", &hello(", v2")), &["--timeout", "60"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("stage 1/3") && err.contains("stage 3/3"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        err.contains("rollout done: 4 host(s) in 3 stage(s)"),
+        "{}",
+        text(&o)
+    );
+    wait_content(&all, |h| format!("i am {}, v2\n", h.name));
+
+    // 2. A batch fails (r3 rejects it): stopped, rolled back; r4 never took it.
+    let bad = format!(
+        "panic($hostname == \"r3\", \"not on r3\")\n{}",
+        hello(", v3")
+    );
+    let o = rollout(
+        &p("v3", &bad),
+        &["--timeout", "60", "--rollback-on-failure"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("stopped at stage 2/3"), "{}", text(&o));
+    assert!(err.contains("r3: rejected"), "{}", text(&o));
+    assert!(err.contains("rolled back r1, r2, r3"), "{}", text(&o));
+    wait_content(&all, |h| format!("i am {}, v2\n", h.name));
+
+    // 3. A stage times out (r2's slow command): the rollout is kept in the World, and
+    // `--resume` from another controller finishes it.
+    let slow = format!(
+        "{}if $hostname == \"r2\" {{\n\texec \"slow\" {{\n\t\tcmd => \"/bin/sleep\",\n\t\targs => [\"4\"],\n\t}}\n}}\n",
+        hello(", v4")
+    );
+    let o = rollout(&p("v4", &slow), &["--timeout", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("tend deploy --resume"),
+        "{}",
+        text(&o)
+    );
+    let o = deploy(&url, &["--resume", "--timeout", "60"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("resuming the rollout"),
+        "{}",
+        text(&o)
+    );
+    wait_content(&all, |h| format!("i am {}, v4\n", h.name));
+    let o = deploy(&url, &["--resume"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no rollout to resume"),
+        "{}",
+        text(&o)
+    );
+}

@@ -9,6 +9,7 @@
 //! deploy is appended with a compare-and-swap on the parent, so two controllers cannot silently
 //! overwrite each other.
 
+mod rollout;
 mod wait;
 
 use std::path::PathBuf;
@@ -26,7 +27,7 @@ use crate::cli::WorldFlags;
 #[derive(clap::Args)]
 pub struct DeployArgs {
     /// The program to publish: an `.mcl` file or a directory holding `main.mcl`.
-    #[arg(required_unless_present_any = ["rollback", "list"])]
+    #[arg(required_unless_present_any = ["rollback", "list", "resume"])]
     program: Option<PathBuf>,
     /// The deploy message.
     #[arg(long, short = 'm', default_value = "")]
@@ -49,12 +50,27 @@ pub struct DeployArgs {
     /// hosts).
     #[arg(long, conflicts_with = "list")]
     wait: bool,
-    /// How long `--wait` waits, in seconds.
-    #[arg(long, value_name = "S", default_value_t = 600.0, requires = "wait")]
+    /// How long `--wait` waits (for a rollout: each stage), in seconds.
+    #[arg(long, value_name = "S", default_value_t = 600.0)]
     timeout: f64,
-    /// With `--wait`: print the final per-host table as JSON on stdout.
-    #[arg(long, requires = "wait")]
+    /// With `--wait` (or a rollout): print each final per-host table as JSON on stdout.
+    #[arg(long)]
     json: bool,
+    /// A staged rollout: the deploy goes to N hosts (or P% of them) first, waited for as
+    /// `--wait` does, then to the rest in batches; it stops at the first batch that fails.
+    #[arg(long, value_name = "N|P%", value_parser = rollout::Size::parse, conflicts_with_all = ["list", "rollback", "wait"])]
+    canary: Option<rollout::Size>,
+    /// With `--canary`: the size of each later batch (default: all the rest at once).
+    #[arg(long, value_name = "N|P%", value_parser = rollout::Size::parse, requires = "canary")]
+    batch: Option<rollout::Size>,
+    /// With `--canary`: when a stage fails, deploy the previous bundle again to the hosts the
+    /// rollout reached.
+    #[arg(long, requires = "canary")]
+    rollback_on_failure: bool,
+    /// Go on with the rollout recorded in the World (after a controller died or a stage
+    /// timed out or failed and was fixed).
+    #[arg(long, conflicts_with_all = ["program", "list", "rollback", "canary", "wait"])]
+    resume: bool,
     /// Sign the deploy with this private key (PKCS#8 PEM, mode 0600, from `tend keygen`):
     /// hosts that trust its public key (`tend run --trust`) run only signed deploys.
     #[arg(
@@ -186,23 +202,35 @@ fn show_time(ms: u64) -> String {
 /// Publishes (or lists); with `--wait`, waits. Returns whether the command succeeded.
 async fn publish(args: DeployArgs, key: Option<SigningKey>) -> Result<bool> {
     let world = connect(&args.world).await?;
-    let result = match publish_on(&world, &args, key.as_ref()).await {
-        Ok(Some(id)) if args.wait => {
-            wait::wait(&world, id, Duration::from_secs_f64(args.timeout), args.json).await
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let result = if args.resume {
+        rollout::resume(&world, key.as_ref(), &author(), timeout, args.json).await
+    } else {
+        match publish_on(&world, &args, key.as_ref()).await {
+            Ok(Outcome::Published(id)) if args.wait => {
+                wait::wait(&world, id, timeout, args.json).await
+            }
+            Ok(Outcome::RolledOut(ok)) => Ok(ok),
+            Ok(_) => Ok(true),
+            Err(e) => Err(e),
         }
-        Ok(_) => Ok(true),
-        Err(e) => Err(e),
     };
     let _ = world.close().await;
     result
 }
 
-/// Publishes the deploy (returning its id) or shows the history (returning `None`).
-async fn publish_on(
-    world: &World,
-    args: &DeployArgs,
-    key: Option<&SigningKey>,
-) -> Result<Option<u64>> {
+/// What `publish_on` did.
+enum Outcome {
+    /// Showed the history.
+    Listed,
+    /// Published a deploy.
+    Published(u64),
+    /// Ran a staged rollout: whether every stage converged.
+    RolledOut(bool),
+}
+
+/// Publishes the deploy, runs a rollout, or shows the history.
+async fn publish_on(world: &World, args: &DeployArgs, key: Option<&SigningKey>) -> Result<Outcome> {
     if args.list {
         let deploys = world.list_deploys().await?;
         if deploys.is_empty() {
@@ -227,9 +255,9 @@ async fn publish_on(
                 d.message
             );
         }
-        return Ok(None);
+        return Ok(Outcome::Listed);
     }
-    let mut parent = match args.parent {
+    let parent = match args.parent {
         Some(p) => Some(p),
         None => world.latest_deploy().await?.map(|d| d.id),
     };
@@ -255,75 +283,27 @@ async fn publish_on(
     };
     let author = author();
     let target = target(args).map_err(|e| anyhow::anyhow!(e))?;
-    let deploy = match key {
-        None => {
-            world
-                .add_deploy(NewDeploy {
-                    bundle,
-                    message,
-                    author,
-                    parent,
-                    force: args.force,
-                    signature: None,
-                    target: target.clone(),
-                })
-                .await
-        }
-        Some(key) => {
-            let entries = world
-                .fs_tree(&bundle)
-                .await
-                .with_context(|| format!("reading the bundle {bundle} to sign it"))?;
-            // A signature names the id and parent it was made for: when another deploy lands
-            // first, `--force` signs again on top of it.
-            if args.force {
-                parent = world.latest_deploy().await?.map(|d| d.id);
-            }
-            let mut tries = 0;
-            loop {
-                let parent_deploy = match parent {
-                    Some(p) => match world.get_deploy(p).await {
-                        Ok(d) => Some(d),
-                        // Not the latest either: refused below as any stale parent is.
-                        Err(WorldError::DeployNotFound(_)) => None,
-                        Err(e) => {
-                            return Err(e).with_context(|| {
-                                format!("reading the parent deploy {p} to sign on top of it")
-                            })
-                        }
-                    },
-                    None => None,
-                };
-                let head = head_on(
-                    world,
-                    parent_deploy.as_ref(),
-                    &bundle,
-                    &message,
-                    &author,
-                    target.as_ref(),
-                );
-                let signature = signing::sign(key, &signing::manifest(&head, &entries));
-                let r = world
-                    .add_deploy(NewDeploy {
-                        bundle: bundle.clone(),
-                        message: message.clone(),
-                        author: author.clone(),
-                        parent,
-                        force: false,
-                        signature: Some(signature),
-                        target: target.clone(),
-                    })
-                    .await;
-                match r {
-                    Err(WorldError::DeployConflict { latest, .. }) if args.force && tries < 10 => {
-                        tries += 1;
-                        parent = latest;
-                    }
-                    other => break other,
-                }
-            }
-        }
+    let draft = Draft {
+        bundle,
+        message,
+        author,
+        target,
+        parent,
+        force: args.force,
     };
+    if let Some(canary) = args.canary {
+        let plan = (canary, args.batch, args.rollback_on_failure);
+        let timeout = Duration::from_secs_f64(args.timeout);
+        return Ok(Outcome::RolledOut(
+            rollout::start(world, key, draft, plan, timeout, args.json).await?,
+        ));
+    }
+    let deploy = append(world, key, &draft).await?;
+    let parent = deploy
+        .as_ref()
+        .ok()
+        .and_then(|d| d.id.checked_sub(1))
+        .filter(|p| *p > 0);
     match deploy {
         Ok(d) => {
             let line = format!(
@@ -345,13 +325,111 @@ async fn publish_on(
             } else {
                 println!("{line}");
             }
-            Ok(Some(d.id))
+            Ok(Outcome::Published(d.id))
         }
         Err(e @ WorldError::DeployConflict { .. }) => {
             bail!("{e}: another controller deployed in the meantime (see `tend deploy --list`)")
         }
         Err(e) => Err(e).context("appending the deploy"),
     }
+}
+
+/// What a deploy to append holds.
+struct Draft {
+    bundle: String,
+    message: String,
+    author: String,
+    target: Option<tend_world::DeployTarget>,
+    /// The deploy believed to be the latest.
+    parent: Option<u64>,
+    /// Append even on top of a newer deploy (signed: sign again on top of the latest).
+    force: bool,
+}
+
+/// Appends `draft` as a deploy, signed with `key` when there is one.
+async fn append(
+    world: &World,
+    key: Option<&SigningKey>,
+    draft: &Draft,
+) -> Result<Result<Deploy, WorldError>> {
+    let Draft {
+        bundle,
+        message,
+        author,
+        target,
+        ..
+    } = draft;
+    let mut parent = draft.parent;
+    let r = match key {
+        None => {
+            world
+                .add_deploy(NewDeploy {
+                    bundle: bundle.clone(),
+                    message: message.clone(),
+                    author: author.clone(),
+                    parent,
+                    force: draft.force,
+                    signature: None,
+                    target: target.clone(),
+                })
+                .await
+        }
+        Some(key) => {
+            let entries = world
+                .fs_tree(bundle)
+                .await
+                .with_context(|| format!("reading the bundle {bundle} to sign it"))?;
+            // A signature names the id and parent it was made for: when another deploy lands
+            // first, `--force` signs again on top of it.
+            if draft.force {
+                parent = world.latest_deploy().await?.map(|d| d.id);
+            }
+            let mut tries = 0;
+            loop {
+                let parent_deploy = match parent {
+                    Some(p) => match world.get_deploy(p).await {
+                        Ok(d) => Some(d),
+                        // Not the latest either: refused below as any stale parent is.
+                        Err(WorldError::DeployNotFound(_)) => None,
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!("reading the parent deploy {p} to sign on top of it")
+                            })
+                        }
+                    },
+                    None => None,
+                };
+                let head = head_on(
+                    world,
+                    parent_deploy.as_ref(),
+                    bundle,
+                    message,
+                    author,
+                    target.as_ref(),
+                );
+                let signature = signing::sign(key, &signing::manifest(&head, &entries));
+                let r = world
+                    .add_deploy(NewDeploy {
+                        bundle: bundle.clone(),
+                        message: message.clone(),
+                        author: author.clone(),
+                        parent,
+                        force: false,
+                        signature: Some(signature),
+                        target: target.clone(),
+                    })
+                    .await;
+                match r {
+                    Err(WorldError::DeployConflict { latest, .. }) if draft.force && tries < 10 => {
+                        tries += 1;
+                        parent = latest;
+                    }
+                    other => break other,
+                }
+            }
+        }
+    };
+    Ok(r)
 }
 
 /// The manifest head of the deploy that lands on top of `parent` (its id is the parent's
