@@ -15,6 +15,10 @@ use futures::StreamExt;
 use serde_json::json;
 use tend_world::{DeployWorld, HostInfo, HostWorld, World};
 
+/// How long a host seen during the wait may be missing from the registrations before the
+/// wait fails on it (three default session TTLs).
+const GONE_AFTER: Duration = Duration::from_secs(30);
+
 /// Where one host stands with the deploy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Stand {
@@ -116,6 +120,8 @@ pub(super) async fn wait(world: &World, id: u64, timeout: Duration, json: bool) 
     });
     // Every host seen during the wait, with its latest stand and record.
     let mut seen: BTreeMap<String, (Stand, Option<HostInfo>)> = BTreeMap::new();
+    // Since when each host seen before has been missing from the registrations.
+    let mut missing: BTreeMap<String, Instant> = BTreeMap::new();
     let target = world.get_deploy(id).await?.target;
     let end = loop {
         let latest = world.latest_deploy().await?.map(|d| d.id);
@@ -123,10 +129,19 @@ pub(super) async fn wait(world: &World, id: u64, timeout: Duration, json: bool) 
             break End::Superseded(l);
         }
         let hosts = world.hosts().await?;
-        for (_, (s, _)) in seen.iter_mut() {
-            *s = Stand::Gone;
+        // A registration can lapse for a moment (a starved host renews its session late and
+        // registers again): a host is gone only when it has been missing for GONE_AFTER.
+        let now = Instant::now();
+        for (name, (s, _)) in seen.iter_mut() {
+            let since = *missing.entry(name.clone()).or_insert(now);
+            *s = if now.duration_since(since) >= GONE_AFTER {
+                Stand::Gone
+            } else {
+                Stand::Pending("its registration is missing (renewing its session?)".into())
+            };
         }
         for h in hosts {
+            missing.remove(&h.hostname);
             if target
                 .as_ref()
                 .is_some_and(|t| !t.matches(&h.hostname, &h.labels))
