@@ -96,11 +96,11 @@ fn chains(chains: usize, len: usize) -> GraphSpec {
     for c in 0..chains {
         for k in 1..len {
             let (a, b) = (c * len + k - 1, c * len + k);
-            g.edges.push(EdgeSpec {
-                from: tend_model::ResId::new("mem", a.to_string()),
-                to: tend_model::ResId::new("mem", b.to_string()),
-                notify: false,
-            });
+            g.edges.push(EdgeSpec::new(
+                tend_model::ResId::new("mem", a.to_string()),
+                tend_model::ResId::new("mem", b.to_string()),
+                false,
+            ));
         }
     }
     g

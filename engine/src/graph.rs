@@ -133,11 +133,7 @@ pub(crate) fn analyze(
         let (from, to) = (g.resources[from_i].id(), g.resources[to_i].id());
         if from != to && pairs.insert((from.clone(), to.clone())) {
             links.push((from_i as u32, to_i as u32));
-            edges.push(EdgeSpec {
-                from,
-                to,
-                notify: false,
-            });
+            edges.push(EdgeSpec::new(from, to, false));
         }
     }
 

@@ -387,11 +387,7 @@ pub fn id(name: &str) -> ResId {
 }
 
 pub fn edge(from: &str, to: &str) -> EdgeSpec {
-    EdgeSpec {
-        from: id(from),
-        to: id(to),
-        notify: false,
-    }
+    EdgeSpec::new(id(from), id(to), false)
 }
 
 pub fn notify(from: &str, to: &str) -> EdgeSpec {

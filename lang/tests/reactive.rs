@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use tend_lang::funcs::world::MemWorld;
 use tend_lang::program::{compile, Graph, Options};
-use tend_model::{Field, GraphSpec, KindSchema, Type};
+use tend_model::{EdgeSpec, Field, GraphSpec, KindSchema, ResId, Type};
 use tokio::sync::mpsc::Receiver;
 
 fn schemas() -> BTreeMap<String, KindSchema> {
     let t = KindSchema::new("test")
         .field(Field::new("anotherstr", Type::Str, ""))
-        .field(Field::new("comment", Type::Str, ""));
+        .field(Field::new("comment", Type::Str, ""))
+        .sends("hello", Type::Str, "");
     [(t.kind.clone(), t)].into_iter().collect()
 }
 
@@ -225,4 +226,21 @@ async fn history_gives_the_previous_value() {
     assert_eq!(names(&next(&mut rx).await), ["now two before one"]);
     put(&data, "three");
     assert_eq!(names(&next(&mut rx).await), ["now three before two"]);
+}
+
+/// A send/recv edge reaches the graph with its fields; parallel edges between one pair merge
+/// their values and their refresh flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_recv_fields_reach_the_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = "test \"a\" { Notify => Test[\"b\"], }\ntest \"b\" {}\n\
+        Test[\"a\"].hello -> Test[\"b\"].comment\n\
+        Test[\"a\"].hello -> Test[\"b\"].anotherstr\n";
+    let mut rx = start(dir.path(), src, MemWorld::new("h"));
+    let g = next(&mut rx).await;
+    let want = EdgeSpec::new(ResId::new("test", "a"), ResId::new("test", "b"), true)
+        .sending("hello", "comment")
+        .sending("hello", "anotherstr");
+    assert_eq!(g.edges, [want]);
+    assert_eq!(g.edges[0].send[0].recv, "anotherstr", "sorted");
 }

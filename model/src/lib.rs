@@ -28,5 +28,5 @@ pub mod world;
 pub use error::{ErrorKind, GraphError};
 pub use meta::{meta_param, parse_sema, Backoff, Meta, MetaError, MetaParam, META};
 pub use schema::{check_field, Constant, Field, KindSchema, SchemaError, Type};
-pub use spec::{EdgeSpec, GraphSpec, Params, ResId, ResSpec};
+pub use spec::{EdgeSpec, GraphSpec, Params, ResId, ResSpec, SendRecv};
 pub use value::Value;

@@ -152,10 +152,9 @@ pub struct KindSchema {
     pub kind: String,
     /// Its fields, in declaration order.
     pub fields: Vec<Field>,
-    /// Values it can send after applying (send/recv), with their types.
-    pub sends: Vec<(String, Type)>,
-    /// Whether it can receive sent values into its fields.
-    pub can_recv: bool,
+    /// Values it can send after applying (send/recv): name, type and documentation (the
+    /// other parts of a `Field` mean nothing here). Any of its `fields` can receive one.
+    pub sends: Vec<Field>,
     /// Whether a refresh (notify edge) means something to it.
     pub refreshable: bool,
     /// Whether it can undo itself when it leaves the graph (`Meta:reverse`); the engine
@@ -186,7 +185,6 @@ impl KindSchema {
             kind: kind.into(),
             fields: Vec::new(),
             sends: Vec::new(),
-            can_recv: false,
             refreshable: false,
             reversible: false,
             groups: false,
@@ -200,9 +198,21 @@ impl KindSchema {
         self
     }
 
+    /// Declares a value it sends after applying (builder style), e.g.
+    /// `.sends("output", Type::Str, "standard output and error")`.
+    pub fn sends(mut self, name: &str, ty: Type, doc: &str) -> Self {
+        self.sends.push(Field::new(name, ty, doc));
+        self
+    }
+
     /// Looks a field up by name.
     pub fn get(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Looks a sent value up by name.
+    pub fn sent(&self, name: &str) -> Option<&Field> {
+        self.sends.iter().find(|f| f.name == name)
     }
 
     /// All constants this kind publishes (from `allowed` values and `constants`).

@@ -74,7 +74,8 @@ impl ResSpec {
     }
 }
 
-/// A dependency edge `from -> to`; with `notify`, a change of `from` refreshes `to`.
+/// A dependency edge `from -> to`; with `notify`, a change of `from` refreshes `to`; with
+/// `send`, values of `from` are copied into params of `to` after `from` ran (send/recv).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EdgeSpec {
     /// The resource that runs first.
@@ -83,6 +84,48 @@ pub struct EdgeSpec {
     pub to: ResId,
     /// Carry a refresh when `from` changed something.
     pub notify: bool,
+    /// The values the edge carries, sorted, at most one per receiving param.
+    pub send: Vec<SendRecv>,
+}
+
+impl EdgeSpec {
+    /// A plain dependency edge (with a refresh when `notify`), carrying no value.
+    pub fn new(from: ResId, to: ResId, notify: bool) -> Self {
+        EdgeSpec {
+            from,
+            to,
+            notify,
+            send: Vec::new(),
+        }
+    }
+
+    /// Adds a send/recv pair (builder style), keeping `send` sorted and without duplicates.
+    pub fn sending(mut self, send: impl Into<String>, recv: impl Into<String>) -> Self {
+        let sr = SendRecv {
+            send: send.into(),
+            recv: recv.into(),
+        };
+        if let Err(at) = self.send.binary_search(&sr) {
+            self.send.insert(at, sr);
+        }
+        self
+    }
+}
+
+/// One value carried by an edge: the sender's sent value `send` becomes the receiver's param
+/// `recv` (spec/mcl.md §8.3, `Kind1[a].send -> Kind2[b].recv`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SendRecv {
+    /// The field the sender sends (one of its kind's `KindSchema::sends`).
+    pub send: String,
+    /// The receiver's param it overrides.
+    pub recv: String,
+}
+
+impl fmt::Display for SendRecv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.send, self.recv)
+    }
 }
 
 /// A resource graph as data.

@@ -113,9 +113,8 @@ pub(crate) fn schema() -> &'static KindSchema {
             )
             .field(Field::new("alwaysgroup", Type::Bool, "a bool").default_value(false))
             .field(Field::new("comparefail", Type::Bool, "a bool").default_value(false));
-        s.sends = vec![("hello".into(), Type::Str), ("answer".into(), Type::Int)];
-        s.can_recv = true;
-        s
+        s.sends("hello", Type::Str, "the value of `sendvalue`")
+            .sends("answer", Type::Int, "42")
     })
 }
 

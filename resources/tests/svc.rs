@@ -843,11 +843,7 @@ async fn a_notify_edge_from_the_unit_file_restarts_the_unit() {
     let file = ResSpec::new("file", path).param("content", content.as_str());
     let s = svc("tend-test-notify").param("state", "running");
     let g = GraphSpec {
-        edges: vec![EdgeSpec {
-            from: file.id(),
-            to: s.id(),
-            notify: true,
-        }],
+        edges: vec![EdgeSpec::new(file.id(), s.id(), true)],
         resources: vec![file, s],
     };
     engine.swap(g).await.unwrap();

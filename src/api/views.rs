@@ -41,7 +41,14 @@ pub fn graph_json(generation: u64, g: &RunningGraph) -> Json {
     let edges: Vec<Json> = g
         .edges
         .iter()
-        .map(|e| json!({ "from": e.from.to_string(), "to": e.to.to_string(), "notify": e.notify }))
+        .map(|e| {
+            let send: Vec<Json> = e
+                .send
+                .iter()
+                .map(|sr| json!({ "send": sr.send, "recv": sr.recv }))
+                .collect();
+            json!({ "from": e.from.to_string(), "to": e.to.to_string(), "notify": e.notify, "send": send })
+        })
         .collect();
     json!({ "generation": generation, "resources": resources, "edges": edges })
 }

@@ -32,8 +32,13 @@ struct Api {
 impl Api {
     /// Writes `graph` and starts `tend run` on it with `--listen` on a free port.
     fn start(graph: &str, extra: &[&str]) -> Api {
+        Api::start_file("g.yaml", graph, extra)
+    }
+
+    /// As `start`, with the program in a file named `file` (`.yaml` or `.mcl`).
+    fn start_file(file: &str, graph: &str, extra: &[&str]) -> Api {
         let sb = Sandbox::new();
-        let g = sb.write("g.yaml", graph);
+        let g = sb.write(file, graph);
         let addr = format!("127.0.0.1:{}", free_port());
         let mut args = vec!["--listen", &addr, "--hostname", "api-test-host"];
         args.extend_from_slice(extra);
@@ -927,4 +932,27 @@ fn secrets_reach_the_host_and_are_redacted_everywhere_else() {
         out.stderr
     );
     assert!(!out.stderr.contains(secret), "{}", out.stderr);
+}
+
+/// `/v1/graph` shows the values a send/recv edge carries.
+#[test]
+fn graph_shows_send_recv_fields() {
+    let prog = "test \"a\" {}\ntest \"b\" {}\nTest[\"a\"].hello -> Test[\"b\"].comment\n";
+    let api = Api::start_file("main.mcl", prog, &[]);
+    let mut edges = Json::Null;
+    api.wait("the graph with its edge", |a| {
+        edges = a.json("/v1/graph", 200)["edges"].clone();
+        edges.as_array().is_some_and(|e| !e.is_empty())
+    });
+    assert_eq!(
+        edges,
+        serde_json::json!([{
+            "from": "test[a]",
+            "to": "test[b]",
+            "notify": false,
+            "send": [{ "send": "hello", "recv": "comment" }],
+        }]),
+        "{}",
+        api.ctx()
+    );
 }

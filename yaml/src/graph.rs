@@ -612,7 +612,7 @@ impl<'a> Parser<'a> {
                 }
             }
             if !missing {
-                graph.edges.push(EdgeSpec { from, to, notify });
+                graph.edges.push(EdgeSpec::new(from, to, notify));
             }
         }
     }

@@ -303,6 +303,16 @@ impl Engine {
             None => (g, Vec::new()),
         };
         let a = analyze(&self.inner.registry, &graph, &|_| true)?;
+        // FIXME(issue 15): the executor orders send/recv edges but does not transfer their
+        // values yet; say so rather than ignore them silently.
+        for e in graph.edges.iter().filter(|e| !e.send.is_empty()) {
+            let values: Vec<String> = e.send.iter().map(ToString::to_string).collect();
+            tracing::warn!(
+                edge = %format!("{} -> {}", e.from, e.to),
+                values = %values.join(", "),
+                "send/recv values are not transferred yet; the edge only orders the two resources"
+            );
+        }
         Ok(Prepared {
             graph,
             twins,

@@ -167,7 +167,7 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<(GraphSpec, Locations)
     }
     let exists = |id: &ResId| visible.contains_key(id) || hidden.iter().any(|h| h.id() == *id);
 
-    let mut edges: BTreeMap<(ResId, ResId), bool> = BTreeMap::new();
+    let mut edges: BTreeMap<(ResId, ResId), EdgeSpec> = BTreeMap::new();
     let mut edge_spans: BTreeMap<(ResId, ResId), Span> = BTreeMap::new();
     let mut add = |from: ResId, to: ResId, notify: bool, span: Span| -> Result<(), Error> {
         for id in [&from, &to] {
@@ -179,7 +179,10 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<(GraphSpec, Locations)
             }
         }
         edge_spans.entry((from.clone(), to.clone())).or_insert(span);
-        *edges.entry((from, to)).or_insert(false) |= notify;
+        edges
+            .entry((from.clone(), to.clone()))
+            .or_insert_with(|| EdgeSpec::new(from, to, false))
+            .notify |= notify;
         Ok(())
     };
     for r in &out.resources {
@@ -201,12 +204,13 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<(GraphSpec, Locations)
         }
     }
     // Send/recv: one transfer per receiving field; hidden resources cannot send.
-    let mut receivers: BTreeMap<(ResId, String), ResId> = BTreeMap::new();
+    let mut receivers: BTreeMap<(ResId, String), (ResId, String)> = BTreeMap::new();
+    let mut sends: Vec<(ResId, ResId, String, String)> = Vec::new();
     for e in &out.edges {
         for w in e.halves.windows(2) {
             for a in names_of(&w[0].1) {
                 for b in names_of(&w[1].1) {
-                    if let (Some(_), Some(rf)) = (&w[0].2, &w[1].2) {
+                    if let (Some(sf), Some(rf)) = (&w[0].2, &w[1].2) {
                         let from = ResId::new(w[0].0.clone(), a.clone());
                         let to = ResId::new(w[1].0.clone(), b.clone());
                         if !visible.contains_key(&from) && hidden.iter().any(|h| h.id() == from) {
@@ -215,17 +219,18 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<(GraphSpec, Locations)
                                 e.span,
                             ));
                         }
-                        if let Some(prev) = receivers.insert((to.clone(), rf.clone()), from.clone())
-                        {
-                            if prev != from {
+                        let by = (from.clone(), sf.clone());
+                        if let Some((prev, psf)) = receivers.insert((to.clone(), rf.clone()), by) {
+                            if prev != from || psf != *sf {
                                 return Err(err(
                                     format!(
-                                        "{to} field `{rf}` receives from both {prev} and {from}"
+                                        "{to} field `{rf}` receives from both {prev}.{psf} and {from}.{sf}"
                                     ),
                                     e.span,
                                 ));
                             }
                         }
+                        sends.push((from, to, sf.clone(), rf.clone()));
                     }
                     add(
                         ResId::new(w[0].0.clone(), a.clone()),
@@ -235,6 +240,12 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<(GraphSpec, Locations)
                     )?;
                 }
             }
+        }
+    }
+
+    for (from, to, sf, rf) in sends {
+        if let Some(e) = edges.remove(&(from.clone(), to.clone())) {
+            edges.insert((from, to), e.sending(sf, rf));
         }
     }
 
@@ -273,10 +284,7 @@ pub fn build(out: &Output, env: &InterpEnv<'_>) -> Result<(GraphSpec, Locations)
     resources.extend(hidden);
     let graph = GraphSpec {
         resources,
-        edges: edges
-            .into_iter()
-            .map(|((from, to), notify)| EdgeSpec { from, to, notify })
-            .collect(),
+        edges: edges.into_values().collect(),
     };
     Ok((graph, locations))
 }

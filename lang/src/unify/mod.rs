@@ -450,24 +450,36 @@ impl<'a> Typer<'a> {
                 ) {
                     let (k1, k2) = (&e.halves[0].res.kind, &e.halves[1].res.kind);
                     let s1 = self.schemas.get(&k1.text);
-                    let sent = s1.and_then(|s| s.sends.iter().find(|(n, _)| *n == sf.text));
-                    let Some((_, st1)) = sent else {
+                    let Some(sent) = s1.and_then(|s| s.sent(&sf.text)) else {
                         return Err(Error::new(
                             Stage::Unify,
                             format!("kind `{}` cannot send `{}`", k1.text, sf.text),
                             sf.span,
                         ));
                     };
+                    // Any param can receive (as in mgmt).
                     let s2 = self.schemas.get(&k2.text);
-                    let recv = s2.filter(|s| s.can_recv).and_then(|s| s.get(&rf.text));
-                    let Some(f2) = recv else {
+                    let Some(f2) = s2.and_then(|s| s.get(&rf.text)) else {
                         return Err(Error::new(
                             Stage::Unify,
-                            format!("kind `{}` cannot receive into `{}`", k2.text, rf.text),
+                            format!(
+                                "kind `{}` has no field `{}` to receive into",
+                                k2.text, rf.text
+                            ),
                             rf.span,
                         ));
                     };
-                    self.unify(&Ty::from_schema(st1), &Ty::from_schema(&f2.ty), st.span)?;
+                    let (t1, t2) = (Ty::from_schema(&sent.ty), Ty::from_schema(&f2.ty));
+                    if self.u.borrow_mut().unify(&t1, &t2).is_err() {
+                        return Err(Error::new(
+                            Stage::Unify,
+                            format!(
+                                "kind `{}` sends `{}` as {}, but field `{}` of kind `{}` is {}",
+                                k1.text, sf.text, sent.ty, rf.text, k2.text, f2.ty
+                            ),
+                            st.span,
+                        ));
+                    }
                 }
                 Ok(())
             }
