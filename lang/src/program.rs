@@ -435,7 +435,14 @@ impl Compiled {
                 if ev.key.0.is_empty() {
                     return;
                 }
-                let mut changed = ev.key.0 == COLLECT_KEY || streams.update(&ev.key, ev.value);
+                let collect = ev.key.0 == COLLECT_KEY;
+                let mut changed = collect || streams.update(&ev.key, ev.value);
+                // The World's changes come one record at a time (a fleet's exports appear
+                // host by host): gather what arrives within COLLECT_BATCH into one table
+                // rather than evaluating the program once per record.
+                if collect {
+                    std::thread::sleep(COLLECT_BATCH);
+                }
                 while let Ok(ev) = events.try_recv() {
                     if ev.key.0.is_empty() {
                         return;
@@ -449,6 +456,10 @@ impl Compiled {
         }
     }
 }
+
+/// How long a change of the World waits for the next ones before the program is evaluated
+/// again.
+const COLLECT_BATCH: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// The event key that says "the World changed" (for `collect` statements).
 const COLLECT_KEY: &str = "\u{0}collect";
