@@ -246,10 +246,14 @@ fn mutual_tls_guards_the_api() {
         err.contains(&url) && err.to_lowercase().contains("certificate"),
         "{err}"
     );
+    // In TLS 1.3 the client may write its request before the server's alert arrives, and
+    // then sees the connection closed (a broken pipe or a reset) rather than the alert.
     let none = api.raw_get(&tls.ca, None, "/livez");
     assert!(
         none.as_ref()
-            .is_err_and(|e| e.contains("CertificateRequired")),
+            .is_err_and(|e| e.contains("CertificateRequired")
+                || e.contains("Broken pipe")
+                || e.contains("Connection reset")),
         "{none:?}"
     );
 
