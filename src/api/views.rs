@@ -11,7 +11,11 @@ use tend_model::{Meta, ResId, Value};
 /// A resource value as JSON, as people read it (`tend_model::json::to_plain`), with the
 /// secrets the program read masked.
 pub fn value_json(v: &Value) -> Json {
-    tend_model::json::to_plain(&tend_model::secrets::redact_value(v))
+    if tend_model::secrets::any() {
+        tend_model::json::to_plain(&tend_model::secrets::redact_value(v))
+    } else {
+        tend_model::json::to_plain(v)
+    }
 }
 
 /// The meta parameters that differ from their defaults (in the table's order).

@@ -98,12 +98,10 @@ pub(super) async fn start(
     timeout: Duration,
     json: bool,
 ) -> Result<bool> {
-    if let Ok(old) = world.str_get(KEY).await {
-        if !old.is_empty() && !base.force {
-            bail!(
-                "a rollout is in progress (the World's string {KEY}): finish it with `tend deploy --resume`, or start this one over it with --force"
-            );
-        }
+    if recorded(world).await?.is_some() && !base.force {
+        bail!(
+            "a rollout is in progress (the World's string {KEY}): finish it with `tend deploy --resume`, or start this one over it with --force"
+        );
     }
     let mut hosts: Vec<String> = world
         .hosts()
@@ -147,10 +145,9 @@ pub(super) async fn resume(
     timeout: Duration,
     json: bool,
 ) -> Result<bool> {
-    let text = world.str_get(KEY).await.unwrap_or_default();
-    if text.is_empty() {
-        bail!("no rollout to resume (the World's string {KEY} is empty)");
-    }
+    let Some(text) = recorded(world).await? else {
+        bail!("no rollout to resume (the World holds no {KEY})");
+    };
     let r: Rollout = serde_json::from_str(&text)
         .with_context(|| format!("the World's {KEY} is not a rollout"))?;
     eprintln!(
@@ -160,6 +157,16 @@ pub(super) async fn resume(
         r.stages.len()
     );
     run(world, key, r, author, timeout, json).await
+}
+
+/// The rollout the World records, if any (a store that cannot be read is an error, not "no
+/// rollout").
+async fn recorded(world: &World) -> Result<Option<String>> {
+    match world.str_get(KEY).await {
+        Ok(t) if !t.is_empty() => Ok(Some(t)),
+        Ok(_) | Err(tend_world::WorldError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading the World's {KEY}")),
+    }
 }
 
 async fn save(world: &World, r: &Rollout) -> Result<()> {
