@@ -169,6 +169,32 @@ collect noop $others {
 """
 
 
+def all_converged(hosts, want_total):
+    """Every host converged with exactly want_total resources."""
+    for h in hosts:
+        r = h.resources()
+        if not r.get("converged") or len(r.get("resources", [])) != want_total:
+            return False
+    return True
+
+
+def print_table(name, rows):
+    """The machine, the command, and rows of (measure, result, notes) as markdown."""
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.platform()}")
+    print(f"Command: bench/{name} {' '.join(sys.argv[1:])}")
+    print()
+    print("| measure | result | notes |")
+    print("|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
@@ -223,14 +249,7 @@ def main():
         t0, _ = deploy(tend, etcd.url, os.path.join(work, "many"),
                        MANY.replace("EXPORTS", str(a.exports)))
 
-        def full():
-            for h in hosts:
-                r = h.resources()
-                if not r.get("converged") or len(r.get("resources", [])) != want_total:
-                    return False
-            return True
-
-        ok = wait(full, 300, 0.05)
+        ok = wait(lambda: all_converged(hosts, want_total), 300, 0.05)
         t_full = time.perf_counter() - t0
         rss = [h.rss_mb() for h in hosts]
         watchers = (etcd.metric("etcd_debugging_mvcc_watcher_total") or 0) - base_watchers
@@ -247,19 +266,7 @@ def main():
         etcd.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.platform()}")
-    print(f"Command: bench/cluster.py {' '.join(sys.argv[1:])}")
-    print()
-    print("| measure | result | notes |")
-    print("|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    print_table("cluster.py", rows)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ Prints a markdown table.
 import argparse
 import json
 import os
-import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -24,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import MANY, Etcd, Host, pct, wait  # noqa: E402
+from cluster import MANY, Etcd, Host, all_converged, pct, print_table, wait  # noqa: E402
 
 HELLO = """import "sys"
 $root = sys.getenv("TEND_ROOT")
@@ -129,14 +127,7 @@ def main():
         r = subprocess.run([tend, "deploy", "--etcd", etcd.url, prog], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
 
-        def full():
-            for h in hosts:
-                res = h.resources()
-                if not res.get("converged") or len(res.get("resources", [])) != want_total:
-                    return False
-            return True
-
-        ok = wait(full, 600, 0.5)
+        ok = wait(lambda: all_converged(hosts, want_total), 600, 0.5)
         rows.append((f"(5) {a.hosts} hosts x {a.exports} exports to *, all collected: full convergence",
                      f"{time.perf_counter() - t0:.1f} s" + ("" if ok else " (NOT converged)"),
                      f"each host: {want_total} resources"))
@@ -149,19 +140,7 @@ def main():
         etcd.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.platform()}")
-    print(f"Command: bench/fleet.py {' '.join(sys.argv[1:])}")
-    print()
-    print("| measure | result | notes |")
-    print("|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    print_table("fleet.py", rows)
 
 
 if __name__ == "__main__":
