@@ -511,3 +511,24 @@ mod tests {
         assert!(matches!(err, WorldError::Decode { .. }), "{err:?}");
     }
 }
+
+/// A scheduling pool member's entry: the options it joined with (the leader's are used).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SchedMemberRecord {
+    pub strategy: String,
+    pub max: u32,
+    pub ttl: u32,
+    pub persist: bool,
+}
+
+/// A scheduling namespace's choice, written by its leader.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct SchedResultRecord {
+    /// The chosen hosts, sorted.
+    pub hosts: Vec<String>,
+    /// The round-robin order of the members (earliest first), so that a new leader keeps
+    /// the previous one's choice.
+    pub order: Vec<String>,
+    /// The leader that wrote it.
+    pub leader: String,
+}

@@ -9,6 +9,9 @@
 //! <ns>/hosts/<host>                    host registrations (bound to the host's session)
 //! <ns>/strings/<key>                   global strings
 //! <ns>/strmap/<key>/<host>             per-host string maps
+//! <ns>/sched/<namespace>/members/<host> a scheduling pool's members (leased, see `sched`)
+//! <ns>/sched/<namespace>/leader        the elected member (bound to its host's session)
+//! <ns>/sched/<namespace>/result        the elected member's choice
 //! ```
 //!
 //! `blobs` sorts first, so the watch cache watches `[<ns>/blobs0, <ns>0)`: everything but
@@ -158,6 +161,31 @@ impl Keys {
         format!("{}{}", self.strmap(key), escape(host))
     }
 
+    /// The prefix of everything of one scheduling namespace.
+    pub fn sched(&self, namespace: &str) -> String {
+        format!("{}/sched/{}/", self.ns, escape(namespace))
+    }
+
+    /// The prefix of a scheduling namespace's members.
+    pub fn sched_members(&self, namespace: &str) -> String {
+        format!("{}members/", self.sched(namespace))
+    }
+
+    /// One member of a scheduling namespace.
+    pub fn sched_member(&self, namespace: &str, host: &str) -> String {
+        format!("{}{}", self.sched_members(namespace), escape(host))
+    }
+
+    /// A scheduling namespace's leader.
+    pub fn sched_leader(&self, namespace: &str) -> String {
+        format!("{}leader", self.sched(namespace))
+    }
+
+    /// A scheduling namespace's choice.
+    pub fn sched_result(&self, namespace: &str) -> String {
+        format!("{}result", self.sched(namespace))
+    }
+
     /// The `latest` deploy pointer.
     pub fn deploy_latest(&self) -> String {
         format!("{}/deploys/latest", self.ns)
@@ -213,5 +241,8 @@ mod tests {
         assert!(k.cached_range().contains(&k.host("h1")));
         assert!(k.cached_range().contains(&k.deploy(3)));
         assert!(k.cached_range().contains(&k.strmap_entry("a", "h")));
+        assert!(k.cached_range().contains(&k.sched_member("a/b", "h")));
+        assert!(k.sched_result("a/b").starts_with(&k.sched("a/b")));
+        assert!(!k.sched_result("a/b").starts_with(&k.sched("a")));
     }
 }

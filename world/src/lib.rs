@@ -47,7 +47,7 @@ pub use store::{KeyRange, KeyValue, Store};
 // implementation, for callers that hold a concrete `World`.
 pub use tend_model::world::{
     Changes, Deploy, DeploySignature, DeployTarget, DeployWorld, Export, ExportFilter, ExportKey,
-    FsWorld, HostInfo, HostStatus, HostWorld, NewDeploy, ResWorld, StoreError, StrWorld, TreeEntry,
-    WorldError,
+    FsWorld, HostInfo, HostStatus, HostWorld, NewDeploy, ResWorld, SchedOpts, SchedWorld,
+    StoreError, StrWorld, TreeEntry, WorldError,
 };
 pub use world::{open_store, Backend, World, WorldConfig, WorldStatus, CHUNK_SIZE};

@@ -8,7 +8,7 @@ use futures::{FutureExt, StreamExt};
 use tend_world::store::{KeyRange, WatchMsg};
 use tend_world::{
     DeploySignature, DeployWorld, Export, ExportFilter, ExportKey, FsWorld, HostWorld, NewDeploy,
-    ResWorld, StrWorld, WorldError,
+    ResWorld, SchedOpts, SchedWorld, StrWorld, WorldError,
 };
 
 use crate::support::{eventually, next_change, Fixture, Kind};
@@ -46,6 +46,8 @@ on_both_backends!(
     a_host_that_lost_its_session_re_exports,
     slow_subscribers_get_the_latest_state,
     unknown_format_version_is_a_clear_error,
+    schedule_picks_max_live_members_and_replaces_a_dead_one,
+    schedule_join_is_idempotent_and_withdraw_hands_over,
 );
 
 async fn export_is_idempotent_without_watch_event(fx: Fixture) {
@@ -802,4 +804,119 @@ async fn unknown_format_version_is_a_clear_error(fx: Fixture) {
         .err()
         .unwrap();
     assert!(err.to_string().contains("\"a/b\""), "{err}");
+}
+
+fn sched_opts(max: u32, ttl: u32) -> SchedOpts {
+    SchedOpts {
+        max,
+        ttl,
+        ..Default::default()
+    }
+}
+
+/// Waits until every world answers the same choice of `n` hosts, and returns it.
+async fn agreed_choice(worlds: &[&tend_world::World], ns: &str, n: usize) -> Vec<String> {
+    eventually(
+        Duration::from_secs(15),
+        "the hosts to agree on a choice",
+        || async {
+            let first = worlds[0].scheduled(ns).await.unwrap();
+            if first.len() != n {
+                return None;
+            }
+            for w in &worlds[1..] {
+                if w.scheduled(ns).await.unwrap() != first {
+                    return None;
+                }
+            }
+            Some(first)
+        },
+    )
+    .await
+}
+
+async fn schedule_picks_max_live_members_and_replaces_a_dead_one(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    let h3 = fx.world("h3").await;
+    // A host that only reads the choice (never joins) sees it too.
+    let reader = fx.world("reader").await;
+    for w in [&h1, &h2, &h3] {
+        assert!(w.sched_join("web", &sched_opts(2, 2), true).await.unwrap());
+    }
+    let chosen = agreed_choice(&[&h1, &h2, &h3, &reader], "web", 2).await;
+    assert!(chosen
+        .iter()
+        .all(|h| ["h1", "h2", "h3"].contains(&h.as_str())));
+    // A chosen host dies without a word (no withdraw, no revoke): it is replaced within
+    // the pool's TTL (2 s) plus the time to notice.
+    let (victim, others): (Vec<_>, Vec<_>) = [h1, h2, h3]
+        .into_iter()
+        .partition(|w| w.hostname() == chosen[0]);
+    drop(victim);
+    let died = Instant::now();
+    let survivors: Vec<String> = others.iter().map(|w| w.hostname().to_string()).collect();
+    let refs: Vec<&tend_world::World> = others.iter().chain([&reader]).collect();
+    let after = eventually(Duration::from_secs(15), "a replacement", || async {
+        let mut all = Vec::new();
+        for w in &refs {
+            all.push(w.scheduled("web").await.unwrap());
+        }
+        (all.iter().all(|c| *c == survivors)).then_some(all[0].clone())
+    })
+    .await;
+    let took = died.elapsed();
+    eprintln!("{:?}: a dead scheduled host replaced in {took:?}", fx.kind);
+    assert_eq!(after, survivors, "{:?}", fx.kind);
+    assert!(
+        took <= Duration::from_secs(5),
+        "{:?}: the dead host was replaced after {took:?} (TTL 2 s)",
+        fx.kind
+    );
+}
+
+async fn schedule_join_is_idempotent_and_withdraw_hands_over(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    // A dry run says it would join, and changes nothing.
+    assert!(h1.sched_join("db", &sched_opts(1, 0), false).await.unwrap());
+    assert!(h2.scheduled("db").await.unwrap().is_empty());
+    assert!(h1.sched_join("db", &sched_opts(1, 0), true).await.unwrap());
+    assert!(!h1.sched_join("db", &sched_opts(1, 0), true).await.unwrap());
+    assert_eq!(agreed_choice(&[&h1, &h2], "db", 1).await, vec!["h1"]);
+    h2.sched_join("db", &sched_opts(1, 0), true).await.unwrap();
+    // Round robin: the first member keeps its place.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(agreed_choice(&[&h1, &h2], "db", 1).await, vec!["h1"]);
+    // h1 withdraws: h2 takes over at once (no TTL to wait for).
+    assert!(!h2.sched_withdraw("nowhere", false).await.unwrap());
+    assert!(h1.sched_withdraw("db", false).await.unwrap());
+    assert!(h1.sched_withdraw("db", true).await.unwrap());
+    let gone = Instant::now();
+    assert_eq!(agreed_choice(&[&h1, &h2], "db", 1).await, vec!["h2"]);
+    assert!(
+        gone.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        gone.elapsed()
+    );
+    assert!(!h1.sched_withdraw("db", true).await.unwrap());
+    // Leaving (the resource left the graph) without a TTL or persist withdraws too.
+    h2.sched_leave("db").await.unwrap();
+    eventually(Duration::from_secs(5), "the pool to empty", || async {
+        h1.scheduled("db").await.unwrap().is_empty().then_some(())
+    })
+    .await;
+    // Bad options are refused with the value.
+    let e = h1
+        .sched_join(
+            "db",
+            &SchedOpts {
+                strategy: "fifo".into(),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("fifo"), "{e}");
 }

@@ -345,6 +345,70 @@ pub trait HostWorld: Send + Sync {
     fn hosts_watch(&self) -> Changes;
 }
 
+/// How a scheduling namespace chooses its hosts (mgmt's `schedule` resource fields and
+/// `world.schedule` options).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchedOpts {
+    /// `rr` (round robin: the earliest members first, a member keeps its place while it
+    /// lives) or `alpha` (the alphabetically first members).
+    pub strategy: String,
+    /// How many hosts to choose (at least 1).
+    pub max: u32,
+    /// Seconds a member stays in the pool after its host stops renewing it (a host that
+    /// dies is replaced within this time). 0 = the default (10 s).
+    pub ttl: u32,
+    /// Stay in the pool when the resource leaves the graph or the host shuts down cleanly:
+    /// the entry then expires after `ttl` (set), or stays until withdrawn (`ttl` 0).
+    pub persist: bool,
+}
+
+impl Default for SchedOpts {
+    fn default() -> Self {
+        SchedOpts {
+            strategy: SCHED_STRATEGIES[0].to_string(),
+            max: 1,
+            ttl: 0,
+            persist: false,
+        }
+    }
+}
+
+/// The scheduling strategies, the default first.
+pub const SCHED_STRATEGIES: &[&str] = &["rr", "alpha"];
+
+/// The session TTL of a scheduling pool member when none is given (mgmt's default).
+pub const SCHED_DEFAULT_TTL: u32 = 10;
+
+/// mgmt's distributed scheduler: hosts join a namespace's pool; one of them, elected, picks
+/// up to `max` of the live members; every host reads the choice.
+#[async_trait]
+pub trait SchedWorld: Send + Sync {
+    /// Joins (or, when the options changed, updates this host's entry in) the pool of
+    /// `namespace`; with `apply` false only says whether it would change anything. Returns
+    /// whether anything changed (or would).
+    async fn sched_join(
+        &self,
+        namespace: &str,
+        opts: &SchedOpts,
+        apply: bool,
+    ) -> Result<bool, WorldError>;
+    /// Leaves the pool (at once); with `apply` false only says whether this host is in it.
+    async fn sched_withdraw(&self, namespace: &str, apply: bool) -> Result<bool, WorldError>;
+    /// Stops taking part in `namespace` in this process (the resource left the graph): the
+    /// entry is withdrawn now unless it persists, in which case it runs down with its TTL.
+    async fn sched_leave(&self, namespace: &str) -> Result<(), WorldError>;
+    /// The hosts chosen in `namespace`, sorted (empty before the first choice).
+    async fn scheduled(&self, namespace: &str) -> Result<Vec<String>, WorldError>;
+    /// Fires when the choice of `namespace` changes.
+    fn scheduled_watch(&self, namespace: &str) -> Changes;
+}
+
+/// What a resource may reach of the World: shared strings (the `kv` kind) and the scheduler
+/// (the `schedule` kind). Implemented by anything that implements both.
+pub trait ResourceWorld: StrWorld + SchedWorld {}
+
+impl<T: StrWorld + SchedWorld> ResourceWorld for T {}
+
 #[cfg(test)]
 mod target_tests {
     use super::*;

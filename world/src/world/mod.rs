@@ -7,6 +7,7 @@ mod deploys;
 mod exports;
 mod files;
 mod hosts;
+mod sched;
 mod strings;
 
 pub(crate) use deploys::decode_deploy;
@@ -129,6 +130,8 @@ struct Inner {
     last_write: AtomicI64,
     last_contact_ms: AtomicI64,
     tasks: Mutex<Vec<AbortOnDrop>>,
+    /// This process's scheduling memberships, by namespace.
+    sched: Mutex<BTreeMap<String, sched::SchedEntry>>,
 }
 
 /// A snapshot of a World's health, for probes and `/info`.
@@ -217,6 +220,7 @@ impl World {
                 last_write: AtomicI64::new(0),
                 last_contact_ms: AtomicI64::new(now_ms() as i64),
                 tasks: Mutex::new(vec![cache_task]),
+                sched: Mutex::new(BTreeMap::new()),
             }),
         };
         world.put_host().await?;
@@ -329,6 +333,7 @@ impl World {
     /// Leaves the World now: stops the cache and revokes the session (this host's exports
     /// and registration disappear at once).
     pub async fn close(self) -> Result<(), WorldError> {
+        self.sched_close().await;
         self.lock_tasks().clear();
         match self.inner.store.lease_revoke(self.lease()).await {
             Ok(()) | Err(StoreError::LeaseNotFound(_)) => Ok(()),
