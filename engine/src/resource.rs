@@ -67,19 +67,19 @@ pub struct InitCtx {
     pub world: WorldSlot,
 }
 
-/// The World's shared strings as resources see them (for kinds such as `kv`). Set once by the
-/// daemon with [`crate::Engine::set_world`]; empty in tests and without a World.
+/// The World as resources see it: shared strings (`kv`) and the scheduler (`schedule`). Set
+/// once by the daemon with [`crate::Engine::set_world`]; empty in tests and without a World.
 #[derive(Clone, Default)]
-pub struct WorldSlot(Arc<std::sync::OnceLock<Arc<dyn tend_model::world::StrWorld>>>);
+pub struct WorldSlot(Arc<std::sync::OnceLock<Arc<dyn tend_model::world::ResourceWorld>>>);
 
 impl WorldSlot {
     /// The World, if the daemon joined one.
-    pub fn get(&self) -> Option<Arc<dyn tend_model::world::StrWorld>> {
+    pub fn get(&self) -> Option<Arc<dyn tend_model::world::ResourceWorld>> {
         self.0.get().cloned()
     }
 
     /// Sets the World (the first call wins).
-    pub fn set(&self, world: Arc<dyn tend_model::world::StrWorld>) {
+    pub fn set(&self, world: Arc<dyn tend_model::world::ResourceWorld>) {
         let _ = self.0.set(world);
     }
 }

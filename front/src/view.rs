@@ -18,6 +18,30 @@ pub struct ClusterView {
     watched: Mutex<std::collections::BTreeSet<String>>,
     /// The watch tasks stop once the view (its program) is gone.
     alive: Arc<()>,
+    /// Scheduling pools this program joined with `world.schedule(ns, opts)`: left when the
+    /// view (its program) is gone, as mgmt's function shuts its scheduler down.
+    joined: Mutex<std::collections::BTreeSet<String>>,
+    /// This view's name as a holder of scheduling memberships.
+    holder: String,
+}
+
+impl Drop for ClusterView {
+    fn drop(&mut self) {
+        use tend_world::SchedWorld;
+        let joined = std::mem::take(&mut *self.joined.lock().unwrap_or_else(|p| p.into_inner()));
+        if joined.is_empty() {
+            return;
+        }
+        let world = self.world.clone();
+        let holder = self.holder.clone();
+        self.handle.spawn(async move {
+            for ns in joined {
+                if let Err(e) = world.sched_leave(&ns, &holder).await {
+                    tracing::warn!(namespace = %ns, error = %e, "cannot leave the scheduling pool");
+                }
+            }
+        });
+    }
 }
 
 impl ClusterView {
@@ -30,6 +54,8 @@ impl ClusterView {
             tx,
             watched: Mutex::new(Default::default()),
             alive: Arc::new(()),
+            joined: Mutex::new(Default::default()),
+            holder: format!("program:{}", view_number()),
         });
         view.follow("exports", world.res_watch(None));
         view
@@ -93,9 +119,21 @@ impl WorldView for ClusterView {
     }
 
     fn schedule(&self, ns: &str) -> Result<Vec<String>, String> {
-        Err(format!(
-            "world.schedule({ns:?}): the scheduler is not supported yet by this build"
-        ))
+        use tend_world::SchedWorld;
+        self.follow(&format!("sched:{ns}"), self.world.scheduled_watch(ns));
+        self.block(self.world.scheduled(ns))
+            .map_err(|e| format!("world.schedule({ns:?}): {e}"))
+    }
+
+    fn schedule_join(&self, ns: &str, opts: &tend_world::SchedOpts) -> Result<(), String> {
+        use tend_world::SchedWorld;
+        self.block(self.world.sched_join(ns, opts, &self.holder, true))
+            .map_err(|e| format!("world.schedule({ns:?}, opts): {e}"))?;
+        self.joined
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ns.to_string());
+        Ok(())
     }
 
     fn exports(&self, kind: &str) -> Result<Vec<LangExport>, String> {
@@ -128,4 +166,10 @@ impl WorldView for ClusterView {
     fn changes(&self) -> watch::Receiver<u64> {
         self.tx.subscribe()
     }
+}
+
+/// A name unique in this process, for one view.
+fn view_number() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -1145,3 +1145,86 @@ fn staged_rollouts_stop_roll_back_and_resume() {
         text(&o)
     );
 }
+
+/// mgmt's scheduler on real processes: three hosts join the pool `web` with a `schedule`
+/// resource (max 2, TTL 2 s) and write `world.schedule("web")` to a file; every host agrees
+/// on two hosts, and when a chosen host is killed (SIGKILL: no withdrawal) the survivors
+/// are chosen within the TTL plus the time to notice. mgmt's older form,
+/// `world.schedule(ns, opts)`, joins from the function.
+#[test]
+fn schedule_picks_exactly_n_live_hosts_and_replaces_a_killed_one() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let src = tempfile::tempdir().unwrap();
+    let mut hosts: Vec<Host> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|n| Host::start(n, &url, None, &[]))
+        .collect();
+    let main = "import \"golang\"\nimport \"sys\"\nimport \"world\"\n\
+        $root = sys.getenv(\"TEND_ROOT\")\n\
+        schedule \"web\" {\n\tmax => 2,\n\tttl => 2,\n}\n\
+        file \"${root}/web\" {\n\tcontent => golang.template(\"{{ . }}\", world.schedule(\"web\")),\n}\n\
+        $solo = world.schedule(\"solo\", struct{strategy => \"alpha\", max => 1, ttl => 2})\n\
+        file \"${root}/solo\" {\n\tcontent => golang.template(\"{{ . }}\", $solo),\n}\n";
+    let prog = program(src.path(), "sched", main);
+    let o = deploy(&url, &[prog.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let agreed = |hs: &[&Host], what: &str| -> String {
+        let mut seen = String::new();
+        let ok = wait_for(WITHIN, || {
+            let all: Vec<Option<String>> = hs.iter().map(|h| h.read(what)).collect();
+            match &all[0] {
+                Some(first) if all.iter().all(|x| x.as_ref() == Some(first)) => {
+                    seen = first.clone();
+                    first.split_whitespace().count() == 2 || what == "solo"
+                }
+                _ => false,
+            }
+        });
+        let logs: Vec<String> = hs.iter().map(|h| h.log()).collect();
+        assert!(ok, "the hosts do not agree on {what}: {logs:#?}");
+        seen
+    };
+    let refs: Vec<&Host> = hosts.iter().collect();
+    let chosen = agreed(&refs, "web");
+    assert!(chosen.starts_with('[') && chosen.ends_with(']'), "{chosen}");
+    let names: Vec<String> = chosen
+        .trim_matches(|c| c == '[' || c == ']')
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(names.len(), 2, "{chosen}");
+    assert_eq!(agreed(&refs, "solo"), "[h1]");
+
+    // Kill one chosen host: the two others are the new choice, on both.
+    let victim = hosts.iter().position(|h| h.name == names[0]).unwrap();
+    hosts[victim].kill();
+    let killed = std::time::Instant::now();
+    let survivors: Vec<&Host> = hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, h)| h)
+        .collect();
+    let want = format!(
+        "[{}]",
+        survivors
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let ok = wait_for(WITHIN, || {
+        survivors
+            .iter()
+            .all(|h| h.read("web").as_deref() == Some(want.as_str()))
+    });
+    let took = killed.elapsed();
+    let logs: Vec<String> = survivors.iter().map(|h| h.log()).collect();
+    assert!(ok, "no replacement for {}: {logs:#?}", names[0]);
+    eprintln!("a killed scheduled host was replaced in {took:?} (TTL 2 s)");
+    assert!(
+        took < Duration::from_secs(6),
+        "replaced after {took:?}, TTL 2 s"
+    );
+}

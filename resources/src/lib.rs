@@ -1,8 +1,8 @@
-//! Resource kinds (`file`, `exec`, `group`, `kv`, `noop`, `pkg`, `print`, `svc`, `timer`, `test`, `user`) and the [`registry`] that
+//! Resource kinds (see [`registry`] for the list) and the [`registry`] that
 //! maps each kind name to its schema, constructor and automatic edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
-//! engine's job) and only `kv` talks to the cluster (through the World handed to it in `init`);
+//! engine's job) and only `kv` and `schedule` talk to the cluster (through the World handed to it in `init`);
 //! `svc` talks to systemd over D-Bus. Constructors validate a spec without
 //! touching the host; all host access happens in `watch` and `check_apply`.
 
@@ -17,6 +17,7 @@ mod params;
 mod pkg;
 mod print;
 mod process;
+mod schedule;
 mod svc;
 mod sysctl;
 mod testkind;
@@ -89,6 +90,12 @@ pub fn registry() -> Registry {
         at_exit: None,
     });
     r.register(Kind {
+        schema: schedule::schema().clone(),
+        build: schedule::build,
+        autoedges: None,
+        at_exit: None,
+    });
+    r.register(Kind {
         schema: sysctl::schema().clone(),
         build: sysctl::build,
         autoedges: Some(sysctl::autoedges),
@@ -152,8 +159,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "exec", "file", "group", "kv", "line", "noop", "pkg", "print", "svc", "sysctl",
-                "test", "timer", "user", "value"
+                "exec", "file", "group", "kv", "line", "noop", "pkg", "print", "schedule", "svc",
+                "sysctl", "test", "timer", "user", "value"
             ]
         );
     }

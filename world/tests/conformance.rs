@@ -842,7 +842,10 @@ async fn schedule_picks_max_live_members_and_replaces_a_dead_one(fx: Fixture) {
     // A host that only reads the choice (never joins) sees it too.
     let reader = fx.world("reader").await;
     for w in [&h1, &h2, &h3] {
-        assert!(w.sched_join("web", &sched_opts(2, 2), true).await.unwrap());
+        assert!(w
+            .sched_join("web", &sched_opts(2, 2), "t", true)
+            .await
+            .unwrap());
     }
     let chosen = agreed_choice(&[&h1, &h2, &h3, &reader], "web", 2).await;
     assert!(chosen
@@ -879,12 +882,23 @@ async fn schedule_join_is_idempotent_and_withdraw_hands_over(fx: Fixture) {
     let h1 = fx.world("h1").await;
     let h2 = fx.world("h2").await;
     // A dry run says it would join, and changes nothing.
-    assert!(h1.sched_join("db", &sched_opts(1, 0), false).await.unwrap());
+    assert!(h1
+        .sched_join("db", &sched_opts(1, 0), "t", false)
+        .await
+        .unwrap());
     assert!(h2.scheduled("db").await.unwrap().is_empty());
-    assert!(h1.sched_join("db", &sched_opts(1, 0), true).await.unwrap());
-    assert!(!h1.sched_join("db", &sched_opts(1, 0), true).await.unwrap());
+    assert!(h1
+        .sched_join("db", &sched_opts(1, 0), "t", true)
+        .await
+        .unwrap());
+    assert!(!h1
+        .sched_join("db", &sched_opts(1, 0), "t", true)
+        .await
+        .unwrap());
     assert_eq!(agreed_choice(&[&h1, &h2], "db", 1).await, vec!["h1"]);
-    h2.sched_join("db", &sched_opts(1, 0), true).await.unwrap();
+    h2.sched_join("db", &sched_opts(1, 0), "t", true)
+        .await
+        .unwrap();
     // Round robin: the first member keeps its place.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(agreed_choice(&[&h1, &h2], "db", 1).await, vec!["h1"]);
@@ -901,7 +915,14 @@ async fn schedule_join_is_idempotent_and_withdraw_hands_over(fx: Fixture) {
     );
     assert!(!h1.sched_withdraw("db", true).await.unwrap());
     // Leaving (the resource left the graph) without a TTL or persist withdraws too.
-    h2.sched_leave("db").await.unwrap();
+    // Two holders: the membership stays until the last lets go.
+    h2.sched_join("db", &sched_opts(1, 0), "u", true)
+        .await
+        .unwrap();
+    h2.sched_leave("db", "t").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h1.scheduled("db").await.unwrap(), vec!["h2"]);
+    h2.sched_leave("db", "u").await.unwrap();
     eventually(Duration::from_secs(5), "the pool to empty", || async {
         h1.scheduled("db").await.unwrap().is_empty().then_some(())
     })
@@ -914,6 +935,7 @@ async fn schedule_join_is_idempotent_and_withdraw_hands_over(fx: Fixture) {
                 strategy: "fifo".into(),
                 ..Default::default()
             },
+            "t",
             true,
         )
         .await

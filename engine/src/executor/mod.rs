@@ -277,9 +277,9 @@ impl Engine {
         }
     }
 
-    /// Hands the World's shared strings to resources (their `InitCtx::world`). Resources
-    /// initialised before this call do not see it: call it before the first swap.
-    pub fn set_world(&self, world: Arc<dyn tend_model::world::StrWorld>) {
+    /// Hands the World (shared strings, the scheduler) to resources (their `InitCtx::world`).
+    /// Resources initialised before this call do not see it: call it before the first swap.
+    pub fn set_world(&self, world: Arc<dyn tend_model::world::ResourceWorld>) {
         self.inner.world.set(world);
     }
 

@@ -1144,7 +1144,10 @@ static LIBRARY: &[Builtin] = &[
         FuncKind::Stream,
     ),
     with_kind(
-        pure("world", "schedule", "func(str) []str", no_snapshot),
+        checked(
+            dynamic("world", "schedule", world::schedule_sig, no_snapshot),
+            world::check_schedule_opts,
+        ),
         FuncKind::Stream,
     ),
     with_kind(

@@ -397,7 +397,14 @@ pub fn start(
     let first: Result<Value, FuncError> = match (b.module, b.name) {
         ("world", "getval") => getval(ctx.world.as_ref(), &arg),
         ("world", "kvlookup") => kvlookup(ctx.world.as_ref(), &arg),
-        ("world", "schedule") => schedule(ctx.world.as_ref(), &arg),
+        ("world", "schedule") => match args.get(1) {
+            // mgmt's older form: calling it joins the pool.
+            Some(opts) => super::world::schedule_opts(opts)
+                .and_then(|o| ctx.world.schedule_join(&arg, &o))
+                .map_err(FuncError::fatal)
+                .and_then(|()| schedule(ctx.world.as_ref(), &arg)),
+            None => schedule(ctx.world.as_ref(), &arg),
+        },
         ("world/collect", "res") => {
             if known_kind(&arg) {
                 collect_res(ctx.world.as_ref(), &arg)

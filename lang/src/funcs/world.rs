@@ -5,7 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use tend_model::world::{SchedOpts, SCHED_STRATEGIES};
 use tend_model::{Params, Value};
+
+use crate::types::Ty;
+use crate::types::Unifier;
 use tokio::sync::watch;
 
 /// One exported resource as a collector sees it.
@@ -36,6 +40,14 @@ pub trait WorldView: Send + Sync {
     fn kvlookup(&self, ns: &str) -> Result<BTreeMap<String, String>, String>;
     /// Hosts currently scheduled for `ns`.
     fn schedule(&self, ns: &str) -> Result<Vec<String>, String>;
+    /// Joins this host to the scheduling pool `ns` (mgmt's `world.schedule(ns, opts)` form),
+    /// for the life of this view. Joining again with the same options changes nothing.
+    fn schedule_join(&self, ns: &str, opts: &SchedOpts) -> Result<(), String> {
+        let _ = opts;
+        Err(format!(
+            "world.schedule({ns:?}, opts): this world cannot join a scheduling pool"
+        ))
+    }
     /// Exports of `kind` addressed to this host or to `*`.
     fn exports(&self, kind: &str) -> Result<Vec<Export>, String>;
     /// A receiver that changes whenever any of the above may have changed.
@@ -231,6 +243,11 @@ impl WorldView for MemWorld {
             .unwrap_or_default())
     }
 
+    fn schedule_join(&self, _ns: &str, _opts: &SchedOpts) -> Result<(), String> {
+        // Check mode and golden tests: the seed's `schedule` is the answer; nothing to join.
+        Ok(())
+    }
+
     fn exports(&self, kind: &str) -> Result<Vec<Export>, String> {
         let d = self.data.lock().expect("poisoned");
         Ok(d.exports
@@ -295,4 +312,81 @@ mod tests {
         assert_eq!(e.meta.get("hidden"), Some(&Value::Bool(true)));
         assert!(MemWorld::from_json("{", None).is_err());
     }
+}
+
+/// The options `world.schedule(ns, opts)` accepts, with their types (mgmt's, strictly).
+const SCHEDULE_OPTS: &[(&str, Ty)] = &[
+    ("strategy", Ty::Str),
+    ("max", Ty::Int),
+    ("reuse", Ty::Bool),
+    ("ttl", Ty::Int),
+];
+
+/// Signature of `world.schedule`: `func(namespace str) []str`, or with the options struct
+/// of mgmt's older form, `func(namespace str, opts struct{...}) []str`.
+pub(super) fn schedule_sig(u: &mut Unifier, statics: &[Option<Value>]) -> Result<Ty, String> {
+    match statics.len() {
+        1 => Ok(super::sig::parse("func(str) []str", u)),
+        2 => Ok(super::sig::parse("func(str, ?1) []str", u)),
+        n => Err(format!(
+            "world.schedule takes a namespace and optionally its options, not {n} arguments"
+        )),
+    }
+}
+
+/// Accepts the solved type of a `world.schedule` call: the options must be a struct of
+/// mgmt's fields (any subset, in any order).
+pub(super) fn check_schedule_opts(t: &Ty) -> Result<(), String> {
+    let Ty::Func(args, _) = t else {
+        return Ok(());
+    };
+    let Some(opts) = args.get(1) else {
+        return Ok(());
+    };
+    let Ty::Struct(fields) = opts else {
+        return Err(format!("the opts argument must be a struct, got {opts}"));
+    };
+    for (name, ty) in fields {
+        match SCHEDULE_OPTS.iter().find(|(n, _)| n == name) {
+            None => return Err(format!("unexpected opts field: `{name}`")),
+            Some((_, want)) if want != ty => {
+                return Err(format!(
+                    "expected different type for opts field: `{name}` ({want}, got {ty})"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The options of a `world.schedule(ns, opts)` call's value (mgmt's defaults for what is
+/// absent: strategy `rr`, max 1, ttl 10 s).
+pub fn schedule_opts(v: &Value) -> Result<SchedOpts, String> {
+    let mut o = SchedOpts::default();
+    let Value::Struct(fields) = v else {
+        return Err("world.schedule: the opts must be a struct".into());
+    };
+    for (name, value) in fields {
+        match (name.as_str(), value) {
+            ("strategy", Value::Str(s)) if s.is_empty() => {}
+            ("strategy", Value::Str(s)) => {
+                if !SCHED_STRATEGIES.contains(&s.as_str()) {
+                    return Err(format!(
+                        "world.schedule: unknown strategy {s:?} (known: {})",
+                        SCHED_STRATEGIES.join(", ")
+                    ));
+                }
+                o.strategy = s.clone();
+            }
+            // mgmt ignores a max or a ttl that is not positive.
+            ("max", Value::Int(n)) if *n > 0 => o.max = u32::try_from(*n).unwrap_or(u32::MAX),
+            ("ttl", Value::Int(n)) if *n > 0 => o.ttl = u32::try_from(*n).unwrap_or(u32::MAX),
+            ("max" | "ttl", Value::Int(_)) => {}
+            // Each tend process holds its own entry for its life: there is no lease to reuse.
+            ("reuse", Value::Bool(_)) => {}
+            (other, _) => return Err(format!("world.schedule: unexpected opts field: `{other}`")),
+        }
+    }
+    Ok(o)
 }

@@ -384,19 +384,22 @@ pub const SCHED_DEFAULT_TTL: u32 = 10;
 #[async_trait]
 pub trait SchedWorld: Send + Sync {
     /// Joins (or, when the options changed, updates this host's entry in) the pool of
-    /// `namespace`; with `apply` false only says whether it would change anything. Returns
-    /// whether anything changed (or would).
+    /// `namespace` on behalf of `holder` (a `schedule` resource, a program calling
+    /// `world.schedule(ns, opts)`); with `apply` false only says whether it would change
+    /// anything. Returns whether anything changed (or would).
     async fn sched_join(
         &self,
         namespace: &str,
         opts: &SchedOpts,
+        holder: &str,
         apply: bool,
     ) -> Result<bool, WorldError>;
     /// Leaves the pool (at once); with `apply` false only says whether this host is in it.
     async fn sched_withdraw(&self, namespace: &str, apply: bool) -> Result<bool, WorldError>;
-    /// Stops taking part in `namespace` in this process (the resource left the graph): the
-    /// entry is withdrawn now unless it persists, in which case it runs down with its TTL.
-    async fn sched_leave(&self, namespace: &str) -> Result<(), WorldError>;
+    /// `holder` no longer needs the membership (the resource left the graph, the program was
+    /// replaced). Once no holder is left, the entry is withdrawn now, unless it persists or
+    /// has a TTL of its own, in which case it runs down.
+    async fn sched_leave(&self, namespace: &str, holder: &str) -> Result<(), WorldError>;
     /// The hosts chosen in `namespace`, sorted (empty before the first choice).
     async fn scheduled(&self, namespace: &str) -> Result<Vec<String>, WorldError>;
     /// Fires when the choice of `namespace` changes.

@@ -35,6 +35,8 @@ use tend_model::world::{
 /// This host's part in one scheduling namespace.
 pub(crate) struct SchedEntry {
     opts: SchedOpts,
+    /// Who needs the membership (see [`SchedWorld::sched_join`]).
+    holders: std::collections::BTreeSet<String>,
     /// The lease of the member key (0: none, `persist`).
     lease: Arc<AtomicI64>,
     _task: AbortOnDrop,
@@ -313,8 +315,15 @@ impl World {
     pub(crate) async fn sched_close(&self) {
         let names: Vec<String> = self.sched_lock().keys().cloned().collect();
         for ns in names {
-            if let Err(e) = self.sched_leave(&ns).await {
-                tracing::warn!(namespace = %ns, error = %e, "cannot leave the scheduling pool");
+            let holders: Vec<String> = self
+                .sched_lock()
+                .get(&ns)
+                .map(|e| e.holders.iter().cloned().collect())
+                .unwrap_or_default();
+            for h in holders {
+                if let Err(e) = self.sched_leave(&ns, &h).await {
+                    tracing::warn!(namespace = %ns, error = %e, "cannot leave the scheduling pool");
+                }
             }
         }
     }
@@ -326,6 +335,7 @@ impl SchedWorld for World {
         &self,
         namespace: &str,
         opts: &SchedOpts,
+        holder: &str,
         apply: bool,
     ) -> Result<bool, WorldError> {
         check(namespace, Some(opts))?;
@@ -335,8 +345,13 @@ impl SchedWorld for World {
             .keys
             .sched_member(namespace, &self.inner.cfg.hostname);
         let record = World::member_record(opts);
-        let (same_opts, lease) = match self.sched_lock().get(namespace) {
-            Some(e) => (e.opts == *opts, Some(e.lease.clone())),
+        let (same_opts, lease) = match self.sched_lock().get_mut(namespace) {
+            Some(e) => {
+                if apply {
+                    e.holders.insert(holder.to_string());
+                }
+                (e.opts == *opts, Some(e.lease.clone()))
+            }
             None => (false, None),
         };
         let stored = self.inner.cache.get(&key);
@@ -364,14 +379,23 @@ impl SchedWorld for World {
         let used = self.put_member(namespace, opts, new_lease).await?;
         let cell = Arc::new(AtomicI64::new(used));
         let task = self.spawn_member(namespace, opts, cell.clone());
-        let old = self.sched_lock().insert(
-            namespace.to_string(),
-            SchedEntry {
-                opts: opts.clone(),
-                lease: cell,
-                _task: task,
-            },
-        );
+        let old = {
+            let mut map = self.sched_lock();
+            let mut holders = map
+                .get(namespace)
+                .map(|e| e.holders.clone())
+                .unwrap_or_default();
+            holders.insert(holder.to_string());
+            map.insert(
+                namespace.to_string(),
+                SchedEntry {
+                    opts: opts.clone(),
+                    holders,
+                    lease: cell,
+                    _task: task,
+                },
+            )
+        };
         if let Some(old) = old {
             let l = old.lease.load(Ordering::SeqCst);
             if l != 0 && l != used {
@@ -406,26 +430,30 @@ impl SchedWorld for World {
         Ok(present)
     }
 
-    async fn sched_leave(&self, namespace: &str) -> Result<(), WorldError> {
-        let Some(old) = self.sched_lock().remove(namespace) else {
-            return Ok(());
+    async fn sched_leave(&self, namespace: &str, holder: &str) -> Result<(), WorldError> {
+        // The entry leaves the map under the lock, so a join that follows (a replacing
+        // program, a changed resource) starts a new one; what is deleted below is bound to
+        // this entry's lease, never to the new entry's.
+        let old = {
+            let mut map = self.sched_lock();
+            let Some(e) = map.get_mut(namespace) else {
+                return Ok(());
+            };
+            e.holders.remove(holder);
+            if !e.holders.is_empty() {
+                return Ok(());
+            }
+            map.remove(namespace).expect("present")
         };
-        // mgmt: an entry that persists, or has a TTL of its own, runs down by itself; any
-        // other is withdrawn at once.
-        if old.opts.persist || old.opts.ttl > 0 {
-            self.resign(namespace).await?;
-            return Ok(());
-        }
-        let key = self
-            .inner
-            .keys
-            .sched_member(namespace, &self.inner.cfg.hostname);
-        self.txn(Txn::ops(vec![Op::Delete(KeyRange::key(key))]))
-            .await?;
         self.resign(namespace).await?;
+        // mgmt: an entry that persists, or has a TTL of its own, runs down by itself; any
+        // other is withdrawn at once (revoking its lease deletes it).
         let l = old.lease.load(Ordering::SeqCst);
-        if l != 0 {
-            let _ = self.inner.store.lease_revoke(l).await;
+        if !old.opts.persist && old.opts.ttl == 0 && l != 0 {
+            match self.inner.store.lease_revoke(l).await {
+                Ok(()) | Err(StoreError::LeaseNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
