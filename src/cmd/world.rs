@@ -54,8 +54,8 @@ impl What {
 
     fn areas(self) -> &'static [&'static str] {
         match self {
-            What::Exports(_) => &["exports"],
-            What::Strings(_) => &["strings", "strmap"],
+            What::Exports(_) => &["to"],
+            What::Strings(_) => &["strings", "maps", "strmap"],
             What::Deploys(_) => &["deploys"],
             What::Hosts(_) => &["hosts"],
         }

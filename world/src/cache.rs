@@ -13,11 +13,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::keys::{escape, Keys};
-use crate::store::{AbortOnDrop, KeyRange, Store, WatchEvent, WatchMsg};
+use crate::store::{AbortOnDrop, KeyRange, Op, OpResult, Store, Txn, WatchEvent, WatchMsg};
 use tend_model::world::StoreError;
+
+/// Narrows a subscription to the keys of its ranges it accepts.
+pub(crate) type KeyFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 struct Sub {
     ranges: Vec<KeyRange>,
+    filter: Option<KeyFilter>,
     tx: watch::Sender<u64>,
 }
 
@@ -48,42 +52,68 @@ impl Cache {
     }
 
     /// Loads the namespace and starts the one store watch. The returned guard stops it.
+    /// When etcd's RBAC refuses this host the whole namespace (other hosts' exports), it
+    /// loads and watches the ranges the host may read instead (`Keys::readable_ranges`).
     pub(crate) async fn start(
         store: Arc<dyn Store>,
         keys: &Keys,
         host: &str,
-    ) -> Result<(Cache, AbortOnDrop), StoreError> {
-        let range = keys.cached_range();
-        let snapshot = store.range(range.clone()).await?;
+    ) -> Result<(Cache, Vec<AbortOnDrop>), StoreError> {
+        let whole = keys.cached_range();
+        let (ranges, revision, kvs) = match store.range(whole.clone()).await {
+            Ok(snapshot) => (vec![whole], snapshot.revision, snapshot.kvs),
+            Err(StoreError::PermissionDenied { .. }) => {
+                let ranges = keys.readable_ranges(host);
+                tracing::info!(
+                    host,
+                    ranges = ranges.len(),
+                    "etcd's permissions isolate this host's exports: watching the ranges it may read"
+                );
+                let r = store
+                    .txn(Txn::ops(ranges.iter().cloned().map(Op::Get).collect()))
+                    .await?;
+                let mut kvs = Vec::new();
+                for res in r.results {
+                    if let OpResult::Range(mut part) = res {
+                        kvs.append(&mut part);
+                    }
+                }
+                (ranges, r.revision, kvs)
+            }
+            Err(e) => return Err(e),
+        };
         let cache = Cache {
             inner: Arc::new(Inner {
-                exports_prefix: keys.area("exports"),
+                exports_prefix: keys.exports_area(),
                 mine: format!("{}/", escape(host)),
                 state: Mutex::new(State {
                     kvs: BTreeMap::new(),
                     subs: Vec::new(),
                 }),
-                rev: watch::channel(snapshot.revision).0,
+                rev: watch::channel(revision).0,
                 events: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         {
             let mut st = cache.lock();
-            for kv in snapshot.kvs {
+            for kv in kvs {
                 if cache.wanted(&kv.key) {
                     st.kvs.insert(kv.key, kv.value);
                 }
             }
         }
-        let mut w = store.watch(range, snapshot.revision + 1).await?;
-        let weak = Arc::downgrade(&cache.inner);
-        let task = tokio::spawn(async move {
-            while let Some(msg) = w.next().await {
-                let Some(inner) = weak.upgrade() else { return };
-                Cache { inner }.apply(msg);
-            }
-        });
-        Ok((cache, AbortOnDrop(task)))
+        let mut tasks = Vec::new();
+        for range in ranges {
+            let mut w = store.watch(range.clone(), revision + 1).await?;
+            let weak = Arc::downgrade(&cache.inner);
+            tasks.push(AbortOnDrop(tokio::spawn(async move {
+                while let Some(msg) = w.next().await {
+                    let Some(inner) = weak.upgrade() else { return };
+                    Cache { inner }.apply(msg, &range);
+                }
+            })));
+        }
+        Ok((cache, tasks))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -100,7 +130,8 @@ impl Cache {
         }
     }
 
-    fn apply(&self, msg: WatchMsg) {
+    /// Applies what the watch of `range` delivered.
+    fn apply(&self, msg: WatchMsg, range: &KeyRange) {
         let mut changed: Vec<String> = Vec::new();
         let mut st = self.lock();
         let revision = match msg {
@@ -139,22 +170,27 @@ impl Cache {
                         changed.push(k.clone());
                     }
                 }
-                for k in st.kvs.keys() {
-                    if !fresh.contains_key(k) {
-                        changed.push(k.clone());
-                    }
+                let gone: Vec<String> = st
+                    .kvs
+                    .keys()
+                    .filter(|k| range.contains(k) && !fresh.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    st.kvs.remove(&k);
+                    changed.push(k);
                 }
-                st.kvs = fresh;
+                st.kvs.extend(fresh);
                 revision
             }
         };
         st.subs.retain(|s| !s.tx.is_closed());
         if !changed.is_empty() {
             for sub in &st.subs {
-                if changed
-                    .iter()
-                    .any(|k| sub.ranges.iter().any(|r| r.contains(k)))
-                {
+                if changed.iter().any(|k| {
+                    sub.ranges.iter().any(|r| r.contains(k))
+                        && sub.filter.as_ref().is_none_or(|f| f(k))
+                }) {
                     sub.tx.send_modify(|g| *g += 1);
                 }
             }
@@ -172,8 +208,17 @@ impl Cache {
 
     /// A change counter bumped whenever a key in one of `ranges` changes.
     pub(crate) fn subscribe(&self, ranges: Vec<KeyRange>) -> watch::Receiver<u64> {
+        self.subscribe_filtered(ranges, None)
+    }
+
+    /// Like [`Cache::subscribe`], for the keys of `ranges` that `filter` accepts.
+    pub(crate) fn subscribe_filtered(
+        &self,
+        ranges: Vec<KeyRange>,
+        filter: Option<KeyFilter>,
+    ) -> watch::Receiver<u64> {
         let (tx, rx) = watch::channel(0);
-        self.lock().subs.push(Sub { ranges, tx });
+        self.lock().subs.push(Sub { ranges, filter, tx });
         rx
     }
 

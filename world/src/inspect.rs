@@ -38,7 +38,7 @@ impl Inspector {
     pub async fn exports(&self) -> Result<Vec<Export>, WorldError> {
         let r = self
             .store
-            .range(KeyRange::prefix(self.keys.area("exports")))
+            .range(KeyRange::prefix(self.keys.exports_area()))
             .await?;
         let mut out = Vec::new();
         for kv in r.kvs {
@@ -65,7 +65,7 @@ impl Inspector {
             let v: String = decode(&kv.key, &kv.value)?;
             out.strings.insert(unescape(&kv.key[prefix.len()..]), v);
         }
-        let prefix = self.keys.area("strmap");
+        let prefix = self.keys.legacy_strmap_area();
         for kv in self.store.range(KeyRange::prefix(&prefix)).await?.kvs {
             let rest = &kv.key[prefix.len()..];
             let Some((key, host)) = rest.split_once('/') else {
@@ -76,6 +76,19 @@ impl Inspector {
                 .entry(unescape(key))
                 .or_default()
                 .insert(unescape(host), v);
+        }
+        // The current layout wins over an entry not moved yet.
+        for kv in self
+            .store
+            .range(KeyRange::prefix(self.keys.maps_area()))
+            .await?
+            .kvs
+        {
+            let Some((host, key)) = self.keys.parse_strmap_entry(&kv.key) else {
+                continue;
+            };
+            let v: String = decode(&kv.key, &kv.value)?;
+            out.maps.entry(key).or_default().insert(host, v);
         }
         Ok(out)
     }
@@ -108,7 +121,7 @@ impl Inspector {
         Ok(out)
     }
 
-    /// A watch over the area `area` (`exports`, `strings`, ...), from now.
+    /// A watch over the area `area` (`to` for exports, `strings`, ...), from now.
     pub async fn watch(&self, areas: &[&str]) -> Result<Vec<Watch>, WorldError> {
         let mut out = Vec::new();
         for a in areas {

@@ -5,18 +5,26 @@
 //! <ns>/blobs/data/<hash>/<chunk>       its chunks (512 KiB, well below etcd's 1.5 MiB limit)
 //! <ns>/deploys/id/<id, 20 digits>      deploy records
 //! <ns>/deploys/latest                  the latest deploy id (the compare-and-swap pointer)
-//! <ns>/exports/<to>/<kind>/<from>/<name>   exports, recipient first (`*` = every host)
 //! <ns>/hosts/<host>                    host registrations (bound to the host's session)
-//! <ns>/strings/<key>                   global strings
-//! <ns>/strmap/<key>/<host>             per-host string maps
+//! <ns>/maps/<host>/<key>               per-host string maps, host first
 //! <ns>/sched/<namespace>/members/<host> a scheduling pool's members (leased, see `sched`)
 //! <ns>/sched/<namespace>/leader        the elected member (bound to its host's session)
 //! <ns>/sched/<namespace>/result        the elected member's choice
+//! <ns>/strings/<key>                   global strings
+//! <ns>/strmap/<key>/<host>             per-host string maps as tend wrote them before `maps`
+//! <ns>/to/<to>/<from>/<kind>/<name>    exports: recipient (`*` = every host), then sender
 //! ```
 //!
+//! The layout is made for etcd's RBAC, whose permissions are key prefixes (`tend cluster
+//! auth`): a host reads `to/<itself>/` and `to/*/` and nothing else of the exports (read
+//! isolation by recipient), and writes `to/*/<itself>/`, `to/<r>/<itself>/` for each host
+//! `r`, `maps/<itself>/` and `hosts/<itself>` (write isolation by sender). `to` sorts last, so
+//! what a host may read is three ranges: everything before `to/`, `to/*/` and `to/<host>/`.
+//!
 //! `blobs` sorts first, so the watch cache watches `[<ns>/blobs0, <ns>0)`: everything but
-//! the (large) file chunks, with one watch. Segments are percent-escaped (`%` and `/`), so a
-//! name like `/etc/motd` stays one segment.
+//! the (large) file chunks, with one watch (three when etcd refuses the whole range to this
+//! host's role). Segments are percent-escaped (`%` and `/`), so a name like `/etc/motd` stays
+//! one segment.
 
 use crate::store::{prefix_end, KeyRange};
 use tend_model::world::WorldError;
@@ -115,35 +123,55 @@ impl Keys {
         format!("{}/{area}/", self.ns)
     }
 
+    /// The exports area.
+    pub fn exports_area(&self) -> String {
+        format!("{}/to/", self.ns)
+    }
+
     /// An export's key.
     pub fn export(&self, to: &str, kind: &str, from: &str, name: &str) -> String {
         format!(
-            "{}/exports/{}/{}/{}/{}",
+            "{}/to/{}/{}/{}/{}",
             self.ns,
             escape(to),
-            escape(kind),
             escape(from),
+            escape(kind),
             escape(name)
         )
     }
 
-    /// The prefix of the exports addressed to `to` (a host or `*`), optionally of one kind.
-    pub fn exports_to(&self, to: &str, kind: Option<&str>) -> String {
-        match kind {
-            Some(k) => format!("{}/exports/{}/{}/", self.ns, escape(to), escape(k)),
-            None => format!("{}/exports/{}/", self.ns, escape(to)),
-        }
+    /// The prefix of the exports addressed to `to` (a host or `*`).
+    pub fn exports_to(&self, to: &str) -> String {
+        format!("{}/to/{}/", self.ns, escape(to))
+    }
+
+    /// The prefix of the exports `from` addresses to `to`.
+    pub fn exports_from(&self, to: &str, from: &str) -> String {
+        format!("{}/to/{}/{}/", self.ns, escape(to), escape(from))
     }
 
     /// Parses an export key into `(to, kind, from, name)`.
     pub fn parse_export(&self, key: &str) -> Option<(String, String, String, String)> {
-        let rest = key.strip_prefix(&self.area("exports"))?;
+        let rest = key.strip_prefix(&self.exports_area())?;
         let mut it = rest.splitn(4, '/');
         let to = unescape(it.next()?);
-        let kind = unescape(it.next()?);
         let from = unescape(it.next()?);
+        let kind = unescape(it.next()?);
         let name = unescape(it.next()?);
         Some((to, kind, from, name))
+    }
+
+    /// The ranges a host may read when etcd's RBAC isolates exports (see the module doc):
+    /// everything cached before the exports, and the exports to it and to `*`.
+    pub fn readable_ranges(&self, host: &str) -> Vec<KeyRange> {
+        vec![
+            KeyRange::between(
+                prefix_end(&format!("{}/blobs/", self.ns)),
+                self.exports_area(),
+            ),
+            KeyRange::prefix(self.exports_to("*")),
+            KeyRange::prefix(self.exports_to(host)),
+        ]
     }
 
     /// A global string's key.
@@ -151,14 +179,32 @@ impl Keys {
         format!("{}/strings/{}", self.ns, escape(key))
     }
 
-    /// A string map's prefix.
-    pub fn strmap(&self, key: &str) -> String {
-        format!("{}/strmap/{}/", self.ns, escape(key))
+    /// The string-map area (`maps/<host>/<key>`).
+    pub fn maps_area(&self) -> String {
+        format!("{}/maps/", self.ns)
     }
 
     /// One host's entry of a string map.
     pub fn strmap_entry(&self, key: &str, host: &str) -> String {
-        format!("{}{}", self.strmap(key), escape(host))
+        format!("{}{}/{}", self.maps_area(), escape(host), escape(key))
+    }
+
+    /// Parses a string-map entry's key into `(host, key)`.
+    pub fn parse_strmap_entry(&self, full: &str) -> Option<(String, String)> {
+        let rest = full.strip_prefix(&self.maps_area())?;
+        let (host, key) = rest.split_once('/')?;
+        Some((unescape(host), unescape(key)))
+    }
+
+    /// The prefix of a string map as tend wrote it before `maps/` (`strmap/<key>/<host>`):
+    /// read until every host has moved its entries.
+    pub fn legacy_strmap(&self, key: &str) -> String {
+        format!("{}/strmap/{}/", self.ns, escape(key))
+    }
+
+    /// The legacy string-map area.
+    pub fn legacy_strmap_area(&self) -> String {
+        format!("{}/strmap/", self.ns)
     }
 
     /// The prefix of everything of one scheduling namespace.
@@ -230,11 +276,12 @@ mod tests {
     fn export_keys_round_trip_and_escape() {
         let k = Keys::new("tend/");
         let key = k.export("*", "file", "h1", "/etc/100%");
-        assert_eq!(key, "/tend/exports/*/file/h1/%2Fetc%2F100%25");
+        assert_eq!(key, "/tend/to/*/h1/file/%2Fetc%2F100%25");
         assert_eq!(
             k.parse_export(&key),
             Some(("*".into(), "file".into(), "h1".into(), "/etc/100%".into()))
         );
+        assert!(key.starts_with(&k.exports_from("*", "h1")));
         assert!(k.cached_range().contains(&key));
         assert!(!k.cached_range().contains(&k.blob_chunk("ab", 0)));
         assert!(!k.cached_range().contains(&k.blob_meta("ab")));
@@ -244,5 +291,32 @@ mod tests {
         assert!(k.cached_range().contains(&k.sched_member("a/b", "h")));
         assert!(k.sched_result("a/b").starts_with(&k.sched("a/b")));
         assert!(!k.sched_result("a/b").starts_with(&k.sched("a")));
+        assert_eq!(
+            k.parse_strmap_entry(&k.strmap_entry("a/b", "h")),
+            Some(("h".into(), "a/b".into()))
+        );
+    }
+
+    #[test]
+    fn a_host_reads_three_ranges_that_leave_out_others_exports() {
+        let k = Keys::new("/tend");
+        let r = k.readable_ranges("h2");
+        let readable = |key: &str| r.iter().any(|x| x.contains(key));
+        assert!(readable(&k.export("h2", "file", "h1", "a")));
+        assert!(readable(&k.export("*", "file", "h1", "a")));
+        assert!(!readable(&k.export("h3", "file", "h1", "a")));
+        assert!(!readable(&k.export("h22", "file", "h1", "a")));
+        for key in [
+            k.host("h1"),
+            k.deploy(1),
+            k.deploy_latest(),
+            k.string("s"),
+            k.strmap_entry("m", "h1"),
+            k.sched_result("n"),
+            format!("{}x/y", k.legacy_strmap_area()),
+        ] {
+            assert!(readable(&key), "{key}");
+        }
+        assert!(!readable(&k.blob_chunk("ab", 0)));
     }
 }

@@ -48,6 +48,7 @@ on_both_backends!(
     unknown_format_version_is_a_clear_error,
     schedule_picks_max_live_members_and_replaces_a_dead_one,
     schedule_join_is_idempotent_and_withdraw_hands_over,
+    string_maps_of_the_old_layout_are_moved_and_still_read,
 );
 
 async fn export_is_idempotent_without_watch_event(fx: Fixture) {
@@ -61,7 +62,7 @@ async fn export_is_idempotent_without_watch_event(fx: Fixture) {
     let before = store.get(&key).await.unwrap().unwrap();
     let mut raw = store
         .watch(
-            KeyRange::prefix(h1.keys().area("exports")),
+            KeyRange::prefix(h1.keys().exports_area()),
             before.mod_revision + 1,
         )
         .await
@@ -941,4 +942,51 @@ async fn schedule_join_is_idempotent_and_withdraw_hands_over(fx: Fixture) {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("fifo"), "{e}");
+}
+
+async fn string_maps_of_the_old_layout_are_moved_and_still_read(fx: Fixture) {
+    // Entries as an older tend wrote them (`strmap/<key>/<host>`), before any World joins.
+    let store = fx.store().await;
+    let keys = tend_world::keys::Keys::new("/tend");
+    let legacy = |key: &str, host: &str| format!("{}{host}", keys.legacy_strmap(key));
+    let v = |s: &str| tend_world::codec::encode(&s.to_string());
+    store
+        .txn(tend_world::store::Txn::ops(vec![
+            tend_world::store::Op::put(legacy("web", "h1"), v("old-h1")),
+            tend_world::store::Op::put(legacy("web", "h9"), v("old-h9")),
+        ]))
+        .await
+        .unwrap();
+    // h1 (a new tend) moves its own entry when it joins; h9's, whose host has not been
+    // upgraded, stays where it is and is still read.
+    let h1 = fx.world("h1").await;
+    let h2 = fx.world("h2").await;
+    let want: BTreeMap<String, String> = [("h1", "old-h1"), ("h9", "old-h9")]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(h2.strmap_get("web").await.unwrap(), want);
+    assert!(store.get(&legacy("web", "h1")).await.unwrap().is_none());
+    assert!(store
+        .get(&keys.strmap_entry("web", "h1"))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.get(&legacy("web", "h9")).await.unwrap().is_some());
+    // A write of the new layout wins over the old entry.
+    h1.strmap_set("web", "new-h1").await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "h2 to see the new value",
+        || async {
+            (h2.strmap_get("web")
+                .await
+                .unwrap()
+                .get("h1")
+                .map(String::as_str)
+                == Some("new-h1"))
+            .then_some(())
+        },
+    )
+    .await;
 }

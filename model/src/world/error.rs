@@ -17,6 +17,19 @@ pub enum StoreError {
         /// What etcd said.
         message: String,
     },
+    /// etcd refused the operation: the user's role does not allow it on that key (etcd's
+    /// RBAC).
+    #[error("etcd {endpoints}: {op} {key:?}: {message}")]
+    PermissionDenied {
+        /// The endpoints of the cluster.
+        endpoints: String,
+        /// The operation.
+        op: &'static str,
+        /// The key (or first key) involved.
+        key: String,
+        /// What etcd said (`etcdserver: permission denied`).
+        message: String,
+    },
     /// An I/O error on a file of the embedded store.
     #[error("{path}: {source}")]
     Io {

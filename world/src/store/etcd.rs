@@ -285,6 +285,16 @@ impl Etcd {
                     if e.to_string().contains("lease not found") {
                         return Err(StoreError::LeaseNotFound(0));
                     }
+                    if let etcd_client::Error::GRpcStatus(st) = &e {
+                        if i32::from(st.code()) == 7 {
+                            return Err(StoreError::PermissionDenied {
+                                endpoints: self.endpoints.clone(),
+                                op,
+                                key: key.to_string(),
+                                message: describe(&e),
+                            });
+                        }
+                    }
                     if !retryable(&e) {
                         return Err(self.error(op, key, describe(&e)));
                     }

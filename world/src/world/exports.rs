@@ -1,7 +1,5 @@
 //! [`ResWorld`]: exports, bound to the session, sent to one host or to all (`*`).
 
-use std::collections::BTreeSet;
-
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
@@ -86,17 +84,10 @@ impl ResWorld for World {
     async fn res_collect(&self, filters: &[ExportFilter]) -> Result<Vec<Export>, WorldError> {
         self.settle().await;
         let keys = &self.inner.keys;
-        // When every filter names a kind, read only those kinds' key ranges.
-        let kinds: Option<BTreeSet<&str>> = (!filters.is_empty()
-            && filters.iter().all(|f| !f.kind.is_empty()))
-        .then(|| filters.iter().map(|f| f.kind.as_str()).collect());
-        let mut prefixes = Vec::new();
-        for to in [self.inner.cfg.hostname.as_str(), "*"] {
-            match &kinds {
-                Some(kinds) => prefixes.extend(kinds.iter().map(|k| keys.exports_to(to, Some(k)))),
-                None => prefixes.push(keys.exports_to(to, None)),
-            }
-        }
+        let prefixes = [
+            keys.exports_to(&self.inner.cfg.hostname),
+            keys.exports_to("*"),
+        ];
         let mut out = Vec::new();
         for prefix in prefixes {
             for (key, value) in self.inner.cache.prefix(&prefix) {
@@ -126,8 +117,15 @@ impl ResWorld for World {
         let keys = &self.inner.keys;
         let ranges = [self.inner.cfg.hostname.as_str(), "*"]
             .iter()
-            .map(|to| KeyRange::prefix(keys.exports_to(to, kind)))
+            .map(|to| KeyRange::prefix(keys.exports_to(to)))
             .collect();
-        changes(self.inner.cache.subscribe(ranges))
+        let filter: Option<crate::cache::KeyFilter> = kind.map(|kind| {
+            let keys = keys.clone();
+            let kind = kind.to_string();
+            std::sync::Arc::new(move |key: &str| {
+                keys.parse_export(key).is_some_and(|(_, k, _, _)| k == kind)
+            }) as crate::cache::KeyFilter
+        });
+        changes(self.inner.cache.subscribe_filtered(ranges, filter))
     }
 }

@@ -187,7 +187,7 @@ impl World {
         let store: Arc<dyn Store> = counting.clone();
         let keys = Keys::new(&cfg.namespace);
         let lease = store.lease_grant(cfg.session_ttl).await?;
-        let (cache, cache_task) = Cache::start(store.clone(), &keys, &cfg.hostname).await?;
+        let (cache, cache_tasks) = Cache::start(store.clone(), &keys, &cfg.hostname).await?;
         let host = HostRecord {
             version: cfg.version.clone(),
             started_ms: now_ms(),
@@ -219,11 +219,14 @@ impl World {
                 host: Mutex::new(host),
                 last_write: AtomicI64::new(0),
                 last_contact_ms: AtomicI64::new(now_ms() as i64),
-                tasks: Mutex::new(vec![cache_task]),
+                tasks: Mutex::new(cache_tasks),
                 sched: Mutex::new(BTreeMap::new()),
             }),
         };
         world.put_host().await?;
+        if world.inner.cfg.register {
+            world.migrate_strmap().await;
+        }
         let weak = Arc::downgrade(&world.inner);
         let ttl = world.inner.cfg.session_ttl;
         let keepalive = tokio::spawn(async move {

@@ -1,10 +1,12 @@
 //! [`StrWorld`]: shared strings, and string maps with one entry per host.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::{changes, World};
+use crate::cache::KeyFilter;
 use crate::codec::{decode, encode};
 use crate::keys::unescape;
 use crate::store::{KeyRange, Op, OpResult, Txn};
@@ -52,11 +54,22 @@ impl StrWorld for World {
 
     async fn strmap_get(&self, key: &str) -> Result<BTreeMap<String, String>, WorldError> {
         self.settle().await;
-        let prefix = self.inner.keys.strmap(key);
+        let keys = &self.inner.keys;
         let mut out = BTreeMap::new();
-        for (k, v) in self.inner.cache.prefix(&prefix) {
-            let host = unescape(&k[prefix.len()..]);
-            out.insert(host, decode(&k, &v)?);
+        for (k, v) in self.inner.cache.prefix(&keys.maps_area()) {
+            if let Some((host, entry)) = keys.parse_strmap_entry(&k) {
+                if entry == key {
+                    out.insert(host, decode(&k, &v)?);
+                }
+            }
+        }
+        // Entries of hosts that have not moved theirs to `maps/` yet (an older tend).
+        let legacy = keys.legacy_strmap(key);
+        for (k, v) in self.inner.cache.prefix(&legacy) {
+            let host = unescape(&k[legacy.len()..]);
+            if !out.contains_key(&host) {
+                out.insert(host, decode(&k, &v)?);
+            }
         }
         Ok(out)
     }
@@ -75,10 +88,55 @@ impl StrWorld for World {
     }
 
     fn strmap_watch(&self, key: &str) -> Changes {
-        changes(
-            self.inner
-                .cache
-                .subscribe(vec![KeyRange::prefix(self.inner.keys.strmap(key))]),
-        )
+        let keys = self.inner.keys.clone();
+        let want = key.to_string();
+        let filter: KeyFilter = Arc::new(move |k: &str| {
+            if k.starts_with(&keys.legacy_strmap(&want)) {
+                return true;
+            }
+            keys.parse_strmap_entry(k).is_some_and(|(_, e)| e == want)
+        });
+        changes(self.inner.cache.subscribe_filtered(
+            vec![
+                KeyRange::prefix(self.inner.keys.maps_area()),
+                KeyRange::prefix(self.inner.keys.legacy_strmap(key)),
+            ],
+            Some(filter),
+        ))
+    }
+}
+
+impl World {
+    /// Moves this host's string-map entries from the layout of older tends
+    /// (`strmap/<key>/<host>`) to `maps/<host>/<key>`, one transaction per entry (put the new,
+    /// delete the old). Where this host may not touch the old area (etcd RBAC enabled before
+    /// the upgrade), the entries stay and are still read.
+    pub(crate) async fn migrate_strmap(&self) {
+        let keys = self.inner.keys.clone();
+        let area = keys.legacy_strmap_area();
+        let me = crate::keys::escape(&self.inner.cfg.hostname);
+        for (k, v) in self.inner.cache.prefix(&area) {
+            let Some((entry, host)) = k[area.len()..].rsplit_once('/') else {
+                continue;
+            };
+            if host != me {
+                continue;
+            }
+            let new = keys.strmap_entry(&unescape(entry), &self.inner.cfg.hostname);
+            let r = self
+                .txn(Txn {
+                    compares: vec![crate::store::Compare::Value(k.clone(), v.clone())],
+                    success: vec![Op::put(new, v), Op::Delete(KeyRange::key(k.clone()))],
+                    failure: vec![],
+                })
+                .await;
+            match r {
+                Ok(_) => tracing::info!(key = %k, "moved a string-map entry to the new layout"),
+                Err(e) => {
+                    tracing::warn!(key = %k, error = %e, "cannot move a string-map entry to the new layout; it is still read");
+                    return;
+                }
+            }
+        }
     }
 }
