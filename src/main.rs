@@ -15,7 +15,7 @@ mod cmd;
 mod logging;
 mod progress;
 
-use cmd::{check, deploy, keygen, run, world};
+use cmd::{check, cluster, deploy, keygen, run, world};
 
 /// Real-time, distributed configuration management.
 #[derive(Parser)]
@@ -37,6 +37,8 @@ enum Cmd {
     Keygen(keygen::KeygenArgs),
     /// Read the World's store directly: exports, strings, deploys, hosts.
     World(world::WorldArgs),
+    /// Administer the cluster: etcd's users and roles for tend (`cluster auth`).
+    Cluster(cluster::ClusterArgs),
     /// Show the daemon's state on one screen (a client of `tend run`'s HTTP API).
     Status(client::StatusArgs),
     /// Print the daemon's running graph (JSON, text, or Graphviz dot).
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Cmd::Deploy(a) => deploy::main(a),
         Cmd::Keygen(a) => keygen::main(a),
         Cmd::World(a) => world::main(a),
+        Cmd::Cluster(a) => cluster::main(a),
         Cmd::Status(a) => client::status(a),
         Cmd::Graph(a) => client::graph(a),
         Cmd::Resources(a) => client::resources(a),

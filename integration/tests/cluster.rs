@@ -1228,3 +1228,203 @@ fn schedule_picks_exactly_n_live_hosts_and_replaces_a_killed_one() {
         "replaced after {took:?}, TTL 2 s"
     );
 }
+
+/// Reads `KEY=value` lines of an environment file written by `tend cluster auth`.
+fn env_file(path: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} in {}", path.display()))
+            .to_string()
+    };
+    (get("TEND_ETCD_USER"), get("TEND_ETCD_PASSWORD"))
+}
+
+/// etcd's RBAC, set up by `tend cluster auth`, enforced by etcd: a host reads only what is
+/// exported to it or to everyone, writes only its own records, and cannot deploy; what h1
+/// exports to h2 still reaches h2 (and only h2). Every refusal asserted is etcd's own
+/// (`etcdserver: permission denied` from a raw store call), not a filter of tend's.
+#[test]
+fn etcd_rbac_gives_each_host_only_its_own() {
+    use std::os::unix::fs::PermissionsExt;
+    use tend_world::store::etcd::{Etcd, EtcdConfig};
+    use tend_world::store::{KeyRange, Op, Store, Txn};
+
+    let etcd = EtcdServer::start().expect("etcd");
+    let url = etcd.client_url.clone();
+    let creds = tempfile::tempdir().unwrap();
+    let d = creds.path().join("creds");
+    let o = tend(&[
+        "cluster",
+        "auth",
+        "init",
+        "--etcd",
+        &url,
+        "--out-dir",
+        d.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["root.env", "controller.env"] {
+        let mode = std::fs::metadata(d.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    // Once only: a second init is refused and changes nothing.
+    let again = tend(&[
+        "cluster",
+        "auth",
+        "init",
+        "--etcd",
+        &url,
+        "--out-dir",
+        creds.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(text(&again).contains("already enabled"), "{}", text(&again));
+    let (root, root_pw) = env_file(&d.join("root.env"));
+    let (ctl, ctl_pw) = env_file(&d.join("controller.env"));
+    let mut host_creds = Vec::new();
+    for h in ["h1", "h2", "h3"] {
+        let out = d.join(format!("{h}.env"));
+        let o = tend(&[
+            "cluster",
+            "auth",
+            "add-host",
+            h,
+            "--etcd",
+            &url,
+            "--etcd-user",
+            &root,
+            "--etcd-password",
+            &root_pw,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        host_creds.push(env_file(&out));
+    }
+    let hosts: Vec<Host> = ["h1", "h2", "h3"]
+        .iter()
+        .zip(&host_creds)
+        .map(|(n, (u, p))| Host::start(n, &url, None, &["--etcd-user", u, "--etcd-password", p]))
+        .collect();
+
+    // Without credentials nobody deploys; with a host's, neither; the controller does.
+    let src = tempfile::tempdir().unwrap();
+    let p = program(src.path(), "exports", EXPORTS);
+    let anon = deploy(&url, &[p.to_str().unwrap()]);
+    assert!(!anon.status.success(), "{}", text(&anon));
+    let as_host = deploy(
+        &url,
+        &[
+            p.to_str().unwrap(),
+            "--etcd-user",
+            &host_creds[2].0,
+            "--etcd-password",
+            &host_creds[2].1,
+        ],
+    );
+    assert!(!as_host.status.success(), "{}", text(&as_host));
+    assert!(
+        text(&as_host).contains("permission denied"),
+        "{}",
+        text(&as_host)
+    );
+    let o = deploy(
+        &url,
+        &[
+            p.to_str().unwrap(),
+            "--etcd-user",
+            &ctl,
+            "--etcd-password",
+            &ctl_pw,
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "{}\n{:#?}",
+        text(&o),
+        hosts.iter().map(|h| h.log()).collect::<Vec<_>>()
+    );
+
+    // h2 collects what h1 addressed to it; h3 only what went to everyone.
+    assert!(
+        wait_for(WITHIN, || hosts[1].read("to-h2").as_deref()
+            == Some("for h2\n")),
+        "{}",
+        hosts[1].log()
+    );
+    assert!(
+        wait_for(WITHIN, || hosts[2].read("to-all").as_deref()
+            == Some("for all\n")),
+        "{}",
+        hosts[2].log()
+    );
+    assert_eq!(hosts[2].read("to-h2"), None);
+
+    // h3's credentials against etcd directly.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut cfg = EtcdConfig::new(vec![url.clone()]);
+        cfg.user = Some(host_creds[2].clone());
+        cfg.retries = 1;
+        let h3 = Etcd::connect(cfg).await.expect("h3 connects");
+        let keys = tend_world::keys::Keys::new("/tend");
+        let denied = |r: Result<(), tend_world::StoreError>, what: &str| match r {
+            Err(e @ tend_world::StoreError::PermissionDenied { .. }) => {
+                assert!(
+                    e.to_string().contains("etcdserver: permission denied"),
+                    "{what}: {e}"
+                );
+            }
+            other => panic!("{what}: not refused by etcd: {other:?}"),
+        };
+        // Reading the exports addressed to h2.
+        denied(
+            h3.range(KeyRange::prefix(keys.exports_to("h2")))
+                .await
+                .map(|_| ()),
+            "h3 reading h2's exports",
+        );
+        // Writing an export as h1, to everyone or to h2.
+        for to in ["*", "h2"] {
+            let forged = Op::put(keys.export(to, "file", "h1", "forged"), vec![1]);
+            denied(
+                h3.txn(Txn::ops(vec![forged])).await.map(|_| ()),
+                "h3 exporting as h1",
+            );
+        }
+        // Writing a deploy.
+        let d = Op::put(keys.deploy_latest(), vec![1]);
+        denied(
+            h3.txn(Txn::ops(vec![d])).await.map(|_| ()),
+            "h3 writing a deploy",
+        );
+        // Another host's registration.
+        let reg = Op::put(keys.host("h1"), vec![1]);
+        denied(
+            h3.txn(Txn::ops(vec![reg])).await.map(|_| ()),
+            "h3 registering as h1",
+        );
+        // What h3 may do: read what is for everyone and for itself, export as itself.
+        h3.range(KeyRange::prefix(keys.exports_to("*")))
+            .await
+            .expect("to everyone");
+        h3.range(KeyRange::prefix(keys.exports_to("h3")))
+            .await
+            .expect("to h3");
+        let own = keys.export("h2", "file", "h3", "mine");
+        h3.txn(Txn::ops(vec![Op::put(own.clone(), vec![1])]))
+            .await
+            .expect("h3 exports to h2 as itself");
+        h3.txn(Txn::ops(vec![Op::Delete(KeyRange::key(own))]))
+            .await
+            .unwrap();
+    });
+}

@@ -2,6 +2,7 @@
 //! imports no other: what they share is in `crate::cli` and the library crates.
 
 pub mod check;
+pub mod cluster;
 pub mod deploy;
 pub mod keygen;
 pub mod run;

@@ -1,7 +1,8 @@
 //! World benchmark: `cargo run --release -p tend-world --example bench [-- --quick]`.
 //!
 //! Starts a real etcd on loopback (the test kit's) and measures: the raw etcd put-to-watch
-//! floor; export-to-collect propagation between two hosts' Worlds; `res_collect` over 10,000
+//! floor; export-to-collect propagation between two hosts' Worlds (without and with etcd's
+//! RBAC, `tend cluster auth`); `res_collect` over 10,000
 //! exports; a 200-file bundle's upload (store + deploy) and fetch; the embedded store's write
 //! and watch latency and its export-to-collect propagation. Prints a Markdown table.
 
@@ -157,6 +158,32 @@ async fn main() {
         "etcd: export-to-collect, h1 -> h2",
         propagation(&h1, &h2, n).await,
     );
+    {
+        // The same between hosts isolated by etcd's RBAC (`tend cluster auth`): every
+        // request is authenticated and checked against the host's role, and each host's
+        // cache watches the three ranges its role may read.
+        let secured = EtcdServer::start().expect("start etcd");
+        let admin = Etcd::connect(EtcdConfig::new(vec![secured.client_url.clone()]))
+            .await
+            .unwrap();
+        let made = tend_world::auth::init(&admin, "/tend").await.unwrap();
+        let mut root = EtcdConfig::new(vec![secured.client_url.clone()]);
+        root.user = Some((made.root.user.clone(), made.root.password.clone()));
+        let root = Etcd::connect(root).await.unwrap();
+        let mut worlds = Vec::new();
+        for h in ["h1", "h2"] {
+            let c = tend_world::auth::add_host(&root, "/tend", h).await.unwrap();
+            let mut cfg = EtcdConfig::new(vec![secured.client_url.clone()]);
+            cfg.user = Some((c.user, c.password));
+            let store: Arc<dyn Store> = Arc::new(Etcd::connect(cfg).await.unwrap());
+            let wc = WorldConfig::etcd(vec![secured.client_url.clone()], h);
+            worlds.push(World::with_store(store, wc).await.unwrap());
+        }
+        row(
+            "etcd with RBAC (a user per host): export-to-collect, h1 -> h2",
+            propagation(&worlds[0], &worlds[1], n).await,
+        );
+    }
 
     // res_collect over 10,000 exports.
     let many: Vec<Export> = (0..10_000)

@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 mod cache;
 pub mod codec;
 pub mod inspect;

@@ -252,12 +252,25 @@ impl Etcd {
             cfg,
             endpoints,
         };
-        // `Client::connect` succeeds with nothing listening: prove etcd answers.
-        etcd.get("/").await?;
-        Ok(etcd)
+        // `Client::connect` succeeds with nothing listening: prove etcd answers (a refusal
+        // of a user whose role may not read `/` is an answer too).
+        match etcd.get("/").await {
+            Ok(_) | Err(StoreError::PermissionDenied { .. }) => Ok(etcd),
+            Err(e) => Err(e),
+        }
     }
 
-    /// The underlying client (for tests and tools inside this crate's users' test kits).
+    /// The underlying client, for the administration of etcd's RBAC (`crate::auth`).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The endpoints, comma-separated (for messages).
+    pub fn describe_endpoints(&self) -> String {
+        self.endpoints.clone()
+    }
+
+    /// The endpoints.
     pub fn endpoints(&self) -> &[String] {
         &self.cfg.endpoints
     }
