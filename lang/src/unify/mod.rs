@@ -15,8 +15,8 @@ use tend_model::{KindSchema, Value};
 use crate::diag::{Error, Stage};
 use crate::funcs::{self, Builtin, Sig};
 use crate::scope::{
-    find_class, find_func, find_var, resolve_path, split_dotted, Modules, Opener, Scope, Target,
-    VarDef,
+    find_class, find_func, find_var, resolve_path, split_dotted, FuncDef, Modules, Opener, Scope,
+    Target, VarDef,
 };
 use crate::syntax::ast::{
     BinOp, Bind, Block, Callee, EntryKind, Expr, ExprKind, Include, Lambda, Param, Stmt, StmtKind,
@@ -142,10 +142,10 @@ impl<'a> Opener<'a, Ty> for Typer<'a> {
         }
         let (path, last) = split_dotted(&inc.name.text);
         let found = if path.is_empty() {
-            find_class(sc, last)
+            find_class(self, sc, last)
         } else {
             match resolve_path(self, sc, &path, inc.name.span)? {
-                Target::Scope(s) => find_class(&s, last),
+                Target::Scope(s) => find_class(self, &s, last),
                 Target::Core(_) => None,
             }
         };
@@ -281,23 +281,27 @@ impl<'a> Typer<'a> {
                 ..
             } => {
                 let (path, last) = split_dotted(&n.text);
-                if path.is_empty() {
-                    if let Some((f, fsc)) = find_func(sc, last) {
-                        return matches!(f.ret.as_ref().map(|t| &t.kind), Some(TypeKind::Str))
-                            || self.static_str(&fsc, &f.body, depth + 1);
+                let found = if path.is_empty() {
+                    match find_func(self, sc, last) {
+                        Some(f) => f,
+                        None => return funcs::lookup("", last).is_some_and(builtin_returns_str),
                     }
-                    return funcs::lookup("", last).is_some_and(builtin_returns_str);
-                }
-                match resolve_path(self, sc, &path, n.span) {
-                    Ok(Target::Core(m)) => funcs::lookup(&m, last).is_some_and(builtin_returns_str),
-                    Ok(Target::Scope(s)) => match find_func(&s, last) {
-                        Some((f, fsc)) => {
-                            matches!(f.ret.as_ref().map(|t| &t.kind), Some(TypeKind::Str))
-                                || self.static_str(&fsc, &f.body, depth + 1)
-                        }
-                        None => false,
-                    },
-                    Err(_) => false,
+                } else {
+                    match resolve_path(self, sc, &path, n.span) {
+                        Ok(Target::Core(m)) => FuncDef::Core(m),
+                        Ok(Target::Scope(s)) => match find_func(self, &s, last) {
+                            Some(f) => f,
+                            None => return false,
+                        },
+                        Err(_) => return false,
+                    }
+                };
+                match found {
+                    FuncDef::Core(m) => funcs::lookup(&m, last).is_some_and(builtin_returns_str),
+                    FuncDef::User(f, fsc) => {
+                        matches!(f.ret.as_ref().map(|t| &t.kind), Some(TypeKind::Str))
+                            || self.static_str(&fsc, &f.body, depth + 1)
+                    }
                 }
             }
             _ => false,
@@ -314,7 +318,7 @@ impl<'a> Typer<'a> {
                 Target::Core(_) => return None,
             }
         };
-        let s = find_var(&s, last)?;
+        let s = find_var(self, &s, last)?;
         match s.vars.get(last)? {
             VarDef::Bind(b) => Some((*b, s.clone())),
             VarDef::Val(_) => None,
@@ -552,7 +556,10 @@ impl<'a> Typer<'a> {
 
     fn var(&self, sc: &Sc<'a>, text: &str, span: Span) -> Result<Ty, Error> {
         let (path, last) = split_dotted(text);
-        if !path.is_empty() && path[0] == "const" && crate::scope::find_ns(sc, "const").is_none() {
+        if !path.is_empty()
+            && path[0] == "const"
+            && crate::scope::find_ns(self, sc, "const").is_none()
+        {
             return Ok(Ty::Str);
         }
         let s = if path.is_empty() {
@@ -569,7 +576,7 @@ impl<'a> Typer<'a> {
                 }
             }
         };
-        let Some(s) = find_var(&s, last) else {
+        let Some(s) = find_var(self, &s, last) else {
             return Err(Error::new(
                 Stage::SetScope,
                 format!("no variable `${text}` in scope"),
@@ -622,8 +629,8 @@ impl<'a> Typer<'a> {
         match callee {
             Callee::Named(n) => {
                 let (path, last) = split_dotted(&n.text);
-                let user = if path.is_empty() {
-                    match find_func(sc, last) {
+                let found = if path.is_empty() {
+                    match find_func(self, sc, last) {
                         Some(f) => Some(f),
                         None => {
                             let b = funcs::lookup("", last).ok_or_else(|| {
@@ -638,25 +645,29 @@ impl<'a> Typer<'a> {
                     }
                 } else {
                     match resolve_path(self, sc, &path, n.span)? {
-                        Target::Core(m) => {
-                            let b = funcs::lookup(&m, last).ok_or_else(|| {
-                                Error::new(
-                                    Stage::SetScope,
-                                    format!("module `{m}` has no function `{last}`"),
-                                    n.span,
-                                )
-                            })?;
-                            return self.builtin(sc, b, e, args, &want, &ret);
-                        }
-                        Target::Scope(s) => find_func(&s, last),
+                        Target::Core(m) => Some(FuncDef::Core(m)),
+                        Target::Scope(s) => find_func(self, &s, last),
                     }
                 };
-                let Some((f, fsc)) = user else {
-                    return Err(Error::new(
-                        Stage::SetScope,
-                        format!("no function `{}` in scope", n.text),
-                        n.span,
-                    ));
+                let (f, fsc) = match found {
+                    Some(FuncDef::User(f, fsc)) => (f, fsc),
+                    Some(FuncDef::Core(m)) => {
+                        let b = funcs::lookup(&m, last).ok_or_else(|| {
+                            Error::new(
+                                Stage::SetScope,
+                                format!("module `{m}` has no function `{last}`"),
+                                n.span,
+                            )
+                        })?;
+                        return self.builtin(sc, b, e, args, &want, &ret);
+                    }
+                    None => {
+                        return Err(Error::new(
+                            Stage::SetScope,
+                            format!("no function `{}` in scope", n.text),
+                            n.span,
+                        ))
+                    }
                 };
                 if f.params.len() != args.len() {
                     return Err(Error::new(
