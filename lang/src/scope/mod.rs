@@ -127,7 +127,7 @@ impl<'a, P> Scope<'a, P> {
                         errs.push(Error::new(
                             Stage::SetScope,
                             format!("`{}` is imported twice in one scope", im.path),
-                            im.path_span,
+                            st.span,
                         ));
                         continue;
                     }
@@ -140,21 +140,22 @@ impl<'a, P> Scope<'a, P> {
                         errs.push(Error::new(
                             Stage::SetScope,
                             format!("no module `{}`", im.path),
-                            im.path_span,
+                            st.span,
                         ));
                         continue;
                     };
-                    let (alias, span) = match &im.alias {
-                        Some(ImportAlias::Name(n)) => (n.text.clone(), n.span),
+                    let alias = match &im.alias {
+                        Some(ImportAlias::Name(n)) => n.text.clone(),
                         Some(ImportAlias::Star(_)) => {
                             self.stars.push(def);
                             continue;
                         }
-                        None => (crate::funcs::default_namespace(&im.path), im.path_span),
+                        None => crate::funcs::default_namespace(&im.path),
                     };
                     match self.nss.entry(alias.clone()) {
+                        // At the whole import statement, as mgmt.
                         std::collections::hash_map::Entry::Occupied(_) => {
-                            errs.push(dup("namespace", &alias, span))
+                            errs.push(dup("namespace", &alias, st.span))
                         }
                         std::collections::hash_map::Entry::Vacant(v) => {
                             v.insert(def);

@@ -19,8 +19,8 @@ use crate::scope::{
     Target, VarDef,
 };
 use crate::syntax::ast::{
-    BinOp, Bind, Block, Callee, EntryKind, Expr, ExprKind, Include, Lambda, Param, Stmt, StmtKind,
-    TypeExpr, TypeKind,
+    BinOp, Bind, Block, Callee, EntryKind, Expr, ExprKind, Include, Lambda, Name, Param, Stmt,
+    StmtKind, TypeExpr, TypeKind,
 };
 use crate::syntax::span::Span;
 use crate::types::{Ty, Unifier, UnifyError};
@@ -68,6 +68,9 @@ struct Typer<'a> {
     depth: RefCell<usize>,
     /// One-argument `encoding.decode_json*` calls and their result types.
     json_calls: RefCell<Vec<(Span, Ty)>>,
+    /// Where parameters and loop variables are declared, by (scope id, name): a conflict in
+    /// calling one of them as a function is reported there, as mgmt.
+    decls: RefCell<HashMap<(usize, &'a str), Span>>,
 }
 
 /// The solved result type (as type text) of each one-argument `encoding.decode_json` or
@@ -108,6 +111,7 @@ pub fn check(m: &Modules, schemas: &BTreeMap<String, KindSchema>) -> Result<Call
         fcache: RefCell::new(HashMap::new()),
         depth: RefCell::new(0),
         json_calls: RefCell::new(Vec::new()),
+        decls: RefCell::new(HashMap::new()),
     };
     let main = &m.files[0];
     let mut sc = Scope::new(Some(t.global.clone()));
@@ -162,6 +166,9 @@ impl<'a> Opener<'a, Ty> for Typer<'a> {
             let at = self.expr(sc, a)?;
             self.unify(&t, &at, a.span)?;
             params.vars.insert(&p.name.text, VarDef::Val(t));
+            self.decls
+                .borrow_mut()
+                .insert((params.id, &p.name.text), p.span);
         }
         let mut body = Scope::new(Some(Rc::new(params)));
         body.define(class.body.span.file, &class.body.stmts, self.m);
@@ -241,10 +248,11 @@ impl<'a> Typer<'a> {
         Ok(())
     }
 
-    fn block(&self, sc: &Sc<'a>, b: &'a Block, vars: Vec<(&'a str, Ty)>) -> Result<(), Error> {
+    fn block(&self, sc: &Sc<'a>, b: &'a Block, vars: Vec<(&'a Name, Ty)>) -> Result<(), Error> {
         let mut s = Scope::new(Some(sc.clone()));
         for (n, t) in vars {
-            s.vars.insert(n, VarDef::Val(t));
+            s.vars.insert(&n.text, VarDef::Val(t));
+            self.decls.borrow_mut().insert((s.id, &n.text), n.span);
         }
         s.define(b.span.file, &b.stmts, self.m);
         self.stmts(&Rc::new(s), &b.stmts)
@@ -306,6 +314,13 @@ impl<'a> Typer<'a> {
             }
             _ => false,
         }
+    }
+
+    /// Where the parameter or loop variable `text` (undotted) is declared.
+    fn decl_of(&self, sc: &Sc<'a>, text: &str) -> Option<Span> {
+        let s = find_var(self, sc, text)?;
+        let key = (s.id, *s.vars.get_key_value(text)?.0);
+        self.decls.borrow().get(&key).copied()
     }
 
     fn find_bind(&self, sc: &Sc<'a>, text: &str) -> Option<(&'a Bind, Sc<'a>)> {
@@ -500,17 +515,13 @@ impl<'a> Typer<'a> {
                 let t = self.expr(sc, &f.iter)?;
                 let el = self.fresh();
                 self.unify(&Ty::list(el.clone()), &t, f.iter.span)?;
-                self.block(
-                    sc,
-                    &f.body,
-                    vec![(&f.key.text, Ty::Int), (&f.value.text, el)],
-                )
+                self.block(sc, &f.body, vec![(&f.key, Ty::Int), (&f.value, el)])
             }
             StmtKind::ForKv(f) => {
                 let t = self.expr(sc, &f.iter)?;
                 let (k, v) = (self.fresh(), self.fresh());
                 self.unify(&Ty::map(k.clone(), v.clone()), &t, f.iter.span)?;
-                self.block(sc, &f.body, vec![(&f.key.text, k), (&f.value.text, v)])
+                self.block(sc, &f.body, vec![(&f.key, k), (&f.value, v)])
             }
             StmtKind::Panic(p) => {
                 let ts: Vec<Ty> = p
@@ -603,6 +614,7 @@ impl<'a> Typer<'a> {
         for p in &l.params {
             let t = self.param(p)?;
             s.vars.insert(&p.name.text, VarDef::Val(t.clone()));
+            self.decls.borrow_mut().insert((s.id, &p.name.text), p.span);
             args.push(t);
         }
         let r = self.expr(&Rc::new(s), &l.body)?;
@@ -670,6 +682,7 @@ impl<'a> Typer<'a> {
                     }
                 };
                 if f.params.len() != args.len() {
+                    // At the definition, as mgmt; the call follows as a second place.
                     return Err(Error::new(
                         Stage::Unify,
                         format!(
@@ -678,8 +691,9 @@ impl<'a> Typer<'a> {
                             f.params.len(),
                             args.len()
                         ),
-                        e.span,
-                    ));
+                        f.span,
+                    )
+                    .with_also([e.span]));
                 }
                 // A fresh copy of the function per call site (polymorphism). A call with the
                 // same ground argument types as an earlier one has the same result type, so
@@ -698,6 +712,7 @@ impl<'a> Typer<'a> {
                     let t = self.param(p)?;
                     self.unify(&t, at, a.span)?;
                     s.vars.insert(&p.name.text, VarDef::Val(t));
+                    self.decls.borrow_mut().insert((s.id, &p.name.text), p.span);
                 }
                 let s = Rc::new(s);
                 let r = self.nested(e.span, || self.expr(&s, &f.body))?;
@@ -714,9 +729,12 @@ impl<'a> Typer<'a> {
             }
             Callee::Var(n) => {
                 let ft = self.var(sc, &n.text, n.span)?;
+                // A conflict is reported where the function value comes from (as mgmt): the
+                // lambda of a bind, the declaration of a parameter or loop variable.
                 let at = match self.find_bind(sc, &n.text) {
                     Some((b, _)) if matches!(b.value.kind, ExprKind::Lambda(_)) => b.value.span,
-                    _ => e.span,
+                    Some(_) => e.span,
+                    None => self.decl_of(sc, &n.text).unwrap_or(e.span),
                 };
                 if let Ty::Func(ps, _) = self.shallow(&ft) {
                     if ps.len() != args.len() {
