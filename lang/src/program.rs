@@ -295,7 +295,8 @@ fn load(path: &Path, map: &mut SourceMap) -> Result<Modules, Vec<Error>> {
 fn collect_imports(stmts: &[Stmt], out: &mut Vec<(String, Span)>) {
     for st in stmts {
         match &st.kind {
-            StmtKind::Import(im) => out.push((im.path.clone(), im.path_span)),
+            // Errors about an import point at the whole statement, as mgmt's.
+            StmtKind::Import(im) => out.push((im.path.clone(), st.span)),
             StmtKind::If(i) => {
                 collect_imports(&i.then.stmts, out);
                 if let Some(b) = &i.els {

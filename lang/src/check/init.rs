@@ -246,7 +246,8 @@ impl Checker {
                 }
             }
             if keys.contains(&k) {
-                self.err("duplicate key in map literal".to_string(), m.key.span);
+                // At the whole literal, as mgmt.
+                self.err("duplicate key in map literal".to_string(), span);
                 continue;
             }
             keys.push(k);

@@ -264,7 +264,8 @@ fn duplicates(list: &[Stmt], errors: &mut Vec<Error>) {
                 errors.push(Error::new(
                     Stage::Interpolate,
                     format!("class `{}` is declared twice in one block", c.name.text),
-                    c.name.span,
+                    // At the whole second class statement, as mgmt.
+                    s.span,
                 ));
             }
         }

@@ -23,8 +23,8 @@ use crate::diag::{Error, Stage};
 use crate::funcs::stream::{self, Source, StreamCtx, StreamKey};
 use crate::funcs::{self, Builtin, FuncError, FuncKind, Invoke};
 use crate::scope::{
-    find_class, find_func, find_var, resolve_path, split_dotted, Modules, Opener, Scope, Target,
-    VarDef,
+    find_class, find_func, find_var, resolve_path, split_dotted, FuncDef, Modules, Opener, Scope,
+    Target, VarDef,
 };
 use crate::syntax::ast::{
     BinOp, Bind, Block, Callee, EdgeProp, EntryKind, Expr, ExprKind, Include, Lambda, Param, Stmt,
@@ -378,12 +378,12 @@ impl<'a, 's> Eval<'a, 's> {
         }
         let (path, last) = split_dotted(&inc.name.text);
         let found = if path.is_empty() {
-            find_class(sc, last)
+            find_class(self, sc, last)
         } else {
             match resolve_path(self, sc, &path, inc.name.span)
                 .map_err(|e| RtErr::fatal(e.message, e.span))?
             {
-                Target::Scope(s) => find_class(&s, last),
+                Target::Scope(s) => find_class(self, &s, last),
                 Target::Core(_) => None,
             }
         };
@@ -589,7 +589,10 @@ impl<'a, 's> Eval<'a, 's> {
 
     fn var(&self, sc: &Sc<'a>, text: &str, span: Span) -> Slot<'a> {
         let (path, last) = split_dotted(text);
-        if !path.is_empty() && path[0] == "const" && crate::scope::find_ns(sc, "const").is_none() {
+        if !path.is_empty()
+            && path[0] == "const"
+            && crate::scope::find_ns(self, sc, "const").is_none()
+        {
             let rest = text
                 .split('.')
                 .map(str::trim)
@@ -612,7 +615,7 @@ impl<'a, 's> Eval<'a, 's> {
                 }
             }
         };
-        let Some(s) = find_var(&s, last) else {
+        let Some(s) = find_var(self, &s, last) else {
             return Err(RtErr::fatal(format!("no variable `${text}`"), span));
         };
         match s.vars.get(last) {
@@ -742,8 +745,8 @@ impl<'a, 's> Eval<'a, 's> {
         match callee {
             Callee::Named(n) => {
                 let (path, last) = split_dotted(&n.text);
-                let user = if path.is_empty() {
-                    match find_func(sc, last) {
+                let found = if path.is_empty() {
+                    match find_func(self, sc, last) {
                         Some(f) => f,
                         None => {
                             let b = funcs::lookup("", last).ok_or_else(|| {
@@ -756,18 +759,21 @@ impl<'a, 's> Eval<'a, 's> {
                     match resolve_path(self, sc, &path, n.span)
                         .map_err(|e| RtErr::fatal(e.message, e.span))?
                     {
-                        Target::Core(m) => {
-                            let b = funcs::lookup(&m, last).ok_or_else(|| {
-                                RtErr::fatal(format!("no function `{}`", n.text), n.span)
-                            })?;
-                            return self.builtin(b, vals, e.span);
-                        }
-                        Target::Scope(s) => find_func(&s, last).ok_or_else(|| {
+                        Target::Core(m) => FuncDef::Core(m),
+                        Target::Scope(s) => find_func(self, &s, last).ok_or_else(|| {
                             RtErr::fatal(format!("no function `{}`", n.text), n.span)
                         })?,
                     }
                 };
-                let (f, fsc) = user;
+                let (f, fsc) = match found {
+                    FuncDef::User(f, fsc) => (f, fsc),
+                    FuncDef::Core(m) => {
+                        let b = funcs::lookup(&m, last).ok_or_else(|| {
+                            RtErr::fatal(format!("no function `{}`", n.text), n.span)
+                        })?;
+                        return self.builtin(b, vals, e.span);
+                    }
+                };
                 let key: Option<CallKey> = vals
                     .iter()
                     .map(|v| match v {

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::{
-    find_class, find_func, find_var, resolve_path, split_dotted, Modules, Opener, Scope, Target,
-    VarDef,
+    find_class, find_func, find_var, resolve_path, split_dotted, FuncDef, Modules, Opener, Scope,
+    Target, VarDef,
 };
 use crate::diag::{Error, Stage};
 use crate::syntax::ast::{
@@ -258,10 +258,10 @@ impl<'a> Checker<'a> {
         }
         let (path, last) = split_dotted(&inc.name.text);
         let found = if path.is_empty() {
-            find_class(sc, last)
+            find_class(self, sc, last)
         } else {
             match resolve_path(self, sc, &path, inc.name.span)? {
-                Target::Scope(s) => find_class(&s, last),
+                Target::Scope(s) => find_class(self, &s, last),
                 Target::Core(m) => {
                     return Err(Error::new(
                         Stage::SetScope,
@@ -337,7 +337,7 @@ impl<'a> Checker<'a> {
     fn var(&self, sc: &Sc<'a>, text: &str, span: Span) {
         let (path, last) = split_dotted(text);
         if path.is_empty() {
-            match find_var(sc, last) {
+            match find_var(self, sc, last) {
                 Some(s) => {
                     if let Some(VarDef::Bind(b)) = s.vars.get(last) {
                         let s = s.clone();
@@ -356,7 +356,7 @@ impl<'a> Checker<'a> {
             }
             return;
         }
-        if path[0] == "const" && super::find_ns(sc, "const").is_none() {
+        if path[0] == "const" && super::find_ns(self, sc, "const").is_none() {
             let rest = text
                 .split('.')
                 .map(str::trim)
@@ -373,7 +373,7 @@ impl<'a> Checker<'a> {
             return;
         }
         match resolve_path(self, sc, &path, span) {
-            Ok(Target::Scope(s)) => match find_var(&s, last) {
+            Ok(Target::Scope(s)) => match find_var(self, &s, last) {
                 Some(s) => {
                     if let Some(VarDef::Bind(b)) = s.vars.get(last) {
                         let s = s.clone();
@@ -402,7 +402,7 @@ impl<'a> Checker<'a> {
     fn call_named(&self, sc: &Sc<'a>, text: &str, span: Span) {
         let (path, last) = split_dotted(text);
         let found = if path.is_empty() {
-            if let Some(f) = find_func(sc, last) {
+            if let Some(f) = find_func(self, sc, last) {
                 Some(f)
             } else if crate::funcs::lookup("", last).is_some() {
                 return;
@@ -418,7 +418,7 @@ impl<'a> Checker<'a> {
             }
         } else {
             match resolve_path(self, sc, &path, span) {
-                Ok(Target::Scope(s)) => find_func(&s, last),
+                Ok(Target::Scope(s)) => find_func(self, &s, last),
                 Ok(Target::Core(m)) => {
                     if crate::funcs::lookup(&m, last).is_none() {
                         let msg = if crate::funcs::is_unbuilt_function(&m, last) {
@@ -437,7 +437,8 @@ impl<'a> Checker<'a> {
             }
         };
         match found {
-            Some((f, at)) => {
+            Some(FuncDef::Core(_)) => {}
+            Some(FuncDef::User(f, at)) => {
                 if !self.follow(span) {
                     return;
                 }

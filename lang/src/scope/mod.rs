@@ -70,6 +70,9 @@ pub struct Scope<'a, P> {
     pub classes: HashMap<&'a str, &'a ClassStmt>,
     /// Namespaces (imports and include aliases).
     pub nss: HashMap<String, NsDef<'a>>,
+    /// Modules merged unprefixed by `import "..." as *`, in textual order (a later one wins
+    /// a clash; the scope's own definitions win over all of them, as in mgmt).
+    pub stars: Vec<NsDef<'a>>,
     /// Results of binds already evaluated in this scope (by bind address).
     pub memo: RefCell<HashMap<usize, P>>,
 }
@@ -84,6 +87,7 @@ impl<'a, P> Scope<'a, P> {
             funcs: HashMap::new(),
             classes: HashMap::new(),
             nss: HashMap::new(),
+            stars: Vec::new(),
             memo: RefCell::new(HashMap::new()),
         }
     }
@@ -123,23 +127,11 @@ impl<'a, P> Scope<'a, P> {
                         errs.push(Error::new(
                             Stage::SetScope,
                             format!("`{}` is imported twice in one scope", im.path),
-                            im.path_span,
+                            st.span,
                         ));
                         continue;
                     }
                     paths.push(&im.path);
-                    let (alias, span) = match &im.alias {
-                        Some(ImportAlias::Name(n)) => (n.text.clone(), n.span),
-                        Some(ImportAlias::Star(sp)) => {
-                            errs.push(Error::new(
-                                Stage::SetScope,
-                                "`import ... as *` is not supported yet; use a namespace",
-                                *sp,
-                            ));
-                            continue;
-                        }
-                        None => (crate::funcs::default_namespace(&im.path), im.path_span),
-                    };
                     let def = if crate::funcs::is_core_module(&im.path) {
                         NsDef::Core(im.path.clone())
                     } else if let Some(i) = modules.imports.get(&(file, im.path.clone())) {
@@ -148,14 +140,22 @@ impl<'a, P> Scope<'a, P> {
                         errs.push(Error::new(
                             Stage::SetScope,
                             format!("no module `{}`", im.path),
-                            im.path_span,
+                            st.span,
                         ));
                         continue;
                     };
-                    let key = alias.clone();
-                    match self.nss.entry(key) {
+                    let alias = match &im.alias {
+                        Some(ImportAlias::Name(n)) => n.text.clone(),
+                        Some(ImportAlias::Star(_)) => {
+                            self.stars.push(def);
+                            continue;
+                        }
+                        None => crate::funcs::default_namespace(&im.path),
+                    };
+                    match self.nss.entry(alias.clone()) {
+                        // At the whole import statement, as mgmt.
                         std::collections::hash_map::Entry::Occupied(_) => {
-                            errs.push(dup("namespace", &alias, span))
+                            errs.push(dup("namespace", &alias, st.span))
                         }
                         std::collections::hash_map::Entry::Vacant(v) => {
                             v.insert(def);
@@ -186,53 +186,126 @@ fn dup(what: &str, name: &str, span: Span) -> Error {
     )
 }
 
-/// Finds the scope (innermost first) defining variable `name`.
-pub fn find_var<'a, 'b, P>(sc: &'b Rc<Scope<'a, P>>, name: &str) -> Option<&'b Rc<Scope<'a, P>>> {
-    let mut s = sc;
+/// Where a name was found: in the own definitions of a scope (the chain's, or an imported
+/// file's merged by `import ... as *`), or in a core module merged by `import "m" as *`.
+enum Hit<'a, P> {
+    Scope(Rc<Scope<'a, P>>),
+    Core(String),
+}
+
+/// How deep `as *` imports may be followed through files that merge other files.
+const MAX_STAR_DEPTH: usize = 64;
+
+/// Looks `name` up through the chain, innermost first: at each scope its own definitions
+/// (`own`), then its `as *` imports, the later one first (`core` says whether a core module
+/// has the name). An import that cannot be opened defines nothing here; set-scope reports it
+/// at the import statement.
+fn find_in<'a, P>(
+    o: &dyn Opener<'a, P>,
+    sc: &Rc<Scope<'a, P>>,
+    own: &dyn Fn(&Scope<'a, P>) -> bool,
+    core: &dyn Fn(&str) -> bool,
+) -> Option<Hit<'a, P>> {
+    let mut s = sc.clone();
     loop {
-        if s.vars.contains_key(name) {
-            return Some(s);
+        if let Some(h) = find_level(o, &s, own, core, 0) {
+            return Some(h);
         }
-        s = s.parent.as_ref()?;
+        s = s.parent.clone()?;
     }
 }
 
-/// Finds a named function and the scope defining it.
-pub fn find_func<'a, P>(
+/// One scope of the chain: its own definitions, then what its `as *` imports merge in.
+fn find_level<'a, P>(
+    o: &dyn Opener<'a, P>,
+    s: &Rc<Scope<'a, P>>,
+    own: &dyn Fn(&Scope<'a, P>) -> bool,
+    core: &dyn Fn(&str) -> bool,
+    depth: usize,
+) -> Option<Hit<'a, P>> {
+    if own(s) {
+        return Some(Hit::Scope(s.clone()));
+    }
+    if depth >= MAX_STAR_DEPTH {
+        return None;
+    }
+    for star in s.stars.iter().rev() {
+        match star {
+            NsDef::Core(m) if core(m) => return Some(Hit::Core(m.clone())),
+            NsDef::File(idx) => {
+                let Ok(fs) = o.open_file(*idx, Span::default()) else {
+                    continue;
+                };
+                if let Some(h) = find_level(o, &fs, own, core, depth + 1) {
+                    return Some(h);
+                }
+            }
+            NsDef::Core(_) | NsDef::Include(_) => {}
+        }
+    }
+    None
+}
+
+fn no_core(_: &str) -> bool {
+    false
+}
+
+/// Finds the scope (innermost first) defining variable `name`.
+pub fn find_var<'a, P>(
+    o: &dyn Opener<'a, P>,
     sc: &Rc<Scope<'a, P>>,
     name: &str,
-) -> Option<(&'a FuncStmt, Rc<Scope<'a, P>>)> {
-    let mut s = sc.clone();
-    loop {
-        if let Some(f) = s.funcs.get(name) {
-            return Some((*f, s.clone()));
-        }
-        s = s.parent.clone()?;
+) -> Option<Rc<Scope<'a, P>>> {
+    match find_in(o, sc, &|s| s.vars.contains_key(name), &no_core)? {
+        Hit::Scope(s) => Some(s),
+        Hit::Core(_) => None,
+    }
+}
+
+/// A named function as found by [`find_func`].
+pub enum FuncDef<'a, P> {
+    /// A `func` statement and the scope defining it.
+    User(&'a FuncStmt, Rc<Scope<'a, P>>),
+    /// A function of the core module with this import path, merged by `import "m" as *`.
+    Core(String),
+}
+
+/// Finds a named function: a `func` statement and the scope defining it, or a core module's
+/// function merged into a scope of the chain by `import "m" as *`. Top-level built-ins
+/// (`len`) are not found here; callers try them when this finds nothing.
+pub fn find_func<'a, P>(
+    o: &dyn Opener<'a, P>,
+    sc: &Rc<Scope<'a, P>>,
+    name: &str,
+) -> Option<FuncDef<'a, P>> {
+    let core = |m: &str| crate::funcs::lookup(m, name).is_some();
+    match find_in(o, sc, &|s| s.funcs.contains_key(name), &core)? {
+        Hit::Scope(s) => Some(FuncDef::User(s.funcs.get(name).copied()?, s)),
+        Hit::Core(m) => Some(FuncDef::Core(m)),
     }
 }
 
 /// Finds a class and the scope defining it.
 pub fn find_class<'a, P>(
+    o: &dyn Opener<'a, P>,
     sc: &Rc<Scope<'a, P>>,
     name: &str,
 ) -> Option<(&'a ClassStmt, Rc<Scope<'a, P>>)> {
-    let mut s = sc.clone();
-    loop {
-        if let Some(c) = s.classes.get(name) {
-            return Some((*c, s.clone()));
-        }
-        s = s.parent.clone()?;
+    match find_in(o, sc, &|s| s.classes.contains_key(name), &no_core)? {
+        Hit::Scope(s) => Some((s.classes.get(name).copied()?, s)),
+        Hit::Core(_) => None,
     }
 }
 
 /// Finds a namespace and the scope defining it.
-pub fn find_ns<'a, P>(sc: &Rc<Scope<'a, P>>, name: &str) -> Option<(NsDef<'a>, Rc<Scope<'a, P>>)> {
-    let mut s = sc.clone();
-    loop {
-        if let Some(n) = s.nss.get(name) {
-            return Some((n.clone(), s.clone()));
-        }
-        s = s.parent.clone()?;
+pub fn find_ns<'a, P>(
+    o: &dyn Opener<'a, P>,
+    sc: &Rc<Scope<'a, P>>,
+    name: &str,
+) -> Option<(NsDef<'a>, Rc<Scope<'a, P>>)> {
+    match find_in(o, sc, &|s| s.nss.contains_key(name), &no_core)? {
+        Hit::Scope(s) => Some((s.nss.get(name)?.clone(), s)),
+        Hit::Core(_) => None,
     }
 }
 
@@ -265,7 +338,7 @@ pub fn resolve_path<'a, P>(
 ) -> Result<Target<'a, P>, Error> {
     let mut cur = sc.clone();
     for (i, p) in parts.iter().enumerate() {
-        let Some((def, at)) = find_ns(&cur, p) else {
+        let Some((def, at)) = find_ns(o, &cur, p) else {
             return Err(Error::new(
                 Stage::SetScope,
                 format!("no namespace `{}` in scope", parts[..=i].join(".")),

@@ -248,6 +248,8 @@ pub struct FuncStmt {
     pub ret: Option<TypeExpr>,
     /// The body expression.
     pub body: Expr,
+    /// The whole statement, from `func` to the closing `}`.
+    pub span: Span,
 }
 
 /// `class name[(params)] { body }`; `name` may contain `:` until the interpolate stage.

@@ -707,9 +707,14 @@ impl<'t> Parser<'t> {
     }
 
     fn for_stmt(&mut self) -> P<ForStmt> {
-        let key = self.var_def()?;
+        // The loop variables' spans cover their `$` (errors point at them, as mgmt's).
+        let at = self.tok().span;
+        let mut key = self.var_def()?;
+        key.span = at.to(key.span);
         self.expect_op(Op::Comma)?;
-        let value = self.var_def()?;
+        let at = self.tok().span;
+        let mut value = self.var_def()?;
+        value.span = at.to(value.span);
         if self.eat_kw(Kw::In).is_none() {
             return self.expected("`in`");
         }
@@ -724,6 +729,7 @@ impl<'t> Parser<'t> {
     }
 
     fn func_stmt(&mut self) -> P<FuncStmt> {
+        let start = self.tok().span;
         self.bump();
         if self.at_op(Op::LParen) {
             return self.fail("a lambda is an expression, not a statement; bind it to a variable");
@@ -742,6 +748,7 @@ impl<'t> Parser<'t> {
             params,
             ret,
             body,
+            span: start.to(self.prev_span()),
         })
     }
 

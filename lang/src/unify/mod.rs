@@ -15,12 +15,12 @@ use tend_model::{KindSchema, Value};
 use crate::diag::{Error, Stage};
 use crate::funcs::{self, Builtin, Sig};
 use crate::scope::{
-    find_class, find_func, find_var, resolve_path, split_dotted, Modules, Opener, Scope, Target,
-    VarDef,
+    find_class, find_func, find_var, resolve_path, split_dotted, FuncDef, Modules, Opener, Scope,
+    Target, VarDef,
 };
 use crate::syntax::ast::{
-    BinOp, Bind, Block, Callee, EntryKind, Expr, ExprKind, Include, Lambda, Param, Stmt, StmtKind,
-    TypeExpr, TypeKind,
+    BinOp, Bind, Block, Callee, EntryKind, Expr, ExprKind, Include, Lambda, Name, Param, Stmt,
+    StmtKind, TypeExpr, TypeKind,
 };
 use crate::syntax::span::Span;
 use crate::types::{Ty, Unifier, UnifyError};
@@ -68,6 +68,9 @@ struct Typer<'a> {
     depth: RefCell<usize>,
     /// One-argument `encoding.decode_json*` calls and their result types.
     json_calls: RefCell<Vec<(Span, Ty)>>,
+    /// Where parameters and loop variables are declared, by (scope id, name): a conflict in
+    /// calling one of them as a function is reported there, as mgmt.
+    decls: RefCell<HashMap<(usize, &'a str), Span>>,
 }
 
 /// The solved result type (as type text) of each one-argument `encoding.decode_json` or
@@ -108,6 +111,7 @@ pub fn check(m: &Modules, schemas: &BTreeMap<String, KindSchema>) -> Result<Call
         fcache: RefCell::new(HashMap::new()),
         depth: RefCell::new(0),
         json_calls: RefCell::new(Vec::new()),
+        decls: RefCell::new(HashMap::new()),
     };
     let main = &m.files[0];
     let mut sc = Scope::new(Some(t.global.clone()));
@@ -142,10 +146,10 @@ impl<'a> Opener<'a, Ty> for Typer<'a> {
         }
         let (path, last) = split_dotted(&inc.name.text);
         let found = if path.is_empty() {
-            find_class(sc, last)
+            find_class(self, sc, last)
         } else {
             match resolve_path(self, sc, &path, inc.name.span)? {
-                Target::Scope(s) => find_class(&s, last),
+                Target::Scope(s) => find_class(self, &s, last),
                 Target::Core(_) => None,
             }
         };
@@ -162,6 +166,9 @@ impl<'a> Opener<'a, Ty> for Typer<'a> {
             let at = self.expr(sc, a)?;
             self.unify(&t, &at, a.span)?;
             params.vars.insert(&p.name.text, VarDef::Val(t));
+            self.decls
+                .borrow_mut()
+                .insert((params.id, &p.name.text), p.span);
         }
         let mut body = Scope::new(Some(Rc::new(params)));
         body.define(class.body.span.file, &class.body.stmts, self.m);
@@ -241,10 +248,11 @@ impl<'a> Typer<'a> {
         Ok(())
     }
 
-    fn block(&self, sc: &Sc<'a>, b: &'a Block, vars: Vec<(&'a str, Ty)>) -> Result<(), Error> {
+    fn block(&self, sc: &Sc<'a>, b: &'a Block, vars: Vec<(&'a Name, Ty)>) -> Result<(), Error> {
         let mut s = Scope::new(Some(sc.clone()));
         for (n, t) in vars {
-            s.vars.insert(n, VarDef::Val(t));
+            s.vars.insert(&n.text, VarDef::Val(t));
+            self.decls.borrow_mut().insert((s.id, &n.text), n.span);
         }
         s.define(b.span.file, &b.stmts, self.m);
         self.stmts(&Rc::new(s), &b.stmts)
@@ -281,27 +289,38 @@ impl<'a> Typer<'a> {
                 ..
             } => {
                 let (path, last) = split_dotted(&n.text);
-                if path.is_empty() {
-                    if let Some((f, fsc)) = find_func(sc, last) {
-                        return matches!(f.ret.as_ref().map(|t| &t.kind), Some(TypeKind::Str))
-                            || self.static_str(&fsc, &f.body, depth + 1);
+                let found = if path.is_empty() {
+                    match find_func(self, sc, last) {
+                        Some(f) => f,
+                        None => return funcs::lookup("", last).is_some_and(builtin_returns_str),
                     }
-                    return funcs::lookup("", last).is_some_and(builtin_returns_str);
-                }
-                match resolve_path(self, sc, &path, n.span) {
-                    Ok(Target::Core(m)) => funcs::lookup(&m, last).is_some_and(builtin_returns_str),
-                    Ok(Target::Scope(s)) => match find_func(&s, last) {
-                        Some((f, fsc)) => {
-                            matches!(f.ret.as_ref().map(|t| &t.kind), Some(TypeKind::Str))
-                                || self.static_str(&fsc, &f.body, depth + 1)
-                        }
-                        None => false,
-                    },
-                    Err(_) => false,
+                } else {
+                    match resolve_path(self, sc, &path, n.span) {
+                        Ok(Target::Core(m)) => FuncDef::Core(m),
+                        Ok(Target::Scope(s)) => match find_func(self, &s, last) {
+                            Some(f) => f,
+                            None => return false,
+                        },
+                        Err(_) => return false,
+                    }
+                };
+                match found {
+                    FuncDef::Core(m) => funcs::lookup(&m, last).is_some_and(builtin_returns_str),
+                    FuncDef::User(f, fsc) => {
+                        matches!(f.ret.as_ref().map(|t| &t.kind), Some(TypeKind::Str))
+                            || self.static_str(&fsc, &f.body, depth + 1)
+                    }
                 }
             }
             _ => false,
         }
+    }
+
+    /// Where the parameter or loop variable `text` (undotted) is declared.
+    fn decl_of(&self, sc: &Sc<'a>, text: &str) -> Option<Span> {
+        let s = find_var(self, sc, text)?;
+        let key = (s.id, *s.vars.get_key_value(text)?.0);
+        self.decls.borrow().get(&key).copied()
     }
 
     fn find_bind(&self, sc: &Sc<'a>, text: &str) -> Option<(&'a Bind, Sc<'a>)> {
@@ -314,7 +333,7 @@ impl<'a> Typer<'a> {
                 Target::Core(_) => return None,
             }
         };
-        let s = find_var(&s, last)?;
+        let s = find_var(self, &s, last)?;
         match s.vars.get(last)? {
             VarDef::Bind(b) => Some((*b, s.clone())),
             VarDef::Val(_) => None,
@@ -496,17 +515,13 @@ impl<'a> Typer<'a> {
                 let t = self.expr(sc, &f.iter)?;
                 let el = self.fresh();
                 self.unify(&Ty::list(el.clone()), &t, f.iter.span)?;
-                self.block(
-                    sc,
-                    &f.body,
-                    vec![(&f.key.text, Ty::Int), (&f.value.text, el)],
-                )
+                self.block(sc, &f.body, vec![(&f.key, Ty::Int), (&f.value, el)])
             }
             StmtKind::ForKv(f) => {
                 let t = self.expr(sc, &f.iter)?;
                 let (k, v) = (self.fresh(), self.fresh());
                 self.unify(&Ty::map(k.clone(), v.clone()), &t, f.iter.span)?;
-                self.block(sc, &f.body, vec![(&f.key.text, k), (&f.value.text, v)])
+                self.block(sc, &f.body, vec![(&f.key, k), (&f.value, v)])
             }
             StmtKind::Panic(p) => {
                 let ts: Vec<Ty> = p
@@ -552,7 +567,10 @@ impl<'a> Typer<'a> {
 
     fn var(&self, sc: &Sc<'a>, text: &str, span: Span) -> Result<Ty, Error> {
         let (path, last) = split_dotted(text);
-        if !path.is_empty() && path[0] == "const" && crate::scope::find_ns(sc, "const").is_none() {
+        if !path.is_empty()
+            && path[0] == "const"
+            && crate::scope::find_ns(self, sc, "const").is_none()
+        {
             return Ok(Ty::Str);
         }
         let s = if path.is_empty() {
@@ -569,7 +587,7 @@ impl<'a> Typer<'a> {
                 }
             }
         };
-        let Some(s) = find_var(&s, last) else {
+        let Some(s) = find_var(self, &s, last) else {
             return Err(Error::new(
                 Stage::SetScope,
                 format!("no variable `${text}` in scope"),
@@ -596,6 +614,7 @@ impl<'a> Typer<'a> {
         for p in &l.params {
             let t = self.param(p)?;
             s.vars.insert(&p.name.text, VarDef::Val(t.clone()));
+            self.decls.borrow_mut().insert((s.id, &p.name.text), p.span);
             args.push(t);
         }
         let r = self.expr(&Rc::new(s), &l.body)?;
@@ -622,8 +641,8 @@ impl<'a> Typer<'a> {
         match callee {
             Callee::Named(n) => {
                 let (path, last) = split_dotted(&n.text);
-                let user = if path.is_empty() {
-                    match find_func(sc, last) {
+                let found = if path.is_empty() {
+                    match find_func(self, sc, last) {
                         Some(f) => Some(f),
                         None => {
                             let b = funcs::lookup("", last).ok_or_else(|| {
@@ -638,27 +657,32 @@ impl<'a> Typer<'a> {
                     }
                 } else {
                     match resolve_path(self, sc, &path, n.span)? {
-                        Target::Core(m) => {
-                            let b = funcs::lookup(&m, last).ok_or_else(|| {
-                                Error::new(
-                                    Stage::SetScope,
-                                    format!("module `{m}` has no function `{last}`"),
-                                    n.span,
-                                )
-                            })?;
-                            return self.builtin(sc, b, e, args, &want, &ret);
-                        }
-                        Target::Scope(s) => find_func(&s, last),
+                        Target::Core(m) => Some(FuncDef::Core(m)),
+                        Target::Scope(s) => find_func(self, &s, last),
                     }
                 };
-                let Some((f, fsc)) = user else {
-                    return Err(Error::new(
-                        Stage::SetScope,
-                        format!("no function `{}` in scope", n.text),
-                        n.span,
-                    ));
+                let (f, fsc) = match found {
+                    Some(FuncDef::User(f, fsc)) => (f, fsc),
+                    Some(FuncDef::Core(m)) => {
+                        let b = funcs::lookup(&m, last).ok_or_else(|| {
+                            Error::new(
+                                Stage::SetScope,
+                                format!("module `{m}` has no function `{last}`"),
+                                n.span,
+                            )
+                        })?;
+                        return self.builtin(sc, b, e, args, &want, &ret);
+                    }
+                    None => {
+                        return Err(Error::new(
+                            Stage::SetScope,
+                            format!("no function `{}` in scope", n.text),
+                            n.span,
+                        ))
+                    }
                 };
                 if f.params.len() != args.len() {
+                    // At the definition, as mgmt; the call follows as a second place.
                     return Err(Error::new(
                         Stage::Unify,
                         format!(
@@ -667,8 +691,9 @@ impl<'a> Typer<'a> {
                             f.params.len(),
                             args.len()
                         ),
-                        e.span,
-                    ));
+                        f.span,
+                    )
+                    .with_also([e.span]));
                 }
                 // A fresh copy of the function per call site (polymorphism). A call with the
                 // same ground argument types as an earlier one has the same result type, so
@@ -687,6 +712,7 @@ impl<'a> Typer<'a> {
                     let t = self.param(p)?;
                     self.unify(&t, at, a.span)?;
                     s.vars.insert(&p.name.text, VarDef::Val(t));
+                    self.decls.borrow_mut().insert((s.id, &p.name.text), p.span);
                 }
                 let s = Rc::new(s);
                 let r = self.nested(e.span, || self.expr(&s, &f.body))?;
@@ -703,9 +729,12 @@ impl<'a> Typer<'a> {
             }
             Callee::Var(n) => {
                 let ft = self.var(sc, &n.text, n.span)?;
+                // A conflict is reported where the function value comes from (as mgmt): the
+                // lambda of a bind, the declaration of a parameter or loop variable.
                 let at = match self.find_bind(sc, &n.text) {
                     Some((b, _)) if matches!(b.value.kind, ExprKind::Lambda(_)) => b.value.span,
-                    _ => e.span,
+                    Some(_) => e.span,
+                    None => self.decl_of(sc, &n.text).unwrap_or(e.span),
                 };
                 if let Ty::Func(ps, _) = self.shallow(&ft) {
                     if ps.len() != args.len() {
