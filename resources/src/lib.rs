@@ -1,4 +1,4 @@
-//! Resource kinds (`file`, `exec`, `group`, `kv`, `noop`, `pkg`, `print`, `svc`, `timer`, `test`, `user`) and the [`registry`] that
+//! Resource kinds (`file`, `exec`, `group`, `hostname`, `kv`, `noop`, `pkg`, `print`, `svc`, `timer`, `test`, `user`) and the [`registry`] that
 //! maps each kind name to its schema, constructor and automatic edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
@@ -10,6 +10,7 @@ mod account;
 mod exec;
 mod file;
 mod fswatch;
+mod hostname;
 mod kv;
 mod line;
 mod noop;
@@ -17,6 +18,7 @@ mod params;
 mod pkg;
 mod print;
 mod process;
+mod procpoll;
 mod svc;
 mod sysctl;
 mod testkind;
@@ -74,6 +76,12 @@ pub fn registry() -> Registry {
         schema: account::user_schema().clone(),
         build: account::build_user,
         autoedges: Some(account::user_autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
+        schema: hostname::schema().clone(),
+        build: hostname::build,
+        autoedges: Some(hostname::autoedges),
         at_exit: None,
     });
     r.register(Kind {
@@ -152,8 +160,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "exec", "file", "group", "kv", "line", "noop", "pkg", "print", "svc", "sysctl",
-                "test", "timer", "user", "value"
+                "exec", "file", "group", "hostname", "kv", "line", "noop", "pkg", "print", "svc",
+                "sysctl", "test", "timer", "user", "value"
             ]
         );
     }

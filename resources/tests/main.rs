@@ -5,6 +5,7 @@ mod common;
 mod exec;
 mod file;
 mod heal;
+mod hostname;
 mod line;
 mod pkg;
 mod simple;
