@@ -1,4 +1,5 @@
-//! Resource kinds (`file`, `exec`, `group`, `hostname`, `kv`, `noop`, `pkg`, `print`, `svc`, `timer`, `test`, `user`) and the [`registry`] that
+//! Resource kinds (`file`, `exec`, `group`, `hostname`, `kv`, `line`, `mount`, `noop`, `pkg`,
+//! `print`, `svc`, `sysctl`, `timer`, `test`, `user`, `value`) and the [`registry`] that
 //! maps each kind name to its schema, constructor and automatic edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
@@ -13,6 +14,7 @@ mod fswatch;
 mod hostname;
 mod kv;
 mod line;
+mod mount;
 mod noop;
 mod params;
 mod pkg;
@@ -41,6 +43,13 @@ pub fn pkg_transactions_started() -> u64 {
 #[doc(hidden)]
 pub fn svc_use_system_bus(address: &str) {
     svc::set_system_address(address.to_string())
+}
+
+/// Makes every `mount` resource of this process manage `path` instead of `/etc/fstab` (the
+/// first call wins). For tests, which must not touch the host's fstab.
+#[doc(hidden)]
+pub fn mount_use_fstab(path: &std::path::Path) {
+    mount::set_fstab(path.to_path_buf())
 }
 
 /// How many `daemon-reload`s the `svc` kind has asked systemd for in this process. For tests.
@@ -94,6 +103,12 @@ pub fn registry() -> Registry {
         schema: line::schema().clone(),
         build: line::build,
         autoedges: Some(line::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
+        schema: mount::schema().clone(),
+        build: mount::build,
+        autoedges: Some(mount::autoedges),
         at_exit: None,
     });
     r.register(Kind {
@@ -160,8 +175,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "exec", "file", "group", "hostname", "kv", "line", "noop", "pkg", "print", "svc",
-                "sysctl", "test", "timer", "user", "value"
+                "exec", "file", "group", "hostname", "kv", "line", "mount", "noop", "pkg", "print",
+                "svc", "sysctl", "test", "timer", "user", "value"
             ]
         );
     }

@@ -7,6 +7,7 @@ mod file;
 mod heal;
 mod hostname;
 mod line;
+mod mount;
 mod pkg;
 mod simple;
 mod svc;
