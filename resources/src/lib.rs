@@ -1,4 +1,4 @@
-//! Resource kinds (`file`, `exec`, `group`, `hostname`, `kv`, `line`, `mount`, `noop`, `pkg`,
+//! Resource kinds (`cron`, `file`, `exec`, `group`, `hostname`, `kv`, `line`, `mount`, `noop`, `pkg`,
 //! `print`, `svc`, `sysctl`, `timer`, `test`, `user`, `value`) and the [`registry`] that
 //! maps each kind name to its schema, constructor and automatic edges.
 //!
@@ -8,6 +8,7 @@
 //! touching the host; all host access happens in `watch` and `check_apply`.
 
 mod account;
+mod cron;
 mod exec;
 mod file;
 mod fswatch;
@@ -52,6 +53,14 @@ pub fn mount_use_fstab(path: &std::path::Path) {
     mount::set_fstab(path.to_path_buf())
 }
 
+/// Makes every system `cron` resource of this process write its timer unit in `dir` instead
+/// of `/etc/systemd/system` (the first call wins). For tests and benchmarks, which talk to a
+/// systemd in a container (with [`svc_use_system_bus`]).
+#[doc(hidden)]
+pub fn cron_use_unit_dir(dir: &std::path::Path) {
+    cron::set_unit_dir(dir.to_path_buf())
+}
+
 /// How many `daemon-reload`s the `svc` kind has asked systemd for in this process. For tests.
 #[doc(hidden)]
 pub fn svc_daemon_reloads() -> u64 {
@@ -68,6 +77,12 @@ pub fn registry() -> Registry {
         // Closing the inotify instance at exit waits for the kernel unless its watches are
         // removed first.
         at_exit: Some(fswatch::release_for_exit),
+    });
+    r.register(Kind {
+        schema: cron::schema().clone(),
+        build: cron::build,
+        autoedges: Some(cron::autoedges),
+        at_exit: None,
     });
     r.register(Kind {
         schema: exec::schema().clone(),
@@ -175,8 +190,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "exec", "file", "group", "hostname", "kv", "line", "mount", "noop", "pkg", "print",
-                "svc", "sysctl", "test", "timer", "user", "value"
+                "cron", "exec", "file", "group", "hostname", "kv", "line", "mount", "noop", "pkg",
+                "print", "svc", "sysctl", "test", "timer", "user", "value"
             ]
         );
     }

@@ -2,6 +2,7 @@
 
 mod account;
 mod common;
+mod cron;
 mod exec;
 mod file;
 mod heal;
