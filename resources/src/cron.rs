@@ -195,13 +195,13 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     let p = Params::new(spec, schema())?;
     let name = spec.name.as_str();
     if name.ends_with(".timer") {
+        // The graph check puts the resource (`cron[...]`) in front of a constructor's error.
         return Err(ResError::new(format!(
-            "cron[{name}]: the name is the timer without its suffix (\"{}\"): .timer is appended",
+            "the name is the timer without its suffix (\"{}\"): .timer is appended",
             name.trim_end_matches(".timer")
         )));
     }
-    let timer = crate::svc::unit_name(&format!("{name}.timer"))
-        .map_err(|e| ResError::new(format!("cron[{name}]: {e}")))?;
+    let timer = crate::svc::unit_name(&format!("{name}.timer")).map_err(ResError::new)?;
     let present = p.str("state")? != "absent";
     let trigger = p.str("trigger")?;
     let time = p.str("time")?;

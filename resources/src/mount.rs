@@ -104,7 +104,8 @@ pub(crate) fn schema() -> &'static KindSchema {
 pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     let p = Params::new(spec, schema())?;
     let dir = spec.name.as_str();
-    let bad = |why: &str| ResError::new(format!("mount[{dir}]: the mount point {why}"));
+    // The graph check puts the resource (`mount[...]`) in front of a constructor's error.
+    let bad = |why: &str| ResError::new(format!("the mount point {why}"));
     if !dir.starts_with('/') {
         return Err(bad("must be an absolute path"));
     }
