@@ -338,6 +338,11 @@ impl Cron {
         let verb = if apply { "" } else { "would " };
         if file_out {
             if apply {
+                // A user's unit directory may not exist yet.
+                if let Some(dir) = self.path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| self.err(ResError::io("creating", dir, e)))?;
+                }
                 crate::file::write_atomic(&self.path, want.as_bytes(), 0o644, (None, None))
                     .map_err(|e| self.err(e))?;
             }

@@ -586,6 +586,10 @@ impl Mount {
     /// Whether the live mount is of our device and type; an error when it is another one.
     fn is_ours(&self, live: &Live) -> Result<(), ResError> {
         let e = &self.entry;
+        // A bind mount shows the source and type of the file system it comes from.
+        if e.options.contains_key("bind") || e.options.contains_key("rbind") {
+            return Ok(());
+        }
         let device_ok = match resolve_device(&e.device) {
             // A name (tmpfs, proc, a network share): the kernel may show any source.
             None => true,
@@ -596,7 +600,9 @@ impl Mount {
         };
         // A network share's source is shown as given (`server:/export`).
         let device_ok = device_ok || live.source == e.device;
-        if device_ok && live.fstype == e.fstype {
+        // `mount -t nfs` may mount NFS version 4, which the kernel shows as `nfs4`.
+        let type_ok = live.fstype == e.fstype || (e.fstype == "nfs" && live.fstype == "nfs4");
+        if device_ok && type_ok {
             return Ok(());
         }
         Err(self.err(format!(
@@ -877,6 +883,29 @@ mod tests {
         )
         .is_empty());
         assert_eq!(bytes("16m"), bytes("16384k"));
+
+        // Ours, or something else on the mount point.
+        let m = mount(true);
+        assert!(
+            m.is_ours(&l).is_ok(),
+            "a device that is a name (tmpfs) is not compared with the source"
+        );
+        let mut bind = mount(true);
+        bind.entry.options.insert("bind".into(), String::new());
+        bind.entry.fstype = "none".into();
+        bind.entry.device = "/srv/data".into();
+        let ext4 = Live {
+            source: "/dev/vda1".into(),
+            fstype: "ext4".into(),
+            mount_opts: BTreeMap::new(),
+            super_opts: BTreeMap::new(),
+        };
+        assert!(
+            bind.is_ours(&ext4).is_ok(),
+            "a bind mount shows its file system"
+        );
+        let e = m.is_ours(&ext4).unwrap_err();
+        assert!(e.message.contains("/dev/vda1 (ext4) mounted on it"), "{e}");
         assert_eq!(unescape("a\\040b\\134"), "a b\\");
         assert_eq!(escape("a b\\"), "a\\040b\\134");
     }
