@@ -288,8 +288,12 @@ fn boot() -> Result<Container, String> {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let init = loop {
-        if let Some(p) = children(nspawn).first() {
-            break *p;
+        // nspawn's children before the container's init (its "outer child", which sets up
+        // the mounts and exits) are nspawn too: wait for the one that is systemd.
+        if let Some(p) = children(nspawn).into_iter().find(|p| {
+            fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim_end() == "systemd")
+        }) {
+            break p;
         }
         if !Path::new(&format!("/proc/{nspawn}")).exists() || Instant::now() > deadline {
             return Err(format!(
