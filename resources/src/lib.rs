@@ -1,10 +1,10 @@
-//! Resource kinds (`cron`, `file`, `exec`, `group`, `hostname`, `kv`, `line`, `mount`, `noop`, `pkg`,
-//! `print`, `svc`, `sysctl`, `timer`, `test`, `user`, `value`) and the [`registry`] that
-//! maps each kind name to its schema, constructor and automatic edges.
+//! Resource kinds (`cron`, `file`, `exec`, `group`, `hostname`, `kv`, `line`, `mount`,
+//! `noop`, `pkg`, `print`, `svc`, `sysctl`, `timer`, `test`, `user`, `value`) and the
+//! [`registry`] that maps each kind name to its schema, constructor and automatic edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
 //! engine's job) and only `kv` talks to the cluster (through the World handed to it in `init`);
-//! `svc` talks to systemd over D-Bus. Constructors validate a spec without
+//! `svc` and `cron` talk to systemd over D-Bus. Constructors validate a spec without
 //! touching the host; all host access happens in `watch` and `check_apply`.
 
 mod account;
