@@ -372,21 +372,24 @@ fn userspace_only(opt: &str) -> bool {
         || opt.starts_with("comment=")
 }
 
-/// The per-mount flags, each with the flag the kernel shows when it is off (`None`: shown by
-/// its absence).
-const FLAGS: &[(&str, Option<&str>)] = &[
-    ("ro", Some("rw")),
-    ("rw", Some("ro")),
-    ("nosuid", None),
-    ("nodev", None),
-    ("noexec", None),
-    ("noatime", None),
-    ("nodiratime", None),
-    ("relatime", None),
-    ("strictatime", None),
-    ("sync", None),
-    ("dirsync", None),
-    ("lazytime", None),
+/// The flags the kernel shows, each with the flag it shows when it is off (`None`: shown by
+/// its absence) and whether it is a superblock option (`sync`) rather than a per-mount one
+/// (`nosuid`; `ro`/`rw` are per-mount too: the superblock's own `rw` says nothing of a
+/// read-only bind of it).
+const FLAGS: &[(&str, Option<&str>, bool)] = &[
+    ("ro", Some("rw"), false),
+    ("rw", Some("ro"), false),
+    ("nosuid", None, false),
+    ("nodev", None, false),
+    ("noexec", None, false),
+    ("noatime", None, false),
+    ("nodiratime", None, false),
+    ("relatime", None, false),
+    ("nosymfollow", None, false),
+    ("sync", None, true),
+    ("dirsync", None, true),
+    ("lazytime", None, true),
+    ("mand", None, true),
 ];
 
 /// The flags whose opposite is shown by the kernel as a flag (`suid` is no `nosuid`).
@@ -426,9 +429,22 @@ fn option_drift(want: &BTreeMap<String, String>, live: &Live) -> Vec<String> {
         if userspace_only(k) {
             continue;
         }
-        if let Some(&(_, off)) = FLAGS.iter().find(|(f, _)| f == k) {
-            let on = live.mount_opts.contains_key(k) || live.super_opts.contains_key(k);
-            if !on {
+        if k == "strictatime" {
+            // Shown by the absence of both the others.
+            for other in ["relatime", "noatime"] {
+                if live.mount_opts.contains_key(other) {
+                    out.push(format!("strictatime (is {other})"));
+                }
+            }
+            continue;
+        }
+        if let Some(&(_, off, sb)) = FLAGS.iter().find(|(f, _, _)| f == k) {
+            let shown = if sb {
+                &live.super_opts
+            } else {
+                &live.mount_opts
+            };
+            if !shown.contains_key(k) {
                 out.push(match off {
                     Some(o) => format!("{k} (is {o})"),
                     None => format!("{k} (is not set)"),
@@ -872,6 +888,17 @@ mod tests {
             option_drift(&want(&[("nodev", "")]), &l),
             ["nodev (is not set)"]
         );
+        assert_eq!(
+            option_drift(&want(&[("strictatime", "")]), &l),
+            ["strictatime (is relatime)"]
+        );
+        // A read-only mount of a read-write superblock is read-only.
+        let ro = Live {
+            mount_opts: parse_options("ro,relatime"),
+            ..l.clone()
+        };
+        assert!(option_drift(&want(&[("ro", "")]), &ro).is_empty());
+        assert_eq!(option_drift(&want(&[("rw", "")]), &ro), ["rw (is ro)"]);
         // Not shown by the kernel: not compared.
         assert!(option_drift(
             &want(&[

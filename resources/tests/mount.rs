@@ -197,6 +197,32 @@ async fn mounts_remounts_and_unmounts_a_tmpfs() {
     assert_eq!(apply(&gone).await.unwrap(), Checked::InState);
 }
 
+/// `ro` is the mount's own flag: remounted read-write behind tend's back, a check makes it
+/// read-only again.
+#[tokio::test]
+async fn a_read_only_mount_stays_read_only() {
+    fstab();
+    let mp = MountPoint::new();
+    let dir = mp.path();
+    let spec = tmpfs(dir).param("options", options(&[("ro", ""), ("size", "1m")]));
+    let r = build(spec);
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    let flags = |d: &str| live(d).unwrap().2;
+    assert!(flags(dir).split(',').any(|o| o == "ro"), "{}", flags(dir));
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    let out = Command::new("mount")
+        .args(["-o", "remount,rw", "-t", "tmpfs", "tend-test", dir])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(flags(dir).split(',').any(|o| o == "rw"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert!(flags(dir).split(',').any(|o| o == "ro"), "{}", flags(dir));
+    let gone = build(ResSpec::new("mount", dir).param("state", "absent"));
+    assert_eq!(apply(&gone).await.unwrap(), Checked::Changed);
+    assert!(fstab_lines_for(dir).is_empty());
+}
+
 /// In the engine, an unmount behind tend's back is repaired at once (the watch polls
 /// `/proc/self/mountinfo` for `POLLPRI`, no timer): 20 times, with the median latency
 /// reported; and a removed fstab line is written again (the inotify hub).
