@@ -181,6 +181,22 @@ async fn a_timer_of_a_missing_service_fails_naming_it() {
     assert_eq!(unit_file("tend-cron-c"), "");
 }
 
+/// Without a session bus (none in this test process), a user timer fails (here in a dry
+/// run, which writes nothing) naming the resource, the bus, and what was not done.
+#[tokio::test]
+async fn an_unreachable_bus_is_named_with_what_is_not_done() {
+    let r = build(cron("tend-cron-user", "daily").param("session", true));
+    let e = dry(&r).await.unwrap_err().to_string();
+    assert!(
+        e.starts_with("cron[tend-cron-user]: cannot reach systemd's D-Bus session bus at "),
+        "{e}"
+    );
+    assert!(
+        e.contains("tend-cron-user.timer would be written, but enabling, starting or stopping the timer needs systemd"),
+        "{e}"
+    );
+}
+
 #[test]
 fn bad_specs_name_the_resource_and_the_field() {
     let e = invalid(ResSpec::new("cron", "x").param("trigger", "OnCalendar"));
