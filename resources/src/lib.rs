@@ -2,21 +2,25 @@
 //! maps each kind name to its schema, constructor and automatic edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
-//! engine's job) and only `kv` and `schedule` talk to the cluster (through the World handed to it in `init`);
-//! `svc` talks to systemd over D-Bus. Constructors validate a spec without
+//! engine's job) and only `kv` and `schedule` talk to the cluster (through the World handed
+//! to them in `init`); `svc` and `cron` talk to systemd over D-Bus. Constructors validate a spec without
 //! touching the host; all host access happens in `watch` and `check_apply`.
 
 mod account;
+mod cron;
 mod exec;
 mod file;
 mod fswatch;
+mod hostname;
 mod kv;
 mod line;
+mod mount;
 mod noop;
 mod params;
 mod pkg;
 mod print;
 mod process;
+mod procpoll;
 mod schedule;
 mod svc;
 mod sysctl;
@@ -42,6 +46,21 @@ pub fn svc_use_system_bus(address: &str) {
     svc::set_system_address(address.to_string())
 }
 
+/// Makes every `mount` resource of this process manage `path` instead of `/etc/fstab` (the
+/// first call wins). For tests, which must not touch the host's fstab.
+#[doc(hidden)]
+pub fn mount_use_fstab(path: &std::path::Path) {
+    mount::set_fstab(path.to_path_buf())
+}
+
+/// Makes every system `cron` resource of this process write its timer unit in `dir` instead
+/// of `/etc/systemd/system` (the first call wins). For tests and benchmarks, which talk to a
+/// systemd in a container (with [`svc_use_system_bus`]).
+#[doc(hidden)]
+pub fn cron_use_unit_dir(dir: &std::path::Path) {
+    cron::set_unit_dir(dir.to_path_buf())
+}
+
 /// How many `daemon-reload`s the `svc` kind has asked systemd for in this process. For tests.
 #[doc(hidden)]
 pub fn svc_daemon_reloads() -> u64 {
@@ -58,6 +77,12 @@ pub fn registry() -> Registry {
         // Closing the inotify instance at exit waits for the kernel unless its watches are
         // removed first.
         at_exit: Some(fswatch::release_for_exit),
+    });
+    r.register(Kind {
+        schema: cron::schema().clone(),
+        build: cron::build,
+        autoedges: Some(cron::autoedges),
+        at_exit: None,
     });
     r.register(Kind {
         schema: exec::schema().clone(),
@@ -78,6 +103,12 @@ pub fn registry() -> Registry {
         at_exit: None,
     });
     r.register(Kind {
+        schema: hostname::schema().clone(),
+        build: hostname::build,
+        autoedges: Some(hostname::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
         schema: kv::schema().clone(),
         build: kv::build,
         autoedges: None,
@@ -87,6 +118,12 @@ pub fn registry() -> Registry {
         schema: line::schema().clone(),
         build: line::build,
         autoedges: Some(line::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
+        schema: mount::schema().clone(),
+        build: mount::build,
+        autoedges: Some(mount::autoedges),
         at_exit: None,
     });
     r.register(Kind {
@@ -159,8 +196,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "exec", "file", "group", "kv", "line", "noop", "pkg", "print", "schedule", "svc",
-                "sysctl", "test", "timer", "user", "value"
+                "cron", "exec", "file", "group", "hostname", "kv", "line", "mount", "noop", "pkg",
+                "print", "schedule", "svc", "sysctl", "test", "timer", "user", "value"
             ]
         );
     }

@@ -2,10 +2,13 @@
 
 mod account;
 mod common;
+mod cron;
 mod exec;
 mod file;
 mod heal;
+mod hostname;
 mod line;
+mod mount;
 mod pkg;
 mod simple;
 mod svc;

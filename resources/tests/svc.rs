@@ -44,7 +44,7 @@ const PACKAGES: &str = "systemd,systemd-sysv,dbus";
 
 /// Tests that make systemd reload (enable, disable, a changed unit file), count reloads, or
 /// count checks (a reload wakes every `svc` watch) take turns.
-static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A plain long-running service with an `[Install]` section.
 const SLEEPER: &str = "[Unit]\nDescription=tend test\n\n[Service]\nExecStart=/bin/sleep infinity\n\n[Install]\nWantedBy=multi-user.target\n";
@@ -69,6 +69,11 @@ const UNITS: &[(&str, &str)] = &[
         "[Unit]\nDescription=tend test: reloadable\n\n[Service]\nExecStart=/bin/sleep infinity\n\
          ExecReload=/bin/sh -c 'echo reloaded >> /run/tend-test-reload.log'\n",
     ),
+    // The service of the `cron` tests' timers (resources/tests/cron.rs).
+    (
+        "tend-cron-test.service",
+        "[Unit]\nDescription=tend test: started by a cron timer\n\n[Service]\nType=oneshot\nExecStart=/bin/true\n",
+    ),
     (
         "tend-test-static.service",
         "[Unit]\nDescription=tend test: no [Install]\n\n[Service]\nExecStart=/bin/sleep infinity\n",
@@ -76,7 +81,7 @@ const UNITS: &[(&str, &str)] = &[
 ];
 
 /// The booted container.
-struct Container {
+pub(crate) struct Container {
     /// The container's init (systemd), as the host sees it.
     init: i32,
     /// Its system bus, for the kind, `busctl` and the benchmark.
@@ -91,7 +96,7 @@ static INIT_PID: AtomicI32 = AtomicI32::new(0);
 
 /// The container, booted on first use; every later test panics with the same message when
 /// booting failed.
-fn container() -> &'static Container {
+pub(crate) fn container() -> &'static Container {
     match CONTAINER.get_or_init(|| {
         let t = Instant::now();
         let c = boot();
@@ -283,8 +288,12 @@ fn boot() -> Result<Container, String> {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let init = loop {
-        if let Some(p) = children(nspawn).first() {
-            break *p;
+        // nspawn's children before the container's init (its "outer child", which sets up
+        // the mounts and exits) are nspawn too: wait for the one that is systemd.
+        if let Some(p) = children(nspawn).into_iter().find(|p| {
+            fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim_end() == "systemd")
+        }) {
+            break p;
         }
         if !Path::new(&format!("/proc/{nspawn}")).exists() || Instant::now() > deadline {
             return Err(format!(
@@ -343,12 +352,12 @@ fn busctl_at(address: &str, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn busctl(args: &[&str]) -> String {
+pub(crate) fn busctl(args: &[&str]) -> String {
     busctl_at(&container().address, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A unit's property, without its type (`active`, `1234`, `true`).
-fn prop(unit: &str, iface: &str, name: &str) -> String {
+pub(crate) fn prop(unit: &str, iface: &str, name: &str) -> String {
     let path = busctl(&["call", DEST, ROOT, MANAGER, "LoadUnit", "s", unit]);
     let path = path.trim_start_matches("o ").trim_matches('"').to_string();
     let v = busctl(&["get-property", DEST, &path, iface, name]);
@@ -356,11 +365,11 @@ fn prop(unit: &str, iface: &str, name: &str) -> String {
     v.trim_matches('"').to_string()
 }
 
-fn active(unit: &str) -> String {
+pub(crate) fn active(unit: &str) -> String {
     prop(unit, UNIT, "ActiveState")
 }
 
-fn unit_file_state(unit: &str) -> String {
+pub(crate) fn unit_file_state(unit: &str) -> String {
     prop(unit, UNIT, "UnitFileState")
 }
 
@@ -369,7 +378,7 @@ fn main_pid(unit: &str) -> String {
 }
 
 /// The container's own `systemctl`, run inside it (behind tend's back).
-fn systemctl(args: &[&str]) {
+pub(crate) fn systemctl(args: &[&str]) {
     let out = Command::new("nsenter")
         .arg("-t")
         .arg(container().init.to_string())
@@ -385,7 +394,7 @@ fn systemctl(args: &[&str]) {
 }
 
 /// A path inside the container, as the host sees it.
-fn inside(path: &str) -> PathBuf {
+pub(crate) fn inside(path: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{}/root{path}", container().init))
 }
 

@@ -5,6 +5,7 @@
 mod api;
 mod bad_input;
 mod daemon;
+mod host_kinds;
 mod keys;
 mod mcl;
 mod one_shot;

@@ -19,7 +19,7 @@
 //! of every `daemon-reload` and `UnitFilesChanged` (enabling and disabling): a
 //! `systemctl stop` behind tend's back is an event within milliseconds.
 
-mod systemd;
+pub(crate) mod systemd;
 
 use std::sync::{Arc, OnceLock};
 
@@ -106,7 +106,7 @@ pub(crate) fn schema() -> &'static KindSchema {
 
 /// The unit a resource name means: the name itself when it ends in a unit type, else the
 /// name with `.service`.
-fn unit_name(name: &str) -> Result<String, String> {
+pub(crate) fn unit_name(name: &str) -> Result<String, String> {
     if name.is_empty() {
         return Err("the unit name is empty".into());
     }
@@ -213,7 +213,8 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     }))
 }
 
-/// `svc` requires the unit's file wherever systemd looks for it (`file:/etc/systemd/system/
+/// `svc` provides `svc:<unit>` (`svc:session:<unit>` for a user unit), which a `cron` whose
+/// timer starts the unit requires, and requires the unit's file wherever systemd looks for it (`file:/etc/systemd/system/
 /// <unit>`, the same under `/run`, `/lib` and `/usr/lib`; for a user unit
 /// `/etc/systemd/user`, `/usr/lib/systemd/user` and `~/.config/systemd/user`), and the
 /// drop-in directory `/etc/systemd/{system,user}/<unit>.d/`.
@@ -226,6 +227,12 @@ pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
         .get("session")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
+    // The `cron` whose timer starts this unit comes after it (as mgmt's svc -> cron edge).
+    if session {
+        out.provides(&format!("svc:session:{unit}"));
+    } else {
+        out.provides(&format!("svc:{unit}"));
+    }
     let mut key = String::with_capacity(64);
     let mut require = |dir: &str, suffix: &str| {
         key.clear();
@@ -561,7 +568,7 @@ mod tests {
     #[test]
     fn autoedges_require_the_unit_files() {
         let a = tend_engine::AutoEdges::of(autoedges, &ResSpec::new("svc", "nginx"));
-        assert!(a.provides.is_empty());
+        assert_eq!(a.provides, ["svc:nginx.service"]);
         assert_eq!(
             a.requires,
             [
