@@ -55,7 +55,7 @@ pub(crate) fn schema() -> &'static KindSchema {
 pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     let p = Params::new(spec, schema())?;
     let key = spec.name.as_str();
-    let bad = |why: &str| ResError::new(format!("sysctl[{key}]: the name {why}"));
+    let bad = |why: &str| ResError::new(format!("the name {why}"));
     if key.contains('/') {
         return Err(bad(
             "contains slashes: use the dotted form (net.ipv4.ip_forward)",
