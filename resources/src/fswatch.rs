@@ -144,6 +144,14 @@ impl Drop for Subscription {
 /// creation and deletion, including through deletion and re-creation of its ancestors.
 /// When this returns, the watch is armed; it never waits for another thread.
 pub(crate) fn subscribe(target: &Arc<Path>, watcher: Watcher) -> Result<Subscription, ResError> {
+    subscribe_as(target, watcher, false)
+}
+
+fn subscribe_as(
+    target: &Arc<Path>,
+    watcher: Watcher,
+    entries: bool,
+) -> Result<Subscription, ResError> {
     let target = &normalized(target);
     let (fatal, fatal_rx) = oneshot::channel();
     let mut hub = hub();
@@ -154,11 +162,18 @@ pub(crate) fn subscribe(target: &Arc<Path>, watcher: Watcher) -> Result<Subscrip
         armed_pos: 0,
         deep_pos: None,
         fatal: Some(fatal),
+        entries,
     });
     hub.by_target
         .entry(Key(target.clone()))
         .and_modify(|ids| ids.push(id))
         .or_insert(Ids::One(id));
+    if entries {
+        hub.by_dir
+            .entry(Key(target.clone()))
+            .and_modify(|ids| ids.push(id))
+            .or_insert(Ids::One(id));
+    }
     match hub.arm(id) {
         Ok(()) => Ok(Subscription {
             id,
@@ -167,6 +182,64 @@ pub(crate) fn subscribe(target: &Arc<Path>, watcher: Watcher) -> Result<Subscrip
         Err(e) => {
             hub.remove(id);
             Err(e)
+        }
+    }
+}
+
+/// What [`follow`] watches: a path (as [`subscribe`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Target {
+    Path(Arc<Path>),
+}
+
+/// The watch of a resource whose set of watched paths changes with what it sees (a user's
+/// home read from `/etc/passwd`, the directories of a tree): subscribes to `targets()`,
+/// reports running, then after every event computes `targets()` again, subscribes to what is
+/// new and drops what is gone, and only then tells `w` (so the check that follows runs with
+/// the new set already armed). `targets` runs on a blocking thread (it may read files or walk
+/// directories). Returns only when a subscription fails.
+pub(crate) async fn follow<F>(id: &str, w: Watcher, targets: F) -> Result<(), ResError>
+where
+    F: Fn() -> Vec<Target> + Send + Sync + 'static,
+{
+    let targets = Arc::new(targets);
+    let (iw, irx) = Watcher::channel();
+    let mut subs: HashMap<Target, Subscription> = HashMap::default();
+    let mut first = true;
+    loop {
+        let (t, iw2, mut old) = (targets.clone(), iw.clone(), std::mem::take(&mut subs));
+        subs = tokio::task::spawn_blocking(move || {
+            let mut new = HashMap::default();
+            for x in t() {
+                if new.contains_key(&x) {
+                    continue;
+                }
+                let sub = match old.remove(&x) {
+                    Some(s) => s,
+                    None => match &x {
+                        Target::Path(p) => subscribe(p, iw2.clone())?,
+                    },
+                };
+                new.insert(x, sub);
+            }
+            Ok::<_, ResError>(new)
+        })
+        .await
+        .map_err(|e| ResError::new(format!("{id}: watching: {e}")))??;
+        if first {
+            w.running();
+            first = false;
+        } else {
+            w.event();
+        }
+        if subs.is_empty() {
+            irx.next().await;
+            continue;
+        }
+        let failed = futures::future::select_all(subs.values_mut().map(|s| Box::pin(s.failed())));
+        tokio::select! {
+            _ = irx.next() => {}
+            (e, _, _) = failed => return Err(ResError::new(format!("{id}: {e}"))),
         }
     }
 }
@@ -182,6 +255,8 @@ struct Sub {
     /// parent (the parent is missing).
     deep_pos: Option<usize>,
     fatal: Option<oneshot::Sender<ResError>>,
+    /// For the entries of the target (a directory, armed on itself), not the target alone.
+    entries: bool,
 }
 
 /// A watched directory.
@@ -245,6 +320,8 @@ struct Hub {
     subs: Vec<Option<Sub>>,
     free: Vec<u32>,
     by_target: HashMap<Key, Ids>,
+    /// The subscriptions to the entries of a directory, by directory.
+    by_dir: HashMap<Key, Ids>,
     last_rescan: Option<Instant>,
     /// A rescan is scheduled (one happened less than [`RESCAN_GAP`] ago).
     rescan_due: bool,
@@ -472,19 +549,29 @@ impl Hub {
             let Some(sub) = self.sub(id) else {
                 return Ok(());
             };
-            let target = sub.target.clone();
+            let (target, entries) = (sub.target.clone(), sub.entries);
             let parent = target.parent().unwrap_or(Path::new("/"));
-            // A watched parent exists (if it went away since, its events are queued and
+            // Where it belongs: on its parent, or on itself for its entries.
+            let home = if entries { &*target } else { parent };
+            // The nearest existing directory it can be armed on now.
+            let nearest = || {
+                if entries && target.is_dir() {
+                    &*target
+                } else {
+                    nearest_dir(&target)
+                }
+            };
+            // A watched home exists (if it went away since, its events are queued and
             // will re-arm everyone armed there): no need to look.
-            let want = if self.dirs.contains_key(bytes(parent)) {
-                parent
+            let want = if self.dirs.contains_key(bytes(home)) {
+                home
             } else {
-                nearest_dir(&target)
+                nearest()
             };
             if sub.armed.as_deref() == Some(want) {
                 return Ok(());
             }
-            let deep = want != parent;
+            let deep = want != home;
             // A subscription armed on its target's parent needs the events from inside the
             // target; one armed higher up (the parent is missing) waits for directories to
             // appear, which the ancestor mask reports.
@@ -515,7 +602,7 @@ impl Hub {
             sub.deep_pos = deep_pos;
             // A directory below `want` created before its watch was added sent no event:
             // look again, and go deeper if one did appear.
-            if deep && nearest_dir(&target) != want {
+            if deep && nearest() != want {
                 continue;
             }
             return Ok(());
@@ -555,6 +642,13 @@ impl Hub {
         if let Some(ids) = self.by_target.get_mut(bytes(&sub.target)) {
             if ids.remove(id) {
                 self.by_target.remove(bytes(&sub.target));
+            }
+        }
+        if sub.entries {
+            if let Some(ids) = self.by_dir.get_mut(bytes(&sub.target)) {
+                if ids.remove(id) {
+                    self.by_dir.remove(bytes(&sub.target));
+                }
             }
         }
     }
@@ -687,7 +781,11 @@ impl Hub {
     }
 
     fn on_path(&mut self, path: &Path, mask: EventMask) {
-        if let Some(ids) = self.by_target.get(bytes(path)) {
+        let by_dir = path.parent().and_then(|p| self.by_dir.get(bytes(p)));
+        for ids in [self.by_target.get(bytes(path)), by_dir]
+            .into_iter()
+            .flatten()
+        {
             for &id in ids.as_slice() {
                 if let Some(sub) = self.sub(id) {
                     sub.watcher.event();
@@ -716,8 +814,9 @@ impl Hub {
             .iter()
             .copied()
             .filter(|&id| {
-                self.sub(id)
-                    .is_some_and(|s| s.target.starts_with(path) && *s.target != *path)
+                self.sub(id).is_some_and(|s| {
+                    s.target.starts_with(path) && (*s.target != *path || s.entries)
+                })
             })
             .collect();
         for id in hit {
@@ -753,6 +852,7 @@ mod tests {
             armed_pos: 0,
             deep_pos: None,
             fatal: Some(fatal),
+            entries: false,
         });
         h.reader_failed(&std::io::Error::other("boom"));
         let e = (&mut fatal_rx).await.expect("the watch was told");
@@ -777,6 +877,7 @@ mod tests {
             armed_pos: 0,
             deep_pos: None,
             fatal: None,
+            entries: false,
         };
         let a = h.insert(sub(&t.path().join("a")));
         h.arm(a).unwrap();

@@ -1,5 +1,6 @@
-//! Resource kinds (`file`, `exec`, `group`, `kv`, `noop`, `pkg`, `print`, `svc`, `timer`, `test`, `user`) and the [`registry`] that
-//! maps each kind name to its schema, constructor and automatic edges.
+//! Resource kinds (`file`, `exec`, `group`, `kv`, `line`, `noop`, `pkg`, `print`,
+//! `ssh:authorized_key`, `svc`, `sysctl`, `timer`, `test`, `user`, `value`) and the
+//! [`registry`] that maps each kind name to its schema, constructor and automatic edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
 //! engine's job) and only `kv` talks to the cluster (through the World handed to it in `init`);
@@ -7,6 +8,7 @@
 //! touching the host; all host access happens in `watch` and `check_apply`.
 
 mod account;
+mod authorized_key;
 mod exec;
 mod file;
 mod fswatch;
@@ -89,6 +91,12 @@ pub fn registry() -> Registry {
         at_exit: None,
     });
     r.register(Kind {
+        schema: authorized_key::schema().clone(),
+        build: authorized_key::build,
+        autoedges: Some(authorized_key::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
         schema: sysctl::schema().clone(),
         build: sysctl::build,
         autoedges: Some(sysctl::autoedges),
@@ -152,8 +160,21 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "exec", "file", "group", "kv", "line", "noop", "pkg", "print", "svc", "sysctl",
-                "test", "timer", "user", "value"
+                "exec",
+                "file",
+                "group",
+                "kv",
+                "line",
+                "noop",
+                "pkg",
+                "print",
+                "ssh:authorized_key",
+                "svc",
+                "sysctl",
+                "test",
+                "timer",
+                "user",
+                "value"
             ]
         );
     }

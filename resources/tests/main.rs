@@ -1,6 +1,7 @@
 //! Resource kinds against the real system: files in temporary directories, real processes.
 
 mod account;
+mod authorized_key;
 mod common;
 mod exec;
 mod file;
