@@ -1,4 +1,4 @@
-//! Resource kinds (`file`, `exec`, `group`, `kv`, `line`, `noop`, `pkg`, `print`,
+//! Resource kinds (`file`, `exec`, `group`, `json:edit`, `kv`, `line`, `noop`, `pkg`, `print`,
 //! `ssh:authorized_key`, `svc`, `sysctl`, `timer`, `test`, `user`, `value`) and the
 //! [`registry`] that maps each kind name to its schema, constructor and automatic edges.
 //!
@@ -12,6 +12,7 @@ mod authorized_key;
 mod exec;
 mod file;
 mod fswatch;
+mod json_edit;
 mod kv;
 mod line;
 mod noop;
@@ -76,6 +77,12 @@ pub fn registry() -> Registry {
         schema: account::user_schema().clone(),
         build: account::build_user,
         autoedges: Some(account::user_autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
+        schema: json_edit::schema().clone(),
+        build: json_edit::build,
+        autoedges: Some(json_edit::autoedges),
         at_exit: None,
     });
     r.register(Kind {
@@ -163,6 +170,7 @@ mod tests {
                 "exec",
                 "file",
                 "group",
+                "json:edit",
                 "kv",
                 "line",
                 "noop",

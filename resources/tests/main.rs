@@ -6,6 +6,7 @@ mod common;
 mod exec;
 mod file;
 mod heal;
+mod json_edit;
 mod line;
 mod pkg;
 mod simple;
