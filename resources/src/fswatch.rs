@@ -147,6 +147,16 @@ pub(crate) fn subscribe(target: &Arc<Path>, watcher: Watcher) -> Result<Subscrip
     subscribe_as(target, watcher, false)
 }
 
+/// Watches the directory `dir` and its entries: an entry created, deleted, moved, written or
+/// changed in its metadata, and the directory itself (as [`subscribe`]). Entries of its
+/// subdirectories are not included: subscribe to each directory of a tree (see [`follow`]).
+pub(crate) fn subscribe_entries(
+    dir: &Arc<Path>,
+    watcher: Watcher,
+) -> Result<Subscription, ResError> {
+    subscribe_as(dir, watcher, true)
+}
+
 fn subscribe_as(
     target: &Arc<Path>,
     watcher: Watcher,
@@ -186,10 +196,12 @@ fn subscribe_as(
     }
 }
 
-/// What [`follow`] watches: a path (as [`subscribe`]).
+/// What [`follow`] watches: a path (as [`subscribe`]) or a directory's entries (as
+/// [`subscribe_entries`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Target {
     Path(Arc<Path>),
+    Entries(Arc<Path>),
 }
 
 /// The watch of a resource whose set of watched paths changes with what it sees (a user's
@@ -218,6 +230,7 @@ where
                     Some(s) => s,
                     None => match &x {
                         Target::Path(p) => subscribe(p, iw2.clone())?,
+                        Target::Entries(d) => subscribe_entries(d, iw2.clone())?,
                     },
                 };
                 new.insert(x, sub);
@@ -924,6 +937,54 @@ mod tests {
             .await;
             assert!(got.is_ok(), "round {i}: no event for the new file");
         }
+    }
+
+    /// Waits for a drift event on `rx` (a signal left from before may come first).
+    async fn next_event(rx: &tend_engine::WatchReceiver, what: &str) {
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            while !rx.next().await.dirty {}
+        })
+        .await;
+        assert!(got.is_ok(), "no event for: {what}");
+    }
+
+    #[tokio::test]
+    async fn a_directorys_entries_are_watched_through_its_removal() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let (w, rx) = Watcher::channel();
+        let _s = subscribe_entries(&arc(&dir), w).unwrap();
+        assert_eq!(armed_on(&dir), Some(1), "armed on the directory itself");
+        rx.take();
+        std::fs::write(dir.join("new"), "x").unwrap();
+        next_event(&rx, "an entry created").await;
+        rx.take();
+        std::fs::write(dir.join("new"), "y").unwrap();
+        next_event(&rx, "an entry written").await;
+        // Gone, and back: armed on the parent meanwhile, then on the directory again.
+        std::fs::remove_dir_all(&dir).unwrap();
+        next_event(&rx, "the directory removed").await;
+        std::fs::create_dir(&dir).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while armed_on(&dir).is_none() {
+            assert!(Instant::now() < deadline, "never armed again");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        rx.take();
+        std::fs::write(dir.join("again"), "z").unwrap();
+        next_event(&rx, "an entry of the new directory").await;
+        // A subdirectory's entries are not its entries.
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        next_event(&rx, "a subdirectory created").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        rx.take();
+        std::fs::write(dir.join("sub/deep"), "z").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !rx.take().dirty,
+            "an entry of a subdirectory is not watched"
+        );
     }
 
     #[test]

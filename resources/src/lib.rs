@@ -1,5 +1,5 @@
 //! Resource kinds (`file`, `exec`, `group`, `json:edit`, `kv`, `line`, `noop`, `pkg`, `print`,
-//! `ssh:authorized_key`, `svc`, `sysctl`, `timer`, `test`, `user`, `value`) and the
+//! `ssh:authorized_key`, `svc`, `sysctl`, `tar`, `timer`, `test`, `user`, `value`) and the
 //! [`registry`] that maps each kind name to its schema, constructor and automatic edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
@@ -22,6 +22,7 @@ mod print;
 mod process;
 mod svc;
 mod sysctl;
+mod tar;
 mod testkind;
 mod timer;
 pub mod value;
@@ -140,6 +141,12 @@ pub fn registry() -> Registry {
         at_exit: None,
     });
     r.register(Kind {
+        schema: tar::schema().clone(),
+        build: tar::build,
+        autoedges: Some(tar::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
         schema: timer::schema().clone(),
         build: timer::build,
         autoedges: None,
@@ -179,6 +186,7 @@ mod tests {
                 "ssh:authorized_key",
                 "svc",
                 "sysctl",
+                "tar",
                 "test",
                 "timer",
                 "user",

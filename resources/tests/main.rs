@@ -12,3 +12,4 @@ mod pkg;
 mod simple;
 mod svc;
 mod sysctl;
+mod tar;
