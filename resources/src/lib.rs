@@ -1,6 +1,7 @@
-//! Resource kinds (`file`, `exec`, `group`, `json:edit`, `kv`, `line`, `noop`, `pkg`, `print`,
-//! `ssh:authorized_key`, `svc`, `sysctl`, `tar`, `timer`, `test`, `user`, `value`) and the
-//! [`registry`] that maps each kind name to its schema, constructor and automatic edges.
+//! Resource kinds (`file`, `exec`, `group`, `gzip`, `json:edit`, `kv`, `line`, `noop`, `pkg`,
+//! `print`, `ssh:authorized_key`, `svc`, `sysctl`, `tar`, `timer`, `test`, `user`, `value`)
+//! and the [`registry`] that maps each kind name to its schema, constructor and automatic
+//! edges.
 //!
 //! Kinds implement [`tend_engine::Resource`]; nothing here drives execution (that is the
 //! engine's job) and only `kv` talks to the cluster (through the World handed to it in `init`);
@@ -12,6 +13,7 @@ mod authorized_key;
 mod exec;
 mod file;
 mod fswatch;
+mod gzip;
 mod json_edit;
 mod kv;
 mod line;
@@ -78,6 +80,12 @@ pub fn registry() -> Registry {
         schema: account::user_schema().clone(),
         build: account::build_user,
         autoedges: Some(account::user_autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
+        schema: gzip::schema().clone(),
+        build: gzip::build,
+        autoedges: Some(gzip::autoedges),
         at_exit: None,
     });
     r.register(Kind {
@@ -177,6 +185,7 @@ mod tests {
                 "exec",
                 "file",
                 "group",
+                "gzip",
                 "json:edit",
                 "kv",
                 "line",

@@ -5,6 +5,7 @@ mod authorized_key;
 mod common;
 mod exec;
 mod file;
+mod gzip;
 mod heal;
 mod json_edit;
 mod line;
