@@ -607,6 +607,24 @@ mod tests {
             run(r#"{"a":1}"#, &["del(.b.c)", " del( .a ) "]).unwrap(),
             j("{}")
         );
+        assert_eq!(
+            parse_edit(r#"del(.services["api.example.com"].labels.legacy)"#).unwrap(),
+            Edit::Del(vec![
+                "services".into(),
+                "api.example.com".into(),
+                "labels".into(),
+                "legacy".into()
+            ])
+        );
+        // A batch that comes back to where it started is no change.
+        assert_eq!(
+            run(
+                r#"{"s":{"state":"ready"}}"#,
+                &[".s.temporary = true", "del(.s.temporary)"]
+            )
+            .unwrap(),
+            j(r#"{"s":{"state":"ready"}}"#)
+        );
         assert!(run(r#"{"a":1}"#, &[".a.b = 2"])
             .unwrap_err()
             .contains("`a` is not a JSON object"));
@@ -621,6 +639,9 @@ mod tests {
             "del(.a",
             "del(.a) x",
             ".[\"a\" = 1",
+            "del()",
+            "del(.server) = null",
+            "del(.servers[0])",
         ] {
             assert!(parse_edit(bad).is_err(), "{bad}");
         }
@@ -660,6 +681,8 @@ mod tests {
             "etcd:///",
             "http:///x",
             "file:///a?x",
+            "etcd://",
+            "etcd://?key=foo%2Fhosts",
             "/a/",
         ] {
             assert!(parse_store(bad).is_err(), "{bad}");
