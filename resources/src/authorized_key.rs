@@ -328,6 +328,19 @@ struct AuthorizedKey {
     mkdir: bool,
 }
 
+/// Why a file cannot be placed.
+enum Missing {
+    /// A user it names does not exist.
+    User,
+    Other(ResError),
+}
+
+impl From<ResError> for Missing {
+    fn from(e: ResError) -> Self {
+        Missing::Other(e)
+    }
+}
+
 /// Where the file is and who owns what is created there.
 struct Place {
     path: PathBuf,
@@ -343,14 +356,19 @@ struct Locator {
 }
 
 impl Locator {
-    /// Resolves the file at check time: the user may be created earlier in the graph.
-    fn place(&self) -> Result<Place, ResError> {
+    /// Resolves the file at check time: the user may be created earlier in the graph. `None`
+    /// when a user it names does not exist (yet).
+    fn place(&self) -> Result<Option<Place>, ResError> {
+        match self.place_of_user() {
+            Ok(p) => Ok(Some(p)),
+            Err(Missing::User) => Ok(None),
+            Err(Missing::Other(e)) => Err(e),
+        }
+    }
+
+    fn place_of_user(&self) -> Result<Place, Missing> {
         let accounts = db::Files::system().read()?;
-        let by_name = |name: &str| -> Result<&db::Passwd, ResError> {
-            accounts
-                .user(name)
-                .ok_or_else(|| ResError::new(format!("{}: no user {name:?}", self.id)))
-        };
+        let by_name = |name: &str| accounts.user(name).ok_or(Missing::User);
         let owner = if self.user.is_empty() {
             None
         } else {
@@ -376,18 +394,21 @@ impl Locator {
             match accounts.user_by_uid(uid) {
                 Some(u) => u.home.clone(),
                 None => std::env::var("HOME").map_err(|_| {
-                    ResError::new(format!("{}: uid {uid} has no home directory", self.id))
+                    Missing::Other(ResError::new(format!(
+                        "{}: uid {uid} has no home directory",
+                        self.id
+                    )))
                 })?,
             }
         } else {
             by_name(name)?.home.clone()
         };
         if !home.starts_with('/') {
-            return Err(ResError::new(format!(
+            return Err(Missing::Other(ResError::new(format!(
                 "{}: the home directory {home:?} of {} is not absolute",
                 self.id,
                 if name.is_empty() { "this user" } else { name }
-            )));
+            ))));
         }
         // Owned by the user the path names when no `user` is set.
         let owner = match (owner, name) {
@@ -483,7 +504,7 @@ impl AuthorizedKey {
 #[async_trait::async_trait]
 impl Resource for AuthorizedKey {
     async fn init(&self, _ctx: &InitCtx) -> Result<(), ResError> {
-        if let Ok(place) = self.loc.place() {
+        if let Ok(Some(place)) = self.loc.place() {
             if let Some(dir) = place.path.parent() {
                 crate::file::sweep_temps(dir);
             }
@@ -495,7 +516,7 @@ impl Resource for AuthorizedKey {
         let me = self.loc.clone();
         fswatch::follow(&self.id, w, move || {
             let mut t = vec![Target::Path(Arc::from(Path::new("/etc/passwd")))];
-            if let Ok(p) = me.place() {
+            if let Ok(Some(p)) = me.place() {
                 t.push(Target::Path(Arc::from(p.path.as_path())));
             }
             t
@@ -508,7 +529,23 @@ impl Resource for AuthorizedKey {
     }
 
     async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
-        let place = self.loc.place()?;
+        let Some(place) = self.loc.place()? else {
+            // No such user: no file to take the entry out of; one to come for `exists`.
+            if !self.present {
+                return Ok(Checked::InState);
+            }
+            let name = if self.loc.user.is_empty() {
+                self.loc
+                    .file
+                    .trim_start_matches('~')
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+            } else {
+                &self.loc.user
+            };
+            return Err(ResError::new(format!("{}: no user {name:?}", self.id)));
+        };
         let made_dir = self.ensure_dir(&place, ctx.apply)?;
         let path = &place.path;
         let old = match std::fs::read(path) {

@@ -84,6 +84,26 @@ async fn adds_and_removes_an_entry_in_a_given_file() {
     assert_eq!(std::fs::metadata(&new).unwrap().mode() & 0o7777, 0o600);
 }
 
+/// A user that does not exist has no entry to remove, and none can be added yet.
+#[tokio::test]
+async fn a_missing_user() {
+    let nobody = "ttnosuchuser0";
+    let absent = build(key("absent").param("user", nobody));
+    assert_eq!(apply(&absent).await.unwrap(), Checked::InState);
+    let e = apply(&build(key("exists").param("user", nobody)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no user") && e.contains(nobody), "{e}");
+    let e = apply(&build(
+        key("exists").param("file", format!("~{nobody}/.ssh/k")),
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no user") && e.contains(nobody), "{e}");
+}
+
 #[test]
 fn bad_specs_name_the_field() {
     let e = invalid(key("exists").param("content", format!("ssh-ed25519 {K1}")));
