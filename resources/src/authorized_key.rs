@@ -154,6 +154,9 @@ fn split_options(s: &str) -> Result<(Vec<String>, &str), String> {
         } else if c == '"' {
             quoted = !quoted;
         } else if !quoted && (c == ' ' || c == '\t') {
+            if cur.is_empty() {
+                return Err("an empty option".into());
+            }
             opts.push(cur);
             return Ok((opts, &s[i..]));
         } else if !quoted && c == ',' {
@@ -624,5 +627,7 @@ mod tests {
             .contains("not an SSH public key"));
         assert!(parse_line(&format!("ssh-foo {ED}")).is_err());
         assert!(parse_line(&format!("command=\"x ssh-ed25519 {ED}")).is_err());
+        assert!(parse_line(&format!("no-pty, ssh-ed25519 {ED}")).is_err());
+        assert!(parse_line(&format!("no-pty,,x ssh-ed25519 {ED}")).is_err());
     }
 }
