@@ -777,6 +777,21 @@ pub(crate) fn write_atomic(
     mode: u32,
     owner: (Option<u32>, Option<u32>),
 ) -> Result<(), ResError> {
+    write_atomic_with(path, mode, owner, |f, tmp_path| {
+        f.write_all(data)
+            .map_err(|e| ResError::io("writing", tmp_path, e))
+    })
+}
+
+/// Writes `path` atomically as [`write_atomic`], its content written by `fill` into the
+/// temporary file (named by its second argument), for content made as it is written (`tar`,
+/// `gzip`). The temporary file is removed when `fill` fails.
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    owner: (Option<u32>, Option<u32>),
+    fill: impl FnOnce(&mut fs::File, &Path) -> Result<(), ResError>,
+) -> Result<(), ResError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".tend.{}.", temps::tag()))
@@ -786,8 +801,7 @@ pub(crate) fn write_atomic(
         .map_err(|e| ResError::io("creating a temporary file in", dir, e))?;
     let tmp_path = tmp.path().to_path_buf();
     let f = tmp.as_file_mut();
-    f.write_all(data)
-        .map_err(|e| ResError::io("writing", &tmp_path, e))?;
+    fill(f, &tmp_path)?;
     if owner.0.is_some() || owner.1.is_some() {
         std::os::unix::fs::fchown(&*f, owner.0, owner.1)
             .map_err(|e| ResError::io("changing the owner of", path, e))?;

@@ -144,6 +144,24 @@ impl Drop for Subscription {
 /// creation and deletion, including through deletion and re-creation of its ancestors.
 /// When this returns, the watch is armed; it never waits for another thread.
 pub(crate) fn subscribe(target: &Arc<Path>, watcher: Watcher) -> Result<Subscription, ResError> {
+    subscribe_as(target, watcher, false)
+}
+
+/// Watches the directory `dir` and its entries: an entry created, deleted, moved, written or
+/// changed in its metadata, and the directory itself (as [`subscribe`]). Entries of its
+/// subdirectories are not included: subscribe to each directory of a tree (see [`follow`]).
+pub(crate) fn subscribe_entries(
+    dir: &Arc<Path>,
+    watcher: Watcher,
+) -> Result<Subscription, ResError> {
+    subscribe_as(dir, watcher, true)
+}
+
+fn subscribe_as(
+    target: &Arc<Path>,
+    watcher: Watcher,
+    entries: bool,
+) -> Result<Subscription, ResError> {
     let target = &normalized(target);
     let (fatal, fatal_rx) = oneshot::channel();
     let mut hub = hub();
@@ -154,11 +172,18 @@ pub(crate) fn subscribe(target: &Arc<Path>, watcher: Watcher) -> Result<Subscrip
         armed_pos: 0,
         deep_pos: None,
         fatal: Some(fatal),
+        entries,
     });
     hub.by_target
         .entry(Key(target.clone()))
         .and_modify(|ids| ids.push(id))
         .or_insert(Ids::One(id));
+    if entries {
+        hub.by_dir
+            .entry(Key(target.clone()))
+            .and_modify(|ids| ids.push(id))
+            .or_insert(Ids::One(id));
+    }
     match hub.arm(id) {
         Ok(()) => Ok(Subscription {
             id,
@@ -167,6 +192,67 @@ pub(crate) fn subscribe(target: &Arc<Path>, watcher: Watcher) -> Result<Subscrip
         Err(e) => {
             hub.remove(id);
             Err(e)
+        }
+    }
+}
+
+/// What [`follow`] watches: a path (as [`subscribe`]) or a directory's entries (as
+/// [`subscribe_entries`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Target {
+    Path(Arc<Path>),
+    Entries(Arc<Path>),
+}
+
+/// The watch of a resource whose set of watched paths changes with what it sees (a user's
+/// home read from `/etc/passwd`, the directories of a tree): subscribes to `targets()`,
+/// reports running, then after every event computes `targets()` again, subscribes to what is
+/// new and drops what is gone, and only then tells `w` (so the check that follows runs with
+/// the new set already armed). `targets` runs on a blocking thread (it may read files or walk
+/// directories). Returns only when a subscription fails.
+pub(crate) async fn follow<F>(id: &str, w: Watcher, targets: F) -> Result<(), ResError>
+where
+    F: Fn() -> Vec<Target> + Send + Sync + 'static,
+{
+    let targets = Arc::new(targets);
+    let (iw, irx) = Watcher::channel();
+    let mut subs: HashMap<Target, Subscription> = HashMap::default();
+    let mut first = true;
+    loop {
+        let (t, iw2, mut old) = (targets.clone(), iw.clone(), std::mem::take(&mut subs));
+        subs = tokio::task::spawn_blocking(move || {
+            let mut new = HashMap::default();
+            for x in t() {
+                if new.contains_key(&x) {
+                    continue;
+                }
+                let sub = match old.remove(&x) {
+                    Some(s) => s,
+                    None => match &x {
+                        Target::Path(p) => subscribe(p, iw2.clone())?,
+                        Target::Entries(d) => subscribe_entries(d, iw2.clone())?,
+                    },
+                };
+                new.insert(x, sub);
+            }
+            Ok::<_, ResError>(new)
+        })
+        .await
+        .map_err(|e| ResError::new(format!("{id}: watching: {e}")))??;
+        if first {
+            w.running();
+            first = false;
+        } else {
+            w.event();
+        }
+        if subs.is_empty() {
+            irx.next().await;
+            continue;
+        }
+        let failed = futures::future::select_all(subs.values_mut().map(|s| Box::pin(s.failed())));
+        tokio::select! {
+            _ = irx.next() => {}
+            (e, _, _) = failed => return Err(ResError::new(format!("{id}: {e}"))),
         }
     }
 }
@@ -182,6 +268,8 @@ struct Sub {
     /// parent (the parent is missing).
     deep_pos: Option<usize>,
     fatal: Option<oneshot::Sender<ResError>>,
+    /// For the entries of the target (a directory, armed on itself), not the target alone.
+    entries: bool,
 }
 
 /// A watched directory.
@@ -245,6 +333,8 @@ struct Hub {
     subs: Vec<Option<Sub>>,
     free: Vec<u32>,
     by_target: HashMap<Key, Ids>,
+    /// The subscriptions to the entries of a directory, by directory.
+    by_dir: HashMap<Key, Ids>,
     last_rescan: Option<Instant>,
     /// A rescan is scheduled (one happened less than [`RESCAN_GAP`] ago).
     rescan_due: bool,
@@ -472,19 +562,29 @@ impl Hub {
             let Some(sub) = self.sub(id) else {
                 return Ok(());
             };
-            let target = sub.target.clone();
+            let (target, entries) = (sub.target.clone(), sub.entries);
             let parent = target.parent().unwrap_or(Path::new("/"));
-            // A watched parent exists (if it went away since, its events are queued and
+            // Where it belongs: on its parent, or on itself for its entries.
+            let home = if entries { &*target } else { parent };
+            // The nearest existing directory it can be armed on now.
+            let nearest = || {
+                if entries && target.is_dir() {
+                    &*target
+                } else {
+                    nearest_dir(&target)
+                }
+            };
+            // A watched home exists (if it went away since, its events are queued and
             // will re-arm everyone armed there): no need to look.
-            let want = if self.dirs.contains_key(bytes(parent)) {
-                parent
+            let want = if self.dirs.contains_key(bytes(home)) {
+                home
             } else {
-                nearest_dir(&target)
+                nearest()
             };
             if sub.armed.as_deref() == Some(want) {
                 return Ok(());
             }
-            let deep = want != parent;
+            let deep = want != home;
             // A subscription armed on its target's parent needs the events from inside the
             // target; one armed higher up (the parent is missing) waits for directories to
             // appear, which the ancestor mask reports.
@@ -515,7 +615,7 @@ impl Hub {
             sub.deep_pos = deep_pos;
             // A directory below `want` created before its watch was added sent no event:
             // look again, and go deeper if one did appear.
-            if deep && nearest_dir(&target) != want {
+            if deep && nearest() != want {
                 continue;
             }
             return Ok(());
@@ -555,6 +655,13 @@ impl Hub {
         if let Some(ids) = self.by_target.get_mut(bytes(&sub.target)) {
             if ids.remove(id) {
                 self.by_target.remove(bytes(&sub.target));
+            }
+        }
+        if sub.entries {
+            if let Some(ids) = self.by_dir.get_mut(bytes(&sub.target)) {
+                if ids.remove(id) {
+                    self.by_dir.remove(bytes(&sub.target));
+                }
             }
         }
     }
@@ -687,7 +794,11 @@ impl Hub {
     }
 
     fn on_path(&mut self, path: &Path, mask: EventMask) {
-        if let Some(ids) = self.by_target.get(bytes(path)) {
+        let by_dir = path.parent().and_then(|p| self.by_dir.get(bytes(p)));
+        for ids in [self.by_target.get(bytes(path)), by_dir]
+            .into_iter()
+            .flatten()
+        {
             for &id in ids.as_slice() {
                 if let Some(sub) = self.sub(id) {
                     sub.watcher.event();
@@ -716,8 +827,9 @@ impl Hub {
             .iter()
             .copied()
             .filter(|&id| {
-                self.sub(id)
-                    .is_some_and(|s| s.target.starts_with(path) && *s.target != *path)
+                self.sub(id).is_some_and(|s| {
+                    s.target.starts_with(path) && (*s.target != *path || s.entries)
+                })
             })
             .collect();
         for id in hit {
@@ -753,6 +865,7 @@ mod tests {
             armed_pos: 0,
             deep_pos: None,
             fatal: Some(fatal),
+            entries: false,
         });
         h.reader_failed(&std::io::Error::other("boom"));
         let e = (&mut fatal_rx).await.expect("the watch was told");
@@ -777,6 +890,7 @@ mod tests {
             armed_pos: 0,
             deep_pos: None,
             fatal: None,
+            entries: false,
         };
         let a = h.insert(sub(&t.path().join("a")));
         h.arm(a).unwrap();
@@ -823,6 +937,54 @@ mod tests {
             .await;
             assert!(got.is_ok(), "round {i}: no event for the new file");
         }
+    }
+
+    /// Waits for a drift event on `rx` (a signal left from before may come first).
+    async fn next_event(rx: &tend_engine::WatchReceiver, what: &str) {
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            while !rx.next().await.dirty {}
+        })
+        .await;
+        assert!(got.is_ok(), "no event for: {what}");
+    }
+
+    #[tokio::test]
+    async fn a_directorys_entries_are_watched_through_its_removal() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let (w, rx) = Watcher::channel();
+        let _s = subscribe_entries(&arc(&dir), w).unwrap();
+        assert_eq!(armed_on(&dir), Some(1), "armed on the directory itself");
+        rx.take();
+        std::fs::write(dir.join("new"), "x").unwrap();
+        next_event(&rx, "an entry created").await;
+        rx.take();
+        std::fs::write(dir.join("new"), "y").unwrap();
+        next_event(&rx, "an entry written").await;
+        // Gone, and back: armed on the parent meanwhile, then on the directory again.
+        std::fs::remove_dir_all(&dir).unwrap();
+        next_event(&rx, "the directory removed").await;
+        std::fs::create_dir(&dir).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while armed_on(&dir).is_none() {
+            assert!(Instant::now() < deadline, "never armed again");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        rx.take();
+        std::fs::write(dir.join("again"), "z").unwrap();
+        next_event(&rx, "an entry of the new directory").await;
+        // A subdirectory's entries are not its entries.
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        next_event(&rx, "a subdirectory created").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        rx.take();
+        std::fs::write(dir.join("sub/deep"), "z").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !rx.take().dirty,
+            "an entry of a subdirectory is not watched"
+        );
     }
 
     #[test]

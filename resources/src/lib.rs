@@ -7,11 +7,14 @@
 //! touching the host; all host access happens in `watch` and `check_apply`.
 
 mod account;
+mod authorized_key;
 mod cron;
 mod exec;
 mod file;
 mod fswatch;
+mod gzip;
 mod hostname;
+mod json_edit;
 mod kv;
 mod line;
 mod mount;
@@ -24,6 +27,7 @@ mod procpoll;
 mod schedule;
 mod svc;
 mod sysctl;
+mod tar;
 mod testkind;
 mod timer;
 pub mod value;
@@ -109,6 +113,18 @@ pub fn registry() -> Registry {
         at_exit: None,
     });
     r.register(Kind {
+        schema: gzip::schema().clone(),
+        build: gzip::build,
+        autoedges: Some(gzip::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
+        schema: json_edit::schema().clone(),
+        build: json_edit::build,
+        autoedges: Some(json_edit::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
         schema: kv::schema().clone(),
         build: kv::build,
         autoedges: None,
@@ -130,6 +146,12 @@ pub fn registry() -> Registry {
         schema: schedule::schema().clone(),
         build: schedule::build,
         autoedges: None,
+        at_exit: None,
+    });
+    r.register(Kind {
+        schema: authorized_key::schema().clone(),
+        build: authorized_key::build,
+        autoedges: Some(authorized_key::autoedges),
         at_exit: None,
     });
     r.register(Kind {
@@ -169,6 +191,12 @@ pub fn registry() -> Registry {
         at_exit: None,
     });
     r.register(Kind {
+        schema: tar::schema().clone(),
+        build: tar::build,
+        autoedges: Some(tar::autoedges),
+        at_exit: None,
+    });
+    r.register(Kind {
         schema: timer::schema().clone(),
         build: timer::build,
         autoedges: None,
@@ -196,8 +224,28 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "cron", "exec", "file", "group", "hostname", "kv", "line", "mount", "noop", "pkg",
-                "print", "schedule", "svc", "sysctl", "test", "timer", "user", "value"
+                "cron",
+                "exec",
+                "file",
+                "group",
+                "gzip",
+                "hostname",
+                "json:edit",
+                "kv",
+                "line",
+                "mount",
+                "noop",
+                "pkg",
+                "print",
+                "schedule",
+                "ssh:authorized_key",
+                "svc",
+                "sysctl",
+                "tar",
+                "test",
+                "timer",
+                "user",
+                "value"
             ]
         );
     }

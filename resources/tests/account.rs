@@ -14,9 +14,9 @@ use tend_model::{GraphSpec, ResSpec, Value};
 
 use crate::common::{apply, build, dry, invalid, watch};
 
-static ACCOUNTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ACCOUNTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn is_root(test: &str) -> bool {
+pub(crate) fn is_root(test: &str) -> bool {
     let root = nix::unistd::Uid::effective().is_root();
     if !root {
         eprintln!("{test}: skipped (needs root)");
@@ -25,7 +25,7 @@ fn is_root(test: &str) -> bool {
 }
 
 /// A new account name, unique to this process.
-fn unique(what: &str) -> String {
+pub(crate) fn unique(what: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
         "tt{what}{}x{}",
@@ -35,9 +35,9 @@ fn unique(what: &str) -> String {
 }
 
 /// Removes the users and groups when dropped.
-struct Cleanup {
-    users: Vec<String>,
-    groups: Vec<String>,
+pub(crate) struct Cleanup {
+    pub(crate) users: Vec<String>,
+    pub(crate) groups: Vec<String>,
 }
 
 impl Drop for Cleanup {

@@ -288,3 +288,95 @@ fn the_examples_check() {
     }
     assert!(checked >= 3, "{checked} examples");
 }
+
+/// mgmt's `ssh:authorized_key`, `json:edit`, `tar` and `gzip` from an mcl program (colon
+/// kinds, int constants, an edge between two of them) through the real daemon, each repaired
+/// after a change behind its back.
+#[test]
+fn mgmts_file_kinds_run_from_mcl_and_heal() {
+    use crate::sandbox::{read, wait_for, Sandbox};
+    use std::time::Duration;
+
+    let sb = Sandbox::new();
+    let root = sb.root().to_str().unwrap().to_string();
+    std::fs::create_dir_all(sb.path("in/sub")).unwrap();
+    std::fs::create_dir_all(sb.path("home")).unwrap();
+    std::fs::write(sb.path("in/sub/a.txt"), "alpha\n").unwrap();
+    std::fs::write(sb.path("conf.json"), r#"{"keep": 1, "old": true}"#).unwrap();
+    let key = "AAAAC3NzaC1lZDI1NTE5AAAAIBkZPsRLpuOBqOLpG1TNOEnXwzEvd9mYoh0D5sV5qbzh";
+    let program = format!(
+        r#"$d = "{root}"
+ssh:authorized_key "k" {{
+	state => "exists",
+	file => "${{d}}/home/.ssh/authorized_keys",
+	type => "ssh-ed25519",
+	key => "{key}",
+	comment => "ci",
+}}
+json:edit "${{d}}/conf.json" {{
+	edits => [".server.state = \"ready\"", "del(.old)"],
+}}
+tar "${{d}}/out.tar" {{
+	inputs => ["${{d}}/in/"],
+	format => $const.res.tar.format.gnu,
+}}
+gzip "${{d}}/out.tar.gz" {{
+	input => "${{d}}/out.tar",
+	level => $const.res.gzip.level.best_compression,
+}}
+Tar["${{d}}/out.tar"] -> Gzip["${{d}}/out.tar.gz"]
+"#
+    );
+    let prog = sb.write("main.mcl", &program);
+    let d = sb.spawn_run(&prog, &[]);
+    let ctx = || sb.explain_daemon(&d);
+    let limit = Duration::from_secs(30);
+    let ak = sb.path("home/.ssh/authorized_keys");
+    let line = format!("ssh-ed25519 {key} ci\n");
+    let conf_ok = || {
+        read(&sb.path("conf.json")).and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            == Some(serde_json::json!({"keep": 1, "server": {"state": "ready"}}))
+    };
+    let gz_holds = |name: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -dc {root}/out.tar.gz | tar -tf -"))
+            .output()
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(name))
+    };
+    wait_for(
+        "the first converge",
+        limit,
+        || read(&ak).as_deref() == Some(line.as_str()) && conf_ok() && gz_holds("sub/a.txt"),
+        ctx,
+    );
+    assert_eq!(crate::sandbox::mode(&ak), 0o600);
+    assert_eq!(crate::sandbox::mode(&sb.path("home/.ssh")), 0o700);
+
+    std::fs::remove_file(&ak).unwrap();
+    wait_for(
+        "the authorized_keys file to come back",
+        limit,
+        || read(&ak).as_deref() == Some(line.as_str()),
+        ctx,
+    );
+    let tmp = sb.path("conf.json.new");
+    std::fs::write(&tmp, r#"{"keep": 1, "server": {"state": "down"}}"#).unwrap();
+    std::fs::rename(&tmp, sb.path("conf.json")).unwrap();
+    wait_for("the JSON edit to be redone", limit, conf_ok, ctx);
+    // A new input file reaches the archive, and through the edge, its gzip.
+    std::fs::write(sb.path("in/sub/b.txt"), "beta\n").unwrap();
+    wait_for(
+        "the new file in the compressed archive",
+        limit,
+        || gz_holds("sub/b.txt"),
+        ctx,
+    );
+    std::fs::remove_file(sb.path("out.tar.gz")).unwrap();
+    wait_for(
+        "the compressed archive to come back",
+        limit,
+        || gz_holds("sub/b.txt"),
+        ctx,
+    );
+}

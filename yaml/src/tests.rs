@@ -110,7 +110,7 @@ g.yaml:6: file[/a]: field `content`: expected str, got 5
 g.yaml:7: file[/a]: field `colour`: kind `file` has no such field (its fields: path, state, content, source, symlink, mode, owner, group, recurse)
 g.yaml:8: file[/a]: duplicate resource (first defined on line 5)
 g.yaml:9: a `file` resource has no `name`
-g.yaml:10: unknown resource kind `nosuch` (known kinds: cron, exec, file, group, hostname, kv, line, mount, noop, pkg, print, schedule, svc, sysctl, test, timer, user, value)
+g.yaml:10: unknown resource kind `nosuch` (known kinds: cron, exec, file, group, gzip, hostname, json:edit, kv, line, mount, noop, pkg, print, schedule, ssh:authorized_key, svc, sysctl, tar, test, timer, user, value)
 g.yaml:13: test[t]: field `mixedstruct`: missing struct field `somestr`
 g.yaml:14: test[u]: field `int8`: 300 is outside -128..=127
 g.yaml:14: test[u]: field `meta.retry`: -5 is invalid (use -1 for forever)

@@ -571,7 +571,18 @@ impl<'a> Typer<'a> {
             && path[0] == "const"
             && crate::scope::find_ns(self, sc, "const").is_none()
         {
-            return Ok(Ty::Str);
+            // A kind's constant has the type of its value: mostly `str`, an `int` where the
+            // field is one (`tar.format.*`, `gzip.level.*`, as mgmt).
+            let rest = text
+                .split('.')
+                .map(str::trim)
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(".");
+            return Ok(match crate::graph::constant(self.schemas, &rest) {
+                Some(Value::Int(_)) => Ty::Int,
+                _ => Ty::Str,
+            });
         }
         let s = if path.is_empty() {
             sc.clone()
