@@ -60,8 +60,10 @@ const MAX_BUNDLE: u64 = 64 << 20;
 /// for what goes in).
 pub fn make_bundle(program: &Path) -> Result<tempfile::TempDir> {
     let entry = entry_file(program)?;
+    // `main.mcl`'s parent is the empty path: the current directory.
     let root = entry
         .parent()
+        .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let out = tempfile::tempdir().context("creating a temporary directory for the bundle")?;

@@ -234,9 +234,9 @@ impl tend_model::world::SchedWorld for MemWorld {
         _: &str,
         _: bool,
     ) -> Result<bool, WorldError> {
-        Err(WorldError::Store(tend_model::world::StoreError::Unsupported(
-            "no scheduler in this test".into(),
-        )))
+        Err(WorldError::Store(
+            tend_model::world::StoreError::Unsupported("no scheduler in this test".into()),
+        ))
     }
     async fn sched_withdraw(&self, _: &str, _: bool) -> Result<bool, WorldError> {
         Ok(false)

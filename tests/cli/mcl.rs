@@ -380,3 +380,39 @@ Tar["${{d}}/out.tar"] -> Gzip["${{d}}/out.tar.gz"]
         ctx,
     );
 }
+
+/// `tend run main.mcl` from the program's own directory (a relative path with no directory
+/// part) runs it, as `tend run ./main.mcl` does.
+#[test]
+fn a_program_named_without_its_directory_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("out");
+    std::fs::write(
+        dir.path().join("main.mcl"),
+        format!(
+            "file \"{}\" {{\n\tcontent => \"x\\n\",\n}}\n",
+            out_file.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let out = tend(
+        &[
+            "run",
+            "main.mcl",
+            "--converged-timeout",
+            "1",
+            "--listen",
+            "none",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "x\n");
+}
