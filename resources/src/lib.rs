@@ -57,84 +57,98 @@ pub fn registry() -> Registry {
         // Closing the inotify instance at exit waits for the kernel unless its watches are
         // removed first.
         at_exit: Some(fswatch::release_for_exit),
+        reverse: Some(file::reverse),
     });
     r.register(Kind {
         schema: exec::schema().clone(),
         build: exec::build,
         autoedges: Some(exec::autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: account::group_schema().clone(),
         build: account::build_group,
         autoedges: Some(account::group_autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: account::user_schema().clone(),
         build: account::build_user,
         autoedges: Some(account::user_autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: kv::schema().clone(),
         build: kv::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: line::schema().clone(),
         build: line::build,
         autoedges: Some(line::autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: sysctl::schema().clone(),
         build: sysctl::build,
         autoedges: Some(sysctl::autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: value::schema().clone(),
         build: value::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: noop::schema().clone(),
         build: noop::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: pkg::schema().clone(),
         build: pkg::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: print::schema().clone(),
         build: print::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: svc::schema().clone(),
         build: svc::build,
         autoedges: Some(svc::autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: timer::schema().clone(),
         build: timer::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: testkind::schema().clone(),
         build: testkind::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r
 }

@@ -76,6 +76,15 @@ async fn test_kind_validates_and_has_no_side_effects() {
         .clone();
     let sends: Vec<&str> = s.sends.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(sends, ["hello", "answer"]);
+    // It sends them (mgmt's: `hello` is its `sendvalue`).
+    let t = build(ResSpec::new("test", "t").param("sendvalue", "hi"));
+    assert_eq!(
+        t.sent(),
+        [
+            ("answer".to_string(), tend_model::Value::Int(42)),
+            ("hello".to_string(), tend_model::Value::from("hi"))
+        ]
+    );
     for f in [
         "bool",
         "str",
@@ -120,7 +129,7 @@ async fn test_kind_validates_and_has_no_side_effects() {
 }
 
 #[test]
-fn only_pkg_groups_and_no_kind_reverses_yet() {
+fn only_pkg_groups_and_only_file_reverses() {
     let r = tend_resources::registry();
     let groups: Vec<&str> = r
         .kinds()
@@ -128,5 +137,10 @@ fn only_pkg_groups_and_no_kind_reverses_yet() {
         .map(|k| k.schema.kind.as_str())
         .collect();
     assert_eq!(groups, ["pkg"]);
-    assert!(r.kinds().all(|k| !k.schema.reversible));
+    let reversible: Vec<&str> = r
+        .kinds()
+        .filter(|k| k.schema.reversible && k.reverse.is_some())
+        .map(|k| k.schema.kind.as_str())
+        .collect();
+    assert_eq!(reversible, ["file"]);
 }

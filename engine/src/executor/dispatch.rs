@@ -45,6 +45,16 @@ impl Coord {
         let tx = self.tx.clone();
         let ctx = self.init_ctx.clone();
         let poll = v.spec().meta.poll;
+        v.epoch += 1;
+        let epoch = v.epoch;
+        // `Meta:reverse`: what undoes it is kept before it first runs (not in a dry run,
+        // which changes nothing).
+        let reverse = (v.spec().meta.reverse && !self.noop && !v.spec().meta.noop)
+            .then(|| {
+                let f = self.registry.get(&v.spec().kind)?.reverse?;
+                Some((f, v.spec().clone(), self.init_ctx.state_dir.clone()))
+            })
+            .flatten();
         v.driver = Some(tokio::spawn(async move {
             if !skip_init {
                 let out = AssertUnwindSafe(res.init(&ctx)).catch_unwind().await;
@@ -56,6 +66,7 @@ impl Coord {
                 if let Some(error) = err {
                     let _ = tx.send(Msg::Failed {
                         inc,
+                        epoch,
                         phase: "init",
                         error,
                     });
@@ -65,9 +76,25 @@ impl Coord {
                 // and at a restart (init is not repeated), both after the driver is over.
                 flags.inited.store(true, Ordering::SeqCst);
             }
+            if let Some((f, spec, dir)) = reverse {
+                let kept =
+                    tokio::task::spawn_blocking(move || super::reverse::keep(&dir, &spec, f))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("panicked: {e}")));
+                if let Err(error) = kept {
+                    let _ = tx.send(Msg::Failed {
+                        inc,
+                        epoch,
+                        phase: "reverse",
+                        error,
+                    });
+                    return;
+                }
+            }
             if poll != 0 {
                 let _ = tx.send(Msg::Watch {
                     inc,
+                    epoch,
                     running: true,
                     dirty: false,
                 });
@@ -81,6 +108,7 @@ impl Coord {
                     if tx
                         .send(Msg::Watch {
                             inc,
+                            epoch,
                             running: true,
                             dirty: true,
                         })
@@ -98,15 +126,15 @@ impl Coord {
                     out = &mut h => {
                         let sig = r.take();
                         let msg = match out {
-                            Ok(Ok(())) => Msg::Watch { inc, running: true, dirty: sig.dirty },
-                            Ok(Err(e)) => Msg::Failed { inc, phase: "watch", error: e.to_string() },
-                            Err(p) => Msg::Failed { inc, phase: "watch", error: panic_message(p) },
+                            Ok(Ok(())) => Msg::Watch { inc, epoch, running: true, dirty: sig.dirty },
+                            Ok(Err(e)) => Msg::Failed { inc, epoch, phase: "watch", error: e.to_string() },
+                            Err(p) => Msg::Failed { inc, epoch, phase: "watch", error: panic_message(p) },
                         };
                         let _ = tx.send(msg);
                         return;
                     }
                     sig = r.next() => {
-                        if tx.send(Msg::Watch { inc, running: sig.running, dirty: sig.dirty }).is_err() {
+                        if tx.send(Msg::Watch { inc, epoch, running: sig.running, dirty: sig.dirty }).is_err() {
                             return;
                         }
                     }
@@ -151,6 +179,11 @@ impl Coord {
             return;
         }
         if v.queued || !v.preds.iter().all(|p| self.verts[p].is_converged()) {
+            return;
+        }
+        // Send/recv: a resource whose received values changed is built again first (and
+        // runs once its new watch is up).
+        if (!v.recv.is_empty() || !v.received.is_empty()) && self.receive(inc) {
             return;
         }
         let full = self.running >= self.parallel;
@@ -228,6 +261,7 @@ impl Coord {
                         duration: Duration::ZERO,
                         apply,
                         refresh,
+                        sent: Vec::new(),
                     });
                     return;
                 }
@@ -261,12 +295,20 @@ impl Coord {
                 () = &mut cancelled => Err("cancelled".to_string()),
             };
             drop(permits);
+            // What it sends is read at once, before another event may run it again.
+            let sent = match &result {
+                Ok(_) => {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| res.sent())).unwrap_or_default()
+                }
+                Err(_) => Vec::new(),
+            };
             let _ = tx.send(Msg::CheckDone {
                 inc,
                 result,
                 duration: start.elapsed(),
                 apply,
                 refresh,
+                sent,
             });
         }));
     }

@@ -1,0 +1,116 @@
+//! `Meta:reverse`: a resource that leaves the graph is undone, once, across restarts.
+
+use std::path::Path;
+use std::sync::atomic::Ordering::SeqCst;
+
+use crate::support::*;
+
+fn records(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("reversals"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn reversed(name: &str) -> tend_model::ResSpec {
+    let mut r = fake(name);
+    r.meta.reverse = true;
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_resource_is_undone_and_its_record_deleted() {
+    let dir = tempfile_dir("rev-a");
+    let e = engine_in(&dir);
+    e.swap(graph(vec![reversed("rv-a"), fake("rv-other")], vec![]))
+        .await
+        .unwrap();
+    converged(&e).await;
+    // Kept before it ran.
+    assert_eq!(records(&dir), 1);
+    let a = probe("rv-a");
+    assert_eq!(a.undone.load(SeqCst), 0);
+
+    let st = e.swap(graph(vec![fake("rv-other")], vec![])).await.unwrap();
+    assert_eq!(st.removed, 1);
+    wait_for("the reversal", || a.undone.load(SeqCst) == 1).await;
+    let s = converged(&e).await;
+    assert_eq!(records(&dir), 0);
+    // The reversal is a vertex until the next swap, then goes.
+    assert!(s.vertices.contains_key(&id("rv-a")));
+    e.swap(graph(vec![fake("rv-other")], vec![])).await.unwrap();
+    let s = converged(&e).await;
+    assert!(!s.vertices.contains_key(&id("rv-a")));
+    assert_eq!(a.undone.load(SeqCst), 1);
+    e.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_reversal_survives_a_restart_and_runs_once() {
+    let dir = tempfile_dir("rev-b");
+    let e = engine_in(&dir);
+    e.swap(graph(vec![reversed("rv-b")], vec![])).await.unwrap();
+    converged(&e).await;
+    e.shutdown().await;
+    assert_eq!(records(&dir), 1, "a shutdown is no removal");
+
+    // The next process has a graph without it: it is undone.
+    let e = engine_in(&dir);
+    e.swap(graph(vec![], vec![])).await.unwrap();
+    let b = probe("rv-b");
+    wait_for("the reversal", || b.undone.load(SeqCst) == 1).await;
+    converged(&e).await;
+    assert_eq!(records(&dir), 0);
+    e.shutdown().await;
+
+    // And never again.
+    let e = engine_in(&dir);
+    e.swap(graph(vec![], vec![])).await.unwrap();
+    converged(&e).await;
+    e.shutdown().await;
+    assert_eq!(b.undone.load(SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_that_comes_back_keeps_the_first_record() {
+    let dir = tempfile_dir("rev-c");
+    let e = engine_in(&dir);
+    e.swap(graph(vec![reversed("rv-c").param("tag", "1")], vec![]))
+        .await
+        .unwrap();
+    converged(&e).await;
+    let path = std::fs::read_dir(dir.join("reversals"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let first = std::fs::read(&path).unwrap();
+    // Changed (a new spec, a new resource): the record of what it found first stays.
+    e.swap(graph(vec![reversed("rv-c").param("tag", "2")], vec![]))
+        .await
+        .unwrap();
+    converged(&e).await;
+    assert_eq!(std::fs::read(&path).unwrap(), first);
+    // A dry run keeps no record and undoes nothing.
+    e.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let e = engine_with(2, true);
+    let mut n = reversed("rv-noop");
+    n.meta.noop = true;
+    e.swap(graph(vec![n], vec![])).await.unwrap();
+    converged(&e).await;
+    e.shutdown().await;
+    assert_eq!(probe("rv-noop").undone.load(SeqCst), 0);
+}
+
+fn tempfile_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tend-engine-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
