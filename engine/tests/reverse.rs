@@ -29,8 +29,15 @@ async fn a_removed_resource_is_undone_and_its_record_deleted() {
         .await
         .unwrap();
     converged(&e).await;
-    // Kept before it ran.
+    // Kept before it ran, for root only.
     assert_eq!(records(&dir), 1);
+    let rec = std::fs::read_dir(dir.join("reversals"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(rec.metadata().unwrap().permissions().mode() & 0o777, 0o600);
     let a = probe("rv-a");
     assert_eq!(a.undone.load(SeqCst), 0);
 
@@ -38,7 +45,7 @@ async fn a_removed_resource_is_undone_and_its_record_deleted() {
     assert_eq!(st.removed, 1);
     wait_for("the reversal", || a.undone.load(SeqCst) == 1).await;
     let s = converged(&e).await;
-    assert_eq!(records(&dir), 0);
+    wait_for("the record deleted", || records(&dir) == 0).await;
     // The reversal is a vertex until the next swap, then goes.
     assert!(s.vertices.contains_key(&id("rv-a")));
     e.swap(graph(vec![fake("rv-other")], vec![])).await.unwrap();
@@ -64,7 +71,7 @@ async fn a_pending_reversal_survives_a_restart_and_runs_once() {
     let b = probe("rv-b");
     wait_for("the reversal", || b.undone.load(SeqCst) == 1).await;
     converged(&e).await;
-    assert_eq!(records(&dir), 0);
+    wait_for("the record deleted", || records(&dir) == 0).await;
     e.shutdown().await;
 
     // And never again.

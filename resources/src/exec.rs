@@ -14,6 +14,8 @@
 //! sent (the receiver keeps its own param), unless `send_output` / `send_stdout` /
 //! `send_stderr` give a value for that case.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -203,7 +205,15 @@ impl Sent {
                 },
                 Some(v) => {
                     let tmp = dir.join(format!(".{n}.tmp"));
-                    std::fs::write(&tmp, v).map_err(|e| ResError::io("writing", &tmp, e))?;
+                    // Only root reads it: a command's output may be private.
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .and_then(|mut f| f.write_all(v.as_bytes()))
+                        .map_err(|e| ResError::io("writing", &tmp, e))?;
                     std::fs::rename(&tmp, &path)
                         .map_err(|e| ResError::io("renaming to", &path, e))?;
                 }

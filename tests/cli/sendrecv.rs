@@ -142,7 +142,9 @@ fn a_reversible_file_that_leaves_the_graph_is_put_back_once() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         read(&sb.path("out/existing")).as_deref(),
-        Some("the user's\n")
+        Some("the user's\n"),
+        "{}",
+        ctx()
     );
     d.signal(Signal::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(10)).is_some(), "{}", ctx());

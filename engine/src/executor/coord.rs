@@ -271,6 +271,7 @@ impl Coord {
                 self.publish_armed = false;
                 self.republish = true;
             }
+            Msg::ReversalDeleted(inc) => self.on_reversal_deleted(inc),
             Msg::LimitReady(inc) => {
                 if let Some(v) = self.verts.get_mut(&inc) {
                     v.limit_wait = false;

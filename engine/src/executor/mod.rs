@@ -239,6 +239,8 @@ pub(crate) enum Msg {
     /// A failed init or watch is to be tried again (the vertex and the number of the wait).
     Restart(u64, u64),
     LimitReady(u64),
+    /// The record of an applied reversal is deleted.
+    ReversalDeleted(u64),
     /// Time to publish a throttled status.
     Publish,
 }

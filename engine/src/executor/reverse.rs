@@ -2,8 +2,8 @@
 //!
 //! Before a resource with `Meta:reverse` first runs, its driver asks the kind
 //! ([`crate::Kind::reverse`]) for the spec that puts back what it found, and keeps it under
-//! the state directory, one record per identity (`<state>/reversals/<kind>-<hash>.json`,
-//! written to a temporary file, fsynced and renamed, the directory fsynced). A record that is
+//! the state directory, one record per identity (`<state>/reversals/<kind>-<hash>.json`, mode
+//! 0600, written to a temporary file, fsynced and renamed, the directory fsynced). A record that is
 //! already there is kept: it holds the state found before the first change, which a restart
 //! must not replace with the state the resource made. After each swap, once the removed
 //! vertices are stopped, every record whose identity is not in the graph becomes a vertex of
@@ -15,6 +15,7 @@
 //! `Meta:noop`) keeps no record and deletes none.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use tend_model::{GraphSpec, ResId, ResSpec};
 
 use super::coord::Coord;
 use super::vertex::Vertex;
+use super::Msg;
 use crate::registry::ReverseFn;
 
 /// The directory of the pending reversals.
@@ -89,7 +91,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Only root reads it: it may hold a file's content.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -181,32 +189,52 @@ impl Coord {
         }
     }
 
-    /// The reversal vertex `inc` applied: its record goes, and its watch stops (it leaves the
-    /// graph at the next swap).
+    /// The reversal vertex `inc` applied: it never runs again (it leaves the graph at the next
+    /// swap) and its record is deleted, on a blocking thread, the vertex counting as running
+    /// until that is done (so a one-shot run does not exit before). A record that could not
+    /// be deleted is found by the next swap or process, and applied again: found in state.
     pub(super) fn reversal_done(&mut self, inc: u64) {
         let state_dir = self.init_ctx.state_dir.clone();
         let Some(v) = self.verts.get_mut(&inc) else {
             return;
         };
+        tracing::info!(resource = %v.id, "undone");
+        v.reversal = false;
+        if let Some(d) = &v.driver {
+            d.abort();
+        }
+        // Not for an event that came while it ran (its own write's), nor for what its watch
+        // may still say (an aborted driver finishes the poll it is in).
+        v.dirty = false;
+        v.epoch += 1;
+        v.running = true;
+        self.running += 1;
         let path = record_path(&state_dir, &v.id);
-        let removed = match std::fs::remove_file(&path) {
-            Ok(()) => path.parent().map_or(Ok(()), |d| {
-                std::fs::File::open(d).and_then(|f| f.sync_all())
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
-        match removed {
-            Ok(()) => {
-                tracing::info!(resource = %v.id, "undone");
-                v.reversal = false;
-                if let Some(d) = &v.driver {
-                    d.abort();
-                }
+        let id = v.id.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let removed = match std::fs::remove_file(&path) {
+                Ok(()) => path.parent().map_or(Ok(()), |d| {
+                    std::fs::File::open(d).and_then(|f| f.sync_all())
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = removed {
+                tracing::warn!(resource = %id, record = %path.display(), error = %e, "could not delete a reversal's record");
             }
-            // Kept pending: applied again (found in state) by the next process.
-            Err(e) => {
-                tracing::warn!(resource = %v.id, record = %path.display(), error = %e, "could not delete a reversal's record")
+            let _ = tx.send(Msg::ReversalDeleted(inc));
+        });
+    }
+
+    /// The record of reversal vertex `inc` is deleted (see [`Coord::reversal_done`]).
+    pub(super) fn on_reversal_deleted(&mut self, inc: u64) {
+        if let Some(v) = self.verts.get_mut(&inc) {
+            if v.running && v.check.is_none() {
+                v.running = false;
+                self.running -= 1;
+                v.status_changed = true;
+                self.touched.push(inc);
             }
         }
     }
