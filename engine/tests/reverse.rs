@@ -115,6 +115,37 @@ async fn a_resource_that_comes_back_keeps_the_first_record() {
     assert_eq!(probe("rv-noop").undone.load(SeqCst), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_keeps_the_reversal_of_what_it_received() {
+    let dir = tempfile_dir("rev-d");
+    let e = engine_in(&dir);
+    e.swap(graph(
+        vec![
+            fake("rv-d-a").param("send", "received"),
+            reversed("rv-d-b").param("got", "own"),
+        ],
+        vec![send("rv-d-a", "rv-d-b", "got")],
+    ))
+    .await
+    .unwrap();
+    converged(&e).await;
+    e.shutdown().await;
+    let rec = std::fs::read_dir(dir.join("reversals"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let spec = tend_model::export::decode_resource(&std::fs::read(rec).unwrap()).unwrap();
+    assert_eq!(spec.id(), id("rv-d-b"));
+    assert_eq!(
+        spec.params.get("tag"),
+        Some(&tend_model::Value::from("received"))
+    );
+    assert!(!spec.meta.reverse);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn tempfile_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("tend-engine-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);

@@ -176,9 +176,14 @@ fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     }))
 }
 
-/// The fake kind's reversal: a `fake` of the same name with `undo` set.
+/// The fake kind's reversal: a `fake` of the same name with `undo` set (and its `got` as
+/// `tag`, to show which params it was asked with).
 fn reverse(spec: &ResSpec) -> Result<ResSpec, ResError> {
-    Ok(ResSpec::new("fake", spec.name.clone()).param("undo", true))
+    let mut r = ResSpec::new("fake", spec.name.clone()).param("undo", true);
+    if let Some(g) = spec.params.get("got") {
+        r.params.insert("tag".into(), g.clone());
+    }
+    Ok(r)
 }
 
 fn strs(spec: &ResSpec, k: &str) -> Vec<String> {

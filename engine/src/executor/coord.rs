@@ -400,6 +400,9 @@ impl Coord {
                     v.sent = sent;
                 }
                 let reversed = v.reversal && apply;
+                if apply && v.spec().meta.reverse {
+                    v.reverse_kept = true;
+                }
                 let id = v.id.clone();
                 let notify = v.notify_succs.clone();
                 let succs = v.succs.clone();

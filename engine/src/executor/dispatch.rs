@@ -47,14 +47,6 @@ impl Coord {
         let poll = v.spec().meta.poll;
         v.epoch += 1;
         let epoch = v.epoch;
-        // `Meta:reverse`: what undoes it is kept before it first runs (not in a dry run,
-        // which changes nothing).
-        let reverse = (v.spec().meta.reverse && !self.noop && !v.spec().meta.noop)
-            .then(|| {
-                let f = self.registry.get(&v.spec().kind)?.reverse?;
-                Some((f, v.spec().clone(), self.init_ctx.state_dir.clone()))
-            })
-            .flatten();
         v.driver = Some(tokio::spawn(async move {
             if !skip_init {
                 let out = AssertUnwindSafe(res.init(&ctx)).catch_unwind().await;
@@ -75,21 +67,6 @@ impl Coord {
                 // No message: the coordinator only needs this at removal (cleanup is due)
                 // and at a restart (init is not repeated), both after the driver is over.
                 flags.inited.store(true, Ordering::SeqCst);
-            }
-            if let Some((f, spec, dir)) = reverse {
-                let kept =
-                    tokio::task::spawn_blocking(move || super::reverse::keep(&dir, &spec, f))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("panicked: {e}")));
-                if let Err(error) = kept {
-                    let _ = tx.send(Msg::Failed {
-                        inc,
-                        epoch,
-                        phase: "reverse",
-                        error,
-                    });
-                    return;
-                }
             }
             if poll != 0 {
                 let _ = tx.send(Msg::Watch {
@@ -230,6 +207,18 @@ impl Coord {
                     .clone()
             })
             .collect();
+        // `Meta:reverse`: what undoes it is kept before it first changes anything (not in a
+        // dry run, which changes nothing), from the params it runs with (received ones too).
+        let keep = (apply && v.spec().meta.reverse && !v.reverse_kept)
+            .then(|| {
+                let f = self.registry.get(&v.spec().kind)?.reverse?;
+                let mut spec = v.spec().clone();
+                for (k, val) in &v.received {
+                    spec.params.insert(k.clone(), val.clone());
+                }
+                Some((f, spec, self.init_ctx.state_dir.clone()))
+            })
+            .flatten();
         let res = v.res.clone();
         let tx = self.tx.clone();
         let mut cancel = self.cancel_tx.subscribe();
@@ -271,6 +260,24 @@ impl Coord {
                 return;
             }
             let start = Instant::now();
+            if let Some((f, spec, dir)) = keep {
+                let kept =
+                    tokio::task::spawn_blocking(move || super::reverse::keep(&dir, &spec, f))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("panicked: {e}")));
+                if let Err(e) = kept {
+                    drop(permits);
+                    let _ = tx.send(Msg::CheckDone {
+                        inc,
+                        result: Err(format!("keeping what undoes it (Meta:reverse): {e}")),
+                        duration: start.elapsed(),
+                        apply,
+                        refresh,
+                        sent: Vec::new(),
+                    });
+                    return;
+                }
+            }
             // check_apply runs inside this task; a timeout or a cancellation drops it.
             let call =
                 AssertUnwindSafe(res.check_apply(CheckCtx { apply, refresh })).catch_unwind();

@@ -1,7 +1,8 @@
 //! `Meta:reverse`: undoing a resource that leaves the graph (mgmt's reversals).
 //!
-//! Before a resource with `Meta:reverse` first runs, its driver asks the kind
-//! ([`crate::Kind::reverse`]) for the spec that puts back what it found, and keeps it under
+//! Before a resource with `Meta:reverse` first runs (applying: in its first check's task,
+//! with the params it runs with, received ones included), the kind
+//! ([`crate::Kind::reverse`]) is asked for the spec that puts back what it found, kept under
 //! the state directory, one record per identity (`<state>/reversals/<kind>-<hash>.json`, mode
 //! 0600, written to a temporary file, fsynced and renamed, the directory fsynced). A record that is
 //! already there is kept: it holds the state found before the first change, which a restart
@@ -48,8 +49,8 @@ fn record_path(state_dir: &Path, id: &ResId) -> PathBuf {
     dir_of(state_dir).join(format!("{kind}-{h:016x}.json"))
 }
 
-/// Keeps the reversal of `spec` unless one is kept already (run by the driver, on a blocking
-/// thread, before the resource first runs).
+/// Keeps the reversal of `spec` unless one is kept already (run on a blocking thread before
+/// the resource's first applying check).
 pub(super) fn keep(state_dir: &Path, spec: &ResSpec, f: ReverseFn) -> Result<(), String> {
     if state_dir.as_os_str().is_empty() {
         return Err("`Meta:reverse` needs a state directory to keep the reversal in".into());

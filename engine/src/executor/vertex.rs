@@ -106,6 +106,8 @@ pub(super) struct Vertex {
     /// It applies a pending reversal (`Meta:reverse` of a resource that left the graph),
     /// whose record is still to be deleted.
     pub(super) reversal: bool,
+    /// `Meta:reverse`: its reversal is kept (a check succeeded since it was).
+    pub(super) reverse_kept: bool,
 }
 
 /// One value a vertex receives (an edge's `SendRecv`, by vertex).
@@ -178,6 +180,7 @@ impl Vertex {
             recv: Vec::new(),
             received: Vec::new(),
             reversal: false,
+            reverse_kept: false,
         }
     }
 
