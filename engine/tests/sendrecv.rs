@@ -25,14 +25,11 @@ async fn the_sent_value_replaces_the_param_before_the_receiver_runs() {
     converged(&e).await;
     // Its only check saw the received value, not the program's.
     assert_eq!(got("sr-b"), ["hello"]);
-    // Built again with it: the first resource was initialised, then cleaned up.
+    // Started once its sender ran, built with the value: initialised and watched once.
     let b = probe("sr-b");
-    assert_eq!(b.inits.load(SeqCst), 2);
-    wait_for("the first resource's cleanup", || {
-        b.cleanups.load(SeqCst) == 1
-    })
-    .await;
-    assert_eq!(b.watches_active.load(SeqCst), 1);
+    assert_eq!(b.inits.load(SeqCst), 1);
+    assert_eq!(b.watch_starts.load(SeqCst), 1);
+    assert_eq!(b.cleanups.load(SeqCst), 0);
 
     // The same graph again: the received value is part of the vertex's state.
     e.swap(graph(
@@ -46,7 +43,7 @@ async fn the_sent_value_replaces_the_param_before_the_receiver_runs() {
     .unwrap();
     converged(&e).await;
     assert_eq!(got("sr-b"), ["hello"]);
-    assert_eq!(b.inits.load(SeqCst), 2);
+    assert_eq!(b.inits.load(SeqCst), 1);
     e.shutdown().await;
 }
 
@@ -76,6 +73,14 @@ async fn a_changed_sent_value_re_checks_the_receiver_and_an_unchanged_one_does_n
     converged(&e).await;
     assert_eq!(got("src-b"), ["v1", "v2"]);
     assert_eq!(a.checks(), 3);
+    // A new value: built again, the old resource stopped and cleaned up.
+    let b = probe("src-b");
+    assert_eq!(b.inits.load(SeqCst), 2);
+    wait_for("the old resource's cleanup", || {
+        b.cleanups.load(SeqCst) == 1
+    })
+    .await;
+    assert_eq!(b.watches_active.load(SeqCst), 1);
     e.shutdown().await;
 }
 

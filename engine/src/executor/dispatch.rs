@@ -144,6 +144,22 @@ impl Coord {
         let Some(v) = self.verts.get(&inc) else {
             return;
         };
+        if v.deferred {
+            // A receiver whose senders have run: built with what they sent, then started.
+            if v.failed.is_none()
+                && !v.retry_wait
+                && v.preds.iter().all(|p| self.verts[p].is_converged())
+            {
+                self.verts.get_mut(&inc).expect("present").deferred = false;
+                if !self.receive(inc) {
+                    self.start(inc);
+                } else if !self.verts[&inc].started {
+                    // The values did not build: tried again as its failure says.
+                    self.verts.get_mut(&inc).expect("present").deferred = true;
+                }
+            }
+            return;
+        }
         if !v.started
             || v.hidden()
             || !v.watch_running

@@ -180,6 +180,13 @@ impl Coord {
         let mut to_start = Vec::with_capacity(if start_now { 0 } else { fresh });
         self.verts.reserve(fresh);
         self.by_id.reserve(fresh);
+        // Send/recv receivers start (init, watch) once their senders ran, built with what they
+        // receive: not built and watched twice.
+        let receivers: HashSet<&ResId> = edges
+            .iter()
+            .filter(|e| !e.send.is_empty())
+            .map(|e| &e.to)
+            .collect();
         for (idx, replaces) in diff.new_vertices() {
             if replaces.is_none() {
                 stats.added += 1;
@@ -191,10 +198,14 @@ impl Coord {
             if let Some(old) = replaces.and_then(|r| carried.remove(&r)) {
                 v.carry_over(old);
             }
+            v.deferred = !receivers.is_empty() && !v.hidden() && receivers.contains(&*v.id);
+            let deferred = v.deferred;
             self.by_id.insert(v.id.clone(), inc);
             self.counts[v.state as usize] += 1;
             self.verts.insert(inc, Box::new(v));
-            if start_now {
+            if deferred {
+                // Started by `try_dispatch`.
+            } else if start_now {
                 self.start(inc);
             } else {
                 to_start.push(inc);

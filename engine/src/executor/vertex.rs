@@ -108,6 +108,9 @@ pub(super) struct Vertex {
     pub(super) reversal: bool,
     /// `Meta:reverse`: its reversal is kept (a check succeeded since it was).
     pub(super) reverse_kept: bool,
+    /// A send/recv receiver not started yet: its driver starts once its predecessors are
+    /// converged, with its resource built with what they sent.
+    pub(super) deferred: bool,
 }
 
 /// One value a vertex receives (an edge's `SendRecv`, by vertex).
@@ -181,6 +184,7 @@ impl Vertex {
             received: Vec::new(),
             reversal: false,
             reverse_kept: false,
+            deferred: false,
         }
     }
 
