@@ -4,9 +4,11 @@
 //! (`Vertex::received`), and when they differ the resource is built again from its spec with
 //! the received params in place of the program's (the kind's own constructor, after the
 //! schema's check of each value: the same validation as any spec), its old resource stopped
-//! and cleaned up, and the new one initialised and watched before it runs. A sent value that
-//! changes makes its receivers dirty, as a drift event would. A value not sent yet leaves the
-//! program's param (or the default) in place.
+//! and cleaned up, and the new one initialised and watched before it runs. A new receiver is
+//! not started before its senders ran (`Vertex::deferred`, started by `try_dispatch`), so it
+//! is built with what they sent and watched once. A sent value that changes makes its
+//! receivers dirty, as a drift event would. A value not sent yet leaves the program's param
+//! (or the default) in place.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
