@@ -71,6 +71,7 @@ fn engine() -> Engine {
         build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     Engine::new(
         EngineConfig {

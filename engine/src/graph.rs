@@ -202,24 +202,15 @@ fn check_one(
         ));
     }
     // Meta parameters the engine or the kind cannot honour yet are refused, never ignored.
-    if spec.meta.reverse && !kind.schema.reversible {
+    if spec.meta.reverse && kind.reverse.is_none() {
         errors.push(GraphError::res(
             ErrorKind::Meta,
             &spec.id(),
             Some("Meta:reverse".into()),
             format!(
-                "reversal is not implemented for kind `{}` yet (set `reverse` to false)",
+                "kind `{}` cannot be reversed (set `reverse` to false)",
                 spec.kind
             ),
-        ));
-    }
-    if spec.meta.realize {
-        errors.push(GraphError::res(
-            ErrorKind::Meta,
-            &spec.id(),
-            Some("Meta:realize".into()),
-            "`realize` is not implemented yet: a graph swap does not wait for a resource to \
-             converge (set `realize` to false)",
         ));
     }
     if !errors.is_empty() {

@@ -26,7 +26,7 @@ pub use executor::{
     RunningGraph, SwapStats,
 };
 pub use metrics::{CheckResult, Histogram, MetricsSnapshot};
-pub use registry::{AutoEdgeFn, AutoEdgeSink, AutoEdges, Constructor, Kind, Registry};
+pub use registry::{AutoEdgeFn, AutoEdgeSink, AutoEdges, Constructor, Kind, Registry, ReverseFn};
 pub use resource::{
     CheckCtx, Checked, InitCtx, ResError, Resource, WatchReceiver, WatchSignal, Watcher, WorldSlot,
 };

@@ -65,7 +65,17 @@ pub struct Kind {
     /// ([`crate::Engine::shutdown_for_exit`] calls it before stopping anything), if it holds
     /// any whose release the exit would otherwise wait for.
     pub at_exit: Option<fn()>,
+    /// How to undo a resource of this kind (`Meta:reverse`), if the kind can; without it
+    /// the check refuses `Meta:reverse`. Its schema's `reversible` is set from it.
+    pub reverse: Option<ReverseFn>,
 }
+
+/// Observes the host and says how to undo a resource (`Meta:reverse`): the spec of a resource
+/// of the same identity that puts back what the resource is about to change, as found now
+/// (mgmt's `Reversible`). Called once, before the resource first runs, on a blocking thread;
+/// the engine keeps the answer under the state directory and applies it when the resource
+/// leaves the graph.
+pub type ReverseFn = fn(&ResSpec) -> Result<ResSpec, ResError>;
 
 /// Kind name -> [`Kind`].
 #[derive(Clone, Default)]
@@ -82,7 +92,8 @@ impl Registry {
     }
 
     /// Registers a kind (replacing any kind of the same name).
-    pub fn register(&mut self, kind: Kind) {
+    pub fn register(&mut self, mut kind: Kind) {
+        kind.schema.reversible = kind.reverse.is_some();
         self.schemas
             .insert(kind.schema.kind.clone(), kind.schema.clone());
         self.kinds.insert(kind.schema.kind.clone(), kind);

@@ -3,7 +3,8 @@
 //! Life cycle, driven by the executor: construct (validates the spec, no side effects) ->
 //! [`Resource::init`] -> [`Resource::watch`] in its own task (or polling, per `Meta:poll`) ->
 //! [`Resource::check_apply`] whenever the resource may be out of state -> [`Resource::cleanup`]
-//! when it leaves the graph. All methods take `&self`: `watch` runs concurrently with
+//! when it leaves the graph. After each successful `check_apply` the engine reads
+//! [`Resource::sent`], the values a send/recv edge carries to another resource. All methods take `&self`: `watch` runs concurrently with
 //! `check_apply`, so a kind keeps any mutable state behind its own lock.
 
 use std::path::PathBuf;
@@ -122,6 +123,15 @@ pub trait Resource: Send + Sync + 'static {
     /// Releases what `init`/`watch` acquired. Called once, when the resource leaves the graph.
     async fn cleanup(&self) -> Result<(), ResError> {
         Ok(())
+    }
+
+    /// The values it sends (send/recv: its kind's `KindSchema::sends`, by name), read by the
+    /// engine after each successful [`Resource::check_apply`], dry runs included. A value it
+    /// has none of yet (an `exec` that never ran) is left out: the receiver then keeps its
+    /// own param. Receivers need nothing: the engine builds them again with the received
+    /// params (see the executor's `sendrecv.rs`).
+    fn sent(&self) -> Vec<(String, tend_model::Value)> {
+        Vec::new()
     }
 
     /// Whether its watch must be stopped and its cleanup called when the process exits

@@ -1,6 +1,6 @@
 //! `check_graph`: every error, each naming the resource and field.
 
-use tend_model::{GraphSpec, Value};
+use tend_model::{GraphSpec, ResSpec, Value};
 
 use crate::support::*;
 
@@ -166,12 +166,14 @@ fake[big-0]: dependency cycle: fake[big-0] -> fake[big-last] -> fake[big-0]";
 
 #[tokio::test]
 async fn meta_parameters_without_effect_are_refused_not_ignored() {
-    let mut rev = fake("rev");
+    // `plain` is the fake kind without a reversal.
+    let mut rev = ResSpec::new("plain", "rev");
     rev.meta.reverse = true;
+    // `realize` is honoured (see `swap.rs`).
     let mut real = fake("real");
     real.meta.realize = true;
     // Hidden resources are refused too: whoever collects one would apply it.
-    let mut hidden = fake("hidden-rev");
+    let mut hidden = ResSpec::new("plain", "hidden-rev");
     hidden.meta.reverse = true;
     hidden.meta.hidden = true;
     // `autogroup` is a hint: a kind that does not group has nothing to group.
@@ -179,12 +181,11 @@ async fn meta_parameters_without_effect_are_refused_not_ignored() {
     grouped.meta.autogroup = false;
     let got = check(graph(vec![rev, real, hidden, grouped], vec![]));
     let want = "\
-fake[rev]: field `Meta:reverse`: reversal is not implemented for kind `fake` yet (set `reverse` to false)
-fake[real]: field `Meta:realize`: `realize` is not implemented yet: a graph swap does not wait for a resource to converge (set `realize` to false)
-fake[hidden-rev]: field `Meta:reverse`: reversal is not implemented for kind `fake` yet (set `reverse` to false)";
+plain[rev]: field `Meta:reverse`: kind `plain` cannot be reversed (set `reverse` to false)
+plain[hidden-rev]: field `Meta:reverse`: kind `plain` cannot be reversed (set `reverse` to false)";
     assert_eq!(got, want);
     // The engine refuses them before anything runs.
-    let mut rev = fake("rev-swap");
+    let mut rev = ResSpec::new("plain", "rev-swap");
     rev.meta.reverse = true;
     let e = engine(1);
     assert!(e.swap(graph(vec![rev], vec![])).await.is_err());

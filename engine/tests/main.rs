@@ -3,5 +3,7 @@
 
 mod checks;
 mod executor;
+mod reverse;
+mod sendrecv;
 mod support;
 mod swap;

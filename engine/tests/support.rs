@@ -37,6 +37,12 @@ pub struct Probe {
     pub runs: Mutex<Vec<(Instant, Instant)>>,
     /// The `refresh` flag of every check_apply, in order.
     pub refresh_log: Mutex<Vec<bool>>,
+    /// What it sends as `out` (send/recv) instead of its `send` param, when set.
+    pub send_value: Mutex<Option<String>>,
+    /// The `got` param of every check_apply, in order (`-` when unset).
+    pub got_log: Mutex<Vec<String>>,
+    /// Applies of its reversal (`undo`).
+    pub undone: AtomicU64,
 }
 
 impl Probe {
@@ -119,6 +125,9 @@ struct Fake {
     watch_gate: bool,
     in_process: bool,
     group: Option<Arc<Group>>,
+    send: Option<String>,
+    got: Option<String>,
+    undo: bool,
 }
 
 fn int(spec: &ResSpec, k: &str) -> i64 {
@@ -153,7 +162,28 @@ fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         watch_gate: flag(spec, "watch_gate"),
         in_process: flag(spec, "in_process"),
         group: spec.params.get("group").and_then(Value::as_str).map(group),
+        send: spec
+            .params
+            .get("send")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        got: spec
+            .params
+            .get("got")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        undo: flag(spec, "undo"),
     }))
+}
+
+/// The fake kind's reversal: a `fake` of the same name with `undo` set (and its `got` as
+/// `tag`, to show which params it was asked with).
+fn reverse(spec: &ResSpec) -> Result<ResSpec, ResError> {
+    let mut r = ResSpec::new("fake", spec.name.clone()).param("undo", true);
+    if let Some(g) = spec.params.get("got") {
+        r.params.insert("tag".into(), g.clone());
+    }
+    Ok(r)
 }
 
 fn strs(spec: &ResSpec, k: &str) -> Vec<String> {
@@ -225,6 +255,21 @@ impl Resource for Fake {
 
     async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
         let start = Instant::now();
+        if self.undo {
+            // A reversal: applied once, then in state.
+            if self.probe.undone.load(SeqCst) > 0 {
+                return Ok(Checked::InState);
+            }
+            if ctx.apply {
+                self.probe.undone.fetch_add(1, SeqCst);
+            }
+            return Ok(Checked::Changed);
+        }
+        self.probe
+            .got_log
+            .lock()
+            .unwrap()
+            .push(self.got.clone().unwrap_or_else(|| "-".into()));
         let n = self.probe.checks.fetch_add(1, SeqCst);
         self.probe.refresh_log.lock().unwrap().push(ctx.refresh);
         if ctx.refresh {
@@ -278,6 +323,14 @@ impl Resource for Fake {
     fn stop_at_exit(&self) -> bool {
         !self.in_process
     }
+
+    fn sent(&self) -> Vec<(String, Value)> {
+        let v = self.probe.send_value.lock().unwrap().clone();
+        match v.or_else(|| self.send.clone()) {
+            Some(s) => vec![("out".to_string(), Value::from(s))],
+            None => Vec::new(),
+        }
+    }
 }
 
 /// A registry with the `fake` kind.
@@ -329,13 +382,28 @@ pub fn registry() -> Arc<Registry> {
             "tag",
             Type::Str,
             "changes the spec, nothing else",
-        ));
+        ))
+        .field(Field::new("send", Type::Str, "what it sends as `out`"))
+        .field(Field::new("got", Type::Str, "a param to receive into"))
+        .field(Field::new("undo", Type::Bool, "it is a reversal"))
+        .sends("out", Type::Str, "its `send` param");
+    let mut plain = schema.clone();
+    plain.kind = "plain".into();
     let mut r = Registry::new();
     r.register(Kind {
         schema,
         build,
         autoedges: Some(autoedges),
         at_exit: Some(count_exit),
+        reverse: Some(reverse),
+    });
+    // The fake kind without a reversal.
+    r.register(Kind {
+        schema: plain,
+        build,
+        autoedges: None,
+        at_exit: None,
+        reverse: None,
     });
     Arc::new(r)
 }
@@ -362,6 +430,24 @@ pub fn engine_with(parallel: usize, noop: bool) -> Engine {
         },
         registry(),
     )
+}
+
+/// An engine keeping its state (pending reversals) in `dir`.
+pub fn engine_in(dir: &std::path::Path) -> Engine {
+    Engine::new(
+        EngineConfig {
+            hostname: "test".into(),
+            state_dir: dir.to_path_buf(),
+            parallel: 4,
+            ..EngineConfig::default()
+        },
+        registry(),
+    )
+}
+
+/// An edge `from.out -> to.<recv>` (send/recv).
+pub fn send(from: &str, to: &str, recv: &str) -> EdgeSpec {
+    edge(from, to).sending("out", recv)
 }
 
 /// An engine whose default retries back off from `first` to `max` (instead of 1 s to 5 min).

@@ -290,3 +290,48 @@ async fn a_shutdown_for_exit_leaves_in_process_watches_to_die_with_the_process()
     assert_eq!(quiet.watches_active.load(SeqCst), 1, "left running");
     assert_eq!(e.status().borrow().total, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realize_holds_a_swap_until_the_resource_converged_once() {
+    let e = engine(4);
+    let mut a = fake("rz-a").param("watch_gate", true);
+    a.meta.realize = true;
+    e.swap(graph(
+        vec![a, fake("rz-b").param("watch_gate", true)],
+        vec![],
+    ))
+    .await
+    .unwrap();
+    let (pa, pb) = (probe("rz-a"), probe("rz-b"));
+    // Neither has run (their watches are not up); the swap that removes them waits for a.
+    let e2 = e.clone();
+    let swap = tokio::spawn(async move { e2.swap(graph(vec![], vec![])).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!swap.is_finished(), "the swap did not wait");
+    pa.open_gate.store(true, SeqCst);
+    let st = within("the held swap", swap).await.unwrap().unwrap();
+    assert_eq!(st.removed, 2);
+    assert_eq!(pa.checks(), 1, "it converged once before it went");
+    // Without `realize`, b went without ever running.
+    assert_eq!(pb.checks(), 0);
+    e.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realize_does_not_wait_for_a_failed_resource() {
+    let e = engine(4);
+    let mut a = fake("rzf-a").param("fail", 1i64);
+    a.meta.realize = true;
+    a.meta.retry = 0;
+    e.swap(graph(vec![a], vec![])).await.unwrap();
+    wait_status(&e, "the failure", |s| {
+        s.vertices
+            .get(&id("rzf-a"))
+            .is_some_and(|v| v.state == VertexState::Failed)
+    })
+    .await;
+    within("the swap", e.swap(graph(vec![], vec![])))
+        .await
+        .unwrap();
+    e.shutdown().await;
+}

@@ -52,6 +52,40 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     Ok((section(&j, "params")?, section(&j, "meta")?))
 }
 
+/// A whole resource (`{"kind", "name", "params", "meta"}`, the payload's lossless form with
+/// its identity), for records the engine keeps under the state directory: a pending reversal
+/// (`Meta:reverse`). `export` is not kept (such a resource is never exported).
+pub fn encode_resource(spec: &ResSpec) -> Vec<u8> {
+    let mut j: Json = serde_json::from_slice(&encode(spec)).unwrap_or(Json::Null);
+    if let Json::Object(o) = &mut j {
+        o.insert("kind".into(), Json::String(spec.kind.clone()));
+        o.insert("name".into(), Json::String(spec.name.clone()));
+    }
+    serde_json::to_vec_pretty(&j).unwrap_or_default()
+}
+
+/// Decodes a resource made by [`encode_resource`]; an unknown or invalid meta parameter is an
+/// error naming it.
+pub fn decode_resource(bytes: &[u8]) -> Result<ResSpec, String> {
+    let j: Json = serde_json::from_slice(bytes).map_err(|e| format!("resource record: {e}"))?;
+    let text = |k: &str| {
+        j.get(k)
+            .and_then(Json::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("resource record: no `{k}`"))
+    };
+    let (kind, name) = (text("kind")?, text("name")?);
+    let (params, meta) = decode(bytes)?;
+    let mut spec = ResSpec::new(kind, name);
+    spec.params = params;
+    for (k, v) in &meta {
+        spec.meta
+            .set(k, v)
+            .map_err(|e| format!("resource record: Meta:{}: {}", e.name, e.reason))?;
+    }
+    Ok(spec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +120,14 @@ mod tests {
         assert_eq!(meta.get("limit"), Some(&Value::Float(f64::INFINITY)));
         assert_eq!(meta.len(), META.len() - 1);
         assert!(decode(b"{\"params\": 3}").is_err());
+    }
+
+    #[test]
+    fn a_resource_record_round_trips() {
+        let mut spec = ResSpec::new("file", "/etc/a b").param("content", "x\n");
+        spec.meta.retry = 3;
+        let back = decode_resource(&encode_resource(&spec)).unwrap();
+        assert_eq!(back, spec);
+        assert!(decode_resource(b"{\"params\": {}}").is_err());
     }
 }

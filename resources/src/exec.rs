@@ -7,13 +7,21 @@
 //! `/bin/sh`) with the same `cwd` and `env`. Output is logged line by line; a failure names
 //! the command, its exit status and the tail of its stderr. The whole process group is killed
 //! on timeout or cancellation.
+//!
+//! Send/recv (mgmt's): it sends `output` (standard output and error interleaved), `stdout` and
+//! `stderr` of its last successful run, kept under `<state>/kinds/exec/` so that a later
+//! process sends them too before the command runs again; a stream that wrote nothing is not
+//! sent (the receiver keeps its own param), unless `send_output` / `send_stdout` /
+//! `send_stderr` give a value for that case.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use tend_engine::{AutoEdgeSink, CheckCtx, Checked, ResError, Resource, Watcher};
+use tend_engine::{AutoEdgeSink, CheckCtx, Checked, InitCtx, ResError, Resource, Watcher};
 use tend_model::{Field, KindSchema, ResSpec, Type, Value};
 
 use crate::params::{field_err, Params};
@@ -98,7 +106,28 @@ pub(crate) fn schema() -> &'static KindSchema {
                     "a long-running shell command; each line it prints is a drift event",
                 )
                 .default_value(""),
-            );
+            )
+            .field(
+                Field::new(
+                    "send_output",
+                    Type::Str,
+                    "sent as `output` while the command has not run (nothing kept from a run)",
+                )
+                .optional(),
+            )
+            .field(
+                Field::new("send_stdout", Type::Str, "the same for `stdout`").optional(),
+            )
+            .field(
+                Field::new("send_stderr", Type::Str, "the same for `stderr`").optional(),
+            )
+            .sends(
+                "output",
+                Type::Str,
+                "what the command's last successful run wrote, standard output and error interleaved",
+            )
+            .sends("stdout", Type::Str, "its standard output")
+            .sends("stderr", Type::Str, "its standard error");
         s.refreshable = true;
         s
     })
@@ -116,6 +145,82 @@ struct Exec {
     timeout: Option<Duration>,
     /// Without guards: not run successfully since the last drift.
     needs_run: AtomicBool,
+    /// What the last successful run wrote (send/recv), kept under the state directory.
+    sent: Mutex<Sent>,
+    /// `send_output`, `send_stdout`, `send_stderr`: sent while nothing was kept.
+    fallback: Sent,
+    /// `<state>/kinds/exec/<name, hex>/`, from `init`.
+    cache: Mutex<Option<PathBuf>>,
+}
+
+/// The values an `exec` sends (mgmt's `output`, `stdout`, `stderr`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Sent {
+    output: Option<String>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+}
+
+impl Sent {
+    const NAMES: [&'static str; 3] = ["output", "stdout", "stderr"];
+
+    fn get(&self, name: &str) -> &Option<String> {
+        match name {
+            "output" => &self.output,
+            "stdout" => &self.stdout,
+            _ => &self.stderr,
+        }
+    }
+
+    fn get_mut(&mut self, name: &str) -> &mut Option<String> {
+        match name {
+            "output" => &mut self.output,
+            "stdout" => &mut self.stdout,
+            _ => &mut self.stderr,
+        }
+    }
+
+    /// Reads what a run kept (a missing file: that stream wrote nothing).
+    fn load(dir: &Path) -> Sent {
+        let mut s = Sent::default();
+        for n in Self::NAMES {
+            *s.get_mut(n) = std::fs::read(dir.join(n))
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+        }
+        s
+    }
+
+    /// Keeps it (each file written to a temporary file and renamed).
+    fn store(&self, dir: &Path) -> Result<(), ResError> {
+        std::fs::create_dir_all(dir).map_err(|e| ResError::io("creating", dir, e))?;
+        for n in Self::NAMES {
+            let path = dir.join(n);
+            match self.get(n) {
+                None => match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(ResError::io("removing", &path, e))
+                    }
+                    _ => {}
+                },
+                Some(v) => {
+                    let tmp = dir.join(format!(".{n}.tmp"));
+                    // Only root reads it: a command's output may be private.
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .and_then(|mut f| f.write_all(v.as_bytes()))
+                        .map_err(|e| ResError::io("writing", &tmp, e))?;
+                    std::fs::rename(&tmp, &path)
+                        .map_err(|e| ResError::io("renaming to", &path, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn opt(s: String) -> Option<String> {
@@ -196,6 +301,13 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         watchcmd: opt(p.str("watchcmd")?),
         timeout: (timeout > 0).then(|| Duration::from_secs(timeout as u64)),
         needs_run: AtomicBool::new(true),
+        sent: Mutex::new(Sent::default()),
+        fallback: Sent {
+            output: p.opt_str("send_output")?,
+            stdout: p.opt_str("send_stdout")?,
+            stderr: p.opt_str("send_stderr")?,
+        },
+        cache: Mutex::new(None),
     }))
 }
 
@@ -239,6 +351,35 @@ impl Exec {
 
 #[async_trait::async_trait]
 impl Resource for Exec {
+    async fn init(&self, ctx: &InitCtx) -> Result<(), ResError> {
+        if ctx.state_dir.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let hex: String = self.id.bytes().map(|b| format!("{b:02x}")).collect();
+        let dir = ctx.state_dir.join("kinds").join("exec").join(hex);
+        // What the last run of an earlier process wrote is sent until it runs again.
+        let kept = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || Sent::load(&dir)
+        })
+        .await
+        .unwrap_or_default();
+        *self.sent.lock().unwrap_or_else(|e| e.into_inner()) = kept;
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir);
+        Ok(())
+    }
+
+    fn sent(&self) -> Vec<(String, Value)> {
+        let s = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        Sent::NAMES
+            .iter()
+            .filter_map(|n| {
+                let v = s.get(n).as_ref().or(self.fallback.get(n).as_ref())?;
+                Some((n.to_string(), Value::from(v.as_str())))
+            })
+            .collect()
+    }
+
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
         let Some(line) = &self.watchcmd else {
             w.running();
@@ -322,7 +463,7 @@ impl Resource for Exec {
         // Clear first: a drift during the run must make it run again.
         self.needs_run.store(false, Ordering::SeqCst);
         tracing::info!(resource = %self.id, cmd = %self.cmd.display(), "running");
-        let f = match self.cmd.run(&self.id, self.timeout).await {
+        let (f, out) = match self.cmd.run_captured(&self.id, self.timeout).await {
             Ok(f) => f,
             Err(e) => {
                 self.needs_run.store(true, Ordering::SeqCst);
@@ -342,6 +483,21 @@ impl Resource for Exec {
                 }
             )));
         }
+        let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let sent = Sent {
+            output: text(out.output),
+            stdout: text(out.stdout),
+            stderr: text(out.stderr),
+        };
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(dir) = cache {
+            let s = sent.clone();
+            let kept = tokio::task::spawn_blocking(move || s.store(&dir)).await;
+            if let Ok(Err(e)) = kept {
+                tracing::warn!(resource = %self.id, error = %e, "could not keep what the command wrote");
+            }
+        }
+        *self.sent.lock().unwrap_or_else(|e| e.into_inner()) = sent;
         Ok(Checked::Changed)
     }
 }

@@ -294,10 +294,79 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
 
 /// Builds a `file`: validates paths, mode and combinations; touches nothing.
 pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
+    let cfg = cfg(spec)?;
+    if spec.meta.reverse && (cfg.is_dir || cfg.symlink.is_some()) {
+        return Err(field_err(
+            "Meta:reverse",
+            "a directory or a symlink cannot be reversed (only a regular file can)",
+        ));
+    }
     Ok(Box::new(File {
-        cfg: Arc::new(cfg(spec)?),
+        cfg: Arc::new(cfg),
         swept: Default::default(),
     }))
+}
+
+/// `Meta:reverse` (mgmt's `Reversed`): what puts the path back as it is now, before the
+/// resource first runs. A path that does not exist is removed again (state `absent`; with
+/// state `""` nothing is undone). An existing regular file gets back what the resource
+/// manages of it, as found: its content (with `content` or `source`), its mode (with `mode`),
+/// its owner and group, numerically (with `owner`, `group`); a file the resource removes
+/// (`absent`) gets all of them back. Content that is not UTF-8 cannot be kept (a `str`).
+pub(crate) fn reverse(spec: &ResSpec) -> Result<ResSpec, ResError> {
+    let c = cfg(spec)?;
+    let mut rev = ResSpec::new("file", spec.name.clone());
+    if let Some(p) = spec.params.get("path") {
+        rev.params.insert("path".into(), p.clone());
+    }
+    let m = match fs::symlink_metadata(&c.path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let state = if c.state == State::Unmanaged {
+                ""
+            } else {
+                "absent"
+            };
+            return Ok(rev.param("state", state));
+        }
+        Err(e) => return Err(ResError::io("looking at", &c.path, e)),
+    };
+    if !m.file_type().is_file() {
+        return Err(ResError::new(format!(
+            "{} is a {}, not a regular file: its reversal is not implemented",
+            c.path.display(),
+            kind_of(&m)
+        )));
+    }
+    let all = c.state == State::Absent;
+    rev = rev.param(
+        "state",
+        if c.state == State::Unmanaged {
+            ""
+        } else {
+            "exists"
+        },
+    );
+    if all || c.content.is_some() || c.source.is_some() {
+        let bytes = fs::read(&c.path).map_err(|e| ResError::io("reading", &c.path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            ResError::new(format!(
+                "{}: its content is not UTF-8, so it cannot be kept for its reversal",
+                c.path.display()
+            ))
+        })?;
+        rev = rev.param("content", text);
+    }
+    if all || c.mode.is_some() {
+        rev = rev.param("mode", format!("{:04o}", m.mode() & 0o7777));
+    }
+    if all || c.owner.is_some() {
+        rev = rev.param("owner", m.uid().to_string());
+    }
+    if all || c.group.is_some() {
+        rev = rev.param("group", m.gid().to_string());
+    }
+    Ok(rev)
 }
 
 /// `file` provides `file:<path>` (with the trailing `/` of a directory) and requires

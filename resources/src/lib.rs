@@ -81,11 +81,13 @@ pub fn registry() -> Registry {
         // Closing the inotify instance at exit waits for the kernel unless its watches are
         // removed first.
         at_exit: Some(fswatch::release_for_exit),
+        reverse: Some(file::reverse),
     });
     r.register(Kind {
         schema: cron::schema().clone(),
         build: cron::build,
         autoedges: Some(cron::autoedges),
+        reverse: None,
         at_exit: None,
     });
     r.register(Kind {
@@ -93,35 +95,41 @@ pub fn registry() -> Registry {
         build: exec::build,
         autoedges: Some(exec::autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: account::group_schema().clone(),
         build: account::build_group,
         autoedges: Some(account::group_autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: account::user_schema().clone(),
         build: account::build_user,
         autoedges: Some(account::user_autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: hostname::schema().clone(),
         build: hostname::build,
         autoedges: Some(hostname::autoedges),
+        reverse: None,
         at_exit: None,
     });
     r.register(Kind {
         schema: gzip::schema().clone(),
         build: gzip::build,
         autoedges: Some(gzip::autoedges),
+        reverse: None,
         at_exit: None,
     });
     r.register(Kind {
         schema: json_edit::schema().clone(),
         build: json_edit::build,
         autoedges: Some(json_edit::autoedges),
+        reverse: None,
         at_exit: None,
     });
     r.register(Kind {
@@ -129,29 +137,34 @@ pub fn registry() -> Registry {
         build: kv::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: line::schema().clone(),
         build: line::build,
         autoedges: Some(line::autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: mount::schema().clone(),
         build: mount::build,
         autoedges: Some(mount::autoedges),
+        reverse: None,
         at_exit: None,
     });
     r.register(Kind {
         schema: schedule::schema().clone(),
         build: schedule::build,
         autoedges: None,
+        reverse: None,
         at_exit: None,
     });
     r.register(Kind {
         schema: authorized_key::schema().clone(),
         build: authorized_key::build,
         autoedges: Some(authorized_key::autoedges),
+        reverse: None,
         at_exit: None,
     });
     r.register(Kind {
@@ -159,41 +172,48 @@ pub fn registry() -> Registry {
         build: sysctl::build,
         autoedges: Some(sysctl::autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: value::schema().clone(),
         build: value::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: noop::schema().clone(),
         build: noop::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: pkg::schema().clone(),
         build: pkg::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: print::schema().clone(),
         build: print::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: svc::schema().clone(),
         build: svc::build,
         autoedges: Some(svc::autoedges),
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: tar::schema().clone(),
         build: tar::build,
         autoedges: Some(tar::autoedges),
+        reverse: None,
         at_exit: None,
     });
     r.register(Kind {
@@ -201,12 +221,14 @@ pub fn registry() -> Registry {
         build: timer::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r.register(Kind {
         schema: testkind::schema().clone(),
         build: testkind::build,
         autoedges: None,
         at_exit: None,
+        reverse: None,
     });
     r
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tend_engine::ResError;
@@ -188,17 +189,47 @@ impl CmdLine {
         label: &str,
         timeout: Option<Duration>,
     ) -> Result<Finished, ResError> {
+        self.run_inner(label, timeout, None).await
+    }
+
+    /// [`CmdLine::run`], keeping what the command wrote (`exec`'s sent values).
+    pub(crate) async fn run_captured(
+        &self,
+        label: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(Finished, Captured), ResError> {
+        let cap = Arc::new(Mutex::new(Captured::default()));
+        let f = self.run_inner(label, timeout, Some(cap.clone())).await?;
+        let c = std::mem::take(&mut *cap.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok((f, c))
+    }
+
+    async fn run_inner(
+        &self,
+        label: &str,
+        timeout: Option<Duration>,
+        cap: Option<Arc<Mutex<Captured>>>,
+    ) -> Result<Finished, ResError> {
         let mut r = self.spawn()?;
-        let out = r
-            .child
-            .stdout
-            .take()
-            .map(|o| tokio::spawn(log_lines(o, label.to_string(), "stdout", 0)));
-        let err = r
-            .child
-            .stderr
-            .take()
-            .map(|e| tokio::spawn(log_lines(e, label.to_string(), "stderr", TAIL_LINES)));
+        let tap = |stream| cap.clone().map(|c| (c, stream));
+        let out = r.child.stdout.take().map(|o| {
+            tokio::spawn(log_lines_into(
+                o,
+                label.to_string(),
+                "stdout",
+                0,
+                tap(Stream::Stdout),
+            ))
+        });
+        let err = r.child.stderr.take().map(|e| {
+            tokio::spawn(log_lines_into(
+                e,
+                label.to_string(),
+                "stderr",
+                TAIL_LINES,
+                tap(Stream::Stderr),
+            ))
+        });
         let status = match timeout {
             Some(t) => match tokio::time::timeout(t, r.child.wait()).await {
                 Ok(s) => s,
@@ -285,6 +316,31 @@ impl Drop for GroupKill {
     }
 }
 
+/// What a command wrote, as `exec` sends it (mgmt's `output`, `stdout`, `stderr`): each
+/// stream, and both interleaved line by line. A stream that wrote nothing is `None`. Each is
+/// kept up to [`MAX_CAPTURE`] bytes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Captured {
+    pub stdout: Option<Vec<u8>>,
+    pub stderr: Option<Vec<u8>>,
+    pub output: Option<Vec<u8>>,
+}
+
+/// The most a captured stream keeps.
+pub(crate) const MAX_CAPTURE: usize = 16 << 20;
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+fn append(to: &mut Option<Vec<u8>>, bytes: &[u8]) {
+    let v = to.get_or_insert_with(Vec::new);
+    let room = MAX_CAPTURE.saturating_sub(v.len());
+    v.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
 /// Logs each line of `r`; returns the last `keep` lines.
 pub(crate) async fn log_lines(
     r: impl AsyncRead + Unpin,
@@ -292,9 +348,28 @@ pub(crate) async fn log_lines(
     stream: &'static str,
     keep: usize,
 ) -> VecDeque<String> {
+    log_lines_into(r, label, stream, keep, None).await
+}
+
+async fn log_lines_into(
+    r: impl AsyncRead + Unpin,
+    label: String,
+    stream: &'static str,
+    keep: usize,
+    tap: Option<(Arc<Mutex<Captured>>, Stream)>,
+) -> VecDeque<String> {
     let mut lines = Lines::new(r);
     let mut tail = VecDeque::new();
     while let Some(line) = lines.next().await {
+        if let Some((cap, which)) = &tap {
+            let mut c = cap.lock().unwrap_or_else(|e| e.into_inner());
+            let raw = lines.raw();
+            match which {
+                Stream::Stdout => append(&mut c.stdout, raw),
+                Stream::Stderr => append(&mut c.stderr, raw),
+            }
+            append(&mut c.output, raw);
+        }
         tracing::info!(resource = %label, stream, "{line}");
         if keep > 0 {
             if tail.len() == keep {
@@ -332,12 +407,17 @@ impl<R: AsyncRead + Unpin> Lines<R> {
         match self.r.read_until(b'\n', &mut self.buf).await {
             Ok(0) | Err(_) => None,
             Ok(_) => {
+                let mut end = self.buf.len();
                 if self.buf.last() == Some(&b'\n') {
-                    self.buf.pop();
+                    end -= 1;
                 }
-                self.buf.truncate(MAX_LINE);
-                Some(String::from_utf8_lossy(&self.buf).into_owned())
+                Some(String::from_utf8_lossy(&self.buf[..end.min(MAX_LINE)]).into_owned())
             }
         }
+    }
+
+    /// The last line as read, its newline included, not cut.
+    pub(crate) fn raw(&self) -> &[u8] {
+        &self.buf
     }
 }

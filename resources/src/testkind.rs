@@ -128,10 +128,15 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     if !e.is_empty() {
         return Err(field_err("validateerror", e));
     }
-    Ok(Box::new(TestRes))
+    Ok(Box::new(TestRes {
+        hello: p.str("sendvalue")?,
+    }))
 }
 
-struct TestRes;
+/// It sends `hello` (its `sendvalue`) and `answer` (42), as mgmt's.
+struct TestRes {
+    hello: String,
+}
 
 #[async_trait::async_trait]
 impl Resource for TestRes {
@@ -143,5 +148,12 @@ impl Resource for TestRes {
 
     async fn check_apply(&self, _ctx: CheckCtx) -> Result<Checked, ResError> {
         Ok(Checked::InState)
+    }
+
+    fn sent(&self) -> Vec<(String, Value)> {
+        vec![
+            ("answer".into(), Value::Int(42)),
+            ("hello".into(), Value::from(self.hello.as_str())),
+        ]
     }
 }

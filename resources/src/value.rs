@@ -6,6 +6,7 @@
 //! state directory (`kinds/value/<key, hex>.json`, lossless JSON, written atomically), and
 //! [`warm`] loads those back when `tend run` starts, so functions, which run before the
 //! resources, see the last value at once instead of `ready: false` until the first apply.
+//! It sends `any` (send/recv), as mgmt's, and can receive it like any field.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -19,14 +20,16 @@ use crate::params::Params;
 pub(crate) fn schema() -> &'static KindSchema {
     static S: OnceLock<KindSchema> = OnceLock::new();
     S.get_or_init(|| {
-        KindSchema::new("value").field(
-            Field::new(
-                "any",
-                Type::Any,
-                "the value to hold, of any type (unset: the key is removed)",
+        KindSchema::new("value")
+            .field(
+                Field::new(
+                    "any",
+                    Type::Any,
+                    "the value to hold, of any type (unset: the key is removed)",
+                )
+                .optional(),
             )
-            .optional(),
-        )
+            .sends("any", Type::Any, "the value it holds (nothing while unset)")
     })
 }
 
@@ -149,6 +152,13 @@ impl Resource for ValueRes {
 
     fn stop_at_exit(&self) -> bool {
         false
+    }
+
+    fn sent(&self) -> Vec<(String, Value)> {
+        self.any
+            .iter()
+            .map(|v| ("any".to_string(), v.clone()))
+            .collect()
     }
 
     async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {

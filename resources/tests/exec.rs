@@ -254,3 +254,40 @@ async fn binary_and_bulky_output_does_not_block_the_command() {
     let e = apply(&r).await.unwrap_err().to_string();
     assert!(e.contains("bad \u{fffd} byte"), "{e}");
 }
+
+#[tokio::test]
+async fn sends_what_its_last_successful_run_wrote_and_keeps_it_for_the_next_process() {
+    let t = tempfile::tempdir().unwrap();
+    let ctx = tend_engine::InitCtx {
+        state_dir: t.path().to_path_buf(),
+        ..Default::default()
+    };
+    let spec = sh("e-send", "echo out; echo err >&2; echo more").param("send_stderr", "none");
+    let r = build(spec.clone());
+    r.init(&ctx).await.unwrap();
+    // Nothing ran yet: only the fallback is sent.
+    assert_eq!(r.sent(), [("stderr".to_string(), Value::from("none"))]);
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    let sent: std::collections::BTreeMap<String, Value> = r.sent().into_iter().collect();
+    assert_eq!(sent["stdout"], Value::from("out\nmore\n"));
+    assert_eq!(sent["stderr"], Value::from("err\n"));
+    let Value::Str(output) = &sent["output"] else {
+        panic!("output is not a string")
+    };
+    // Interleaved line by line: both streams, every line once.
+    let mut lines: Vec<&str> = output.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["err", "more", "out"]);
+
+    // Another process (a new resource, same state directory) sends the same before it runs.
+    let again = build(spec);
+    again.init(&ctx).await.unwrap();
+    let kept: std::collections::BTreeMap<String, Value> = again.sent().into_iter().collect();
+    assert_eq!(kept, sent);
+
+    // A failed run changes nothing of it.
+    let failing = build(sh("e-send-fail", "echo partial; exit 3"));
+    failing.init(&ctx).await.unwrap();
+    assert!(apply(&failing).await.is_err());
+    assert!(failing.sent().is_empty());
+}

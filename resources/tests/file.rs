@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use tend_engine::{Checked, Resource};
-use tend_model::ResSpec;
+use tend_model::{ResSpec, Value};
 
 use crate::common::{apply, build, dry, invalid, watch, Watching};
 
@@ -675,4 +675,45 @@ async fn stale_temporary_files_of_gone_processes_are_removed() {
     let r = build(file(&d.path().join("b")).param("content", "b\n"));
     apply(&r).await.unwrap();
     assert_eq!(fs::read_to_string(d.path().join("b")).unwrap(), "b\n");
+}
+
+fn reversal_of(spec: &ResSpec) -> Result<ResSpec, String> {
+    let r = tend_resources::registry();
+    let f = r.get("file").unwrap().reverse.expect("file reverses");
+    f(spec).map_err(|e| e.to_string())
+}
+
+#[test]
+fn its_reversal_puts_back_what_it_manages_as_found() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("r");
+    let ps = p.to_str().unwrap();
+    // Missing: removed again.
+    let spec = ResSpec::new("file", ps).param("content", "new\n");
+    let rev = reversal_of(&spec).unwrap();
+    assert_eq!(rev.params.get("state"), Some(&Value::from("absent")));
+    assert_eq!(rev.params.len(), 1);
+    // Existing: the content and mode it manages, as they are; owner not managed, not kept.
+    fs::write(&p, "old\n").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    let spec = spec.param("mode", "0644");
+    let rev = reversal_of(&spec).unwrap();
+    assert_eq!(rev.params.get("state"), Some(&Value::from("exists")));
+    assert_eq!(rev.params.get("content"), Some(&Value::from("old\n")));
+    assert_eq!(rev.params.get("mode"), Some(&Value::from("0600")));
+    assert_eq!(rev.params.get("owner"), None);
+    // Removed by it: everything comes back.
+    let rev = reversal_of(&ResSpec::new("file", ps).param("state", "absent")).unwrap();
+    assert_eq!(rev.params.get("content"), Some(&Value::from("old\n")));
+    let uid = fs::metadata(&p).unwrap().uid().to_string();
+    assert_eq!(rev.params.get("owner"), Some(&Value::from(uid.as_str())));
+    // Binary content cannot be a `str`.
+    fs::write(&p, [0xff, 0xfe]).unwrap();
+    let e = reversal_of(&spec).unwrap_err();
+    assert!(e.contains("not UTF-8"), "{e}");
+    // A directory is refused by the check, naming the meta parameter.
+    let mut d = ResSpec::new("file", format!("{ps}-d/"));
+    d.meta.reverse = true;
+    let e = invalid(d);
+    assert!(e.contains("Meta:reverse"), "{e}");
 }

@@ -76,6 +76,15 @@ async fn test_kind_validates_and_has_no_side_effects() {
         .clone();
     let sends: Vec<&str> = s.sends.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(sends, ["hello", "answer"]);
+    // It sends them (mgmt's: `hello` is its `sendvalue`).
+    let t = build(ResSpec::new("test", "t").param("sendvalue", "hi"));
+    assert_eq!(
+        t.sent(),
+        [
+            ("answer".to_string(), tend_model::Value::Int(42)),
+            ("hello".to_string(), tend_model::Value::from("hi"))
+        ]
+    );
     for f in [
         "bool",
         "str",
@@ -120,7 +129,7 @@ async fn test_kind_validates_and_has_no_side_effects() {
 }
 
 #[test]
-fn only_pkg_groups_and_no_kind_reverses_yet() {
+fn only_pkg_groups_and_only_file_reverses() {
     let r = tend_resources::registry();
     let groups: Vec<&str> = r
         .kinds()
@@ -128,5 +137,46 @@ fn only_pkg_groups_and_no_kind_reverses_yet() {
         .map(|k| k.schema.kind.as_str())
         .collect();
     assert_eq!(groups, ["pkg"]);
-    assert!(r.kinds().all(|k| !k.schema.reversible));
+    let reversible: Vec<&str> = r
+        .kinds()
+        .filter(|k| k.schema.reversible && k.reverse.is_some())
+        .map(|k| k.schema.kind.as_str())
+        .collect();
+    assert_eq!(reversible, ["file"]);
+}
+
+/// The engine with the real kinds: `test` sends `hello` (its `sendvalue`) and `answer` (42)
+/// into `value`s, which put them in the host's table; the program's own `any` never lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_kind_sends_into_values_through_the_engine() {
+    use tend_model::{EdgeSpec, GraphSpec, ResId, Value};
+    let t = tempfile::tempdir().unwrap();
+    let e = crate::common::engine(t.path(), false);
+    let (hello, answer) = ("tend-test-sr-hello", "tend-test-sr-answer");
+    let g = GraphSpec {
+        resources: vec![
+            ResSpec::new("test", "sender").param("sendvalue", "hi"),
+            ResSpec::new("value", hello).param("any", "the program's"),
+            ResSpec::new("value", answer),
+        ],
+        edges: vec![
+            EdgeSpec::new(
+                ResId::new("test", "sender"),
+                ResId::new("value", hello),
+                false,
+            )
+            .sending("hello", "any"),
+            EdgeSpec::new(
+                ResId::new("test", "sender"),
+                ResId::new("value", answer),
+                false,
+            )
+            .sending("answer", "any"),
+        ],
+    };
+    e.swap(g).await.unwrap();
+    crate::common::wait_status(&e, "convergence", 10, |s| s.converged).await;
+    assert_eq!(tend_model::values::get(hello), Some(Value::from("hi")));
+    assert_eq!(tend_model::values::get(answer), Some(Value::Int(42)));
+    e.shutdown().await;
 }

@@ -81,19 +81,15 @@ fn bad_meta() {
 }
 
 #[test]
-fn meta_parameters_without_effect_yet() {
+fn meta_reverse_on_a_kind_that_cannot_be_reversed() {
     check(
         &format!(
-            "resources:\n  file:\n{GOOD}    - name: ${{TEND_ROOT}}/out/b\n      meta: {{ reverse: true }}\n  \
-             test:\n    - name: t\n      meta: {{ realize: true }}\n"
+            "resources:\n  file:\n{GOOD}  exec:\n    - name: /bin/true\n      meta: {{ reverse: true }}\n"
         ),
         &[
-            "g.yaml:6",
+            "g.yaml:7",
             "field `meta.reverse`",
-            "reversal is not implemented for kind `file` yet",
-            "g.yaml:9",
-            "field `meta.realize`",
-            "`realize` is not implemented yet",
+            "kind `exec` cannot be reversed",
         ],
     );
 }

@@ -10,5 +10,6 @@ mod keys;
 mod mcl;
 mod one_shot;
 mod sandbox;
+mod sendrecv;
 mod tls;
 mod world_cmd;

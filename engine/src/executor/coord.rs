@@ -84,6 +84,8 @@ pub(super) struct Coord {
     /// A [`Msg::Publish`] is on its way.
     pub(super) publish_armed: bool,
     pub(super) published_generation: u64,
+    /// The next swap is held for a `Meta:realize` vertex (see `swap.rs`).
+    pub(super) realize_wait: bool,
 }
 
 /// The shortest interval between two status publications that do not change convergence.
@@ -141,6 +143,7 @@ impl Coord {
             last_publish: Instant::now(),
             publish_armed: false,
             published_generation: 0,
+            realize_wait: false,
         }
     }
 
@@ -154,6 +157,9 @@ impl Coord {
                     Err(_) => break,
                 }
                 n += 1;
+            }
+            if self.realize_wait && self.swapping.is_none() {
+                self.next_swap();
             }
             self.schedule();
             self.publish();
@@ -210,17 +216,32 @@ impl Coord {
             }
             Msg::Watch {
                 inc,
+                epoch,
                 running,
                 dirty,
-            } => self.on_watch(inc, running, dirty),
-            Msg::Failed { inc, phase, error } => self.on_failed(inc, phase, error),
+            } => {
+                if self.verts.get(&inc).is_some_and(|v| v.epoch == epoch) {
+                    self.on_watch(inc, running, dirty)
+                }
+            }
+            Msg::Failed {
+                inc,
+                epoch,
+                phase,
+                error,
+            } => {
+                if self.verts.get(&inc).is_some_and(|v| v.epoch == epoch) {
+                    self.on_failed(inc, phase, error)
+                }
+            }
             Msg::CheckDone {
                 inc,
                 result,
                 duration,
                 apply,
                 refresh,
-            } => self.on_check_done(inc, result, duration, apply, refresh),
+                sent,
+            } => self.on_check_done(inc, result, duration, apply, refresh, sent),
             Msg::RetryReady(inc, seq) => {
                 if let Some(v) = self.verts.get_mut(&inc) {
                     if v.retry_wait && v.retry_seq == seq {
@@ -250,6 +271,7 @@ impl Coord {
                 self.publish_armed = false;
                 self.republish = true;
             }
+            Msg::ReversalDeleted(inc) => self.on_reversal_deleted(inc),
             Msg::LimitReady(inc) => {
                 if let Some(v) = self.verts.get_mut(&inc) {
                     v.limit_wait = false;
@@ -335,6 +357,7 @@ impl Coord {
         duration: Duration,
         apply: bool,
         refresh: bool,
+        sent: Vec<(String, tend_model::Value)>,
     ) {
         let Some(v) = self.verts.get_mut(&inc) else {
             return;
@@ -372,6 +395,14 @@ impl Coord {
                 }
                 let propagate =
                     std::mem::take(&mut v.upstream_inflight) || result == CheckResult::Changed;
+                let sent_changed = sent != v.sent;
+                if sent_changed {
+                    v.sent = sent;
+                }
+                let reversed = v.reversal && apply;
+                if apply && v.spec().meta.reverse {
+                    v.reverse_kept = true;
+                }
                 let id = v.id.clone();
                 let notify = v.notify_succs.clone();
                 let succs = v.succs.clone();
@@ -398,6 +429,12 @@ impl Coord {
                 }
                 if propagate {
                     self.mark_successors_dirty(&succs);
+                }
+                if sent_changed {
+                    self.sent_changed(inc);
+                }
+                if reversed {
+                    self.reversal_done(inc);
                 }
             }
             Err(error) => {

@@ -45,6 +45,8 @@ impl Coord {
         let tx = self.tx.clone();
         let ctx = self.init_ctx.clone();
         let poll = v.spec().meta.poll;
+        v.epoch += 1;
+        let epoch = v.epoch;
         v.driver = Some(tokio::spawn(async move {
             if !skip_init {
                 let out = AssertUnwindSafe(res.init(&ctx)).catch_unwind().await;
@@ -56,6 +58,7 @@ impl Coord {
                 if let Some(error) = err {
                     let _ = tx.send(Msg::Failed {
                         inc,
+                        epoch,
                         phase: "init",
                         error,
                     });
@@ -68,6 +71,7 @@ impl Coord {
             if poll != 0 {
                 let _ = tx.send(Msg::Watch {
                     inc,
+                    epoch,
                     running: true,
                     dirty: false,
                 });
@@ -81,6 +85,7 @@ impl Coord {
                     if tx
                         .send(Msg::Watch {
                             inc,
+                            epoch,
                             running: true,
                             dirty: true,
                         })
@@ -98,15 +103,15 @@ impl Coord {
                     out = &mut h => {
                         let sig = r.take();
                         let msg = match out {
-                            Ok(Ok(())) => Msg::Watch { inc, running: true, dirty: sig.dirty },
-                            Ok(Err(e)) => Msg::Failed { inc, phase: "watch", error: e.to_string() },
-                            Err(p) => Msg::Failed { inc, phase: "watch", error: panic_message(p) },
+                            Ok(Ok(())) => Msg::Watch { inc, epoch, running: true, dirty: sig.dirty },
+                            Ok(Err(e)) => Msg::Failed { inc, epoch, phase: "watch", error: e.to_string() },
+                            Err(p) => Msg::Failed { inc, epoch, phase: "watch", error: panic_message(p) },
                         };
                         let _ = tx.send(msg);
                         return;
                     }
                     sig = r.next() => {
-                        if tx.send(Msg::Watch { inc, running: sig.running, dirty: sig.dirty }).is_err() {
+                        if tx.send(Msg::Watch { inc, epoch, running: sig.running, dirty: sig.dirty }).is_err() {
                             return;
                         }
                     }
@@ -139,6 +144,22 @@ impl Coord {
         let Some(v) = self.verts.get(&inc) else {
             return;
         };
+        if v.deferred {
+            // A receiver whose senders have run: built with what they sent, then started.
+            if v.failed.is_none()
+                && !v.retry_wait
+                && v.preds.iter().all(|p| self.verts[p].is_converged())
+            {
+                self.verts.get_mut(&inc).expect("present").deferred = false;
+                if !self.receive(inc) {
+                    self.start(inc);
+                } else if !self.verts[&inc].started {
+                    // The values did not build: tried again as its failure says.
+                    self.verts.get_mut(&inc).expect("present").deferred = true;
+                }
+            }
+            return;
+        }
         if !v.started
             || v.hidden()
             || !v.watch_running
@@ -151,6 +172,11 @@ impl Coord {
             return;
         }
         if v.queued || !v.preds.iter().all(|p| self.verts[p].is_converged()) {
+            return;
+        }
+        // Send/recv: a resource whose received values changed is built again first (and
+        // runs once its new watch is up).
+        if (!v.recv.is_empty() || !v.received.is_empty()) && self.receive(inc) {
             return;
         }
         let full = self.running >= self.parallel;
@@ -197,6 +223,18 @@ impl Coord {
                     .clone()
             })
             .collect();
+        // `Meta:reverse`: what undoes it is kept before it first changes anything (not in a
+        // dry run, which changes nothing), from the params it runs with (received ones too).
+        let keep = (apply && v.spec().meta.reverse && !v.reverse_kept)
+            .then(|| {
+                let f = self.registry.get(&v.spec().kind)?.reverse?;
+                let mut spec = v.spec().clone();
+                for (k, val) in &v.received {
+                    spec.params.insert(k.clone(), val.clone());
+                }
+                Some((f, spec, self.init_ctx.state_dir.clone()))
+            })
+            .flatten();
         let res = v.res.clone();
         let tx = self.tx.clone();
         let mut cancel = self.cancel_tx.subscribe();
@@ -228,6 +266,7 @@ impl Coord {
                         duration: Duration::ZERO,
                         apply,
                         refresh,
+                        sent: Vec::new(),
                     });
                     return;
                 }
@@ -237,6 +276,24 @@ impl Coord {
                 return;
             }
             let start = Instant::now();
+            if let Some((f, spec, dir)) = keep {
+                let kept =
+                    tokio::task::spawn_blocking(move || super::reverse::keep(&dir, &spec, f))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("panicked: {e}")));
+                if let Err(e) = kept {
+                    drop(permits);
+                    let _ = tx.send(Msg::CheckDone {
+                        inc,
+                        result: Err(format!("keeping what undoes it (Meta:reverse): {e}")),
+                        duration: start.elapsed(),
+                        apply,
+                        refresh,
+                        sent: Vec::new(),
+                    });
+                    return;
+                }
+            }
             // check_apply runs inside this task; a timeout or a cancellation drops it.
             let call =
                 AssertUnwindSafe(res.check_apply(CheckCtx { apply, refresh })).catch_unwind();
@@ -261,12 +318,20 @@ impl Coord {
                 () = &mut cancelled => Err("cancelled".to_string()),
             };
             drop(permits);
+            // What it sends is read at once, before another event may run it again.
+            let sent = match &result {
+                Ok(_) => {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| res.sent())).unwrap_or_default()
+                }
+                Err(_) => Vec::new(),
+            };
             let _ = tx.send(Msg::CheckDone {
                 inc,
                 result,
                 duration: start.elapsed(),
                 apply,
                 refresh,
+                sent,
             });
         }));
     }

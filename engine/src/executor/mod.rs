@@ -16,6 +16,8 @@ mod coord;
 mod diff;
 mod dispatch;
 mod publish;
+mod reverse;
+mod sendrecv;
 mod swap;
 mod vertex;
 
@@ -209,13 +211,17 @@ pub(crate) enum Msg {
         exiting: bool,
     },
     Cancel,
+    /// From a driver: `epoch` numbers the drivers of a vertex (a vertex whose resource is
+    /// built again for received values gets a new driver), so an old driver's word is ignored.
     Watch {
         inc: u64,
+        epoch: u32,
         running: bool,
         dirty: bool,
     },
     Failed {
         inc: u64,
+        epoch: u32,
         phase: &'static str,
         error: String,
     },
@@ -225,12 +231,16 @@ pub(crate) enum Msg {
         duration: Duration,
         apply: bool,
         refresh: bool,
+        /// What the resource sends (send/recv), read after a successful check.
+        sent: Vec<(String, tend_model::Value)>,
     },
     /// A retry's wait is over (the vertex and the number of the wait).
     RetryReady(u64, u64),
     /// A failed init or watch is to be tried again (the vertex and the number of the wait).
     Restart(u64, u64),
     LimitReady(u64),
+    /// The record of an applied reversal is deleted.
+    ReversalDeleted(u64),
     /// Time to publish a throttled status.
     Publish,
 }
@@ -303,16 +313,6 @@ impl Engine {
             None => (g, Vec::new()),
         };
         let a = analyze(&self.inner.registry, &graph, &|_| true)?;
-        // FIXME(issue 15): the executor orders send/recv edges but does not transfer their
-        // values yet; say so rather than ignore them silently.
-        for e in graph.edges.iter().filter(|e| !e.send.is_empty()) {
-            let values: Vec<String> = e.send.iter().map(ToString::to_string).collect();
-            tracing::warn!(
-                edge = %format!("{} -> {}", e.from, e.to),
-                values = %values.join(", "),
-                "send/recv values are not transferred yet; the edge only orders the two resources"
-            );
-        }
         Ok(Prepared {
             graph,
             twins,

@@ -15,9 +15,10 @@ use crate::resource::Resource;
 
 use super::coord::{Coord, PendingSwap, QueuedSwap};
 use super::diff::GraphDiff;
-use super::vertex::{panic_message, Vertex};
+use super::vertex::{panic_message, Recv, Vertex};
 use super::{Msg, SwapStats};
 use crate::events::Event;
+use crate::status::VertexState;
 
 impl Coord {
     /// Starts the next queued swap if none is in progress: computes its [`GraphDiff`], then
@@ -35,11 +36,47 @@ impl Coord {
         if q.exiting {
             stats.removed += self.leave_for_exit();
         }
-        let diff = GraphDiff::compute(&q.graph, self.by_id.values().copied(), |spec| {
+        let mut diff = GraphDiff::compute(&q.graph, self.by_id.values().copied(), |spec| {
             let inc = *self.by_id.get(&spec.id())?;
             Some((inc, self.verts[&inc].spec()))
         });
+        if !self.shutting_down {
+            // A pending reversal stays until it is done (see `reverse.rs`).
+            diff.remove.retain(|inc| !self.verts[inc].reversal);
+            if self.must_realize_first(&diff) {
+                // Held until they ran (the loop of `Coord::run` asks again).
+                self.swap_queue.push_front(q);
+                self.realize_wait = true;
+                return;
+            }
+        }
+        self.realize_wait = false;
         self.apply(diff, q, stats);
+    }
+
+    /// `Meta:realize`: whether a vertex the swap would remove or replace must converge once
+    /// first (mgmt's documented meaning): one that has not run successfully yet and is
+    /// neither failed nor blocked by a failed predecessor. Logged once per wait.
+    fn must_realize_first(&mut self, diff: &GraphDiff<u64>) -> bool {
+        let waiting: Vec<u64> = diff
+            .remove
+            .iter()
+            .chain(diff.change.iter().map(|(inc, _)| inc))
+            .copied()
+            .filter(|inc| {
+                let v = &self.verts[inc];
+                v.spec().meta.realize
+                    && !v.hidden()
+                    && !v.ever_ok
+                    && !matches!(v.state, VertexState::Failed | VertexState::Blocked)
+            })
+            .collect();
+        if !self.realize_wait {
+            for inc in &waiting {
+                tracing::info!(resource = %self.verts[inc].id, "the graph swap waits for it to converge once (Meta:realize)");
+            }
+        }
+        !waiting.is_empty()
     }
 
     /// The process exits next: a vertex with nothing to stop (see `shutdown_for_exit`) is left
@@ -143,6 +180,13 @@ impl Coord {
         let mut to_start = Vec::with_capacity(if start_now { 0 } else { fresh });
         self.verts.reserve(fresh);
         self.by_id.reserve(fresh);
+        // Send/recv receivers start (init, watch) once their senders ran, built with what they
+        // receive: not built and watched twice.
+        let receivers: HashSet<&ResId> = edges
+            .iter()
+            .filter(|e| !e.send.is_empty())
+            .map(|e| &e.to)
+            .collect();
         for (idx, replaces) in diff.new_vertices() {
             if replaces.is_none() {
                 stats.added += 1;
@@ -154,10 +198,14 @@ impl Coord {
             if let Some(old) = replaces.and_then(|r| carried.remove(&r)) {
                 v.carry_over(old);
             }
+            v.deferred = !receivers.is_empty() && !v.hidden() && receivers.contains(&*v.id);
+            let deferred = v.deferred;
             self.by_id.insert(v.id.clone(), inc);
             self.counts[v.state as usize] += 1;
             self.verts.insert(inc, Box::new(v));
-            if start_now {
+            if deferred {
+                // Started by `try_dispatch`.
+            } else if start_now {
                 self.start(inc);
             } else {
                 to_start.push(inc);
@@ -169,6 +217,7 @@ impl Coord {
             v.preds.clear();
             v.succs.clear();
             v.notify_succs.clear();
+            v.recv.clear();
         }
         let mut notify_pairs: HashSet<(ResId, ResId)> = HashSet::new();
         for e in &edges {
@@ -181,7 +230,13 @@ impl Coord {
                 from.notify_succs.push(t);
                 notify_pairs.insert((e.from.clone(), e.to.clone()));
             }
-            self.verts.get_mut(&t).expect("present").preds.push(f);
+            let to = self.verts.get_mut(&t).expect("present");
+            to.preds.push(f);
+            to.recv.extend(e.send.iter().map(|sr| Recv {
+                from: f,
+                send: sr.send.clone(),
+                recv: sr.recv.clone(),
+            }));
         }
         // Refresh flags survive on kept notify edges only.
         for v in self.verts.values_mut() {
@@ -191,6 +246,16 @@ impl Coord {
             let to = ResId::clone(&v.id);
             v.refresh_from
                 .retain(|from| notify_pairs.contains(&(from.clone(), to.clone())));
+        }
+        // A kept receiver that lost a send/recv edge runs again with its own param.
+        let lost: Vec<u64> = self
+            .verts
+            .iter()
+            .filter(|(_, v)| !v.received.is_empty() && !self.still_received(v))
+            .map(|(inc, _)| *inc)
+            .collect();
+        for inc in lost {
+            self.verts.get_mut(&inc).expect("present").dirty = true;
         }
         // Restart failed watches on request.
         for &(inc, _) in &diff.keep {
@@ -267,6 +332,10 @@ impl Coord {
         let Some(p) = self.swapping.take() else {
             return;
         };
+        if !self.shutting_down {
+            // Removals are over: what they left to undo can start.
+            self.add_reversals();
+        }
         for inc in p.to_start {
             self.start(inc);
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foldhash::{HashSet, HashSetExt};
-use tend_model::{GraphSpec, ResId, ResSpec};
+use tend_model::{GraphSpec, ResId, ResSpec, Value};
 
 use tokio::task::JoinHandle;
 
@@ -94,6 +94,30 @@ pub(super) struct Vertex {
     pub(super) status_changed: bool,
     /// Waiting in the coordinator's ready queue for a free slot.
     pub(super) queued: bool,
+    /// Numbers its drivers (see [`super::Msg::Watch`]).
+    pub(super) epoch: u32,
+    /// The values it sent after its last successful check (send/recv), sorted by name.
+    pub(super) sent: Vec<(String, Value)>,
+    /// The values it receives: from which predecessor, which sent value, into which param.
+    pub(super) recv: Vec<Recv>,
+    /// The received params `res` was built with (sorted by param): the rest of its spec is
+    /// the graph's.
+    pub(super) received: Vec<(String, Value)>,
+    /// It applies a pending reversal (`Meta:reverse` of a resource that left the graph),
+    /// whose record is still to be deleted.
+    pub(super) reversal: bool,
+    /// `Meta:reverse`: its reversal is kept (a check succeeded since it was).
+    pub(super) reverse_kept: bool,
+    /// A send/recv receiver not started yet: its driver starts once its predecessors are
+    /// converged, with its resource built with what they sent.
+    pub(super) deferred: bool,
+}
+
+/// One value a vertex receives (an edge's `SendRecv`, by vertex).
+pub(super) struct Recv {
+    pub(super) from: u64,
+    pub(super) send: String,
+    pub(super) recv: String,
 }
 
 /// What a vertex shares with the tasks it spawns.
@@ -102,6 +126,16 @@ pub(super) struct Flags {
     pub(super) alive: AtomicBool,
     /// Init succeeded (so cleanup is due on removal, and a rewatch skips init).
     pub(super) inited: AtomicBool,
+}
+
+impl Flags {
+    /// A new vertex's (or resource's) flags: alive, not initialised.
+    pub(super) fn fresh() -> Arc<Flags> {
+        Arc::new(Flags {
+            alive: AtomicBool::new(true),
+            inited: AtomicBool::new(false),
+        })
+    }
 }
 
 impl Vertex {
@@ -134,10 +168,7 @@ impl Vertex {
             bucket,
             refresh_from: HashSet::new(),
             refresh_inflight: Vec::new(),
-            flags: Arc::new(Flags {
-                alive: AtomicBool::new(true),
-                inited: AtomicBool::new(false),
-            }),
+            flags: Flags::fresh(),
             upstream_changed: false,
             upstream_inflight: false,
             preds: Vec::new(),
@@ -147,6 +178,13 @@ impl Vertex {
             status: VertexStatus::default(),
             status_changed: true,
             queued: false,
+            epoch: 0,
+            sent: Vec::new(),
+            recv: Vec::new(),
+            received: Vec::new(),
+            reversal: false,
+            reverse_kept: false,
+            deferred: false,
         }
     }
 
