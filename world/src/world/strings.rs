@@ -67,8 +67,8 @@ impl StrWorld for World {
         let legacy = keys.legacy_strmap(key);
         for (k, v) in self.inner.cache.prefix(&legacy) {
             let host = unescape(&k[legacy.len()..]);
-            if !out.contains_key(&host) {
-                out.insert(host, decode(&k, &v)?);
+            if let std::collections::btree_map::Entry::Vacant(e) = out.entry(host) {
+                e.insert(decode(&k, &v)?);
             }
         }
         Ok(out)
