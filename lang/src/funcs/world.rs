@@ -284,36 +284,6 @@ pub fn collect_pairs(w: &dyn WorldView, kind: &str) -> Result<Value, String> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seed_filters_by_recipient_and_sorts() {
-        let w = MemWorld::from_json(
-            r#"{"hostname": "lb", "exports": [
-              {"to": "lb", "from": "web1", "kind": "test", "name": "b", "res": {"anotherstr": "x", "meta": {"hidden": true}}},
-              {"to": "*", "from": "web2", "kind": "test", "name": "a", "res": {}},
-              {"to": "*", "from": "web2", "kind": "test", "name": "a", "res": {}},
-              {"to": "db", "from": "web3", "kind": "test", "name": "c", "res": {}}],
-              "values": {"k": "v"}}"#,
-            None,
-        )
-        .unwrap();
-        assert_eq!(w.hostname(), "lb");
-        let v = collect_pairs(w.as_ref(), "test").unwrap();
-        assert_eq!(v.as_list().unwrap().len(), 2);
-        assert_eq!(
-            v.as_list().unwrap()[0].field("name"),
-            Some(&Value::from("a"))
-        );
-        assert_eq!(w.getval("k").unwrap().as_deref(), Some("v"));
-        let e = &w.exports("test").unwrap()[0];
-        assert_eq!(e.meta.get("hidden"), Some(&Value::Bool(true)));
-        assert!(MemWorld::from_json("{", None).is_err());
-    }
-}
-
 /// The options `world.schedule(ns, opts)` accepts, with their types (mgmt's, strictly).
 const SCHEDULE_OPTS: &[(&str, Ty)] = &[
     ("strategy", Ty::Str),
@@ -389,4 +359,34 @@ pub fn schedule_opts(v: &Value) -> Result<SchedOpts, String> {
         }
     }
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_filters_by_recipient_and_sorts() {
+        let w = MemWorld::from_json(
+            r#"{"hostname": "lb", "exports": [
+              {"to": "lb", "from": "web1", "kind": "test", "name": "b", "res": {"anotherstr": "x", "meta": {"hidden": true}}},
+              {"to": "*", "from": "web2", "kind": "test", "name": "a", "res": {}},
+              {"to": "*", "from": "web2", "kind": "test", "name": "a", "res": {}},
+              {"to": "db", "from": "web3", "kind": "test", "name": "c", "res": {}}],
+              "values": {"k": "v"}}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(w.hostname(), "lb");
+        let v = collect_pairs(w.as_ref(), "test").unwrap();
+        assert_eq!(v.as_list().unwrap().len(), 2);
+        assert_eq!(
+            v.as_list().unwrap()[0].field("name"),
+            Some(&Value::from("a"))
+        );
+        assert_eq!(w.getval("k").unwrap().as_deref(), Some("v"));
+        let e = &w.exports("test").unwrap()[0];
+        assert_eq!(e.meta.get("hidden"), Some(&Value::Bool(true)));
+        assert!(MemWorld::from_json("{", None).is_err());
+    }
 }
