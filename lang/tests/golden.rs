@@ -1,5 +1,7 @@
 //! The golden runner (spec §12), the one runner of `tests/golden/**/*.txtar`: every case is a
-//! program (`-- main.mcl --` plus further files), an optional `-- WORLD --` seed, and an
+//! program (`-- main.mcl --` plus further files), an optional `-- WORLD --` seed, an optional
+//! `-- VALUES --` seed of this host's `value` table (a JSON object of key to value in
+//! `tend_model::json`'s lossless form, as the `value` kind keeps them), and an
 //! `-- OUTPUT --` section with either the sorted `Vertex:`/`Edge:` lines of the first graph or
 //! `# err: <tag>: <message>: <byline>` lines (the tag and first byline must match one of them).
 //!
@@ -37,14 +39,44 @@ fn tag_and_byline(line: &str) -> Option<(String, String)> {
     Some((tag, format!("{path} @ {range}")))
 }
 
+/// A case's `-- VALUES --` in this host's `value` table, removed again when dropped (cases
+/// run one at a time).
+struct Values(Vec<String>);
+
+impl Values {
+    fn seed(text: &str) -> Result<Values, String> {
+        let j: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let serde_json::Value::Object(o) = j else {
+            return Err("expected an object of key to value".into());
+        };
+        let mut keys = Values(Vec::new());
+        for (k, v) in &o {
+            let v = tend_model::json::from_lossless(v).map_err(|e| format!("{k}: {e}"))?;
+            tend_model::values::set(k, Some(v));
+            keys.0.push(k.clone());
+        }
+        Ok(keys)
+    }
+}
+
+impl Drop for Values {
+    fn drop(&mut self) {
+        for k in &self.0 {
+            tend_model::values::set(k, None);
+        }
+    }
+}
+
 /// Runs one case; returns the actual OUTPUT text.
 fn run_case(rt: &tokio::runtime::Runtime, registry: &Registry, case: &Archive) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut world_text = "{}".to_string();
+    let mut values_text = None;
     for (name, body) in &case.sections {
         match name.as_str() {
             "OUTPUT" => {}
             "WORLD" => world_text = body.clone(),
+            "VALUES" => values_text = Some(body.clone()),
             f => {
                 let p = dir.path().join(f);
                 std::fs::create_dir_all(p.parent().expect("has parent")).expect("mkdir");
@@ -55,6 +87,10 @@ fn run_case(rt: &tokio::runtime::Runtime, registry: &Registry, case: &Archive) -
     let world = match MemWorld::from_json(&world_text, None) {
         Ok(w) => w,
         Err(e) => return format!("# bad WORLD: {e}\n"),
+    };
+    let _values = match values_text.as_deref().map(Values::seed).transpose() {
+        Ok(v) => v,
+        Err(e) => return format!("# bad VALUES: {e}\n"),
     };
     let opts = Options {
         hostname: tend_lang::funcs::world::WorldView::hostname(world.as_ref()),

@@ -9,7 +9,7 @@
 //! - [`GraphError`]: a problem found in a graph, for front ends to locate in their source.
 //! - [`json`]: `Value` <-> JSON at the edges; [`export`]: the payload of an exported resource.
 //! - [`world`]: the World traits (what hosts share) and their records and errors.
-//! - [`values`]: the table of `value` resources' values on this host, for `value.get_*`.
+//! - [`values`]: the table of `value` resources' values on this host, for `value.get*`.
 //! - [`secrets`]: the secrets this process read, and their redaction wherever values are shown.
 //!
 //! Nothing here does I/O, and nothing here knows a concrete kind, a store or the language.

@@ -1,4 +1,4 @@
-//! The values `value` resources hold on this host, read by mcl's `value.get_*` (mgmt's
+//! The values `value` resources hold on this host, read by mcl's `value.get*` (mgmt's
 //! "local" value API): one process-wide table, in memory.
 //!
 //! A resource sets or removes its key when it applies; readers subscribe and are woken on

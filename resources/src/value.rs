@@ -1,4 +1,4 @@
-//! `value`: holds a value (`any`, of any type) on this host, for mcl's `value.get_*` to read
+//! `value`: holds a value (`any`, of any type) on this host, for mcl's `value.get*` to read
 //! (mgmt's `value` resource and its local value API).
 //!
 //! Applying puts `any` into the host's table ([`tend_model::values`]) or removes the key when

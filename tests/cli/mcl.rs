@@ -176,6 +176,36 @@ fn values_flow_from_value_resources_to_value_get() {
     assert_eq!(read(&port).as_deref(), Some("8080 true\n"));
 }
 
+/// `value.get` reads a `value` resource's struct at the type unification solved for the call:
+/// the zero struct, not ready, then the held struct once the resource has applied.
+#[test]
+fn values_flow_from_value_resources_to_polymorphic_value_get() {
+    use crate::sandbox::{read, wait_for};
+    use std::time::Duration;
+
+    let sb = crate::sandbox::Sandbox::new();
+    let prog = sb.write(
+        "main.mcl",
+        "import \"fmt\"\nimport \"sys\"\nimport \"value\"\n$root = sys.getenv(\"TEND_ROOT\")\n\
+         value \"svc\" {\n\tany => struct{name => \"web\", ports => [80, 443]},\n}\n\
+         $v = value.get(\"svc\")\n\
+         $s struct{name str; ports []int} = $v->value\n\
+         file \"${root}/out/svc\" {\n\tcontent => fmt.printf(\"%s %v %t\\n\", $s->name, $s->ports, $v->ready),\n}\n",
+    );
+    std::fs::create_dir_all(sb.path("out")).unwrap();
+    let out = sb.path("out/svc");
+    let d = sb.spawn_run(&prog, &["--listen", "none"]);
+    let ctx = || sb.explain_daemon(&d);
+    wait_for(
+        "the held struct once the resource applied",
+        Duration::from_secs(20),
+        || read(&out).as_deref() == Some("web [80, 443] true\n"),
+        ctx,
+    );
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(10)).is_some(), "{}", ctx());
+}
+
 #[test]
 fn run_swaps_in_each_new_mcl_graph() {
     use crate::sandbox::{read, wait_for};

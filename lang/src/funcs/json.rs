@@ -18,20 +18,28 @@ use crate::types::{Ty, Unifier};
 /// `struct{a T; b U}`), through the one type reader ([`super::sig::parse_static`]).
 pub fn parse_type(text: &str) -> Result<Ty, String> {
     let t = super::sig::parse_static(text)?;
-    fn decodable(t: &Ty) -> Result<(), String> {
-        match t {
-            Ty::Bool | Ty::Str | Ty::Int | Ty::Float => Ok(()),
-            Ty::List(e) => decodable(e),
-            Ty::Map(k, v) => decodable(k).and_then(|()| decodable(v)),
-            Ty::Struct(fs) => fs.iter().try_for_each(|(_, t)| decodable(t)),
-            other => Err(format!(
-                "invalid type: `{other}` cannot be decoded from JSON"
-            )),
-        }
-    }
     decodable(&t)?;
     Ok(t)
 }
+
+/// Whether JSON can be decoded into `t`.
+fn decodable(t: &Ty) -> Result<(), String> {
+    match t {
+        Ty::Bool | Ty::Str | Ty::Int | Ty::Float => Ok(()),
+        Ty::List(e) => decodable(e),
+        Ty::Map(k, v) => decodable(k).and_then(|()| decodable(v)),
+        Ty::Struct(fs) => fs.iter().try_for_each(|(_, t)| decodable(t)),
+        other => Err(format!(
+            "invalid type: `{other}` cannot be decoded from JSON"
+        )),
+    }
+}
+
+/// The one-argument forms decode to the result type solved for the call.
+pub(super) const SOLVED: super::SolvedResult = super::SolvedResult {
+    check: decodable,
+    two_types: "pass the type as a second argument",
+};
 
 fn name(flexible: bool) -> &'static str {
     if flexible {
@@ -96,19 +104,6 @@ pub(super) fn decode_run(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncE
 /// Runs `encoding.decode_json_flexible`.
 pub(super) fn decode_flexible_run(a: &[Value], _: &mut dyn Invoke) -> Result<Value, FuncError> {
     run(a, true)
-}
-
-/// The zero value of a type (`false`, `""`, `0`, `0.0`, empty, zero fields).
-fn zero(t: &Ty) -> Value {
-    match t {
-        Ty::Bool => Value::Bool(false),
-        Ty::Int => Value::Int(0),
-        Ty::Float => Value::Float(0.0),
-        Ty::List(_) => Value::List(Vec::new()),
-        Ty::Map(..) => Value::Map(BTreeMap::new()),
-        Ty::Struct(fs) => Value::Struct(fs.iter().map(|(n, t)| (n.clone(), zero(t))).collect()),
-        _ => Value::Str(String::new()),
-    }
 }
 
 fn kind(j: &serde_json::Value) -> &'static str {
@@ -180,7 +175,7 @@ fn convert(
                 path.push_str(f);
                 let v = match o.get(f) {
                     Some(x) => convert(x, ft, flexible, path)?,
-                    None if flexible => zero(ft),
+                    None if flexible => ft.zero(),
                     None => return Err(format!("missing field {f}")),
                 };
                 path.truncate(len);

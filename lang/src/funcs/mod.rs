@@ -115,6 +115,15 @@ pub enum Sig {
 /// Accepts or rejects the solved function type of one call site.
 pub type CheckFn = fn(&Ty) -> Result<(), String>;
 
+/// What a built-in needs of the result type unification solves for a call of it (see
+/// [`Builtin::solved_result`]).
+pub struct SolvedResult {
+    /// Accepts or rejects the solved result type (the message is prefixed with the name).
+    pub check: CheckFn,
+    /// What to do instead when one call is typed twice (in a function called at two types).
+    pub two_types: &'static str,
+}
+
 /// Runs a built-in over argument values.
 pub type RunFn = fn(&[Value], &mut dyn Invoke) -> Result<Value, FuncError>;
 
@@ -151,6 +160,18 @@ impl Builtin {
             format!("{}.{}", default_namespace(self.module), self.name)
         }
     }
+
+    /// What a call with `nargs` arguments needs of the result type unification solves for
+    /// it, if it needs it at run time: the solved type's text is then its hidden last
+    /// argument (`unify::CallTypes`). The one-argument `encoding.decode_json*` decode to it;
+    /// `value.get` makes its zero value from it and checks the held value against it.
+    pub fn solved_result(&self, nargs: usize) -> Option<&'static SolvedResult> {
+        match (self.module, self.name, nargs) {
+            ("encoding", "decode_json" | "decode_json_flexible", 1) => Some(&json::SOLVED),
+            ("value", "get", 1) => Some(&value::SOLVED),
+            _ => None,
+        }
+    }
 }
 
 /// The default namespace of an import path (spec §6.6): last segment, `.mcl`/`/` and an
@@ -176,12 +197,6 @@ pub fn is_unbuilt_module(path: &str) -> bool {
     }
     let root = path.split('/').next().unwrap_or(path);
     matches!(root, "example" | "test")
-}
-
-/// Functions of the reference's library that are known but not built yet.
-pub fn is_unbuilt_function(module: &str, name: &str) -> bool {
-    // mgmt's polymorphic `value.get` (tend has the typed `value.get_*`).
-    matches!((module, name), ("value", "get"))
 }
 
 /// Looks up a built-in by module path and name.
@@ -1061,6 +1076,15 @@ static LIBRARY: &[Builtin] = &[
         FuncKind::Impure,
     ),
     // value: what `value` resources hold on this host (streams).
+    with_kind(
+        pure(
+            "value",
+            "get",
+            "func(str) struct{value ?a; ready bool}",
+            value::get_any,
+        ),
+        FuncKind::Stream,
+    ),
     with_kind(
         pure(
             "value",

@@ -557,6 +557,11 @@ mod tests {
         }
     }
 
+    async fn next_event(rx: &mut mpsc::UnboundedReceiver<StreamEvent>) -> Result<Value, FuncError> {
+        let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        ev.expect("a new value").expect("open").value
+    }
+
     async fn next_value(rx: &mut mpsc::UnboundedReceiver<StreamEvent>, what: &str) -> Value {
         let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
@@ -670,6 +675,42 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(gone, "the command's group outlived its source");
+    }
+
+    /// `value.get` (with its solved result type as the evaluator passes it) sends a new value
+    /// each time the key is set, an error naming the key for a value of another type, and
+    /// the type's zero, not ready, once the key is removed.
+    #[tokio::test]
+    async fn value_get_streams_the_held_value() {
+        let key = format!("tend-lang-stream-value-get-{}", std::process::id());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ctx = StreamCtx {
+            tx,
+            world: MemWorld::new("h"),
+        };
+        let b = lookup("value", "get").unwrap();
+        let t = Value::from("struct{value []int; ready bool}");
+        let (first, _src) = start(b, &[Value::from(key.as_str()), t], &ctx, &|_| true);
+        let not_ready = Value::Struct(vec![
+            ("value".into(), Value::List(vec![])),
+            ("ready".into(), Value::Bool(false)),
+        ]);
+        assert_eq!(first.unwrap(), not_ready);
+        let held = Value::List(vec![Value::Int(1), Value::Int(2)]);
+        tend_model::values::set(&key, Some(held.clone()));
+        let v = next_event(&mut rx).await.unwrap();
+        assert_eq!(v.field("value"), Some(&held));
+        assert_eq!(v.field("ready"), Some(&Value::Bool(true)));
+        tend_model::values::set(&key, Some(Value::List(vec![Value::from("x")])));
+        let e = next_event(&mut rx).await.unwrap_err();
+        assert_eq!(
+            e.msg,
+            format!(
+                "value.get: type mismatch, check type in Value[{key}]: it holds a []str, not a []int"
+            )
+        );
+        tend_model::values::set(&key, None);
+        assert_eq!(next_event(&mut rx).await.unwrap(), not_ready);
     }
 
     #[tokio::test]

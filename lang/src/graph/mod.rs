@@ -209,7 +209,7 @@ pub struct EvalEnv<'s> {
     pub schemas: &'s BTreeMap<String, KindSchema>,
     /// Where sources send their events.
     pub ctx: &'s StreamCtx,
-    /// Solved types that calls need at run time (`encoding.decode_json` with one argument).
+    /// Solved result types that calls need at run time (`Builtin::solved_result`).
     pub call_types: &'s crate::unify::CallTypes,
 }
 
@@ -672,6 +672,7 @@ impl<'a, 's> Eval<'a, 's> {
     }
 
     fn builtin(&self, b: &'static Builtin, args: Vec<Rv<'a>>, span: Span) -> Slot<'a> {
+        let nargs = args.len();
         let mut vals = Vec::with_capacity(args.len() + 2);
         let mut fns = Vec::with_capacity(args.len() + 2);
         if b.module == "deploy" {
@@ -694,8 +695,8 @@ impl<'a, 's> Eval<'a, 's> {
                 }
             }
         }
-        if b.module == "encoding" && b.name.starts_with("decode_json") && vals.len() == 1 {
-            // The one-argument form decodes to the type unification solved for this call.
+        if b.solved_result(nargs).is_some() {
+            // The result type unification solved for this call, as a hidden last argument.
             let t = self.env.call_types.get(&span).ok_or_else(|| {
                 RtErr::fatal(format!("{}: no solved result type", b.display_name()), span)
             })?;

@@ -406,13 +406,6 @@ impl<'a> Checker<'a> {
                 Some(f)
             } else if crate::funcs::lookup("", last).is_some() {
                 return;
-            } else if crate::funcs::is_unbuilt_function("", last) {
-                self.err(Error::new(
-                    Stage::SetScope,
-                    format!("function `{last}` is not supported yet"),
-                    span,
-                ));
-                return;
             } else {
                 None
             }
@@ -421,12 +414,11 @@ impl<'a> Checker<'a> {
                 Ok(Target::Scope(s)) => find_func(self, &s, last),
                 Ok(Target::Core(m)) => {
                     if crate::funcs::lookup(&m, last).is_none() {
-                        let msg = if crate::funcs::is_unbuilt_function(&m, last) {
-                            format!("function `{text}` is not supported yet")
-                        } else {
-                            format!("module `{m}` has no function `{last}`")
-                        };
-                        self.err(Error::new(Stage::SetScope, msg, span));
+                        self.err(Error::new(
+                            Stage::SetScope,
+                            format!("module `{m}` has no function `{last}`"),
+                            span,
+                        ));
                     }
                     return;
                 }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use tend_model::Type;
+use tend_model::{Type, Value};
 
 /// A type, possibly holding unification variables.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -70,6 +70,42 @@ impl Ty {
                     .collect(),
             ),
             Type::Any => Ty::Variant,
+        }
+    }
+
+    /// The schema type of a type values can have (`variant` is `Any`); `None` for function
+    /// types and unsolved variables.
+    pub fn to_schema(&self) -> Option<Type> {
+        Some(match self {
+            Ty::Bool => Type::Bool,
+            Ty::Str => Type::Str,
+            Ty::Int => Type::Int,
+            Ty::Float => Type::Float,
+            Ty::List(t) => Type::List(Box::new(t.to_schema()?)),
+            Ty::Map(k, v) => Type::Map(Box::new(k.to_schema()?), Box::new(v.to_schema()?)),
+            Ty::Struct(fs) => Type::Struct(
+                fs.iter()
+                    .map(|(n, t)| Some((n.clone(), t.to_schema()?)))
+                    .collect::<Option<_>>()?,
+            ),
+            Ty::Variant => Type::Any,
+            Ty::Func(..) | Ty::Var(_) => return None,
+        })
+    }
+
+    /// The zero value of the type (`false`, `""`, `0`, `0.0`, empty, zero fields; `""` for
+    /// the types without one: `variant`, functions, variables).
+    pub fn zero(&self) -> Value {
+        match self {
+            Ty::Bool => Value::Bool(false),
+            Ty::Int => Value::Int(0),
+            Ty::Float => Value::Float(0.0),
+            Ty::List(_) => Value::List(Vec::new()),
+            Ty::Map(..) => Value::Map(Default::default()),
+            Ty::Struct(fs) => {
+                Value::Struct(fs.iter().map(|(n, t)| (n.clone(), t.zero())).collect())
+            }
+            _ => Value::Str(String::new()),
         }
     }
 

@@ -13,7 +13,7 @@ use tend_model::META;
 use tend_model::{KindSchema, Value};
 
 use crate::diag::{Error, Stage};
-use crate::funcs::{self, Builtin, Sig};
+use crate::funcs::{self, Builtin, Sig, SolvedResult};
 use crate::scope::{
     find_class, find_func, find_var, resolve_path, split_dotted, FuncDef, Modules, Opener, Scope,
     Target, VarDef,
@@ -66,15 +66,16 @@ struct Typer<'a> {
     checks: RefCell<Vec<Check>>,
     fcache: RefCell<HashMap<FnKey, Ty>>,
     depth: RefCell<usize>,
-    /// One-argument `encoding.decode_json*` calls and their result types.
-    json_calls: RefCell<Vec<(Span, Ty)>>,
+    /// Calls that need their solved result type at run time
+    /// ([`Builtin::solved_result`]), with the built-in and that type.
+    solved_calls: RefCell<Vec<(Span, &'static Builtin, &'static SolvedResult, Ty)>>,
     /// Where parameters and loop variables are declared, by (scope id, name): a conflict in
     /// calling one of them as a function is reported there, as mgmt.
     decls: RefCell<HashMap<(usize, &'a str), Span>>,
 }
 
-/// The solved result type (as type text) of each one-argument `encoding.decode_json` or
-/// `decode_json_flexible` call, which the call needs at run time.
+/// The solved result type (as type text), by call span, of each call that needs it at run
+/// time ([`Builtin::solved_result`]: one-argument `encoding.decode_json`, `value.get`).
 pub type CallTypes = HashMap<Span, String>;
 
 /// A named function (address, defining scope) called with ground argument types.
@@ -110,7 +111,7 @@ pub fn check(m: &Modules, schemas: &BTreeMap<String, KindSchema>) -> Result<Call
         checks: RefCell::new(Vec::new()),
         fcache: RefCell::new(HashMap::new()),
         depth: RefCell::new(0),
-        json_calls: RefCell::new(Vec::new()),
+        solved_calls: RefCell::new(Vec::new()),
         decls: RefCell::new(HashMap::new()),
     };
     let main = &m.files[0];
@@ -831,8 +832,10 @@ impl<'a> Typer<'a> {
             }
         }
         self.unify(&sig, want, e.span)?;
-        if b.module == "encoding" && b.name.starts_with("decode_json") && args.len() == 1 {
-            self.json_calls.borrow_mut().push((e.span, ret.clone()));
+        if let Some(need) = b.solved_result(args.len()) {
+            self.solved_calls
+                .borrow_mut()
+                .push((e.span, b, need, ret.clone()));
         }
         if b.check.is_some() {
             self.checks
@@ -1085,23 +1088,26 @@ impl<'a> Typer<'a> {
         }
     }
 
-    /// The solved result types of one-argument `decode_json` calls; a call typed twice (in a
-    /// named function called at two types) must get one type.
+    /// The solved result types of the calls that need them at run time, each accepted by its
+    /// built-in's check; a call typed twice (in a named function called at two types) must
+    /// get one type.
     fn call_types(&self) -> Result<CallTypes, Error> {
         let u = self.u.borrow();
         let mut out = CallTypes::new();
-        for (span, t) in self.json_calls.borrow().iter() {
-            let text = u.zonk(t).to_string();
-            funcs::json::parse_type(&text).map_err(|m| {
-                Error::new(Stage::Unify, format!("encoding.decode_json: {m}"), *span)
-            })?;
+        for (span, b, need, t) in self.solved_calls.borrow().iter() {
+            // Ground: `solve` reported the others.
+            let name = b.display_name();
+            let t = u.zonk(t);
+            (need.check)(&t)
+                .map_err(|m| Error::new(Stage::Unify, format!("{name}: {m}"), *span))?;
+            let text = t.to_string();
             match out.get(span) {
                 Some(prev) if *prev != text => {
                     return Err(Error::new(
                         Stage::Unify,
                         format!(
-                            "encoding.decode_json is used here at two types ({prev} and {text}); \
-                             pass the type as a second argument"
+                            "{name} is used here at two types ({prev} and {text}); {}",
+                            need.two_types
                         ),
                         *span,
                     ))
@@ -1128,9 +1134,25 @@ impl<'a> Typer<'a> {
                 span,
             ));
         }
+        let u = self.u.borrow();
+        // A call that needs its result type at run time is named when that type is unknown.
+        let mut solved = self.solved_calls.borrow().clone();
+        solved.sort_by_key(|(s, ..)| (s.file, s.lo, std::cmp::Reverse(s.hi)));
+        for (span, b, _, t) in &solved {
+            let z = u.zonk(t);
+            if !z.is_ground() {
+                return Err(Error::new(
+                    Stage::Unify,
+                    format!(
+                        "{}: ambiguous result type {z}; add a type annotation",
+                        b.display_name()
+                    ),
+                    *span,
+                ));
+            }
+        }
         let mut exprs = self.exprs.borrow().clone();
         exprs.sort_by_key(|(s, _)| (s.file, s.lo, std::cmp::Reverse(s.hi)));
-        let u = self.u.borrow();
         for (span, t) in &exprs {
             let z = u.zonk(t);
             if !z.is_ground() {

@@ -286,7 +286,7 @@ async fn run_inner(args: RunArgs, engine_out: &OnceLock<Engine>) -> anyhow::Resu
     let backend = args.cluster.backend(&state_dir);
     // `local.vardir` and `local.pool` keep what they hand out here.
     tend_lang::funcs::local::set_dir(Some(state_dir.join("local")));
-    // `value` resources' last values, for `value.get_*` before the resources run.
+    // `value` resources' last values, for `value.get*` before the resources run.
     let warmed = tend_resources::value::warm(&state_dir);
     if warmed > 0 {
         tracing::debug!(values = warmed, "loaded the values kept by value resources");
