@@ -1229,7 +1229,7 @@ fn schedule_picks_exactly_n_live_hosts_and_replaces_a_killed_one() {
     assert!(ok, "no replacement for {}: {logs:#?}", names[0]);
     eprintln!("a killed scheduled host was replaced in {took:?} (TTL 2 s)");
     assert!(
-        took < Duration::from_secs(6),
+        took < Duration::from_secs(8),
         "replaced after {took:?}, TTL 2 s"
     );
 }
