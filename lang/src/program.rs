@@ -64,6 +64,9 @@ pub struct Graph {
     pub sources: Arc<SourceMap>,
     /// Where each resource and field was written.
     pub locations: Locations,
+    /// Whether the table has `collect` statements (which read the World while the table is
+    /// interpreted, so a change of the World must interpret it again).
+    pub collects: bool,
 }
 
 impl Graph {
@@ -326,6 +329,7 @@ impl Compiled {
         let out = graph::evaluate(&self.modules, &env, streams);
         streams.prune();
         let out = out?;
+        let collects = out.resources.iter().any(|r| r.collect);
         let (spec, locations) = interp::build(
             &out,
             &InterpEnv {
@@ -337,6 +341,7 @@ impl Compiled {
             spec,
             sources: self.map.clone(),
             locations,
+            collects,
         })
     }
 
@@ -402,6 +407,8 @@ impl Compiled {
         let mut streams = Streams::default();
         let mut last: Option<GraphSpec> = None;
         let mut waiting_for: Option<String> = None;
+        // Until the first table says otherwise, a change of the World is evaluated.
+        let mut collects = true;
         loop {
             let started = std::time::Instant::now();
             let evaluated = self.graph_once(&mut streams, &ctx);
@@ -412,6 +419,7 @@ impl Compiled {
             match evaluated {
                 Ok(g) => {
                     waiting_for = None;
+                    collects = g.collects;
                     if last.as_ref() != Some(&g.spec) {
                         last = Some(g.spec.clone());
                         if out_tx.blocking_send(Ok(g)).is_err() {
@@ -442,7 +450,13 @@ impl Compiled {
                 if ev.key.0.is_empty() {
                     return;
                 }
+                // Without `collect` statements, what the program reads of the World comes
+                // through its stream sources (`world.getval`, `collect.res`...): their own
+                // events say when, and the World's change events are not needed.
                 let collect = ev.key.0 == COLLECT_KEY;
+                if collect && !collects {
+                    continue;
+                }
                 let mut changed = collect || streams.update(&ev.key, ev.value);
                 // The World's changes come one record at a time (a fleet's exports appear
                 // host by host): gather what arrives within COLLECT_BATCH into one table
@@ -454,7 +468,8 @@ impl Compiled {
                     if ev.key.0.is_empty() {
                         return;
                     }
-                    changed |= ev.key.0 == COLLECT_KEY || streams.update(&ev.key, ev.value);
+                    changed |= (ev.key.0 == COLLECT_KEY && collects)
+                        || (ev.key.0 != COLLECT_KEY && streams.update(&ev.key, ev.value));
                 }
                 if changed {
                     break;
