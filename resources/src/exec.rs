@@ -3,8 +3,11 @@
 //! Out of state means: with guards (`ifcmd`, `nifcmd`, `creates`), when the guards say it
 //! should run; without guards, on its first check and after each drift (a `watchcmd` line) or
 //! refresh, until it has run successfully once. With `refreshonly`, only a refresh (through a
-//! notify edge) makes it run, and the guards still apply. Guards run through `shell` (default
-//! `/bin/sh`) with the same `cwd` and `env`. Output is logged line by line; a failure names
+//! notify edge) makes it run, and the guards still apply. Guards run in mgmt's order (`ifcmd`,
+//! whose output `ifequals` / `ifequals_stdout` may match to block the run, then `nifcmd`, then
+//! `creates`), also in a dry run (as mgmt's); each runs through its own shell (`ifshell`,
+//! `nifshell`; default `shell`, else `/bin/sh`) in its own directory (`ifcwd`, `nifcwd`;
+//! default `cwd`) with the same `env`. Output is logged line by line; a failure names
 //! the command, its exit status and the tail of its stderr. The whole process group is killed
 //! on timeout or cancellation.
 //!
@@ -25,7 +28,7 @@ use tend_engine::{AutoEdgeSink, CheckCtx, Checked, InitCtx, ResError, Resource, 
 use tend_model::{Field, KindSchema, ResSpec, Type, Value};
 
 use crate::params::{field_err, Params};
-use crate::process::{describe, log_lines, CmdLine, Lines, RunAs, TAIL_LINES};
+use crate::process::{describe, log_lines, Captured, CmdLine, Lines, RunAs, TAIL_LINES};
 
 /// The `exec` schema.
 pub(crate) fn schema() -> &'static KindSchema {
@@ -77,7 +80,46 @@ pub(crate) fn schema() -> &'static KindSchema {
                 .default_value(""),
             )
             .field(
+                Field::new(
+                    "ifshell",
+                    Type::Str,
+                    "the shell of `ifcmd` (default: `shell`, else /bin/sh)",
+                )
+                .default_value(""),
+            )
+            .field(
+                Field::new(
+                    "ifcwd",
+                    Type::Str,
+                    "the working directory of `ifcmd` (default: `cwd`)",
+                )
+                .default_value(""),
+            )
+            .field(
+                Field::new(
+                    "ifequals",
+                    Type::Str,
+                    "do not run when `ifcmd` succeeds and its output (stdout and stderr interleaved) is exactly this, trailing newline included",
+                )
+                .optional(),
+            )
+            .field(
+                Field::new(
+                    "ifequals_stdout",
+                    Type::Str,
+                    "the same, compared with the standard output of `ifcmd` alone",
+                )
+                .optional(),
+            )
+            .field(
                 Field::new("nifcmd", Type::Str, "run only if this shell command fails")
+                    .default_value(""),
+            )
+            .field(
+                Field::new("nifshell", Type::Str, "the shell of `nifcmd`").default_value(""),
+            )
+            .field(
+                Field::new("nifcwd", Type::Str, "the working directory of `nifcmd`")
                     .default_value(""),
             )
             .field(Field::new("creates", Type::Str, "skip when this path exists").default_value(""))
@@ -137,8 +179,11 @@ struct Exec {
     id: String,
     cmd: CmdLine,
     guard_shell: String,
-    ifcmd: Option<String>,
-    nifcmd: Option<String>,
+    ifcmd: Option<Side>,
+    /// `ifequals`, `ifequals_stdout`.
+    ifequals: Option<String>,
+    ifequals_stdout: Option<String>,
+    nifcmd: Option<Side>,
     creates: Option<PathBuf>,
     refreshonly: bool,
     watchcmd: Option<String>,
@@ -151,6 +196,13 @@ struct Exec {
     fallback: Sent,
     /// `<state>/kinds/exec/<name, hex>/`, from `init`.
     cache: Mutex<Option<PathBuf>>,
+}
+
+/// A command other than `cmd` (`ifcmd`, `nifcmd`, ...): always run through a shell.
+struct Side {
+    /// The field that set it, for messages: `ifcmd`.
+    field: &'static str,
+    cmd: CmdLine,
 }
 
 /// The values an `exec` sends (mgmt's `output`, `stdout`, `stderr`).
@@ -280,6 +332,34 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         Some(c) => Some(abs("creates", &c)?),
         None => None,
     };
+    let guard_shell = if shell.is_empty() {
+        "/bin/sh".to_string()
+    } else {
+        shell
+    };
+    // `<field>` run through `<prefix>shell` (default: `shell`, else /bin/sh) in `<prefix>cwd`
+    // (default: `cwd`). The shell and cwd fields are checked even when the command is unset.
+    let side = |field: &'static str, prefix: &str| -> Result<Option<Side>, ResError> {
+        let sh_field = format!("{prefix}shell");
+        let cwd_field = format!("{prefix}cwd");
+        let sh = opt(p.str(&sh_field)?).unwrap_or_else(|| guard_shell.clone());
+        let dir = match opt(p.str(&cwd_field)?) {
+            Some(c) => Some(abs(&cwd_field, &c)?),
+            None => cwd.clone(),
+        };
+        Ok(opt(p.str(field)?).map(|line| Side {
+            field,
+            cmd: CmdLine {
+                program: sh,
+                args: vec!["-c".into(), line],
+                cwd: dir,
+                env: env.clone(),
+                run_as: run_as.clone(),
+            },
+        }))
+    };
+    let ifcmd = side("ifcmd", "if")?;
+    let nifcmd = side("nifcmd", "nif")?;
     Ok(Box::new(Exec {
         id: format!("exec[{}]", spec.name),
         cmd: CmdLine {
@@ -289,13 +369,11 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
             env,
             run_as,
         },
-        guard_shell: if shell.is_empty() {
-            "/bin/sh".into()
-        } else {
-            shell
-        },
-        ifcmd: opt(p.str("ifcmd")?),
-        nifcmd: opt(p.str("nifcmd")?),
+        guard_shell,
+        ifcmd,
+        ifequals: p.opt_str("ifequals")?,
+        ifequals_stdout: p.opt_str("ifequals_stdout")?,
+        nifcmd,
         creates,
         refreshonly: p.bool("refreshonly")?,
         watchcmd: opt(p.str("watchcmd")?),
@@ -315,13 +393,22 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
 /// as (`user:<name>`, `group:<name>`).
 pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
     crate::account::require_owner(spec, "user", "group", out);
-    if let Some(cwd) = spec.params.get("cwd").and_then(|v| v.as_str()) {
-        if cwd.starts_with('/') {
-            let t = cwd.trim_end_matches('/');
-            out.requires(&format!("file:{t}/"));
+    let mut seen = Vec::new();
+    for f in CWD_FIELDS {
+        if let Some(cwd) = spec.params.get(f).and_then(|v| v.as_str()) {
+            if cwd.starts_with('/') {
+                let t = cwd.trim_end_matches('/');
+                if !seen.contains(&t) {
+                    seen.push(t);
+                    out.requires(&format!("file:{t}/"));
+                }
+            }
         }
     }
 }
+
+/// The working directory fields, each required (autoedge) as a directory.
+const CWD_FIELDS: [&str; 3] = ["cwd", "ifcwd", "nifcwd"];
 
 impl Exec {
     fn shell_line(&self, line: &str) -> CmdLine {
@@ -334,14 +421,54 @@ impl Exec {
         }
     }
 
-    /// Runs a guard; returns whether it succeeded.
-    async fn guard(&self, line: &str) -> Result<bool, ResError> {
-        let c = self.shell_line(line);
-        let f = c
-            .run(&self.id, self.timeout)
+    /// Runs a guard; returns whether it succeeded, and what it wrote.
+    async fn guard(&self, g: &Side) -> Result<(bool, Captured), ResError> {
+        let (f, out) = g
+            .cmd
+            .run_captured(&self.id, self.timeout)
             .await
-            .map_err(|e| ResError::new(format!("{}: guard: {e}", self.id)))?;
-        Ok(f.status.success())
+            .map_err(|e| ResError::new(format!("{}: {}: {e}", self.id, g.field)))?;
+        tracing::debug!(resource = %self.id, guard = g.field, status = %describe(&f.status), "guard ran");
+        Ok((f.status.success(), out))
+    }
+
+    /// mgmt's order: `ifcmd` (with `ifequals`), `nifcmd`, `creates`; whether one of them
+    /// says not to run.
+    async fn guarded(&self) -> Result<bool, ResError> {
+        if let Some(g) = &self.ifcmd {
+            let (ok, out) = self.guard(g).await?;
+            if !ok {
+                return Ok(true);
+            }
+            let text = |b: &Option<Vec<u8>>| b.as_deref().unwrap_or_default().to_vec();
+            if self
+                .ifequals
+                .as_ref()
+                .is_some_and(|w| w.as_bytes() == text(&out.output))
+            {
+                tracing::info!(resource = %self.id, "ifequals matched, not running");
+                return Ok(true);
+            }
+            if self
+                .ifequals_stdout
+                .as_ref()
+                .is_some_and(|w| w.as_bytes() == text(&out.stdout))
+            {
+                tracing::info!(resource = %self.id, "ifequals_stdout matched, not running");
+                return Ok(true);
+            }
+        }
+        if let Some(g) = &self.nifcmd {
+            if self.guard(g).await?.0 {
+                return Ok(true);
+            }
+        }
+        if let Some(c) = &self.creates {
+            if Path::new(c).symlink_metadata().is_ok() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn has_guards(&self) -> bool {
@@ -441,20 +568,8 @@ impl Resource for Exec {
         {
             return Ok(Checked::InState);
         }
-        if let Some(c) = &self.creates {
-            if Path::new(c).symlink_metadata().is_ok() {
-                return Ok(Checked::InState);
-            }
-        }
-        if let Some(g) = &self.ifcmd {
-            if !self.guard(g).await? {
-                return Ok(Checked::InState);
-            }
-        }
-        if let Some(g) = &self.nifcmd {
-            if self.guard(g).await? {
-                return Ok(Checked::InState);
-            }
+        if self.guarded().await? {
+            return Ok(Checked::InState);
         }
         if !ctx.apply {
             tracing::info!(resource = %self.id, cmd = %self.cmd.display(), "would run");

@@ -291,3 +291,102 @@ async fn sends_what_its_last_successful_run_wrote_and_keeps_it_for_the_next_proc
     assert!(apply(&failing).await.is_err());
     assert!(failing.sent().is_empty());
 }
+
+#[tokio::test]
+async fn guard_shells_cwds_and_ifequals() {
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("log");
+    let cmd = format!("echo x >> {}", log.display());
+    let lines = || {
+        fs::read_to_string(&log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let gdir = t.path().join("gdir");
+    fs::create_dir(&gdir).unwrap();
+    fs::write(gdir.join("marker"), "").unwrap();
+
+    // `ifshell` runs `ifcmd` (bash's `[[`, which /bin/sh (dash) lacks); `ifcwd` is its
+    // directory: the relative `marker` is found there only.
+    let r = build(
+        sh("if", &cmd)
+            .param("ifcmd", "[[ -e marker ]]")
+            .param("ifshell", "/bin/bash")
+            .param("ifcwd", gdir.to_str().unwrap()),
+    );
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(lines(), 0, "a dry run runs the guard, not the command");
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(lines(), 1);
+    fs::remove_file(gdir.join("marker")).unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    assert_eq!(lines(), 1);
+    // Without `ifshell` the guard goes to /bin/sh, where `[[` is no command: it fails.
+    let r = build(
+        sh("if-sh", &cmd)
+            .param("shell", "/bin/sh")
+            .param("ifcmd", "[[ 1 == 1 ]]"),
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+
+    // `nifshell` / `nifcwd`: the guard succeeds (blocks) only in its own directory.
+    fs::write(gdir.join("present"), "").unwrap();
+    let nif = |dir: &Path| {
+        build(
+            sh("nif", &cmd)
+                .param("nifcmd", "[[ -e present ]]")
+                .param("nifshell", "/bin/bash")
+                .param("nifcwd", dir.to_str().unwrap()),
+        )
+    };
+    assert_eq!(apply(&nif(&gdir)).await.unwrap(), Checked::InState);
+    assert_eq!(apply(&nif(t.path())).await.unwrap(), Checked::Changed);
+    assert_eq!(lines(), 2);
+
+    // `ifequals`: the guard's output, stdout and stderr together, trailing newline included.
+    let eq = |want: &str| {
+        build(
+            sh("eq", &cmd)
+                .param("ifcmd", "echo ready; echo warn >&2")
+                .param("ifequals", want),
+        )
+    };
+    assert_eq!(apply(&eq("ready\nwarn\n")).await.unwrap(), Checked::InState);
+    assert_eq!(apply(&eq("ready\n")).await.unwrap(), Checked::Changed);
+    assert_eq!(lines(), 3);
+    // `ifequals_stdout` ignores stderr.
+    let r = build(
+        sh("eq-out", &cmd)
+            .param("ifcmd", "echo ready; echo warn >&2")
+            .param("ifequals_stdout", "ready\n"),
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    // The empty string matches a guard that printed nothing.
+    let r = build(
+        sh("eq-empty", &cmd)
+            .param("ifcmd", "true")
+            .param("ifequals", ""),
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    // A failing guard blocks whatever `ifequals` says.
+    let r = build(
+        sh("eq-fail", &cmd)
+            .param("ifcmd", "false")
+            .param("ifequals", "nope"),
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    assert_eq!(lines(), 3);
+
+    // Bad input names the field; a guard that cannot start names its field.
+    let e = invalid(sh("e", "true").param("ifcwd", "relative/dir"));
+    assert!(e.contains("field `ifcwd`"), "{e}");
+    let e = invalid(sh("e", "true").param("nifcwd", "rel"));
+    assert!(e.contains("field `nifcwd`"), "{e}");
+    let r = build(
+        sh("e", "true")
+            .param("ifcmd", "true")
+            .param("ifshell", "/no/such/shell"),
+    );
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("ifcmd") && e.contains("/no/such/shell"), "{e}");
+}
