@@ -11,6 +11,9 @@
 //! the command, its exit status and the tail of its stderr. The whole process group is killed
 //! on timeout or cancellation.
 //!
+//! After each successful run, `donecmd` (through `doneshell` in `donecwd`, defaults as for
+//! the guards) runs; when it fails the run has failed. A dry run runs neither.
+//!
 //! Send/recv (mgmt's): it sends `output` (standard output and error interleaved), `stdout` and
 //! `stderr` of its last successful run, kept under `<state>/kinds/exec/` so that a later
 //! process sends them too before the command runs again; a stream that wrote nothing is not
@@ -125,6 +128,21 @@ pub(crate) fn schema() -> &'static KindSchema {
             .field(Field::new("creates", Type::Str, "skip when this path exists").default_value(""))
             .field(
                 Field::new(
+                    "donecmd",
+                    Type::Str,
+                    "run after each successful run of `cmd`; its failure fails the run",
+                )
+                .default_value(""),
+            )
+            .field(
+                Field::new("doneshell", Type::Str, "the shell of `donecmd`").default_value(""),
+            )
+            .field(
+                Field::new("donecwd", Type::Str, "the working directory of `donecmd`")
+                    .default_value(""),
+            )
+            .field(
+                Field::new(
                     "refreshonly",
                     Type::Bool,
                     "run only when refreshed through a notify edge",
@@ -184,6 +202,7 @@ struct Exec {
     ifequals: Option<String>,
     ifequals_stdout: Option<String>,
     nifcmd: Option<Side>,
+    donecmd: Option<Side>,
     creates: Option<PathBuf>,
     refreshonly: bool,
     watchcmd: Option<String>,
@@ -360,6 +379,7 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     };
     let ifcmd = side("ifcmd", "if")?;
     let nifcmd = side("nifcmd", "nif")?;
+    let donecmd = side("donecmd", "done")?;
     Ok(Box::new(Exec {
         id: format!("exec[{}]", spec.name),
         cmd: CmdLine {
@@ -374,6 +394,7 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         ifequals: p.opt_str("ifequals")?,
         ifequals_stdout: p.opt_str("ifequals_stdout")?,
         nifcmd,
+        donecmd,
         creates,
         refreshonly: p.bool("refreshonly")?,
         watchcmd: opt(p.str("watchcmd")?),
@@ -408,7 +429,7 @@ pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
 }
 
 /// The working directory fields, each required (autoedge) as a directory.
-const CWD_FIELDS: [&str; 3] = ["cwd", "ifcwd", "nifcwd"];
+const CWD_FIELDS: [&str; 4] = ["cwd", "ifcwd", "nifcwd", "donecwd"];
 
 impl Exec {
     fn shell_line(&self, line: &str) -> CmdLine {
@@ -587,16 +608,22 @@ impl Resource for Exec {
         };
         if !f.status.success() {
             self.needs_run.store(true, Ordering::SeqCst);
-            return Err(ResError::new(format!(
-                "`{}` {}{}",
-                self.cmd.display(),
-                describe(&f.status),
-                if f.stderr_tail.is_empty() {
-                    String::new()
-                } else {
-                    format!("; stderr: {}", f.stderr_tail)
+            return Err(failed("", &self.cmd, &f));
+        }
+        // mgmt: a failing `donecmd` fails the run (nothing is kept or sent from it).
+        if let Some(d) = &self.donecmd {
+            tracing::info!(resource = %self.id, cmd = %d.cmd.display(), "running donecmd");
+            let f = match d.cmd.run(&self.id, self.timeout).await {
+                Ok(f) => f,
+                Err(e) => {
+                    self.needs_run.store(true, Ordering::SeqCst);
+                    return Err(ResError::new(format!("donecmd: {e}")));
                 }
-            )));
+            };
+            if !f.status.success() {
+                self.needs_run.store(true, Ordering::SeqCst);
+                return Err(failed("donecmd ", &d.cmd, &f));
+            }
         }
         let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
         let sent = Sent {
@@ -615,4 +642,18 @@ impl Resource for Exec {
         *self.sent.lock().unwrap_or_else(|e| e.into_inner()) = sent;
         Ok(Checked::Changed)
     }
+}
+
+/// A command's failure: `` `<cmd>` exited with status 3; stderr: ...``, after `what`.
+fn failed(what: &str, cmd: &CmdLine, f: &crate::process::Finished) -> ResError {
+    ResError::new(format!(
+        "{what}`{}` {}{}",
+        cmd.display(),
+        describe(&f.status),
+        if f.stderr_tail.is_empty() {
+            String::new()
+        } else {
+            format!("; stderr: {}", f.stderr_tail)
+        }
+    ))
 }

@@ -390,3 +390,80 @@ async fn guard_shells_cwds_and_ifequals() {
     let e = apply(&r).await.unwrap_err().to_string();
     assert!(e.contains("ifcmd") && e.contains("/no/such/shell"), "{e}");
 }
+
+#[tokio::test]
+async fn donecmd_runs_after_a_successful_run_and_its_failure_fails_it() {
+    let t = tempfile::tempdir().unwrap();
+    let ddir = t.path().join("ddir");
+    fs::create_dir(&ddir).unwrap();
+    let log = t.path().join("log");
+    let spec = sh("done", &format!("echo cmd >> {}", log.display()))
+        .param(
+            "donecmd",
+            format!("echo done >> {}; pwd > where", log.display()),
+        )
+        .param("doneshell", "/bin/bash")
+        .param("donecwd", ddir.to_str().unwrap());
+    let r = build(spec);
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert!(!log.exists(), "a dry run runs neither cmd nor donecmd");
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "cmd\ndone\n",
+        "in that order"
+    );
+    let pwd = fs::read_to_string(ddir.join("where")).unwrap();
+    assert_eq!(
+        fs::canonicalize(pwd.trim()).unwrap(),
+        fs::canonicalize(&ddir).unwrap()
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+
+    // A failing cmd: donecmd does not run.
+    let r =
+        build(sh("done-not", "exit 1").param("donecmd", format!("echo no >> {}", log.display())));
+    assert!(apply(&r).await.is_err());
+    assert_eq!(fs::read_to_string(&log).unwrap(), "cmd\ndone\n");
+
+    // A failing donecmd fails the run, names itself, and nothing from the run is sent; the
+    // next check runs both again.
+    let flag = t.path().join("ok");
+    let r = build(
+        sh(
+            "done-fail",
+            &format!("echo cmd >> {}; echo out", log.display()),
+        )
+        .param(
+            "donecmd",
+            format!(
+                "test -e {} || {{ echo 'not yet' >&2; exit 4; }}",
+                flag.display()
+            ),
+        ),
+    );
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(
+        e.contains("donecmd") && e.contains("exited with status 4"),
+        "{e}"
+    );
+    assert!(e.contains("not yet"), "{e}");
+    assert!(r.sent().is_empty(), "{:?}", r.sent());
+    fs::write(&flag, "").unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "cmd\ndone\ncmd\ncmd\n",
+        "cmd ran again after donecmd failed"
+    );
+    assert_eq!(
+        r.sent(),
+        [
+            ("output".to_string(), Value::from("out\n")),
+            ("stdout".to_string(), Value::from("out\n"))
+        ]
+    );
+
+    let e = invalid(sh("e", "true").param("donecwd", "rel"));
+    assert!(e.contains("field `donecwd`"), "{e}");
+}
