@@ -11,6 +11,10 @@
 //! the command, its exit status and the tail of its stderr. The whole process group is killed
 //! on timeout or cancellation.
 //!
+//! Drift events: each line `watchcmd` prints (through `watchshell` in `watchcwd`), and any
+//! change of a `watchfiles` path (or, for one ending in `/`, of anything below it) or of
+//! `creates`, through the process's inotify hub ([`crate::fswatch`]).
+//!
 //! After each successful run, `donecmd` (through `doneshell` in `donecwd`, defaults as for
 //! the guards) runs; when it fails the run has failed. A dry run runs neither.
 //!
@@ -24,14 +28,15 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tend_engine::{AutoEdgeSink, CheckCtx, Checked, InitCtx, ResError, Resource, Watcher};
 use tend_model::{Field, KindSchema, ResSpec, Type, Value};
 
+use crate::fswatch::{self, Target};
 use crate::params::{field_err, Params};
-use crate::process::{describe, log_lines, Captured, CmdLine, Lines, RunAs, TAIL_LINES};
+use crate::process::{describe, log_lines, Captured, CmdLine, Lines, RunAs, Running, TAIL_LINES};
 
 /// The `exec` schema.
 pub(crate) fn schema() -> &'static KindSchema {
@@ -168,6 +173,21 @@ pub(crate) fn schema() -> &'static KindSchema {
                 .default_value(""),
             )
             .field(
+                Field::new("watchshell", Type::Str, "the shell of `watchcmd`").default_value(""),
+            )
+            .field(
+                Field::new("watchcwd", Type::Str, "the working directory of `watchcmd`")
+                    .default_value(""),
+            )
+            .field(
+                Field::new(
+                    "watchfiles",
+                    Type::List(Box::new(Type::Str)),
+                    "absolute paths whose changes are drift events; one ending in `/` is a directory watched with everything below it",
+                )
+                .default_value(Value::List(Vec::new())),
+            )
+            .field(
                 Field::new(
                     "send_output",
                     Type::Str,
@@ -196,7 +216,6 @@ pub(crate) fn schema() -> &'static KindSchema {
 struct Exec {
     id: String,
     cmd: CmdLine,
-    guard_shell: String,
     ifcmd: Option<Side>,
     /// `ifequals`, `ifequals_stdout`.
     ifequals: Option<String>,
@@ -205,7 +224,10 @@ struct Exec {
     donecmd: Option<Side>,
     creates: Option<PathBuf>,
     refreshonly: bool,
-    watchcmd: Option<String>,
+    watchcmd: Option<Side>,
+    /// What the watch follows (`watchfiles`, `creates`): a path, and whether everything
+    /// below it too.
+    watched: Vec<(Arc<Path>, bool)>,
     timeout: Option<Duration>,
     /// Without guards: not run successfully since the last drift.
     needs_run: AtomicBool,
@@ -380,6 +402,15 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     let ifcmd = side("ifcmd", "if")?;
     let nifcmd = side("nifcmd", "nif")?;
     let donecmd = side("donecmd", "done")?;
+    let watchcmd = side("watchcmd", "watch")?;
+    let mut watched = Vec::new();
+    for f in p.strs("watchfiles")? {
+        abs("watchfiles", &f)?;
+        watched.push(watch_path(&f));
+    }
+    if let Some(c) = &creates {
+        watched.push((Arc::from(c.as_path()), false));
+    }
     Ok(Box::new(Exec {
         id: format!("exec[{}]", spec.name),
         cmd: CmdLine {
@@ -389,7 +420,6 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
             env,
             run_as,
         },
-        guard_shell,
         ifcmd,
         ifequals: p.opt_str("ifequals")?,
         ifequals_stdout: p.opt_str("ifequals_stdout")?,
@@ -397,7 +427,8 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         donecmd,
         creates,
         refreshonly: p.bool("refreshonly")?,
-        watchcmd: opt(p.str("watchcmd")?),
+        watchcmd,
+        watched,
         timeout: (timeout > 0).then(|| Duration::from_secs(timeout as u64)),
         needs_run: AtomicBool::new(true),
         sent: Mutex::new(Sent::default()),
@@ -429,17 +460,54 @@ pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
 }
 
 /// The working directory fields, each required (autoedge) as a directory.
-const CWD_FIELDS: [&str; 4] = ["cwd", "ifcwd", "nifcwd", "donecwd"];
+const CWD_FIELDS: [&str; 5] = ["cwd", "ifcwd", "nifcwd", "donecwd", "watchcwd"];
 
 impl Exec {
-    fn shell_line(&self, line: &str) -> CmdLine {
-        CmdLine {
-            program: self.guard_shell.clone(),
-            args: vec!["-c".into(), line.into()],
-            cwd: self.cmd.cwd.clone(),
-            env: self.cmd.env.clone(),
-            run_as: self.cmd.run_as.clone(),
-        }
+    /// Follows a started `watchcmd`: each line it prints is a drift event. Returns (an error
+    /// with its status and stderr tail) when it ends.
+    async fn watchcmd_lines(
+        &self,
+        c: &CmdLine,
+        mut r: Running,
+        w: &Watcher,
+    ) -> Result<(), ResError> {
+        let stderr = r.child.stderr.take();
+        let err_log = async {
+            match stderr {
+                Some(e) => log_lines(e, self.id.clone(), "watchcmd stderr", TAIL_LINES).await,
+                None => Default::default(),
+            }
+        };
+        let stdout = r
+            .child
+            .stdout
+            .take()
+            .ok_or_else(|| ResError::new("watchcmd: no stdout"))?;
+        let events = async {
+            let mut lines = Lines::new(stdout);
+            while let Some(l) = lines.next().await {
+                tracing::debug!(resource = %self.id, line = %l, "watchcmd event");
+                self.needs_run.store(true, Ordering::SeqCst);
+                w.event();
+            }
+        };
+        let (_, tail) = tokio::join!(events, err_log);
+        let status =
+            r.child.wait().await.map_err(|e| {
+                ResError::new(format!("watchcmd: waiting for `{}`: {e}", c.display()))
+            })?;
+        r.group.disarm();
+        let tail: Vec<String> = tail.into_iter().collect();
+        Err(ResError::new(format!(
+            "watchcmd `{}` {}{}",
+            c.display(),
+            describe(&status),
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", tail.join("\n"))
+            }
+        )))
     }
 
     /// Runs a guard; returns whether it succeeded, and what it wrote.
@@ -529,53 +597,60 @@ impl Resource for Exec {
     }
 
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
-        let Some(line) = &self.watchcmd else {
-            w.running();
-            std::future::pending::<()>().await;
-            return Ok(());
-        };
-        let c = self.shell_line(line);
-        let mut r = c
-            .spawn()
-            .map_err(|e| ResError::new(format!("watchcmd: {e}")))?;
-        let stderr = r.child.stderr.take();
-        let err_log = async {
-            match stderr {
-                Some(e) => log_lines(e, self.id.clone(), "watchcmd stderr", TAIL_LINES).await,
-                None => Default::default(),
+        // Files first (`watchfiles`, `creates`): armed before the watch reports running.
+        let targets = self.watched.clone();
+        let files = !targets.is_empty();
+        let (fw, frx) = Watcher::channel();
+        let follow = async {
+            if !files {
+                return std::future::pending().await;
             }
+            fswatch::follow(&self.id, fw, move || file_targets(&targets)).await
         };
-        let stdout = r
-            .child
-            .stdout
-            .take()
-            .ok_or_else(|| ResError::new("watchcmd: no stdout"))?;
+        tokio::pin!(follow);
+        let ended = |r: Result<(), ResError>| {
+            r.and_then(|()| Err(ResError::new(format!("{}: the file watch ended", self.id))))
+        };
+        if files {
+            let armed = async {
+                while !frx.take().running {
+                    frx.next().await;
+                }
+            };
+            tokio::select! {
+                r = &mut follow => return ended(r),
+                _ = armed => {}
+            }
+        }
+        let running = match &self.watchcmd {
+            Some(c) => Some(
+                c.cmd
+                    .spawn()
+                    .map_err(|e| ResError::new(format!("watchcmd: {e}")))?,
+            ),
+            None => None,
+        };
         w.running();
-        let events = async {
-            let mut lines = Lines::new(stdout);
-            while let Some(l) = lines.next().await {
-                tracing::debug!(resource = %self.id, line = %l, "watchcmd event");
-                self.needs_run.store(true, Ordering::SeqCst);
-                w.event();
+        let file_events = async {
+            loop {
+                if frx.next().await.dirty {
+                    tracing::debug!(resource = %self.id, "watched file changed");
+                    self.needs_run.store(true, Ordering::SeqCst);
+                    w.event();
+                }
             }
         };
-        let (_, tail) = tokio::join!(events, err_log);
-        let status =
-            r.child.wait().await.map_err(|e| {
-                ResError::new(format!("watchcmd: waiting for `{}`: {e}", c.display()))
-            })?;
-        r.group.disarm();
-        let tail: Vec<String> = tail.into_iter().collect();
-        Err(ResError::new(format!(
-            "watchcmd `{}` {}{}",
-            c.display(),
-            describe(&status),
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", tail.join("\n"))
+        let lines = async {
+            match (running, &self.watchcmd) {
+                (Some(r), Some(c)) => self.watchcmd_lines(&c.cmd, r, &w).await,
+                _ => std::future::pending().await,
             }
-        )))
+        };
+        tokio::select! {
+            r = &mut follow => ended(r),
+            r = lines => r,
+            () = file_events => Ok(()),
+        }
     }
 
     async fn check_apply(&self, ctx: CheckCtx) -> Result<Checked, ResError> {
@@ -656,4 +731,24 @@ fn failed(what: &str, cmd: &CmdLine, f: &crate::process::Finished) -> ResError {
             format!("; stderr: {}", f.stderr_tail)
         }
     ))
+}
+
+/// A watched path without its trailing slashes, and whether it had one (watch the tree).
+fn watch_path(p: &str) -> (Arc<Path>, bool) {
+    let t = p.trim_end_matches('/');
+    let t = if t.is_empty() { "/" } else { t };
+    (Arc::from(Path::new(t)), p.len() > 1 && p.ends_with('/'))
+}
+
+/// The inotify hub's targets for the watched paths: a tree is each of its directories'
+/// entries, computed again after every event (a new subdirectory is followed too).
+fn file_targets(watched: &[(Arc<Path>, bool)]) -> Vec<Target> {
+    let mut out = Vec::new();
+    for (p, tree) in watched {
+        out.push(Target::Path(p.clone()));
+        if *tree && p.is_dir() {
+            crate::tar::dirs_below(p, &mut out);
+        }
+    }
+    out
 }

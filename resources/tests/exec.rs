@@ -467,3 +467,78 @@ async fn donecmd_runs_after_a_successful_run_and_its_failure_fails_it() {
     let e = invalid(sh("e", "true").param("donecwd", "rel"));
     assert!(e.contains("field `donecwd`"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchfiles_changes_are_drift_events() {
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("log");
+    let conf = t.path().join("app.conf");
+    fs::write(&conf, "a").unwrap();
+    let tree = t.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    let r = build(sh("wf", &format!("echo run >> {}", log.display())).param(
+        "watchfiles",
+        vec![
+            conf.to_str().unwrap().to_string(),
+            format!("{}/", tree.display()),
+        ],
+    ));
+    let w = watch(&r).await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+
+    // The file is replaced (one event: a write makes several, each a drift): the exec runs
+    // again.
+    let replace = |to: &Path| {
+        let tmp = t.path().join("tmp");
+        fs::write(&tmp, "b").unwrap();
+        fs::rename(&tmp, to).unwrap();
+    };
+    w.clear();
+    replace(&conf);
+    w.event("a watched file was written").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+
+    // A new subdirectory of the tree, then a file inside it: both are drifts (the tree is
+    // followed as it grows).
+    w.clear();
+    fs::create_dir(tree.join("sub")).unwrap();
+    w.event("a directory appeared in the tree").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    w.clear();
+    replace(&tree.join("sub").join("deep"));
+    w.event("a file appeared deep in the tree").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "run\nrun\nrun\nrun\n");
+
+    let e = invalid(sh("e", "true").param("watchfiles", vec!["relative/file"]));
+    assert!(e.contains("field `watchfiles`"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchshell_and_watchcwd_run_the_watch_command() {
+    let t = tempfile::tempdir().unwrap();
+    let wdir = t.path().join("wdir");
+    fs::create_dir(&wdir).unwrap();
+    let fifo = wdir.join("events");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Bash-only syntax, and a path relative to `watchcwd`.
+    let r = build(
+        sh("ws", "true")
+            .param("watchcmd", "[[ -p events ]] && exec cat events")
+            .param("watchshell", "/bin/bash")
+            .param("watchcwd", wdir.to_str().unwrap()),
+    );
+    let w = watch(&r).await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    w.clear();
+    let mut tx = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    use std::io::Write;
+    writeln!(tx, "go").unwrap();
+    w.event("a line from the watch command").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    let e = invalid(sh("e", "true").param("watchcwd", "rel"));
+    assert!(e.contains("field `watchcwd`"), "{e}");
+}
