@@ -15,6 +15,11 @@
 //! change of a `watchfiles` path (or, for one ending in `/`, of anything below it) or of
 //! `creates`, through the process's inotify hub ([`crate::fswatch`]).
 //!
+//! `mtimes` (mgmt's): when a listed file was modified after the last successful run ended
+//! (kept as the modification time of `<state>/kinds/exec/<name, hex>/mtimes`), or it never
+//! ran, the command runs regardless of the guards (which are then not run); a missing file is
+//! an error. Combine with `ifcmd: "false"` to run only then.
+//!
 //! After each successful run, `donecmd` (through `doneshell` in `donecwd`, defaults as for
 //! the guards) runs; when it fails the run has failed. A dry run runs neither.
 //!
@@ -29,7 +34,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tend_engine::{AutoEdgeSink, CheckCtx, Checked, InitCtx, ResError, Resource, Watcher};
 use tend_model::{Field, KindSchema, ResSpec, Type, Value};
@@ -133,6 +138,14 @@ pub(crate) fn schema() -> &'static KindSchema {
             .field(Field::new("creates", Type::Str, "skip when this path exists").default_value(""))
             .field(
                 Field::new(
+                    "mtimes",
+                    Type::List(Box::new(Type::Str)),
+                    "absolute paths of files, each of which must exist: when one was modified after the last successful run (or it never ran), run regardless of the guards; each is watched",
+                )
+                .default_value(Value::List(Vec::new())),
+            )
+            .field(
+                Field::new(
                     "donecmd",
                     Type::Str,
                     "run after each successful run of `cmd`; its failure fails the run",
@@ -228,6 +241,11 @@ struct Exec {
     /// What the watch follows (`watchfiles`, `creates`): a path, and whether everything
     /// below it too.
     watched: Vec<(Arc<Path>, bool)>,
+    /// `mtimes`.
+    mtimes: Vec<PathBuf>,
+    /// When the last successful run ended, without a state directory (with one: the
+    /// modification time of `<cache>/mtimes`).
+    last_run: Mutex<Option<SystemTime>>,
     timeout: Option<Duration>,
     /// Without guards: not run successfully since the last drift.
     needs_run: AtomicBool,
@@ -411,6 +429,12 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
     if let Some(c) = &creates {
         watched.push((Arc::from(c.as_path()), false));
     }
+    let mut mtimes = Vec::new();
+    for f in p.strs("mtimes")? {
+        abs("mtimes", &f)?;
+        watched.push(watch_path(&f));
+        mtimes.push(PathBuf::from(f));
+    }
     Ok(Box::new(Exec {
         id: format!("exec[{}]", spec.name),
         cmd: CmdLine {
@@ -429,6 +453,8 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         refreshonly: p.bool("refreshonly")?,
         watchcmd,
         watched,
+        mtimes,
+        last_run: Mutex::new(None),
         timeout: (timeout > 0).then(|| Duration::from_secs(timeout as u64)),
         needs_run: AtomicBool::new(true),
         sent: Mutex::new(Sent::default()),
@@ -560,6 +586,63 @@ impl Exec {
         Ok(false)
     }
 
+    /// `<cache>/mtimes`: its modification time is when the last successful run ended.
+    fn stamp_path(&self) -> Option<PathBuf> {
+        let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.as_ref().map(|d| d.join("mtimes"))
+    }
+
+    /// Whether a file of `mtimes` was modified after the last successful run (every one is
+    /// when it never ran). A missing file is an error, as in mgmt.
+    fn mtimes_newer(&self) -> Result<bool, ResError> {
+        if self.mtimes.is_empty() {
+            return Ok(false);
+        }
+        let last = match self.stamp_path() {
+            Some(p) => match std::fs::metadata(&p) {
+                Ok(m) => Some(m.modified().map_err(|e| ResError::io("reading", &p, e))?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(ResError::io("reading", &p, e)),
+            },
+            None => *self.last_run.lock().unwrap_or_else(|e| e.into_inner()),
+        };
+        let mut newer = false;
+        for f in &self.mtimes {
+            let m = std::fs::metadata(f)
+                .and_then(|m| m.modified())
+                .map_err(|e| ResError::field("mtimes", format!("{}: {e}", f.display())))?;
+            // Strictly after, as mgmt: the stamp is written after the run, so what the
+            // command itself modified is not newer.
+            if last.is_none_or(|l| m > l) {
+                newer = true;
+            }
+        }
+        Ok(newer)
+    }
+
+    /// Records that a run just ended successfully (with `mtimes`).
+    fn stamp_run(&self) -> Result<(), ResError> {
+        let Some(p) = self.stamp_path() else {
+            *self.last_run.lock().unwrap_or_else(|e| e.into_inner()) = Some(SystemTime::now());
+            return Ok(());
+        };
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).map_err(|e| ResError::io("creating", d, e))?;
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        // Written (not only touched): writing sets the modification time.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&p)
+            .and_then(|mut f| writeln!(f, "{}.{:09}", now.as_secs(), now.subsec_nanos()))
+            .map_err(|e| ResError::io("writing", &p, e))
+    }
+
     fn has_guards(&self) -> bool {
         self.ifcmd.is_some() || self.nifcmd.is_some() || self.creates.is_some()
     }
@@ -657,15 +740,21 @@ impl Resource for Exec {
         if self.refreshonly && !ctx.refresh {
             return Ok(Checked::InState);
         }
-        if !self.refreshonly
-            && !self.has_guards()
-            && !ctx.refresh
-            && !self.needs_run.load(Ordering::SeqCst)
-        {
-            return Ok(Checked::InState);
-        }
-        if self.guarded().await? {
-            return Ok(Checked::InState);
+        // mgmt: a file of `mtimes` newer than the last run forces a run, skipping the guards.
+        let forced = self.mtimes_newer()?;
+        if !forced {
+            if !self.refreshonly
+                && !self.has_guards()
+                && !ctx.refresh
+                && !self.needs_run.load(Ordering::SeqCst)
+            {
+                return Ok(Checked::InState);
+            }
+            if self.guarded().await? {
+                return Ok(Checked::InState);
+            }
+        } else {
+            tracing::info!(resource = %self.id, "a file of `mtimes` is newer than the last run");
         }
         if !ctx.apply {
             tracing::info!(resource = %self.id, cmd = %self.cmd.display(), "would run");
@@ -698,6 +787,12 @@ impl Resource for Exec {
             if !f.status.success() {
                 self.needs_run.store(true, Ordering::SeqCst);
                 return Err(failed("donecmd ", &d.cmd, &f));
+            }
+        }
+        if !self.mtimes.is_empty() {
+            if let Err(e) = self.stamp_run() {
+                self.needs_run.store(true, Ordering::SeqCst);
+                return Err(e);
             }
         }
         let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());

@@ -542,3 +542,94 @@ async fn watchshell_and_watchcwd_run_the_watch_command() {
     let e = invalid(sh("e", "true").param("watchcwd", "rel"));
     assert!(e.contains("field `watchcwd`"), "{e}");
 }
+
+/// Sets a file's modification time to `t`.
+fn set_mtime(p: &Path, t: std::time::SystemTime) {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let tv = nix::sys::time::TimeVal::new(d.as_secs() as i64, d.subsec_micros() as i64);
+    nix::sys::stat::utimes(p, &tv, &tv).unwrap();
+}
+
+/// The `mtimes` stamp an exec keeps under the state directory.
+fn stamp(state: &Path) -> Option<std::time::SystemTime> {
+    let dir = state.join("kinds").join("exec");
+    for e in fs::read_dir(dir).ok()?.flatten() {
+        if let Ok(m) = fs::metadata(e.path().join("mtimes")) {
+            return Some(m.modified().unwrap());
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtimes_newer_than_the_last_run_force_a_run() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let ctx = tend_engine::InitCtx {
+        state_dir: state.clone(),
+        ..Default::default()
+    };
+    let log = t.path().join("log");
+    let src = t.path().join("src.c");
+    fs::write(&src, "int main;").unwrap();
+    set_mtime(
+        &src,
+        std::time::SystemTime::now() - Duration::from_secs(1000),
+    );
+    let lines = || {
+        fs::read_to_string(&log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    // `ifcmd: false` blocks every run that `mtimes` does not force (mgmt's advice).
+    let spec = sh("mt", &format!("echo build >> {}", log.display()))
+        .param("ifcmd", "false")
+        .param("mtimes", vec![src.to_str().unwrap().to_string()]);
+    let r = build(spec.clone());
+    r.init(&ctx).await.unwrap();
+
+    // Never ran: forced, past the guard. A dry run runs nothing and keeps no stamp.
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(lines(), 0);
+    assert!(stamp(&state).is_none());
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(lines(), 1);
+    let first = stamp(&state).expect("a stamp after the run");
+    assert_eq!(
+        apply(&r).await.unwrap(),
+        Checked::InState,
+        "older file, guard blocks"
+    );
+
+    // Modified after the run: forced again (after the clock passed the stamp, so that the
+    // write's timestamp is later than the stamp's).
+    let w = watch(&r).await;
+    eventually("the clock passes the stamp", 5, || {
+        std::time::SystemTime::now() > first + Duration::from_millis(50)
+    })
+    .await;
+    w.clear();
+    fs::write(&src, "int main() {}").unwrap();
+    w.event("a file of mtimes changed").await;
+    assert!(fs::metadata(&src).unwrap().modified().unwrap() > first);
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(lines(), 1, "a dry run does not run it");
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(lines(), 2);
+    assert!(stamp(&state).unwrap() > first, "the stamp moved on");
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    drop(w);
+
+    // Another process, same state directory: the stamp is kept, nothing is newer.
+    let again = build(spec.clone());
+    again.init(&ctx).await.unwrap();
+    assert_eq!(apply(&again).await.unwrap(), Checked::InState);
+    assert_eq!(lines(), 2);
+
+    // A missing file is an error naming the field and the path.
+    fs::remove_file(&src).unwrap();
+    let e = apply(&again).await.unwrap_err().to_string();
+    assert!(e.contains("field `mtimes`") && e.contains("src.c"), "{e}");
+    let e = invalid(sh("e", "true").param("mtimes", vec!["rel/file"]));
+    assert!(e.contains("field `mtimes`"), "{e}");
+}
