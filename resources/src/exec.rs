@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use nix::sys::signal::Signal;
 use tend_engine::{AutoEdgeSink, CheckCtx, Checked, InitCtx, ResError, Resource, Watcher};
 use tend_model::{Field, KindSchema, ResSpec, Type, Value};
 
@@ -177,6 +178,14 @@ pub(crate) fn schema() -> &'static KindSchema {
                 Type::Str,
                 "run as this group, a name or a numeric gid (default: the user's primary group)",
             ))
+            .field(
+                Field::new(
+                    "cancel_signal",
+                    Type::Str,
+                    "the signal sent to a command's process group on timeout or cancellation, e.g. \"SIGINT\" (default SIGTERM); SIGKILL follows after 5 s",
+                )
+                .default_value(""),
+            )
             .field(
                 Field::new(
                     "watchcmd",
@@ -369,6 +378,7 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         ));
     }
     let run_as = RunAs::new(p.opt_str("user")?, p.opt_str("group")?)?;
+    let cancel = cancel_signal(&p.str("cancel_signal")?)?;
     let cwd = match opt(p.str("cwd")?) {
         Some(c) => Some(abs("cwd", &c)?),
         None => None,
@@ -414,6 +424,7 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
                 cwd: dir,
                 env: env.clone(),
                 run_as: run_as.clone(),
+                cancel,
             },
         }))
     };
@@ -443,6 +454,7 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
             cwd,
             env,
             run_as,
+            cancel,
         },
         ifcmd,
         ifequals: p.opt_str("ifequals")?,
@@ -846,4 +858,24 @@ fn file_targets(watched: &[(Arc<Path>, bool)]) -> Vec<Target> {
         }
     }
     out
+}
+
+/// `cancel_signal`: a signal's name as mgmt takes it (`SIGINT`); empty is SIGTERM.
+fn cancel_signal(s: &str) -> Result<Signal, ResError> {
+    if s.is_empty() {
+        return Ok(Signal::SIGTERM);
+    }
+    if let Ok(sig) = s.parse::<Signal>() {
+        return Ok(sig);
+    }
+    let up = s.to_uppercase();
+    for cand in [up.clone(), format!("SIG{up}")] {
+        if cand.parse::<Signal>().is_ok() {
+            return Err(field_err(
+                "cancel_signal",
+                format!("{s:?} is not a signal; did you mean {cand:?}?"),
+            ));
+        }
+    }
+    Err(field_err("cancel_signal", format!("{s:?} is not a signal")))
 }

@@ -633,3 +633,113 @@ async fn mtimes_newer_than_the_last_run_force_a_run() {
     let e = invalid(sh("e", "true").param("mtimes", vec!["rel/file"]));
     assert!(e.contains("field `mtimes`"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_signal_goes_to_the_group_then_sigkill() {
+    let t = tempfile::tempdir().unwrap();
+    let pidfile = t.path().join("pid");
+    let got = t.path().join("got");
+    // The shell records SIGINT and goes on waiting; its background `sleep` ignores SIGINT
+    // (as every background job of a non-interactive shell does), so only the SIGKILL after
+    // the grace ends them.
+    let r = build(
+        sh(
+            "sig",
+            &format!(
+                "trap 'echo INT >> {}' INT; sleep 300 & echo $! > {}; while :; do wait; done",
+                got.display(),
+                pidfile.display()
+            ),
+        )
+        .param("timeout", 1i64)
+        .param("cancel_signal", "SIGINT"),
+    );
+    let start = Instant::now();
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(
+        e.contains("timed out after 1s") && e.contains("SIGINT"),
+        "{e}"
+    );
+    assert!(e.contains("then SIGKILL"), "{e}");
+    assert_eq!(
+        fs::read_to_string(&got).unwrap(),
+        "INT\n",
+        "the shell got SIGINT"
+    );
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually("the background sleep is killed", 5, || !alive(pid)).await;
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(15),
+        "1 s timeout + 5 s grace: {took:?}"
+    );
+    // A command that ends on the signal (the default, SIGTERM) is not waited for further,
+    // what is left of its group is killed then, and exiting 0 on it is still a failure.
+    let pidfile = t.path().join("pid1");
+    let r = build(
+        sh(
+            "sig-quick",
+            &format!(
+                "trap 'exit 0' TERM; sh -c 'trap \"\" TERM; exec sleep 300' & echo $! > {}; wait",
+                pidfile.display()
+            ),
+        )
+        .param("timeout", 1i64),
+    );
+    let start = Instant::now();
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("SIGTERM") && !e.contains("then SIGKILL"), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually("the TERM-proof sleep is killed", 5, || !alive(pid)).await;
+
+    // Cancelling a run (the check dropped) sends it too, then SIGKILL.
+    let pidfile = t.path().join("pid2");
+    let got = t.path().join("got2");
+    let r = build(
+        sh(
+            "sig-cancel",
+            &format!(
+                "trap 'echo TERM > {}; exit 0' TERM; sleep 300 & echo $! > {}; wait",
+                got.display(),
+                pidfile.display()
+            ),
+        )
+        .param("cancel_signal", "SIGTERM"),
+    );
+    let r2 = r.clone();
+    let task = tokio::spawn(async move { apply(&r2).await });
+    let pid = started_pid(&pidfile, "the command started").await;
+    task.abort();
+    eventually("the shell got SIGTERM", 5, || {
+        fs::read_to_string(&got).is_ok_and(|s| s == "TERM\n")
+    })
+    .await;
+    eventually("the background sleep is killed", 5, || !alive(pid)).await;
+
+    // Names as mgmt's: with the prefix, in capitals; the error suggests the spelling.
+    let e = invalid(sh("e", "true").param("cancel_signal", "sigint"));
+    assert!(
+        e.contains("field `cancel_signal`") && e.contains("\"SIGINT\""),
+        "{e}"
+    );
+    let e = invalid(sh("e", "true").param("cancel_signal", "TERM"));
+    assert!(e.contains("did you mean \"SIGTERM\""), "{e}");
+    let e = invalid(sh("e", "true").param("cancel_signal", "SIGNOPE"));
+    assert!(
+        e.contains("field `cancel_signal`") && !e.contains("did you mean"),
+        "{e}"
+    );
+}
