@@ -618,7 +618,8 @@ impl Exec {
             },
             None => *self.last_run.lock().unwrap_or_else(|e| e.into_inner()),
         };
-        let mut newer = false;
+        // In order, stopping at the first newer one (as mgmt: a missing file after it is
+        // not noticed then).
         for f in &self.mtimes {
             let m = std::fs::metadata(f)
                 .and_then(|m| m.modified())
@@ -626,10 +627,10 @@ impl Exec {
             // Strictly after, as mgmt: the stamp is written after the run, so what the
             // command itself modified is not newer.
             if last.is_none_or(|l| m > l) {
-                newer = true;
+                return Ok(true);
             }
         }
-        Ok(newer)
+        Ok(false)
     }
 
     /// Records that a run just ended successfully (with `mtimes`).
