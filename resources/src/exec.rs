@@ -770,7 +770,11 @@ impl Resource for Exec {
             tracing::info!(resource = %self.id, "a file of `mtimes` is newer than the last run");
         }
         if !ctx.apply {
-            tracing::info!(resource = %self.id, cmd = %self.cmd.display(), "would run");
+            match &self.donecmd {
+                Some(d) => tracing::info!(resource = %self.id, cmd = %self.cmd.display(),
+                    donecmd = %d.cmd.display(), "would run"),
+                None => tracing::info!(resource = %self.id, cmd = %self.cmd.display(), "would run"),
+            }
             return Ok(Checked::Changed);
         }
         // Clear first: a drift during the run must make it run again.
@@ -879,4 +883,20 @@ fn cancel_signal(s: &str) -> Result<Signal, ResError> {
         }
     }
     Err(field_err("cancel_signal", format!("{s:?} is not a signal")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_working_directory_is_required_once() {
+        let spec = ResSpec::new("exec", "e")
+            .param("cwd", "/srv/app/")
+            .param("ifcwd", "/srv/app")
+            .param("donecwd", "/var/lib/x")
+            .param("watchcwd", "relative");
+        let a = tend_engine::AutoEdges::of(autoedges, &spec);
+        assert_eq!(a.requires, ["file:/srv/app/", "file:/var/lib/x/"]);
+    }
 }
