@@ -9,6 +9,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use tend_engine::ResError;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
@@ -32,7 +33,13 @@ pub(crate) struct CmdLine {
     pub env: BTreeMap<String, String>,
     /// Whom to run as (`exec`'s `user` and `group`).
     pub run_as: RunAs,
+    /// Sent to the whole process group on timeout or cancellation (`exec`'s
+    /// `cancel_signal`); unless it is SIGKILL, SIGKILL follows after [`GRACE`].
+    pub cancel: Signal,
 }
+
+/// How long a command may take to end after its cancel signal, before SIGKILL.
+pub(crate) const GRACE: Duration = Duration::from_secs(5);
 
 /// A user and/or group to run a command as, looked up when the command starts (the account
 /// may be created by a resource earlier in the graph).
@@ -177,7 +184,7 @@ impl CmdLine {
         let pgid = child.id().map(|p| p as i32);
         Ok(Running {
             child,
-            group: GroupKill(pgid),
+            group: GroupKill(pgid, self.cancel),
         })
     }
 
@@ -234,12 +241,30 @@ impl CmdLine {
             Some(t) => match tokio::time::timeout(t, r.child.wait()).await {
                 Ok(s) => s,
                 Err(_) => {
-                    r.group.kill();
+                    // The cancel signal, up to GRACE to end, then SIGKILL for what is left
+                    // of the group (the group outlives its reaped leader while a member
+                    // lives, so its id cannot have been reused).
+                    let sig = r.group.1;
+                    let pgid = r.group.0.take();
+                    if let Some(g) = pgid {
+                        signal_group(g, sig);
+                    }
+                    let ended = sig != Signal::SIGKILL
+                        && tokio::time::timeout(GRACE, r.child.wait()).await.is_ok();
+                    if let Some(g) = pgid {
+                        signal_group(g, Signal::SIGKILL);
+                    }
                     let _ = r.child.wait().await;
                     return Err(ResError::new(format!(
-                        "`{}` timed out after {}s; its process group was killed",
+                        "`{}` timed out after {}s; its process group was sent {}{}",
                         self.display(),
-                        t.as_secs_f64()
+                        t.as_secs_f64(),
+                        sig.as_str(),
+                        if sig == Signal::SIGKILL || ended {
+                            String::new()
+                        } else {
+                            format!(", then SIGKILL after {}s", GRACE.as_secs())
+                        }
                     )));
                 }
             },
@@ -290,17 +315,43 @@ pub(crate) struct Running {
     pub group: GroupKill,
 }
 
-/// Kills a process group when dropped, unless disarmed.
-pub(crate) struct GroupKill(Option<i32>);
+/// Signals a process group when dropped, unless disarmed: its cancel signal, then SIGKILL
+/// after [`GRACE`] (or when the runtime shuts down first).
+pub(crate) struct GroupKill(Option<i32>, Signal);
+
+fn signal_group(pgid: i32, sig: Signal) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig);
+}
+
+/// SIGKILLs a process group when dropped: at the end of the grace, or when the task holding
+/// it is dropped (the runtime shutting down as the process exits).
+struct Escalate(i32);
+
+impl Drop for Escalate {
+    fn drop(&mut self) {
+        signal_group(self.0, Signal::SIGKILL);
+    }
+}
 
 impl GroupKill {
-    /// Kills the group now.
+    /// Sends the cancel signal to the group now, and SIGKILL after the grace.
     pub(crate) fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        let Some(pgid) = self.0.take() else {
+            return;
+        };
+        signal_group(pgid, self.1);
+        if self.1 == Signal::SIGKILL {
+            return;
+        }
+        let esc = Escalate(pgid);
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move {
+                    tokio::time::sleep(GRACE).await;
+                    drop(esc);
+                });
+            }
+            Err(_) => drop(esc),
         }
     }
 

@@ -240,7 +240,7 @@ fn walk(id: &str, dir: &Path, prefix: &str, out: &mut Vec<Item>) -> Result<(), R
 }
 
 /// Every directory under the directory inputs, for the watch.
-fn dirs_below(dir: &Path, out: &mut Vec<Target>) {
+pub(crate) fn dirs_below(dir: &Path, out: &mut Vec<Target>) {
     out.push(Target::Entries(Arc::from(dir)));
     let Ok(rd) = fs::read_dir(dir) else {
         return;

@@ -288,3 +288,81 @@ fn an_empty_graph_converges_at_once() {
     let out = sb.run_once(&g, &[]);
     assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
 }
+
+/// The `mtimes` stamp of the only exec with one, under the state directory.
+fn mtimes_stamp(state: &std::path::Path) -> Option<std::time::SystemTime> {
+    let dir = state.join("kinds").join("exec");
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        std::fs::metadata(e.path().join("mtimes"))
+            .and_then(|m| m.modified())
+            .ok()
+    })
+}
+
+#[test]
+fn exec_mtimes_donecmd_and_ifequals_across_processes() {
+    let sb = Sandbox::new();
+    let src = sb.write("src/in.txt", "v1\n");
+    sb.write("src/state", "ready\n");
+    let g = sb.write(
+        "g.yaml",
+        r#"
+resources:
+  exec:
+    - name: build
+      shell: /bin/sh
+      cmd: "cat ${TEND_ROOT}/src/in.txt >> ${TEND_ROOT}/built.log"
+      ifcmd: "false"
+      mtimes: ["${TEND_ROOT}/src/in.txt"]
+      donecmd: "echo done >> ${TEND_ROOT}/done.log"
+    - name: gated
+      shell: /bin/sh
+      cmd: "echo ran >> ${TEND_ROOT}/gated.log"
+      ifcmd: "cat ${TEND_ROOT}/src/state"
+      ifequals: "ready\n"
+"#,
+    );
+    // A dry run runs neither cmd nor donecmd, and keeps no stamp.
+    let out = sb.run_once(&g, &["--noop"]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("noop", &out));
+    assert!(
+        !sb.path("built.log").exists(),
+        "{}",
+        sb.explain("noop ran cmd", &out)
+    );
+    assert!(
+        !sb.path("done.log").exists(),
+        "{}",
+        sb.explain("noop ran donecmd", &out)
+    );
+    assert!(mtimes_stamp(&sb.state_dir()).is_none());
+
+    // Never ran: `mtimes` forces the run past `ifcmd: false`; donecmd follows. `ifequals`
+    // matches the guard's output: gated does not run.
+    let out = sb.run_once(&g, &[]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("first run", &out));
+    assert_eq!(read(&sb.path("built.log")).as_deref(), Some("v1\n"));
+    assert_eq!(read(&sb.path("done.log")).as_deref(), Some("done\n"));
+    assert!(
+        !sb.path("gated.log").exists(),
+        "{}",
+        sb.explain("ifequals", &out)
+    );
+    let stamp = mtimes_stamp(&sb.state_dir()).expect("a stamp after the run");
+
+    // Another process: the stamp is kept, nothing newer, the guard blocks.
+    let out = sb.run_once(&g, &[]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("second run", &out));
+    assert_eq!(read(&sb.path("built.log")).as_deref(), Some("v1\n"));
+
+    // The source changes (later than the stamp): the next process rebuilds. The guard's
+    // output changes too: gated runs.
+    std::fs::write(&src, "v2\n").unwrap();
+    assert!(std::fs::metadata(&src).unwrap().modified().unwrap() > stamp);
+    sb.write("src/state", "not yet\n");
+    let out = sb.run_once(&g, &[]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("third run", &out));
+    assert_eq!(read(&sb.path("built.log")).as_deref(), Some("v1\nv2\n"));
+    assert_eq!(read(&sb.path("done.log")).as_deref(), Some("done\ndone\n"));
+    assert_eq!(read(&sb.path("gated.log")).as_deref(), Some("ran\n"));
+}

@@ -218,6 +218,7 @@ pub(crate) async fn run_tool(id: &str, program: &str, args: Vec<String>) -> Resu
         cwd: None,
         env: Default::default(),
         run_as: Default::default(),
+        cancel: nix::sys::signal::Signal::SIGKILL,
     };
     let _one = TOOLS.lock().await;
     let start = Instant::now();
