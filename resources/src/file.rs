@@ -65,7 +65,7 @@ pub(crate) fn schema() -> &'static KindSchema {
                 Field::new(
                     "mode",
                     Type::Str,
-                    "octal permissions, e.g. \"0644\" (unset: 0644 for new files, else kept)",
+                    "octal (\"0644\") or symbolic (\"u=rw,go=r\", \"u+x\", \"go-w\", applied to the current mode) permissions (unset: 0644 for new files, else kept)",
                 )
                 .optional(),
             )
@@ -134,7 +134,7 @@ struct Cfg {
     content: Option<Vec<u8>>,
     source: Option<Arc<Path>>,
     symlink: Option<PathBuf>,
-    mode: Option<u32>,
+    mode: Option<ModeSpec>,
     owner: Option<Who>,
     group: Option<Who>,
     recurse: bool,
@@ -179,6 +179,115 @@ fn parse_mode(s: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(s, 8).ok()
+}
+
+/// A `mode`: octal, or symbolic clauses (`u=rw,go=r`, `u+x`, `go-w`) applied to the mode the
+/// path has (or would be created with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ModeSpec {
+    Octal(u32),
+    Symbolic(Vec<Clause>),
+}
+
+/// One symbolic clause: the permission bits it touches (`who`'s rwx, set-id and sticky
+/// bits), how, and the bits it sets or clears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Clause {
+    op: u8,
+    /// The bits `=` clears first: rwx of each subject, set-uid with `u`, set-gid with `g`.
+    clear: u32,
+    /// The bits named by `what` for the subjects.
+    bits: u32,
+}
+
+impl ModeSpec {
+    /// Parses `mode` as mgmt does: octal first, else comma-separated symbolic clauses, each
+    /// `who` (`u`, `g`, `o`, `a`; empty = `a`) then one operator (`=`, `+`, `-`) then `what`
+    /// (`r`, `w`, `x`, `s`, `t`). A subject may appear in one clause only, and `a` (or an
+    /// empty `who`) only in a clause of its own.
+    fn parse(s: &str) -> Result<ModeSpec, String> {
+        if let Some(m) = parse_mode(s) {
+            return Ok(ModeSpec::Octal(m));
+        }
+        let bad = |why: String| Err(format!("{s:?} is not an octal or symbolic mode: {why}"));
+        if s.is_empty() {
+            return bad("it is empty".into());
+        }
+        let parts: Vec<&str> = s.split(',').collect();
+        let mut seen = 0u8;
+        let mut clauses = Vec::with_capacity(parts.len());
+        for part in &parts {
+            let ops: Vec<(usize, u8)> = part
+                .bytes()
+                .enumerate()
+                .filter(|(_, b)| matches!(b, b'=' | b'+' | b'-'))
+                .collect();
+            let (at, op) = match ops.as_slice() {
+                [one] => *one,
+                [] => return bad(format!("{part:?} has no `=`, `+` or `-`")),
+                _ => return bad(format!("{part:?} has more than one operator")),
+            };
+            let (who, what) = (&part[..at], &part[at + 1..]);
+            let mut subjects = 0u8; // u = 4, g = 2, o = 1
+            for c in who.bytes() {
+                subjects |= match c {
+                    b'u' => 4,
+                    b'g' => 2,
+                    b'o' => 1,
+                    b'a' => 7,
+                    _ => return bad(format!("{:?} is not a subject (u, g, o, a)", c as char)),
+                };
+            }
+            if who.is_empty() || who.contains('a') {
+                if parts.len() > 1 {
+                    return bad("`a` (or no subject) must be the only clause".into());
+                }
+                subjects = 7;
+            }
+            if seen & subjects != 0 {
+                return bad("each subject (u, g, o) may be given once".into());
+            }
+            seen |= subjects;
+            let mut clear = 0u32;
+            let mut bits = 0u32;
+            for (flag, shift, setid) in [(4u8, 6u32, 0o4000u32), (2, 3, 0o2000), (1, 0, 0)] {
+                if subjects & flag == 0 {
+                    continue;
+                }
+                clear |= (0o7 << shift) | setid;
+                for c in what.bytes() {
+                    bits |= match c {
+                        b'r' => 0o4 << shift,
+                        b'w' => 0o2 << shift,
+                        b'x' => 0o1 << shift,
+                        b's' => setid,
+                        b't' => 0o1000,
+                        _ => {
+                            return bad(format!(
+                                "{:?} is not a permission (r, w, x, s, t)",
+                                c as char
+                            ))
+                        }
+                    };
+                }
+            }
+            clauses.push(Clause { op, clear, bits });
+        }
+        Ok(ModeSpec::Symbolic(clauses))
+    }
+
+    /// The mode wanted for a path whose permission bits are `from` now (for a path yet to be
+    /// made: those it would be made with).
+    fn apply(&self, from: u32) -> u32 {
+        match self {
+            ModeSpec::Octal(m) => *m,
+            ModeSpec::Symbolic(clauses) => clauses.iter().fold(from & 0o7777, |m, c| match c.op {
+                b'=' => (m & !c.clear) | c.bits,
+                b'+' => m | c.bits,
+                _ => m & !c.bits,
+            }),
+        }
+    }
 }
 
 /// Checks a path is absolute and normalized; returns it without a trailing slash, and
@@ -228,10 +337,7 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
         None => None,
     };
     let mode = match p.opt_str_ref("mode")? {
-        Some(m) => Some(
-            parse_mode(m)
-                .ok_or_else(|| field_err("mode", format!("{m:?} is not an octal mode")))?,
-        ),
+        Some(m) => Some(ModeSpec::parse(m).map_err(|e| field_err("mode", e))?),
         None => None,
     };
     let owner = p.opt_str("owner")?;
@@ -1137,7 +1243,8 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
                 }
                 make_parents(p)?;
                 fs::create_dir(p).map_err(|e| ResError::io("creating directory", p, e))?;
-                if cfg.mode.is_none() {
+                // A symbolic mode is applied to 0755, whatever the umask.
+                if !matches!(cfg.mode, Some(ModeSpec::Octal(_))) {
                     fs::set_permissions(p, fs::Permissions::from_mode(0o755))
                         .map_err(|e| ResError::io("changing the mode of", p, e))?;
                 }
@@ -1170,7 +1277,7 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
             let want = want.as_deref().unwrap_or_default();
             let what = match &meta {
                 None => {
-                    let mode = cfg.mode.unwrap_or(0o644);
+                    let mode = cfg.mode.as_ref().map_or(0o644, |m| m.apply(0o644));
                     format!("would create it (mode {mode:04o})")
                 }
                 Some(m) if !m.is_file() => format!("would replace {} with a file", kind_of(m)),
@@ -1200,10 +1307,8 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
             }
             make_parents(p)?;
             let kept = meta.as_ref().filter(|m| m.is_file());
-            let mode = cfg
-                .mode
-                .or(kept.map(|m| m.mode() & 0o7777))
-                .unwrap_or(0o644);
+            let from = kept.map_or(0o644, |m| m.mode() & 0o7777);
+            let mode = cfg.mode.as_ref().map_or(from, |m| m.apply(from));
             let owner = (uid.or(kept.map(|m| m.uid())), gid.or(kept.map(|m| m.gid())));
             write_atomic(p, want.as_deref().unwrap_or_default(), mode, owner)?;
             tracing::info!(resource = %cfg.id(), path = %p.display(), "wrote content");
@@ -1236,12 +1341,13 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
             tracing::info!(resource = %cfg.id(), path = %p.display(), "would change owner {}", owners(&m, uid, gid));
         }
     }
-    if let Some(mode) = cfg.mode {
+    if let Some(spec) = &cfg.mode {
         let have = if apply && changed {
             lstat(p)?.map(|m| m.mode() & 0o7777)
         } else {
             Some(m.mode() & 0o7777)
         };
+        let mode = spec.apply(have.unwrap_or(0o644));
         if have != Some(mode) {
             changed = true;
             if report {
@@ -1277,11 +1383,36 @@ mod tests {
     }
 
     #[test]
+    fn symbolic_modes_apply_to_the_current_mode() {
+        let m = |s: &str, from: u32| ModeSpec::parse(s).unwrap().apply(from);
+        assert_eq!(m("0640", 0o777), 0o640);
+        assert_eq!(m("u=rw,go=r", 0o777), 0o644);
+        assert_eq!(m("u=rwx,g=rx,o=", 0o4777), 0o750, "`u=` clears set-uid");
+        assert_eq!(m("a=r", 0o777), 0o444);
+        assert_eq!(m("=rw", 0o100), 0o666);
+        assert_eq!(m("u+x", 0o644), 0o744);
+        assert_eq!(m("go-w", 0o666), 0o644);
+        assert_eq!(m("u+s,g+s", 0o755), 0o6755);
+        assert_eq!(m("+t", 0o755), 0o1755);
+        assert_eq!(m("o-t", 0o1777), 0o777, "`-t` clears the sticky bit");
+        // Idempotent: applying again changes nothing.
+        for s in ["u+x", "go-w", "u=rw,go=r", "a+rwx"] {
+            let once = m(s, 0o640);
+            assert_eq!(m(s, once), once, "{s}");
+        }
+        for bad in [
+            "", "u", "u=rw,u=r", "a=r,u=w", "=r,u=w", "u=r=w", "u+r-w", "z=r", "u=q", "u=rw,", "08",
+        ] {
+            assert!(ModeSpec::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn bad_specs_name_the_field() {
         let e = |spec: ResSpec| build(&spec).err().unwrap().to_string();
         assert_eq!(
             e(ResSpec::new("file", "/tmp/a").param("mode", "0999")),
-            "field `mode`: \"0999\" is not an octal mode"
+            "field `mode`: \"0999\" is not an octal or symbolic mode: \"0999\" has no `=`, `+` or `-`"
         );
         assert!(e(ResSpec::new("file", "rel/a")).starts_with("field `name`:"));
         assert!(e(ResSpec::new("file", "x").param("path", "/a/../b")).starts_with("field `path`:"));

@@ -195,6 +195,46 @@ async fn creates_directories_and_missing_parents() {
 }
 
 #[tokio::test]
+async fn symbolic_modes_assign_and_adjust_the_current_mode() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("f");
+    // Created straight with the mode the clauses make of 0644.
+    let r = build(file(&p).param("content", "x").param("mode", "u=rw,g=r,o="));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&p), 0o640);
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    // Relative forms adjust what is there and keep the rest.
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o664)).unwrap();
+    let x = build(file(&p).param("mode", "u+x,go-w"));
+    // A dry run says so and changes nothing.
+    assert_eq!(dry(&x).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&p), 0o664);
+    assert_eq!(apply(&x).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&p), 0o744);
+    assert_eq!(apply(&x).await.unwrap(), Checked::InState, "idempotent");
+    // A new file under a relative mode starts from 0644; a new directory from 0755.
+    let n = t.path().join("new");
+    assert_eq!(
+        apply(&build(file(&n).param("mode", "g+w"))).await.unwrap(),
+        Checked::Changed
+    );
+    assert_eq!(mode_of(&n), 0o664);
+    let d = t.path().join("d");
+    let rd = build(dir_spec(&d).param("mode", "o-rx"));
+    assert_eq!(apply(&rd).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&d), 0o750);
+    assert_eq!(apply(&rd).await.unwrap(), Checked::InState);
+    // Octal keeps working next to them.
+    let o = build(file(&p).param("mode", "0600"));
+    assert_eq!(apply(&o).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&p), 0o600);
+    let e = invalid(file(&p).param("mode", "u=rw,u+x"));
+    assert!(e.contains("field `mode`") && e.contains("once"), "{e}");
+    let e = invalid(file(&p).param("mode", "u=rwz"));
+    assert!(e.contains("field `mode`") && e.contains("'z'"), "{e}");
+}
+
+#[tokio::test]
 async fn copies_from_source() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
