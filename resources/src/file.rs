@@ -50,8 +50,12 @@ pub(crate) fn schema() -> &'static KindSchema {
                     .optional(),
             )
             .field(
-                Field::new("source", Type::Str, "copy the content from this local file")
-                    .optional(),
+                Field::new(
+                    "source",
+                    Type::Str,
+                    "copy the content from this local file; a directory (trailing `/`, with `recurse`) is copied as a tree onto a directory path",
+                )
+                .optional(),
             )
             .field(
                 Field::new(
@@ -75,7 +79,23 @@ pub(crate) fn schema() -> &'static KindSchema {
                 Field::new(
                     "recurse",
                     Type::Bool,
-                    "with state \"absent\", also remove a non-empty directory",
+                    "with state \"absent\", also remove a non-empty directory; copy a `source` directory's whole tree",
+                )
+                .default_value(false),
+            )
+            .field(
+                Field::new(
+                    "force",
+                    Type::Bool,
+                    "replace a directory with a file or a file with a directory (also inside a copied tree)",
+                )
+                .default_value(false),
+            )
+            .field(
+                Field::new(
+                    "purge",
+                    Type::Bool,
+                    "with a `source` directory, remove what the destination tree holds and the source does not",
                 )
                 .default_value(false),
             )
@@ -133,11 +153,15 @@ struct Cfg {
     state: State,
     content: Option<Vec<u8>>,
     source: Option<Arc<Path>>,
+    /// `source` is a directory whose tree is copied onto the directory `path`.
+    source_dir: bool,
     symlink: Option<PathBuf>,
     mode: Option<ModeSpec>,
     owner: Option<Who>,
     group: Option<Who>,
     recurse: bool,
+    force: bool,
+    purge: bool,
     /// Checking is cheap enough to run on the async worker: no source to read, small
     /// content, no user or group name to look up.
     inline_check: bool,
@@ -327,10 +351,16 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
         _ => State::Unmanaged,
     };
     let content = p.opt_str("content")?.map(String::into_bytes);
-    let source = match p.opt_str("source")? {
-        Some(s) => Some(clean_path("source", &s)?.0),
-        None => None,
+    let (source, source_dir) = match p.opt_str("source")? {
+        Some(s) => {
+            let (src, d) = clean_path("source", &s)?;
+            (Some(src), d)
+        }
+        None => (None, false),
     };
+    let recurse = p.bool("recurse")?;
+    let force = p.bool("force")?;
+    let purge = p.bool("purge")?;
     let symlink = match p.opt_str("symlink")? {
         Some(s) if s.is_empty() => return Err(field_err("symlink", "is empty")),
         Some(s) => Some(PathBuf::from(s)),
@@ -350,15 +380,38 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
     if content.is_some() && source.is_some() {
         return Err(field_err("source", "cannot be combined with `content`"));
     }
-    if is_dir && (content.is_some() || source.is_some()) {
-        let f = if content.is_some() {
-            "content"
-        } else {
-            "source"
-        };
+    if is_dir && content.is_some() {
         return Err(field_err(
-            f,
+            "content",
             format!("{} is a directory (trailing `/`) and has no content", raw),
+        ));
+    }
+    if source.is_some() && is_dir != source_dir {
+        return Err(field_err(
+            "source",
+            if is_dir {
+                format!("{raw} is a directory (trailing `/`): its source must be one too")
+            } else {
+                format!("is a directory (trailing `/`) but {raw} is not")
+            },
+        ));
+    }
+    if source_dir && !recurse {
+        return Err(field_err(
+            "recurse",
+            "must be true to copy a `source` directory",
+        ));
+    }
+    if source_dir && state == State::Absent {
+        return Err(field_err(
+            "source",
+            "cannot be combined with state \"absent\"",
+        ));
+    }
+    if purge && !source_dir {
+        return Err(field_err(
+            "purge",
+            "needs a `source` directory (trailing `/`) to compare the destination with",
         ));
     }
     if symlink.is_some() && (content.is_some() || source.is_some() || is_dir) {
@@ -393,7 +446,10 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
         mode,
         owner,
         group,
-        recurse: p.bool("recurse")?,
+        source_dir,
+        recurse,
+        force,
+        purge,
         inline_check,
     })
 }
@@ -794,6 +850,17 @@ mod temps {
 #[async_trait::async_trait]
 impl Resource for File {
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
+        if let (Some(src), true) = (&self.cfg.source, self.cfg.source_dir) {
+            // Both trees, each directory's entries: the set follows directories made or gone.
+            let (src, dst) = (src.clone(), self.cfg.path.clone());
+            return fswatch::follow(&self.cfg.id().to_string(), w, move || {
+                let mut t = Vec::new();
+                crate::tar::dirs_below(&dst, &mut t);
+                crate::tar::dirs_below(&src, &mut t);
+                t
+            })
+            .await;
+        }
         let subscribe = |path: Arc<Path>, source: Option<Arc<Path>>, w: Watcher| {
             let sub = fswatch::subscribe(&path, w.clone())?;
             let src = match source {
@@ -1139,6 +1206,183 @@ fn owners(m: &fs::Metadata, uid: Option<u32>, gid: Option<u32>) -> String {
     )
 }
 
+/// The entries of the directory `dir` by name, sorted, as `lstat` (or, with `follow`, `stat`)
+/// sees them; a missing directory (or, in a dry run, a file where a directory will be) has
+/// none. This kind's temporary files are left out.
+fn entries(dir: &Path, follow: bool) -> Result<Vec<(std::ffi::OsString, fs::Metadata)>, ResError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e)
+            if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ENOTDIR) =>
+        {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(ResError::io("reading directory", dir, e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| ResError::io("reading directory", dir, e))?;
+        let name = e.file_name();
+        if temps::owner(name.as_encoded_bytes()).is_some() {
+            continue;
+        }
+        let path = e.path();
+        let m = if follow {
+            fs::metadata(&path)
+        } else {
+            fs::symlink_metadata(&path)
+        };
+        match m {
+            Ok(m) => out.push((name, m)),
+            Err(e) if e.kind() == ErrorKind::NotFound && !follow => {} // gone meanwhile
+            Err(e) => return Err(ResError::io("reading", &path, e)),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Copies the tree of the directory `src` onto the directory `dst` (mgmt's recursive
+/// `source`): subdirectories are made with their source's mode, files written (atomically,
+/// with their source's mode) where missing or of other content; symlinks in the source are
+/// followed. An entry of the other type (a file where the source has a directory, or the
+/// reverse) is replaced only with `force`; with `purge`, what `dst` holds and `src` does not
+/// is removed. A dry run (`!apply`) says, with `report`, what would change, with a diff of
+/// each file. Returns whether anything differed.
+fn sync_tree(
+    cfg: &Cfg,
+    src: &Path,
+    dst: &Path,
+    apply: bool,
+    report: bool,
+) -> Result<bool, ResError> {
+    let id = cfg.id();
+    let from = match fs::metadata(src) {
+        Ok(m) if m.is_dir() => entries(src, true)?,
+        Ok(m) => {
+            return Err(field_err(
+                "source",
+                format!("{} is {}, not a directory", src.display(), kind_of(&m)),
+            ))
+        }
+        Err(e) => return Err(ResError::io("reading source", src, e)),
+    };
+    let mut have: HashMap<std::ffi::OsString, fs::Metadata> =
+        entries(dst, false)?.into_iter().collect();
+    let mut changed = false;
+    let mut dirty = false;
+    let force_err = |d: &Path, m: &fs::Metadata, want: &str| {
+        ResError::new(format!(
+            "{} is {}, the source has {want} there (set `force` to replace it)",
+            d.display(),
+            kind_of(m)
+        ))
+    };
+    for (name, sm) in from {
+        let (s, d) = (src.join(&name), dst.join(&name));
+        let dm = have.remove(&name);
+        if sm.is_dir() {
+            if !dm.as_ref().is_some_and(|m| m.is_dir()) {
+                changed = true;
+                if let Some(m) = &dm {
+                    if !cfg.force {
+                        return Err(force_err(&d, m, "a directory"));
+                    }
+                }
+                if report {
+                    let what = match &dm {
+                        Some(m) => format!("would replace {} with a directory", kind_of(m)),
+                        None => "would create directory".into(),
+                    };
+                    tracing::info!(resource = %id, path = %d.display(), "{what}");
+                }
+                if apply {
+                    if dm.is_some() {
+                        fs::remove_file(&d).map_err(|e| ResError::io("removing", &d, e))?;
+                    }
+                    fs::create_dir(&d).map_err(|e| ResError::io("creating directory", &d, e))?;
+                    fs::set_permissions(&d, fs::Permissions::from_mode(sm.mode() & 0o7777))
+                        .map_err(|e| ResError::io("changing the mode of", &d, e))?;
+                    dirty = true;
+                    tracing::info!(resource = %id, path = %d.display(), "created directory");
+                }
+            }
+            changed |= sync_tree(cfg, &s, &d, apply, report)?;
+        } else if sm.is_file() {
+            let data = fs::read(&s).map_err(|e| ResError::io("reading source", &s, e))?;
+            let write = match &dm {
+                Some(m) if m.is_dir() && !cfg.force => return Err(force_err(&d, m, "a file")),
+                Some(m) if m.is_file() => !same_content(&d, m.len(), &data)?,
+                _ => true,
+            };
+            if !write {
+                continue;
+            }
+            changed = true;
+            if report {
+                let (what, old) = match &dm {
+                    None => (
+                        format!("would create it (mode {:04o})", sm.mode() & 0o7777),
+                        None,
+                    ),
+                    Some(m) if m.is_file() && m.len() <= DIFF_MAX => {
+                        ("would change content".into(), fs::read(&d).ok())
+                    }
+                    Some(m) if m.is_file() => ("would change content".into(), None),
+                    Some(m) => (format!("would replace {} with a file", kind_of(m)), None),
+                };
+                let diff = match (&dm, old) {
+                    (None, _) => content_diff(&d, None, &data),
+                    (Some(_), Some(old)) => content_diff(&d, Some(&old), &data),
+                    (Some(m), None) => {
+                        format!("{} bytes -> {} bytes", m.len(), data.len())
+                    }
+                };
+                tracing::info!(resource = %id, path = %d.display(), "{what}\n{diff}");
+            }
+            if apply {
+                if dm.as_ref().is_some_and(|m| m.is_dir()) {
+                    fs::remove_dir_all(&d)
+                        .map_err(|e| ResError::io("removing directory", &d, e))?;
+                }
+                write_atomic(&d, &data, sm.mode() & 0o7777, (None, None))?;
+                tracing::info!(resource = %id, path = %d.display(), "wrote content");
+            }
+        } else {
+            return Err(ResError::new(format!(
+                "{}: the source holds {}, which cannot be copied (only files and directories)",
+                s.display(),
+                kind_of(&sm)
+            )));
+        }
+    }
+    if cfg.purge {
+        let mut extra: Vec<_> = have.into_iter().collect();
+        extra.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, m) in extra {
+            let d = dst.join(&name);
+            changed = true;
+            if report {
+                tracing::info!(resource = %id, path = %d.display(), "would remove {} (purge: not in the source)", kind_of(&m));
+            }
+            if apply {
+                if m.is_dir() {
+                    fs::remove_dir_all(&d)
+                        .map_err(|e| ResError::io("removing directory", &d, e))?;
+                } else {
+                    fs::remove_file(&d).map_err(|e| ResError::io("removing", &d, e))?;
+                }
+                dirty = true;
+                tracing::info!(resource = %id, path = %d.display(), "removed (purge)");
+            }
+        }
+    }
+    if dirty {
+        fsync_dir(dst)?;
+    }
+    Ok(changed)
+}
+
 /// Checks the file and, when `apply`, puts it in state. A dry run with `report` logs what
 /// would change (`--noop`): a diff of the content, the mode and ownership before and after.
 fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checked, ResError> {
@@ -1227,19 +1471,31 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
     if cfg.is_dir {
         match &meta {
             Some(m) if m.is_dir() => {}
-            Some(_) => {
+            Some(m) if !cfg.force => {
                 return Err(ResError::new(format!(
-                    "{} exists and is not a directory",
-                    p.display()
+                    "{} exists and is {}, not a directory (set `force` to replace it)",
+                    p.display(),
+                    kind_of(m)
                 )))
             }
-            None => {
+            _ => {
                 changed = true;
                 if !apply {
                     if report {
-                        tracing::info!(resource = %cfg.id(), path = %p.display(), "would create directory");
+                        let what = match &meta {
+                            Some(m) => format!("would replace {} with a directory", kind_of(m)),
+                            None => "would create directory".into(),
+                        };
+                        tracing::info!(resource = %cfg.id(), path = %p.display(), "{what}");
+                        if let (Some(src), true) = (&cfg.source, cfg.source_dir) {
+                            sync_tree(cfg, src, p, false, true)?;
+                        }
                     }
                     return Ok(Checked::Changed);
+                }
+                if let Some(m) = &meta {
+                    fs::remove_file(p).map_err(|e| ResError::io("removing", p, e))?;
+                    tracing::info!(resource = %cfg.id(), path = %p.display(), "removed {} (force)", kind_of(m));
                 }
                 make_parents(p)?;
                 fs::create_dir(p).map_err(|e| ResError::io("creating directory", p, e))?;
@@ -1251,6 +1507,9 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
                 tracing::info!(resource = %cfg.id(), path = %p.display(), "created directory");
             }
         }
+        if let (Some(src), true) = (&cfg.source, cfg.source_dir) {
+            changed |= sync_tree(cfg, src, p, apply, report)?;
+        }
     } else {
         let want: Option<Cow<[u8]>> = match (&cfg.content, &cfg.source) {
             (Some(c), _) => Some(Cow::Borrowed(c)),
@@ -1260,9 +1519,9 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
             (None, None) => None,
         };
         let rewrite = match &meta {
-            Some(m) if m.is_dir() => {
+            Some(m) if m.is_dir() && !cfg.force => {
                 return Err(ResError::new(format!(
-                    "{} is a directory, expected a file (a directory path ends in `/`)",
+                    "{} is a directory, expected a file (a directory path ends in `/`; set `force` to replace it)",
                     p.display()
                 )))
             }
@@ -1306,6 +1565,10 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
                 return Ok(Checked::Changed);
             }
             make_parents(p)?;
+            if meta.as_ref().is_some_and(|m| m.is_dir()) {
+                fs::remove_dir_all(p).map_err(|e| ResError::io("removing directory", p, e))?;
+                tracing::info!(resource = %cfg.id(), path = %p.display(), "removed a directory (force)");
+            }
             let kept = meta.as_ref().filter(|m| m.is_file());
             let from = kept.map_or(0o644, |m| m.mode() & 0o7777);
             let mode = cfg.mode.as_ref().map_or(from, |m| m.apply(from));

@@ -757,3 +757,152 @@ fn its_reversal_puts_back_what_it_manages_as_found() {
     let e = invalid(d);
     assert!(e.contains("Meta:reverse"), "{e}");
 }
+
+/// A source tree: `top` (0600), `sub/` (0700) with `sub/deep/leaf`.
+fn source_tree(src: &Path) {
+    fs::create_dir_all(src.join("sub/deep")).unwrap();
+    fs::write(src.join("top"), "top\n").unwrap();
+    fs::set_permissions(src.join("top"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(src.join("sub/deep/leaf"), "leaf v1\n").unwrap();
+}
+
+fn tree_spec(dst: &Path, src: &Path) -> ResSpec {
+    dir_spec(dst)
+        .param("source", format!("{}/", src.display()))
+        .param("recurse", true)
+}
+
+#[tokio::test]
+async fn copies_a_source_directory_tree_and_purges_only_when_told() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    source_tree(&src);
+    let r = build(tree_spec(&dst, &src));
+    // A dry run makes nothing.
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert!(!dst.exists());
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(dst.join("top")).unwrap(), "top\n");
+    assert_eq!(
+        fs::read_to_string(dst.join("sub/deep/leaf")).unwrap(),
+        "leaf v1\n"
+    );
+    assert_eq!(mode_of(&dst.join("top")), 0o600, "the source's mode");
+    assert_eq!(mode_of(&dst.join("sub")), 0o700, "the source's mode");
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    // A changed source file deep down is copied again; an edit in the copy is undone.
+    fs::write(src.join("sub/deep/leaf"), "leaf v2\n").unwrap();
+    fs::write(dst.join("top"), "edited\n").unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(
+        fs::read_to_string(dst.join("sub/deep/leaf")).unwrap(),
+        "leaf v2\n"
+    );
+    assert_eq!(fs::read_to_string(dst.join("top")).unwrap(), "top\n");
+    // Without `purge`, what the destination holds besides the source stays.
+    fs::write(dst.join("sub/extra"), "mine").unwrap();
+    fs::create_dir(dst.join("olddir")).unwrap();
+    fs::write(dst.join("olddir/f"), "x").unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    assert!(dst.join("sub/extra").exists());
+    // With it, a dry run says so and removes nothing; then they go.
+    let p = build(tree_spec(&dst, &src).param("purge", true));
+    assert_eq!(dry(&p).await.unwrap(), Checked::Changed);
+    assert!(dst.join("sub/extra").exists() && dst.join("olddir/f").exists());
+    assert_eq!(apply(&p).await.unwrap(), Checked::Changed);
+    assert!(!dst.join("sub/extra").exists());
+    assert!(!dst.join("olddir").exists());
+    assert!(dst.join("sub/deep/leaf").exists());
+    assert_eq!(apply(&p).await.unwrap(), Checked::InState);
+    // A missing source is an error naming it, and nothing is removed.
+    fs::remove_dir_all(&src).unwrap();
+    let e = apply(&p).await.unwrap_err().to_string();
+    assert!(e.contains("reading source") && e.contains("src"), "{e}");
+    assert!(dst.join("sub/deep/leaf").exists());
+}
+
+#[tokio::test]
+async fn a_copied_tree_replaces_entries_of_the_other_type_only_with_force() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    source_tree(&src);
+    fs::create_dir_all(dst.join("top")).unwrap(); // a directory where a file goes
+    fs::write(dst.join("top/x"), "x").unwrap();
+    fs::write(dst.join("sub"), "a file where a directory goes").unwrap();
+    let r = build(tree_spec(&dst, &src));
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("`force`"), "{e}");
+    let f = build(tree_spec(&dst, &src).param("force", true));
+    assert_eq!(dry(&f).await.unwrap(), Checked::Changed);
+    assert!(dst.join("top/x").exists(), "a dry run changes nothing");
+    assert_eq!(apply(&f).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(dst.join("top")).unwrap(), "top\n");
+    assert_eq!(
+        fs::read_to_string(dst.join("sub/deep/leaf")).unwrap(),
+        "leaf v1\n"
+    );
+    assert_eq!(apply(&f).await.unwrap(), Checked::InState);
+    // The destination itself: a file where the directory goes.
+    let d2 = t.path().join("d2");
+    fs::write(&d2, "file").unwrap();
+    let e = apply(&build(tree_spec(&d2, &src)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`force`"), "{e}");
+    let f2 = build(tree_spec(&d2, &src).param("force", true));
+    assert_eq!(apply(&f2).await.unwrap(), Checked::Changed);
+    assert!(d2.join("sub/deep/leaf").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_both_trees() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    source_tree(&src);
+    let r = build(tree_spec(&dst, &src).param("purge", true));
+    apply(&r).await.unwrap();
+    let w = watch(&r).await;
+    w.clear();
+    fs::write(src.join("sub/deep/leaf"), "v2").unwrap();
+    w.event("a source file deep down edited").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    w.clear();
+    // A directory made in the source after the watch started is followed too.
+    fs::create_dir(src.join("new")).unwrap();
+    w.event("a source directory made").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    w.clear();
+    fs::write(src.join("new/f"), "n").unwrap();
+    w.event("a file in the new source directory").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(dst.join("new/f")).unwrap(), "n");
+    w.clear();
+    // Drift in the destination, deep down and in a directory the copy made.
+    fs::remove_file(dst.join("sub/deep/leaf")).unwrap();
+    w.event("a copied file removed").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    w.clear();
+    fs::write(dst.join("new/stray"), "s").unwrap();
+    w.event("a stray file in a copied directory").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert!(!dst.join("new/stray").exists());
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+}
+
+#[tokio::test]
+async fn a_source_tree_needs_matching_paths_and_recurse() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("d");
+    let e = invalid(dir_spec(&d).param("source", "/etc/hostname"));
+    assert!(e.contains("field `source`"), "{e}");
+    let e = invalid(file(&d).param("source", "/etc/"));
+    assert!(e.contains("field `source`"), "{e}");
+    let e = invalid(dir_spec(&d).param("source", "/etc/"));
+    assert!(e.contains("field `recurse`"), "{e}");
+    let e = invalid(dir_spec(&d).param("purge", true).param("recurse", true));
+    assert!(e.contains("field `purge`"), "{e}");
+    let e = invalid(tree_spec(&d, Path::new("/etc")).param("state", "absent"));
+    assert!(e.contains("field `source`"), "{e}");
+}
