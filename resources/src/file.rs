@@ -59,6 +59,14 @@ pub(crate) fn schema() -> &'static KindSchema {
             )
             .field(
                 Field::new(
+                    "fragments",
+                    Type::List(Box::new(Type::Str)),
+                    "the content is these files' joined, in order; a directory (trailing `/`) gives its files, by name",
+                )
+                .default_value(tend_model::Value::List(Vec::new())),
+            )
+            .field(
+                Field::new(
                     "symlink",
                     Type::Str,
                     "make the path a symbolic link to this target",
@@ -155,6 +163,8 @@ struct Cfg {
     source: Option<Arc<Path>>,
     /// `source` is a directory whose tree is copied onto the directory `path`.
     source_dir: bool,
+    /// The files (or, `true`, directories of files) whose content joined is the content.
+    fragments: Vec<(Arc<Path>, bool)>,
     symlink: Option<PathBuf>,
     mode: Option<ModeSpec>,
     owner: Option<Who>,
@@ -358,6 +368,36 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
         }
         None => (None, false),
     };
+    let mut fragments = Vec::new();
+    for f in p.strs("fragments")? {
+        let (fp, d) = clean_path("fragments", &f)?;
+        if path.starts_with(&fp) {
+            return Err(field_err(
+                "fragments",
+                format!("{f:?} holds the path itself"),
+            ));
+        }
+        fragments.push((fp, d));
+    }
+    if !fragments.is_empty() {
+        let clash = if content.is_some() {
+            Some("`content`")
+        } else if source.is_some() {
+            Some("`source`")
+        } else if is_dir {
+            Some("a directory path")
+        } else if state == State::Absent {
+            Some("state \"absent\"")
+        } else {
+            None
+        };
+        if let Some(c) = clash {
+            return Err(field_err(
+                "fragments",
+                format!("cannot be combined with {c}"),
+            ));
+        }
+    }
     let recurse = p.bool("recurse")?;
     let force = p.bool("force")?;
     let purge = p.bool("purge")?;
@@ -414,10 +454,12 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
             "needs a `source` directory (trailing `/`) to compare the destination with",
         ));
     }
-    if symlink.is_some() && (content.is_some() || source.is_some() || is_dir) {
+    if symlink.is_some()
+        && (content.is_some() || source.is_some() || is_dir || !fragments.is_empty())
+    {
         return Err(field_err(
             "symlink",
-            "cannot be combined with `content`, `source` or a directory path",
+            "cannot be combined with `content`, `source`, `fragments` or a directory path",
         ));
     }
     if symlink.is_some() && mode.is_some() {
@@ -429,6 +471,7 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
     let owner = owner.map(Who::parse);
     let group = group.map(Who::parse);
     let inline_check = source.is_none()
+        && fragments.is_empty()
         && content
             .as_ref()
             .is_none_or(|c| c.len() <= INLINE_CONTENT_MAX)
@@ -447,6 +490,7 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
         owner,
         group,
         source_dir,
+        fragments,
         recurse,
         force,
         purge,
@@ -509,7 +553,7 @@ pub(crate) fn reverse(spec: &ResSpec) -> Result<ResSpec, ResError> {
             "exists"
         },
     );
-    if all || c.content.is_some() || c.source.is_some() {
+    if all || c.content.is_some() || c.source.is_some() || !c.fragments.is_empty() {
         let bytes = fs::read(&c.path).map_err(|e| ResError::io("reading", &c.path, e))?;
         let text = String::from_utf8(bytes).map_err(|_| {
             ResError::new(format!(
@@ -532,7 +576,8 @@ pub(crate) fn reverse(spec: &ResSpec) -> Result<ResSpec, ResError> {
 }
 
 /// `file` provides `file:<path>` (with the trailing `/` of a directory) and requires
-/// `file:<dir>/` for each ancestor directory, `file:<source>` for its source, and the `user`
+/// `file:<dir>/` for each ancestor directory, `file:<source>` for its source, `file:<f>` for
+/// each of its fragments, and the `user`
 /// and `group` its `owner` and `group` name (`user:<name>`, `group:<name>`).
 pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
     crate::account::require_owner(spec, "owner", "group", out);
@@ -581,6 +626,13 @@ pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
         key.truncate(5);
         key.push_str(src);
         out.requires(&key);
+    }
+    if let Some(tend_model::Value::List(frags)) = spec.params.get("fragments") {
+        for f in frags.iter().filter_map(|v| v.as_str()) {
+            key.truncate(5);
+            key.push_str(f);
+            out.requires(&key);
+        }
     }
 }
 
@@ -857,6 +909,20 @@ impl Resource for File {
                 let mut t = Vec::new();
                 crate::tar::dirs_below(&dst, &mut t);
                 crate::tar::dirs_below(&src, &mut t);
+                t
+            })
+            .await;
+        }
+        if !self.cfg.fragments.is_empty() {
+            let (path, frags) = (self.cfg.path.clone(), self.cfg.fragments.clone());
+            return fswatch::follow(&self.cfg.id().to_string(), w, move || {
+                let mut t = vec![fswatch::Target::Path(path.clone())];
+                for (f, dir) in &frags {
+                    t.push(match dir {
+                        true => fswatch::Target::Entries(f.clone()),
+                        false => fswatch::Target::Path(f.clone()),
+                    });
+                }
                 t
             })
             .await;
@@ -1206,6 +1272,34 @@ fn owners(m: &fs::Metadata, uid: Option<u32>, gid: Option<u32>) -> String {
     )
 }
 
+/// The content `fragments` make, as mgmt's: each file's content in the order given; a
+/// directory gives its entries' by name (one level: its subdirectories are skipped, symlinks
+/// followed).
+fn fragments(frags: &[(Arc<Path>, bool)]) -> Result<Vec<u8>, ResError> {
+    let mut out = Vec::new();
+    let mut add = |p: &Path| -> Result<(), ResError> {
+        let mut f = fs::File::open(p).map_err(|e| ResError::io("reading fragment", p, e))?;
+        f.read_to_end(&mut out)
+            .map_err(|e| ResError::io("reading fragment", p, e))?;
+        Ok(())
+    };
+    for (f, dir) in frags {
+        if !dir {
+            add(f)?;
+            continue;
+        }
+        for (name, m) in entries(f, false).and_then(|e| match fs::metadata(f) {
+            Ok(_) => Ok(e),
+            Err(err) => Err(ResError::io("reading fragment directory", f, err)),
+        })? {
+            if !m.is_dir() {
+                add(&f.join(name))?;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The entries of the directory `dir` by name, sorted, as `lstat` (or, with `follow`, `stat`)
 /// sees them; a missing directory (or, in a dry run, a file where a directory will be) has
 /// none. This kind's temporary files are left out.
@@ -1512,6 +1606,7 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
         }
     } else {
         let want: Option<Cow<[u8]>> = match (&cfg.content, &cfg.source) {
+            _ if !cfg.fragments.is_empty() => Some(Cow::Owned(fragments(&cfg.fragments)?)),
             (Some(c), _) => Some(Cow::Borrowed(c)),
             (None, Some(src)) => Some(Cow::Owned(
                 fs::read(src).map_err(|e| ResError::io("reading source", src, e))?,
@@ -1734,6 +1829,14 @@ mod tests {
             &ResSpec::new("file", "/a").param("source", "/s/x"),
         );
         assert_eq!(s.requires, ["file:/", "file:/s/x"]);
+        let f = tend_engine::AutoEdges::of(
+            autoedges,
+            &ResSpec::new("file", "/a").param(
+                "fragments",
+                tend_model::Value::List(vec!["/f/x".into(), "/g/".into()]),
+            ),
+        );
+        assert_eq!(f.requires, ["file:/", "file:/f/x", "file:/g/"]);
     }
 
     #[test]

@@ -906,3 +906,98 @@ async fn a_source_tree_needs_matching_paths_and_recurse() {
     let e = invalid(tree_spec(&d, Path::new("/etc")).param("state", "absent"));
     assert!(e.contains("field `source`"), "{e}");
 }
+
+fn frags(spec: ResSpec, list: &[String]) -> ResSpec {
+    spec.param(
+        "fragments",
+        Value::List(list.iter().map(|s| Value::Str(s.clone())).collect()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_join_files_and_directories_in_order_and_are_watched() {
+    let t = tempfile::tempdir().unwrap();
+    let (head, d, tail) = (
+        t.path().join("head"),
+        t.path().join("d"),
+        t.path().join("tail"),
+    );
+    fs::write(&head, "# head\n").unwrap();
+    fs::create_dir_all(d.join("skipped-subdir")).unwrap();
+    fs::write(d.join("skipped-subdir/x"), "never\n").unwrap();
+    fs::write(d.join("20-b"), "b\n").unwrap();
+    fs::write(d.join("10-a"), "a\n").unwrap();
+    fs::write(&tail, "# tail\n").unwrap();
+    let p = t.path().join("out");
+    let list = [
+        head.display().to_string(),
+        format!("{}/", d.display()),
+        tail.display().to_string(),
+    ];
+    let r = build(frags(file(&p), &list));
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert!(!p.exists(), "a dry run makes nothing");
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(
+        fs::read_to_string(&p).unwrap(),
+        "# head\na\nb\n# tail\n",
+        "files in the order given, a directory's by name, its subdirectories skipped"
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    let w = watch(&r).await;
+    w.clear();
+    fs::write(d.join("15-new"), "new\n").unwrap();
+    w.event("a file added to a fragment directory").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(
+        fs::read_to_string(&p).unwrap(),
+        "# head\na\nnew\nb\n# tail\n"
+    );
+    w.clear();
+    fs::write(&tail, "# end\n").unwrap();
+    w.event("a fragment file edited").await;
+    w.clear();
+    fs::write(&p, "drift").unwrap();
+    w.event("the file itself edited").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(
+        fs::read_to_string(&p).unwrap(),
+        "# head\na\nnew\nb\n# end\n"
+    );
+    // A missing fragment is an error naming it.
+    fs::remove_file(&head).unwrap();
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("reading fragment") && e.contains("head"), "{e}");
+}
+
+#[test]
+fn fragments_errors_name_the_field_and_reverse_to_content() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("f");
+    let one = [t.path().join("a").display().to_string()];
+    let e = invalid(frags(file(&p).param("content", "x"), &one));
+    assert!(
+        e.contains("field `fragments`") && e.contains("`content`"),
+        "{e}"
+    );
+    let e = invalid(frags(file(&p), &["rel".into()]));
+    assert!(
+        e.contains("field `fragments`") && e.contains("absolute"),
+        "{e}"
+    );
+    let e = invalid(frags(file(&p), &[format!("{}/", t.path().display())]));
+    assert!(
+        e.contains("field `fragments`") && e.contains("path itself"),
+        "{e}"
+    );
+    let e = invalid(frags(dir_spec(&p), &one));
+    assert!(e.contains("field `fragments`"), "{e}");
+    // Reversed, the file gets back its content as found.
+    fs::write(&p, "before\n").unwrap();
+    let rev = reversal_of(&frags(file(&p), &one)).unwrap();
+    assert_eq!(
+        rev.params.get("content"),
+        Some(&Value::Str("before\n".into()))
+    );
+    assert!(rev.params.get("fragments").is_none());
+}
