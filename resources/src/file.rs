@@ -68,8 +68,8 @@ pub(crate) fn schema() -> &'static KindSchema {
             .field(
                 Field::new(
                     "symlink",
-                    Type::Str,
-                    "make the path a symbolic link to this target",
+                    Type::Any,
+                    "true (mgmt's form): make the path a symbolic link to `source`, which may be relative; or the link's target itself (a string)",
                 )
                 .optional(),
             )
@@ -163,6 +163,9 @@ struct Cfg {
     source: Option<Arc<Path>>,
     /// `source` is a directory whose tree is copied onto the directory `path`.
     source_dir: bool,
+    /// mgmt's `symlink: true`: with state `absent`, a path that is not a symlink is removed
+    /// only with `force`.
+    link_only: bool,
     /// The files (or, `true`, directories of files) whose content joined is the content.
     fragments: Vec<(Arc<Path>, bool)>,
     symlink: Option<PathBuf>,
@@ -361,7 +364,13 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
         _ => State::Unmanaged,
     };
     let content = p.opt_str("content")?.map(String::into_bytes);
+    // mgmt's `symlink: true` takes its target from `source` (absolute or not).
+    let link_bool = match p.get("symlink") {
+        Some(tend_model::Value::Bool(b)) => Some(*b),
+        _ => None,
+    };
     let (source, source_dir) = match p.opt_str("source")? {
+        Some(_) if link_bool == Some(true) => (None, false),
         Some(s) => {
             let (src, d) = clean_path("source", &s)?;
             (Some(src), d)
@@ -401,11 +410,46 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
     let recurse = p.bool("recurse")?;
     let force = p.bool("force")?;
     let purge = p.bool("purge")?;
-    let symlink = match p.opt_str("symlink")? {
-        Some(s) if s.is_empty() => return Err(field_err("symlink", "is empty")),
-        Some(s) => Some(PathBuf::from(s)),
-        None => None,
+    let symlink = match p.get("symlink") {
+        None | Some(tend_model::Value::Bool(false)) => None,
+        Some(tend_model::Value::Bool(true)) => match p.opt_str("source")? {
+            Some(_) if state == State::Absent => {
+                return Err(field_err(
+                    "source",
+                    "cannot be combined with state \"absent\"",
+                ))
+            }
+            Some(t) if t.is_empty() => return Err(field_err("source", "is empty")),
+            Some(t) => Some(PathBuf::from(t)),
+            None if state == State::Absent => None,
+            None => {
+                return Err(field_err(
+                    "source",
+                    "is needed with `symlink: true`: it is the link's target",
+                ))
+            }
+        },
+        Some(tend_model::Value::Str(t)) if t.is_empty() => {
+            return Err(field_err("symlink", "is empty"))
+        }
+        Some(tend_model::Value::Str(_)) if p.is_set("source") => {
+            return Err(field_err(
+                "symlink",
+                "a target given here cannot be combined with `source` (mgmt's form: `symlink: true` and the target in `source`)",
+            ))
+        }
+        Some(tend_model::Value::Str(t)) => Some(PathBuf::from(t)),
+        Some(v) => {
+            return Err(field_err(
+                "symlink",
+                format!(
+                    "expected a bool (the target in `source`) or the target path, got {}",
+                    v.type_name()
+                ),
+            ))
+        }
     };
+    let link_only = link_bool == Some(true);
     let mode = match p.opt_str_ref("mode")? {
         Some(m) => Some(ModeSpec::parse(m).map_err(|e| field_err("mode", e))?),
         None => None,
@@ -490,6 +534,7 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
         owner,
         group,
         source_dir,
+        link_only,
         fragments,
         recurse,
         force,
@@ -1486,6 +1531,13 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
     match (cfg.state, &meta) {
         (State::Absent, None) => return Ok(Checked::InState),
         (State::Absent, Some(m)) => {
+            if cfg.link_only && !m.file_type().is_symlink() && !cfg.force {
+                return Err(ResError::new(format!(
+                    "{} is {}, not a symlink (set `force` to remove it)",
+                    p.display(),
+                    kind_of(m)
+                )));
+            }
             if apply {
                 remove(cfg, m)?;
                 tracing::info!(resource = %cfg.id(), path = %p.display(), "removed");
@@ -1506,9 +1558,9 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
             Some(m) if m.file_type().is_symlink() => {
                 fs::read_link(p).map_err(|e| ResError::io("reading link", p, e))? == *target
             }
-            Some(m) if m.is_dir() => {
+            Some(m) if m.is_dir() && !cfg.force => {
                 return Err(ResError::new(format!(
-                    "{} is a directory; refusing to replace it with a symlink",
+                    "{} is a directory; refusing to replace it with a symlink (set `force` to)",
                     p.display()
                 )))
             }
@@ -1537,6 +1589,10 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
                 let _ = fs::remove_file(&tmp);
                 std::os::unix::fs::symlink(target, &tmp)
                     .map_err(|e| ResError::io("creating symlink", &tmp, e))?;
+                if meta.as_ref().is_some_and(|m| m.is_dir()) {
+                    fs::remove_dir_all(p).map_err(|e| ResError::io("removing directory", p, e))?;
+                    tracing::info!(resource = %cfg.id(), path = %p.display(), "removed a directory (force)");
+                }
                 fs::rename(&tmp, p).map_err(|e| ResError::io("renaming into place", p, e))?;
                 fsync_dir(dir)?;
                 tracing::info!(resource = %cfg.id(), path = %p.display(), target = %target.display(), "linked");

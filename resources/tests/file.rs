@@ -1001,3 +1001,78 @@ fn fragments_errors_name_the_field_and_reverse_to_content() {
     );
     assert!(rev.params.get("fragments").is_none());
 }
+
+#[tokio::test]
+async fn mgmts_symlink_bool_takes_its_target_from_source() {
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("link");
+    // mgmt's form: `symlink: true`, the target (relative here) in `source`.
+    let r = build(
+        file(&l)
+            .param("symlink", true)
+            .param("source", "../x/target"),
+    );
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert!(fs::symlink_metadata(&l).is_err(), "a dry run makes nothing");
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_link(&l).unwrap(), Path::new("../x/target"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    // tend's form still works and is the same link.
+    let s = build(file(&l).param("symlink", "../x/target"));
+    assert_eq!(apply(&s).await.unwrap(), Checked::InState);
+    // A directory in its place goes only with `force`.
+    let d = t.path().join("dir");
+    fs::create_dir(&d).unwrap();
+    fs::write(d.join("f"), "x").unwrap();
+    let e = apply(&build(
+        file(&d).param("symlink", true).param("source", "/etc"),
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`force`"), "{e}");
+    let f = build(
+        file(&d)
+            .param("symlink", true)
+            .param("source", "/etc")
+            .param("force", true),
+    );
+    assert_eq!(apply(&f).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_link(&d).unwrap(), Path::new("/etc"));
+    // `state: absent` removes a symlink, and anything else only with `force`.
+    let gone = build(file(&l).param("symlink", true).param("state", "absent"));
+    assert_eq!(apply(&gone).await.unwrap(), Checked::Changed);
+    assert!(fs::symlink_metadata(&l).is_err());
+    fs::write(&l, "a real file").unwrap();
+    let e = apply(&gone).await.unwrap_err().to_string();
+    assert!(e.contains("not a symlink") && e.contains("`force`"), "{e}");
+    assert!(l.exists());
+    // `symlink: false` is a plain file.
+    let plain = build(
+        file(&l)
+            .param("symlink", false)
+            .param("content", "a real file"),
+    );
+    assert_eq!(apply(&plain).await.unwrap(), Checked::InState);
+}
+
+#[test]
+fn symlink_errors_name_the_field() {
+    let e = invalid(file(Path::new("/tmp/l")).param("symlink", true));
+    assert!(e.contains("field `source`") && e.contains("target"), "{e}");
+    let e = invalid(
+        file(Path::new("/tmp/l"))
+            .param("symlink", "/a")
+            .param("source", "/b"),
+    );
+    assert!(e.contains("field `symlink`"), "{e}");
+    let e = invalid(file(Path::new("/tmp/l")).param("symlink", 3i64));
+    assert!(e.contains("field `symlink`") && e.contains("bool"), "{e}");
+    let e = invalid(
+        file(Path::new("/tmp/l"))
+            .param("symlink", true)
+            .param("source", "/b")
+            .param("state", "absent"),
+    );
+    assert!(e.contains("field `source`"), "{e}");
+}
