@@ -480,6 +480,14 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
             },
         ));
     }
+    if let (Some(src), true) = (&source, source_dir) {
+        if path.starts_with(src) || src.starts_with(&path) {
+            return Err(field_err(
+                "source",
+                "a directory copied onto itself, inside itself or around itself never ends",
+            ));
+        }
+    }
     if source_dir && !recurse {
         return Err(field_err(
             "recurse",
@@ -1333,7 +1341,7 @@ fn fragments(frags: &[(Arc<Path>, bool)]) -> Result<Vec<u8>, ResError> {
             add(f)?;
             continue;
         }
-        for (name, m) in entries(f, false).and_then(|e| match fs::metadata(f) {
+        for (name, m) in entries(f).and_then(|e| match fs::metadata(f) {
             Ok(_) => Ok(e),
             Err(err) => Err(ResError::io("reading fragment directory", f, err)),
         })? {
@@ -1345,10 +1353,9 @@ fn fragments(frags: &[(Arc<Path>, bool)]) -> Result<Vec<u8>, ResError> {
     Ok(out)
 }
 
-/// The entries of the directory `dir` by name, sorted, as `lstat` (or, with `follow`, `stat`)
-/// sees them; a missing directory (or, in a dry run, a file where a directory will be) has
+/// The entries of the directory `dir` by name, sorted, as `lstat` sees them; a missing directory (or, in a dry run, a file where a directory will be) has
 /// none. This kind's temporary files are left out.
-fn entries(dir: &Path, follow: bool) -> Result<Vec<(std::ffi::OsString, fs::Metadata)>, ResError> {
+fn entries(dir: &Path) -> Result<Vec<(std::ffi::OsString, fs::Metadata)>, ResError> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e)
@@ -1366,14 +1373,9 @@ fn entries(dir: &Path, follow: bool) -> Result<Vec<(std::ffi::OsString, fs::Meta
             continue;
         }
         let path = e.path();
-        let m = if follow {
-            fs::metadata(&path)
-        } else {
-            fs::symlink_metadata(&path)
-        };
-        match m {
+        match fs::symlink_metadata(&path) {
             Ok(m) => out.push((name, m)),
-            Err(e) if e.kind() == ErrorKind::NotFound && !follow => {} // gone meanwhile
+            Err(e) if e.kind() == ErrorKind::NotFound => {} // gone meanwhile
             Err(e) => return Err(ResError::io("reading", &path, e)),
         }
     }
@@ -1383,8 +1385,8 @@ fn entries(dir: &Path, follow: bool) -> Result<Vec<(std::ffi::OsString, fs::Meta
 
 /// Copies the tree of the directory `src` onto the directory `dst` (mgmt's recursive
 /// `source`): subdirectories are made with their source's mode, files written (atomically,
-/// with their source's mode) where missing or of other content; symlinks in the source are
-/// followed. An entry of the other type (a file where the source has a directory, or the
+/// with their source's mode) where missing or of other content; a symlink in the source to a
+/// file is followed, one to a directory refused. An entry of the other type (a file where the source has a directory, or the
 /// reverse) is replaced only with `force`; with `purge`, what `dst` holds and `src` does not
 /// is removed. A dry run (`!apply`) says, with `report`, what would change, with a diff of
 /// each file. Returns whether anything differed.
@@ -1397,7 +1399,7 @@ fn sync_tree(
 ) -> Result<bool, ResError> {
     let id = cfg.id();
     let from = match fs::metadata(src) {
-        Ok(m) if m.is_dir() => entries(src, true)?,
+        Ok(m) if m.is_dir() => entries(src)?,
         Ok(m) => {
             return Err(field_err(
                 "source",
@@ -1406,8 +1408,7 @@ fn sync_tree(
         }
         Err(e) => return Err(ResError::io("reading source", src, e)),
     };
-    let mut have: HashMap<std::ffi::OsString, fs::Metadata> =
-        entries(dst, false)?.into_iter().collect();
+    let mut have: HashMap<std::ffi::OsString, fs::Metadata> = entries(dst)?.into_iter().collect();
     let mut changed = false;
     let mut dirty = false;
     let force_err = |d: &Path, m: &fs::Metadata, want: &str| {
@@ -1419,6 +1420,22 @@ fn sync_tree(
     };
     for (name, sm) in from {
         let (s, d) = (src.join(&name), dst.join(&name));
+        // A symlink to a file is copied as that file; one to a directory is refused (a link
+        // back up the tree would never end).
+        let sm = if sm.file_type().is_symlink() {
+            match fs::metadata(&s) {
+                Ok(m) if m.is_dir() => {
+                    return Err(ResError::new(format!(
+                        "{}: the source holds a symlink to a directory, which is not copied",
+                        s.display()
+                    )))
+                }
+                Ok(m) => m,
+                Err(e) => return Err(ResError::io("reading source", &s, e)),
+            }
+        } else {
+            sm
+        };
         let dm = have.remove(&name);
         if sm.is_dir() {
             if !dm.as_ref().is_some_and(|m| m.is_dir()) {

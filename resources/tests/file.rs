@@ -815,6 +815,17 @@ async fn copies_a_source_directory_tree_and_purges_only_when_told() {
     assert!(!dst.join("olddir").exists());
     assert!(dst.join("sub/deep/leaf").exists());
     assert_eq!(apply(&p).await.unwrap(), Checked::InState);
+    // A symlink to a file is copied as the file; one to a directory is refused.
+    std::os::unix::fs::symlink(src.join("top"), src.join("via-link")).unwrap();
+    assert_eq!(apply(&p).await.unwrap(), Checked::Changed);
+    assert!(fs::symlink_metadata(dst.join("via-link"))
+        .unwrap()
+        .is_file());
+    assert_eq!(fs::read_to_string(dst.join("via-link")).unwrap(), "top\n");
+    std::os::unix::fs::symlink("..", src.join("sub/up")).unwrap();
+    let e = apply(&p).await.unwrap_err().to_string();
+    assert!(e.contains("symlink to a directory"), "{e}");
+    fs::remove_file(src.join("sub/up")).unwrap();
     // A missing source is an error naming it, and nothing is removed.
     fs::remove_dir_all(&src).unwrap();
     let e = apply(&p).await.unwrap_err().to_string();
@@ -904,6 +915,10 @@ async fn a_source_tree_needs_matching_paths_and_recurse() {
     let e = invalid(dir_spec(&d).param("purge", true).param("recurse", true));
     assert!(e.contains("field `purge`"), "{e}");
     let e = invalid(tree_spec(&d, Path::new("/etc")).param("state", "absent"));
+    assert!(e.contains("field `source`"), "{e}");
+    let e = invalid(tree_spec(&d.join("inner"), &d));
+    assert!(e.contains("field `source`") && e.contains("inside"), "{e}");
+    let e = invalid(tree_spec(&d, &d));
     assert!(e.contains("field `source`"), "{e}");
 }
 
