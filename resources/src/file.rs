@@ -61,7 +61,7 @@ pub(crate) fn schema() -> &'static KindSchema {
                 Field::new(
                     "fragments",
                     Type::List(Box::new(Type::Str)),
-                    "the content is these files' joined, in order; a directory (trailing `/`) gives its files, by name",
+                    "files whose contents, joined in order, are the content; a directory (trailing `/`) gives its files by name",
                 )
                 .default_value(tend_model::Value::List(Vec::new())),
             )
@@ -261,6 +261,7 @@ impl ModeSpec {
                 .collect();
             let (at, op) = match ops.as_slice() {
                 [one] => *one,
+                [] if parts.len() == 1 => return bad("no `=`, `+` or `-`".into()),
                 [] => return bad(format!("{part:?} has no `=`, `+` or `-`")),
                 _ => return bad(format!("{part:?} has more than one operator")),
             };
@@ -1843,7 +1844,7 @@ mod tests {
         let e = |spec: ResSpec| build(&spec).err().unwrap().to_string();
         assert_eq!(
             e(ResSpec::new("file", "/tmp/a").param("mode", "0999")),
-            "field `mode`: \"0999\" is not an octal or symbolic mode: \"0999\" has no `=`, `+` or `-`"
+            "field `mode`: \"0999\" is not an octal or symbolic mode: no `=`, `+` or `-`"
         );
         assert!(e(ResSpec::new("file", "rel/a")).starts_with("field `name`:"));
         assert!(e(ResSpec::new("file", "x").param("path", "/a/../b")).starts_with("field `path`:"));
