@@ -1409,6 +1409,11 @@ fn sync_tree(
         }
         Err(e) => return Err(ResError::io("reading source", src, e)),
     };
+    // What a killed copy left in this directory of the tree goes first (once per directory
+    // and process; the path's own directory is swept by `check_apply`).
+    if apply && temps::claim(dst) {
+        temps::sweep(dst);
+    }
     let mut have: HashMap<std::ffi::OsString, fs::Metadata> = entries(dst)?.into_iter().collect();
     let mut changed = false;
     let mut dirty = false;

@@ -1091,3 +1091,25 @@ fn symlink_errors_name_the_field() {
     );
     assert!(e.contains("field `source`"), "{e}");
 }
+
+#[tokio::test]
+async fn a_copied_tree_is_swept_of_what_a_killed_copy_left() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    source_tree(&src);
+    fs::create_dir_all(dst.join("sub/deep")).unwrap();
+    // What `kill -9` in the middle of a copy leaves deep in the tree.
+    let stale = dst.join(format!("sub/deep/.tend.{}-12345.a1B2c3.tmp", dead_pid()));
+    fs::write(&stale, "half").unwrap();
+    let r = build(tree_spec(&dst, &src).param("purge", true));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert!(
+        !stale.exists(),
+        "a stale temporary in the copied tree is removed"
+    );
+    assert_eq!(
+        fs::read_to_string(dst.join("sub/deep/leaf")).unwrap(),
+        "leaf v1\n"
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+}
