@@ -138,7 +138,10 @@ def main():
         for h in hosts:
             h.stop()
         etcd.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("KEEP") != "1":
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("kept", work)
 
     print_table("fleet.py", rows)
 

@@ -50,14 +50,26 @@ pub(crate) fn schema() -> &'static KindSchema {
                     .optional(),
             )
             .field(
-                Field::new("source", Type::Str, "copy the content from this local file")
-                    .optional(),
+                Field::new(
+                    "source",
+                    Type::Str,
+                    "copy the content from this local file; a directory (trailing `/`, with `recurse`) is copied as a tree onto a directory path",
+                )
+                .optional(),
+            )
+            .field(
+                Field::new(
+                    "fragments",
+                    Type::List(Box::new(Type::Str)),
+                    "files whose contents, joined in order, are the content; a directory (trailing `/`) gives its files by name",
+                )
+                .default_value(tend_model::Value::List(Vec::new())),
             )
             .field(
                 Field::new(
                     "symlink",
-                    Type::Str,
-                    "make the path a symbolic link to this target",
+                    Type::Any,
+                    "true (mgmt's form): make the path a symbolic link to `source`, which may be relative; or the link's target itself (a string)",
                 )
                 .optional(),
             )
@@ -65,7 +77,7 @@ pub(crate) fn schema() -> &'static KindSchema {
                 Field::new(
                     "mode",
                     Type::Str,
-                    "octal permissions, e.g. \"0644\" (unset: 0644 for new files, else kept)",
+                    "octal (\"0644\") or symbolic (\"u=rw,go=r\", \"u+x\", \"go-w\", applied to the current mode) permissions (unset: 0644 for new files, else kept)",
                 )
                 .optional(),
             )
@@ -75,7 +87,23 @@ pub(crate) fn schema() -> &'static KindSchema {
                 Field::new(
                     "recurse",
                     Type::Bool,
-                    "with state \"absent\", also remove a non-empty directory",
+                    "with state \"absent\", also remove a non-empty directory; copy a `source` directory's whole tree",
+                )
+                .default_value(false),
+            )
+            .field(
+                Field::new(
+                    "force",
+                    Type::Bool,
+                    "replace a directory with a file or a file with a directory (also inside a copied tree)",
+                )
+                .default_value(false),
+            )
+            .field(
+                Field::new(
+                    "purge",
+                    Type::Bool,
+                    "with a `source` directory, remove what the destination tree holds and the source does not",
                 )
                 .default_value(false),
             )
@@ -133,11 +161,20 @@ struct Cfg {
     state: State,
     content: Option<Vec<u8>>,
     source: Option<Arc<Path>>,
+    /// `source` is a directory whose tree is copied onto the directory `path`.
+    source_dir: bool,
+    /// mgmt's `symlink: true`: with state `absent`, a path that is not a symlink is removed
+    /// only with `force`.
+    link_only: bool,
+    /// The files (or, `true`, directories of files) whose content joined is the content.
+    fragments: Vec<(Arc<Path>, bool)>,
     symlink: Option<PathBuf>,
-    mode: Option<u32>,
+    mode: Option<ModeSpec>,
     owner: Option<Who>,
     group: Option<Who>,
     recurse: bool,
+    force: bool,
+    purge: bool,
     /// Checking is cheap enough to run on the async worker: no source to read, small
     /// content, no user or group name to look up.
     inline_check: bool,
@@ -181,6 +218,116 @@ fn parse_mode(s: &str) -> Option<u32> {
     u32::from_str_radix(s, 8).ok()
 }
 
+/// A `mode`: octal, or symbolic clauses (`u=rw,go=r`, `u+x`, `go-w`) applied to the mode the
+/// path has (or would be created with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ModeSpec {
+    Octal(u32),
+    Symbolic(Vec<Clause>),
+}
+
+/// One symbolic clause: the permission bits it touches (`who`'s rwx, set-id and sticky
+/// bits), how, and the bits it sets or clears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Clause {
+    op: u8,
+    /// The bits `=` clears first: rwx of each subject, set-uid with `u`, set-gid with `g`.
+    clear: u32,
+    /// The bits named by `what` for the subjects.
+    bits: u32,
+}
+
+impl ModeSpec {
+    /// Parses `mode` as mgmt does: octal first, else comma-separated symbolic clauses, each
+    /// `who` (`u`, `g`, `o`, `a`; empty = `a`) then one operator (`=`, `+`, `-`) then `what`
+    /// (`r`, `w`, `x`, `s`, `t`). A subject may appear in one clause only, and `a` (or an
+    /// empty `who`) only in a clause of its own.
+    fn parse(s: &str) -> Result<ModeSpec, String> {
+        if let Some(m) = parse_mode(s) {
+            return Ok(ModeSpec::Octal(m));
+        }
+        let bad = |why: String| Err(format!("{s:?} is not an octal or symbolic mode: {why}"));
+        if s.is_empty() {
+            return bad("it is empty".into());
+        }
+        let parts: Vec<&str> = s.split(',').collect();
+        let mut seen = 0u8;
+        let mut clauses = Vec::with_capacity(parts.len());
+        for part in &parts {
+            let ops: Vec<(usize, u8)> = part
+                .bytes()
+                .enumerate()
+                .filter(|(_, b)| matches!(b, b'=' | b'+' | b'-'))
+                .collect();
+            let (at, op) = match ops.as_slice() {
+                [one] => *one,
+                [] if parts.len() == 1 => return bad("no `=`, `+` or `-`".into()),
+                [] => return bad(format!("{part:?} has no `=`, `+` or `-`")),
+                _ => return bad(format!("{part:?} has more than one operator")),
+            };
+            let (who, what) = (&part[..at], &part[at + 1..]);
+            let mut subjects = 0u8; // u = 4, g = 2, o = 1
+            for c in who.bytes() {
+                subjects |= match c {
+                    b'u' => 4,
+                    b'g' => 2,
+                    b'o' => 1,
+                    b'a' => 7,
+                    _ => return bad(format!("{:?} is not a subject (u, g, o, a)", c as char)),
+                };
+            }
+            if who.is_empty() || who.contains('a') {
+                if parts.len() > 1 {
+                    return bad("`a` (or no subject) must be the only clause".into());
+                }
+                subjects = 7;
+            }
+            if seen & subjects != 0 {
+                return bad("each subject (u, g, o) may be given once".into());
+            }
+            seen |= subjects;
+            let mut clear = 0u32;
+            let mut bits = 0u32;
+            for (flag, shift, setid) in [(4u8, 6u32, 0o4000u32), (2, 3, 0o2000), (1, 0, 0)] {
+                if subjects & flag == 0 {
+                    continue;
+                }
+                clear |= (0o7 << shift) | setid;
+                for c in what.bytes() {
+                    bits |= match c {
+                        b'r' => 0o4 << shift,
+                        b'w' => 0o2 << shift,
+                        b'x' => 0o1 << shift,
+                        b's' => setid,
+                        b't' => 0o1000,
+                        _ => {
+                            return bad(format!(
+                                "{:?} is not a permission (r, w, x, s, t)",
+                                c as char
+                            ))
+                        }
+                    };
+                }
+            }
+            clauses.push(Clause { op, clear, bits });
+        }
+        Ok(ModeSpec::Symbolic(clauses))
+    }
+
+    /// The mode wanted for a path whose permission bits are `from` now (for a path yet to be
+    /// made: those it would be made with).
+    fn apply(&self, from: u32) -> u32 {
+        match self {
+            ModeSpec::Octal(m) => *m,
+            ModeSpec::Symbolic(clauses) => clauses.iter().fold(from & 0o7777, |m, c| match c.op {
+                b'=' => (m & !c.clear) | c.bits,
+                b'+' => m | c.bits,
+                _ => m & !c.bits,
+            }),
+        }
+    }
+}
+
 /// Checks a path is absolute and normalized; returns it without a trailing slash, and
 /// whether it had one.
 fn clean_path(field: &str, s: &str) -> Result<(Arc<Path>, bool), ResError> {
@@ -218,20 +365,94 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
         _ => State::Unmanaged,
     };
     let content = p.opt_str("content")?.map(String::into_bytes);
-    let source = match p.opt_str("source")? {
-        Some(s) => Some(clean_path("source", &s)?.0),
-        None => None,
+    // mgmt's `symlink: true` takes its target from `source` (absolute or not).
+    let link_bool = match p.get("symlink") {
+        Some(tend_model::Value::Bool(b)) => Some(*b),
+        _ => None,
     };
-    let symlink = match p.opt_str("symlink")? {
-        Some(s) if s.is_empty() => return Err(field_err("symlink", "is empty")),
-        Some(s) => Some(PathBuf::from(s)),
-        None => None,
+    let (source, source_dir) = match p.opt_str("source")? {
+        Some(_) if link_bool == Some(true) => (None, false),
+        Some(s) => {
+            let (src, d) = clean_path("source", &s)?;
+            (Some(src), d)
+        }
+        None => (None, false),
     };
+    let mut fragments = Vec::new();
+    for f in p.strs("fragments")? {
+        let (fp, d) = clean_path("fragments", &f)?;
+        if path.starts_with(&fp) {
+            return Err(field_err(
+                "fragments",
+                format!("{f:?} holds the path itself"),
+            ));
+        }
+        fragments.push((fp, d));
+    }
+    if !fragments.is_empty() {
+        let clash = if content.is_some() {
+            Some("`content`")
+        } else if source.is_some() {
+            Some("`source`")
+        } else if is_dir {
+            Some("a directory path")
+        } else if state == State::Absent {
+            Some("state \"absent\"")
+        } else {
+            None
+        };
+        if let Some(c) = clash {
+            return Err(field_err(
+                "fragments",
+                format!("cannot be combined with {c}"),
+            ));
+        }
+    }
+    let recurse = p.bool("recurse")?;
+    let force = p.bool("force")?;
+    let purge = p.bool("purge")?;
+    let symlink = match p.get("symlink") {
+        None | Some(tend_model::Value::Bool(false)) => None,
+        Some(tend_model::Value::Bool(true)) => match p.opt_str("source")? {
+            Some(_) if state == State::Absent => {
+                return Err(field_err(
+                    "source",
+                    "cannot be combined with state \"absent\"",
+                ))
+            }
+            Some(t) if t.is_empty() => return Err(field_err("source", "is empty")),
+            Some(t) => Some(PathBuf::from(t)),
+            None if state == State::Absent => None,
+            None => {
+                return Err(field_err(
+                    "source",
+                    "is needed with `symlink: true`: it is the link's target",
+                ))
+            }
+        },
+        Some(tend_model::Value::Str(t)) if t.is_empty() => {
+            return Err(field_err("symlink", "is empty"))
+        }
+        Some(tend_model::Value::Str(_)) if p.is_set("source") => {
+            return Err(field_err(
+                "symlink",
+                "a target given here cannot be combined with `source` (mgmt's form: `symlink: true` and the target in `source`)",
+            ))
+        }
+        Some(tend_model::Value::Str(t)) => Some(PathBuf::from(t)),
+        Some(v) => {
+            return Err(field_err(
+                "symlink",
+                format!(
+                    "expected a bool (the target in `source`) or the target path, got {}",
+                    v.type_name()
+                ),
+            ))
+        }
+    };
+    let link_only = link_bool == Some(true);
     let mode = match p.opt_str_ref("mode")? {
-        Some(m) => Some(
-            parse_mode(m)
-                .ok_or_else(|| field_err("mode", format!("{m:?} is not an octal mode")))?,
-        ),
+        Some(m) => Some(ModeSpec::parse(m).map_err(|e| field_err("mode", e))?),
         None => None,
     };
     let owner = p.opt_str("owner")?;
@@ -244,21 +465,54 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
     if content.is_some() && source.is_some() {
         return Err(field_err("source", "cannot be combined with `content`"));
     }
-    if is_dir && (content.is_some() || source.is_some()) {
-        let f = if content.is_some() {
-            "content"
-        } else {
-            "source"
-        };
+    if is_dir && content.is_some() {
         return Err(field_err(
-            f,
+            "content",
             format!("{} is a directory (trailing `/`) and has no content", raw),
         ));
     }
-    if symlink.is_some() && (content.is_some() || source.is_some() || is_dir) {
+    if source.is_some() && is_dir != source_dir {
+        return Err(field_err(
+            "source",
+            if is_dir {
+                format!("{raw} is a directory (trailing `/`): its source must be one too")
+            } else {
+                format!("is a directory (trailing `/`) but {raw} is not")
+            },
+        ));
+    }
+    if let (Some(src), true) = (&source, source_dir) {
+        if path.starts_with(src) || src.starts_with(&path) {
+            return Err(field_err(
+                "source",
+                "a directory copied onto itself, inside itself or around itself never ends",
+            ));
+        }
+    }
+    if source_dir && !recurse {
+        return Err(field_err(
+            "recurse",
+            "must be true to copy a `source` directory",
+        ));
+    }
+    if source_dir && state == State::Absent {
+        return Err(field_err(
+            "source",
+            "cannot be combined with state \"absent\"",
+        ));
+    }
+    if purge && !source_dir {
+        return Err(field_err(
+            "purge",
+            "needs a `source` directory (trailing `/`) to compare the destination with",
+        ));
+    }
+    if symlink.is_some()
+        && (content.is_some() || source.is_some() || is_dir || !fragments.is_empty())
+    {
         return Err(field_err(
             "symlink",
-            "cannot be combined with `content`, `source` or a directory path",
+            "cannot be combined with `content`, `source`, `fragments` or a directory path",
         ));
     }
     if symlink.is_some() && mode.is_some() {
@@ -270,6 +524,7 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
     let owner = owner.map(Who::parse);
     let group = group.map(Who::parse);
     let inline_check = source.is_none()
+        && fragments.is_empty()
         && content
             .as_ref()
             .is_none_or(|c| c.len() <= INLINE_CONTENT_MAX)
@@ -287,7 +542,12 @@ fn cfg(spec: &ResSpec) -> Result<Cfg, ResError> {
         mode,
         owner,
         group,
-        recurse: p.bool("recurse")?,
+        source_dir,
+        link_only,
+        fragments,
+        recurse,
+        force,
+        purge,
         inline_check,
     })
 }
@@ -347,7 +607,7 @@ pub(crate) fn reverse(spec: &ResSpec) -> Result<ResSpec, ResError> {
             "exists"
         },
     );
-    if all || c.content.is_some() || c.source.is_some() {
+    if all || c.content.is_some() || c.source.is_some() || !c.fragments.is_empty() {
         let bytes = fs::read(&c.path).map_err(|e| ResError::io("reading", &c.path, e))?;
         let text = String::from_utf8(bytes).map_err(|_| {
             ResError::new(format!(
@@ -370,7 +630,8 @@ pub(crate) fn reverse(spec: &ResSpec) -> Result<ResSpec, ResError> {
 }
 
 /// `file` provides `file:<path>` (with the trailing `/` of a directory) and requires
-/// `file:<dir>/` for each ancestor directory, `file:<source>` for its source, and the `user`
+/// `file:<dir>/` for each ancestor directory, `file:<source>` for its source, `file:<f>` for
+/// each of its fragments, and the `user`
 /// and `group` its `owner` and `group` name (`user:<name>`, `group:<name>`).
 pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
     crate::account::require_owner(spec, "owner", "group", out);
@@ -419,6 +680,13 @@ pub(crate) fn autoedges(spec: &ResSpec, out: &mut dyn AutoEdgeSink) {
         key.truncate(5);
         key.push_str(src);
         out.requires(&key);
+    }
+    if let Some(tend_model::Value::List(frags)) = spec.params.get("fragments") {
+        for f in frags.iter().filter_map(|v| v.as_str()) {
+            key.truncate(5);
+            key.push_str(f);
+            out.requires(&key);
+        }
     }
 }
 
@@ -688,6 +956,31 @@ mod temps {
 #[async_trait::async_trait]
 impl Resource for File {
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
+        if let (Some(src), true) = (&self.cfg.source, self.cfg.source_dir) {
+            // Both trees, each directory's entries: the set follows directories made or gone.
+            let (src, dst) = (src.clone(), self.cfg.path.clone());
+            return fswatch::follow(&self.cfg.id().to_string(), w, move || {
+                let mut t = Vec::new();
+                crate::tar::dirs_below(&dst, &mut t);
+                crate::tar::dirs_below(&src, &mut t);
+                t
+            })
+            .await;
+        }
+        if !self.cfg.fragments.is_empty() {
+            let (path, frags) = (self.cfg.path.clone(), self.cfg.fragments.clone());
+            return fswatch::follow(&self.cfg.id().to_string(), w, move || {
+                let mut t = vec![fswatch::Target::Path(path.clone())];
+                for (f, dir) in &frags {
+                    t.push(match dir {
+                        true => fswatch::Target::Entries(f.clone()),
+                        false => fswatch::Target::Path(f.clone()),
+                    });
+                }
+                t
+            })
+            .await;
+        }
         let subscribe = |path: Arc<Path>, source: Option<Arc<Path>>, w: Watcher| {
             let sub = fswatch::subscribe(&path, w.clone())?;
             let src = match source {
@@ -1033,6 +1326,225 @@ fn owners(m: &fs::Metadata, uid: Option<u32>, gid: Option<u32>) -> String {
     )
 }
 
+/// The content `fragments` make, as mgmt's: each file's content in the order given; a
+/// directory gives its entries' by name (one level: its subdirectories are skipped, symlinks
+/// followed).
+fn fragments(frags: &[(Arc<Path>, bool)]) -> Result<Vec<u8>, ResError> {
+    let mut out = Vec::new();
+    let mut add = |p: &Path| -> Result<(), ResError> {
+        let mut f = fs::File::open(p).map_err(|e| ResError::io("reading fragment", p, e))?;
+        f.read_to_end(&mut out)
+            .map_err(|e| ResError::io("reading fragment", p, e))?;
+        Ok(())
+    };
+    for (f, dir) in frags {
+        if !dir {
+            add(f)?;
+            continue;
+        }
+        for (name, m) in entries(f).and_then(|e| match fs::metadata(f) {
+            Ok(_) => Ok(e),
+            Err(err) => Err(ResError::io("reading fragment directory", f, err)),
+        })? {
+            if !m.is_dir() {
+                add(&f.join(name))?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The entries of the directory `dir` by name, sorted, as `lstat` sees them; a missing directory (or, in a dry run, a file where a directory will be) has
+/// none. This kind's temporary files are left out.
+fn entries(dir: &Path) -> Result<Vec<(std::ffi::OsString, fs::Metadata)>, ResError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e)
+            if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ENOTDIR) =>
+        {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(ResError::io("reading directory", dir, e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| ResError::io("reading directory", dir, e))?;
+        let name = e.file_name();
+        if temps::owner(name.as_encoded_bytes()).is_some() {
+            continue;
+        }
+        let path = e.path();
+        match fs::symlink_metadata(&path) {
+            Ok(m) => out.push((name, m)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {} // gone meanwhile
+            Err(e) => return Err(ResError::io("reading", &path, e)),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Copies the tree of the directory `src` onto the directory `dst` (mgmt's recursive
+/// `source`): subdirectories are made with their source's mode, files written (atomically,
+/// with their source's mode) where missing or of other content; a symlink in the source to a
+/// file is followed, one to a directory refused. An entry of the other type (a file where the source has a directory, or the
+/// reverse) is replaced only with `force`; with `purge`, what `dst` holds and `src` does not
+/// is removed. A dry run (`!apply`) says, with `report`, what would change, with a diff of
+/// each file. Returns whether anything differed.
+fn sync_tree(
+    cfg: &Cfg,
+    src: &Path,
+    dst: &Path,
+    apply: bool,
+    report: bool,
+) -> Result<bool, ResError> {
+    let id = cfg.id();
+    let from = match fs::metadata(src) {
+        Ok(m) if m.is_dir() => entries(src)?,
+        Ok(m) => {
+            return Err(field_err(
+                "source",
+                format!("{} is {}, not a directory", src.display(), kind_of(&m)),
+            ))
+        }
+        Err(e) => return Err(ResError::io("reading source", src, e)),
+    };
+    // What a killed copy left in this directory of the tree goes first (once per directory
+    // and process; the path's own directory is swept by `check_apply`).
+    if apply && temps::claim(dst) {
+        temps::sweep(dst);
+    }
+    let mut have: HashMap<std::ffi::OsString, fs::Metadata> = entries(dst)?.into_iter().collect();
+    let mut changed = false;
+    let mut dirty = false;
+    let force_err = |d: &Path, m: &fs::Metadata, want: &str| {
+        ResError::new(format!(
+            "{} is {}, the source has {want} there (set `force` to replace it)",
+            d.display(),
+            kind_of(m)
+        ))
+    };
+    for (name, sm) in from {
+        let (s, d) = (src.join(&name), dst.join(&name));
+        // A symlink to a file is copied as that file; one to a directory is refused (a link
+        // back up the tree would never end).
+        let sm = if sm.file_type().is_symlink() {
+            match fs::metadata(&s) {
+                Ok(m) if m.is_dir() => {
+                    return Err(ResError::new(format!(
+                        "{}: the source holds a symlink to a directory, which is not copied",
+                        s.display()
+                    )))
+                }
+                Ok(m) => m,
+                Err(e) => return Err(ResError::io("reading source", &s, e)),
+            }
+        } else {
+            sm
+        };
+        let dm = have.remove(&name);
+        if sm.is_dir() {
+            if !dm.as_ref().is_some_and(|m| m.is_dir()) {
+                changed = true;
+                if let Some(m) = &dm {
+                    if !cfg.force {
+                        return Err(force_err(&d, m, "a directory"));
+                    }
+                }
+                if report {
+                    let what = match &dm {
+                        Some(m) => format!("would replace {} with a directory", kind_of(m)),
+                        None => "would create directory".into(),
+                    };
+                    tracing::info!(resource = %id, path = %d.display(), "{what}");
+                }
+                if apply {
+                    if dm.is_some() {
+                        fs::remove_file(&d).map_err(|e| ResError::io("removing", &d, e))?;
+                    }
+                    fs::create_dir(&d).map_err(|e| ResError::io("creating directory", &d, e))?;
+                    fs::set_permissions(&d, fs::Permissions::from_mode(sm.mode() & 0o7777))
+                        .map_err(|e| ResError::io("changing the mode of", &d, e))?;
+                    dirty = true;
+                    tracing::info!(resource = %id, path = %d.display(), "created directory");
+                }
+            }
+            changed |= sync_tree(cfg, &s, &d, apply, report)?;
+        } else if sm.is_file() {
+            let data = fs::read(&s).map_err(|e| ResError::io("reading source", &s, e))?;
+            let write = match &dm {
+                Some(m) if m.is_dir() && !cfg.force => return Err(force_err(&d, m, "a file")),
+                Some(m) if m.is_file() => !same_content(&d, m.len(), &data)?,
+                _ => true,
+            };
+            if !write {
+                continue;
+            }
+            changed = true;
+            if report {
+                let (what, old) = match &dm {
+                    None => (
+                        format!("would create it (mode {:04o})", sm.mode() & 0o7777),
+                        None,
+                    ),
+                    Some(m) if m.is_file() && m.len() <= DIFF_MAX => {
+                        ("would change content".into(), fs::read(&d).ok())
+                    }
+                    Some(m) if m.is_file() => ("would change content".into(), None),
+                    Some(m) => (format!("would replace {} with a file", kind_of(m)), None),
+                };
+                let diff = match (&dm, old) {
+                    (None, _) => content_diff(&d, None, &data),
+                    (Some(_), Some(old)) => content_diff(&d, Some(&old), &data),
+                    (Some(m), None) => {
+                        format!("{} bytes -> {} bytes", m.len(), data.len())
+                    }
+                };
+                tracing::info!(resource = %id, path = %d.display(), "{what}\n{diff}");
+            }
+            if apply {
+                if dm.as_ref().is_some_and(|m| m.is_dir()) {
+                    fs::remove_dir_all(&d)
+                        .map_err(|e| ResError::io("removing directory", &d, e))?;
+                }
+                write_atomic(&d, &data, sm.mode() & 0o7777, (None, None))?;
+                tracing::info!(resource = %id, path = %d.display(), "wrote content");
+            }
+        } else {
+            return Err(ResError::new(format!(
+                "{}: the source holds {}, which cannot be copied (only files and directories)",
+                s.display(),
+                kind_of(&sm)
+            )));
+        }
+    }
+    if cfg.purge {
+        let mut extra: Vec<_> = have.into_iter().collect();
+        extra.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, m) in extra {
+            let d = dst.join(&name);
+            changed = true;
+            if report {
+                tracing::info!(resource = %id, path = %d.display(), "would remove {} (purge: not in the source)", kind_of(&m));
+            }
+            if apply {
+                if m.is_dir() {
+                    fs::remove_dir_all(&d)
+                        .map_err(|e| ResError::io("removing directory", &d, e))?;
+                } else {
+                    fs::remove_file(&d).map_err(|e| ResError::io("removing", &d, e))?;
+                }
+                dirty = true;
+                tracing::info!(resource = %id, path = %d.display(), "removed (purge)");
+            }
+        }
+    }
+    if dirty {
+        fsync_dir(dst)?;
+    }
+    Ok(changed)
+}
+
 /// Checks the file and, when `apply`, puts it in state. A dry run with `report` logs what
 /// would change (`--noop`): a diff of the content, the mode and ownership before and after.
 fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checked, ResError> {
@@ -1042,6 +1554,13 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
     match (cfg.state, &meta) {
         (State::Absent, None) => return Ok(Checked::InState),
         (State::Absent, Some(m)) => {
+            if cfg.link_only && !m.file_type().is_symlink() && !cfg.force {
+                return Err(ResError::new(format!(
+                    "{} is {}, not a symlink (set `force` to remove it)",
+                    p.display(),
+                    kind_of(m)
+                )));
+            }
             if apply {
                 remove(cfg, m)?;
                 tracing::info!(resource = %cfg.id(), path = %p.display(), "removed");
@@ -1062,9 +1581,9 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
             Some(m) if m.file_type().is_symlink() => {
                 fs::read_link(p).map_err(|e| ResError::io("reading link", p, e))? == *target
             }
-            Some(m) if m.is_dir() => {
+            Some(m) if m.is_dir() && !cfg.force => {
                 return Err(ResError::new(format!(
-                    "{} is a directory; refusing to replace it with a symlink",
+                    "{} is a directory; refusing to replace it with a symlink (set `force` to)",
                     p.display()
                 )))
             }
@@ -1093,6 +1612,10 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
                 let _ = fs::remove_file(&tmp);
                 std::os::unix::fs::symlink(target, &tmp)
                     .map_err(|e| ResError::io("creating symlink", &tmp, e))?;
+                if meta.as_ref().is_some_and(|m| m.is_dir()) {
+                    fs::remove_dir_all(p).map_err(|e| ResError::io("removing directory", p, e))?;
+                    tracing::info!(resource = %cfg.id(), path = %p.display(), "removed a directory (force)");
+                }
                 fs::rename(&tmp, p).map_err(|e| ResError::io("renaming into place", p, e))?;
                 fsync_dir(dir)?;
                 tracing::info!(resource = %cfg.id(), path = %p.display(), target = %target.display(), "linked");
@@ -1121,31 +1644,48 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
     if cfg.is_dir {
         match &meta {
             Some(m) if m.is_dir() => {}
-            Some(_) => {
+            Some(m) if !cfg.force => {
                 return Err(ResError::new(format!(
-                    "{} exists and is not a directory",
-                    p.display()
+                    "{} exists and is {}, not a directory (set `force` to replace it)",
+                    p.display(),
+                    kind_of(m)
                 )))
             }
-            None => {
+            _ => {
                 changed = true;
                 if !apply {
                     if report {
-                        tracing::info!(resource = %cfg.id(), path = %p.display(), "would create directory");
+                        let what = match &meta {
+                            Some(m) => format!("would replace {} with a directory", kind_of(m)),
+                            None => "would create directory".into(),
+                        };
+                        tracing::info!(resource = %cfg.id(), path = %p.display(), "{what}");
+                        if let (Some(src), true) = (&cfg.source, cfg.source_dir) {
+                            sync_tree(cfg, src, p, false, true)?;
+                        }
                     }
                     return Ok(Checked::Changed);
                 }
+                if let Some(m) = &meta {
+                    fs::remove_file(p).map_err(|e| ResError::io("removing", p, e))?;
+                    tracing::info!(resource = %cfg.id(), path = %p.display(), "removed {} (force)", kind_of(m));
+                }
                 make_parents(p)?;
                 fs::create_dir(p).map_err(|e| ResError::io("creating directory", p, e))?;
-                if cfg.mode.is_none() {
+                // A symbolic mode is applied to 0755, whatever the umask.
+                if !matches!(cfg.mode, Some(ModeSpec::Octal(_))) {
                     fs::set_permissions(p, fs::Permissions::from_mode(0o755))
                         .map_err(|e| ResError::io("changing the mode of", p, e))?;
                 }
                 tracing::info!(resource = %cfg.id(), path = %p.display(), "created directory");
             }
         }
+        if let (Some(src), true) = (&cfg.source, cfg.source_dir) {
+            changed |= sync_tree(cfg, src, p, apply, report)?;
+        }
     } else {
         let want: Option<Cow<[u8]>> = match (&cfg.content, &cfg.source) {
+            _ if !cfg.fragments.is_empty() => Some(Cow::Owned(fragments(&cfg.fragments)?)),
             (Some(c), _) => Some(Cow::Borrowed(c)),
             (None, Some(src)) => Some(Cow::Owned(
                 fs::read(src).map_err(|e| ResError::io("reading source", src, e))?,
@@ -1153,9 +1693,9 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
             (None, None) => None,
         };
         let rewrite = match &meta {
-            Some(m) if m.is_dir() => {
+            Some(m) if m.is_dir() && !cfg.force => {
                 return Err(ResError::new(format!(
-                    "{} is a directory, expected a file (a directory path ends in `/`)",
+                    "{} is a directory, expected a file (a directory path ends in `/`; set `force` to replace it)",
                     p.display()
                 )))
             }
@@ -1170,7 +1710,7 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
             let want = want.as_deref().unwrap_or_default();
             let what = match &meta {
                 None => {
-                    let mode = cfg.mode.unwrap_or(0o644);
+                    let mode = cfg.mode.as_ref().map_or(0o644, |m| m.apply(0o644));
                     format!("would create it (mode {mode:04o})")
                 }
                 Some(m) if !m.is_file() => format!("would replace {} with a file", kind_of(m)),
@@ -1199,11 +1739,13 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
                 return Ok(Checked::Changed);
             }
             make_parents(p)?;
+            if meta.as_ref().is_some_and(|m| m.is_dir()) {
+                fs::remove_dir_all(p).map_err(|e| ResError::io("removing directory", p, e))?;
+                tracing::info!(resource = %cfg.id(), path = %p.display(), "removed a directory (force)");
+            }
             let kept = meta.as_ref().filter(|m| m.is_file());
-            let mode = cfg
-                .mode
-                .or(kept.map(|m| m.mode() & 0o7777))
-                .unwrap_or(0o644);
+            let from = kept.map_or(0o644, |m| m.mode() & 0o7777);
+            let mode = cfg.mode.as_ref().map_or(from, |m| m.apply(from));
             let owner = (uid.or(kept.map(|m| m.uid())), gid.or(kept.map(|m| m.gid())));
             write_atomic(p, want.as_deref().unwrap_or_default(), mode, owner)?;
             tracing::info!(resource = %cfg.id(), path = %p.display(), "wrote content");
@@ -1236,12 +1778,13 @@ fn check(cfg: &Cfg, apply: bool, report: bool, seen: &mut Seen) -> Result<Checke
             tracing::info!(resource = %cfg.id(), path = %p.display(), "would change owner {}", owners(&m, uid, gid));
         }
     }
-    if let Some(mode) = cfg.mode {
+    if let Some(spec) = &cfg.mode {
         let have = if apply && changed {
             lstat(p)?.map(|m| m.mode() & 0o7777)
         } else {
             Some(m.mode() & 0o7777)
         };
+        let mode = spec.apply(have.unwrap_or(0o644));
         if have != Some(mode) {
             changed = true;
             if report {
@@ -1277,11 +1820,36 @@ mod tests {
     }
 
     #[test]
+    fn symbolic_modes_apply_to_the_current_mode() {
+        let m = |s: &str, from: u32| ModeSpec::parse(s).unwrap().apply(from);
+        assert_eq!(m("0640", 0o777), 0o640);
+        assert_eq!(m("u=rw,go=r", 0o777), 0o644);
+        assert_eq!(m("u=rwx,g=rx,o=", 0o4777), 0o750, "`u=` clears set-uid");
+        assert_eq!(m("a=r", 0o777), 0o444);
+        assert_eq!(m("=rw", 0o100), 0o666);
+        assert_eq!(m("u+x", 0o644), 0o744);
+        assert_eq!(m("go-w", 0o666), 0o644);
+        assert_eq!(m("u+s,g+s", 0o755), 0o6755);
+        assert_eq!(m("+t", 0o755), 0o1755);
+        assert_eq!(m("o-t", 0o1777), 0o777, "`-t` clears the sticky bit");
+        // Idempotent: applying again changes nothing.
+        for s in ["u+x", "go-w", "u=rw,go=r", "a+rwx"] {
+            let once = m(s, 0o640);
+            assert_eq!(m(s, once), once, "{s}");
+        }
+        for bad in [
+            "", "u", "u=rw,u=r", "a=r,u=w", "=r,u=w", "u=r=w", "u+r-w", "z=r", "u=q", "u=rw,", "08",
+        ] {
+            assert!(ModeSpec::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn bad_specs_name_the_field() {
         let e = |spec: ResSpec| build(&spec).err().unwrap().to_string();
         assert_eq!(
             e(ResSpec::new("file", "/tmp/a").param("mode", "0999")),
-            "field `mode`: \"0999\" is not an octal mode"
+            "field `mode`: \"0999\" is not an octal or symbolic mode: no `=`, `+` or `-`"
         );
         assert!(e(ResSpec::new("file", "rel/a")).starts_with("field `name`:"));
         assert!(e(ResSpec::new("file", "x").param("path", "/a/../b")).starts_with("field `path`:"));
@@ -1340,6 +1908,14 @@ mod tests {
             &ResSpec::new("file", "/a").param("source", "/s/x"),
         );
         assert_eq!(s.requires, ["file:/", "file:/s/x"]);
+        let f = tend_engine::AutoEdges::of(
+            autoedges,
+            &ResSpec::new("file", "/a").param(
+                "fragments",
+                tend_model::Value::List(vec!["/f/x".into(), "/g/".into()]),
+            ),
+        );
+        assert_eq!(f.requires, ["file:/", "file:/f/x", "file:/g/"]);
     }
 
     #[test]

@@ -239,7 +239,7 @@ fn walk(id: &str, dir: &Path, prefix: &str, out: &mut Vec<Item>) -> Result<(), R
     Ok(())
 }
 
-/// Every directory under the directory inputs, for the watch.
+/// `Entries` of `dir` and of every directory below it (also for `file`'s copied trees).
 pub(crate) fn dirs_below(dir: &Path, out: &mut Vec<Target>) {
     out.push(Target::Entries(Arc::from(dir)));
     let Ok(rd) = fs::read_dir(dir) else {

@@ -195,6 +195,46 @@ async fn creates_directories_and_missing_parents() {
 }
 
 #[tokio::test]
+async fn symbolic_modes_assign_and_adjust_the_current_mode() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("f");
+    // Created straight with the mode the clauses make of 0644.
+    let r = build(file(&p).param("content", "x").param("mode", "u=rw,g=r,o="));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&p), 0o640);
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    // Relative forms adjust what is there and keep the rest.
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o664)).unwrap();
+    let x = build(file(&p).param("mode", "u+x,go-w"));
+    // A dry run says so and changes nothing.
+    assert_eq!(dry(&x).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&p), 0o664);
+    assert_eq!(apply(&x).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&p), 0o744);
+    assert_eq!(apply(&x).await.unwrap(), Checked::InState, "idempotent");
+    // A new file under a relative mode starts from 0644; a new directory from 0755.
+    let n = t.path().join("new");
+    assert_eq!(
+        apply(&build(file(&n).param("mode", "g+w"))).await.unwrap(),
+        Checked::Changed
+    );
+    assert_eq!(mode_of(&n), 0o664);
+    let d = t.path().join("d");
+    let rd = build(dir_spec(&d).param("mode", "o-rx"));
+    assert_eq!(apply(&rd).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&d), 0o750);
+    assert_eq!(apply(&rd).await.unwrap(), Checked::InState);
+    // Octal keeps working next to them.
+    let o = build(file(&p).param("mode", "0600"));
+    assert_eq!(apply(&o).await.unwrap(), Checked::Changed);
+    assert_eq!(mode_of(&p), 0o600);
+    let e = invalid(file(&p).param("mode", "u=rw,u+x"));
+    assert!(e.contains("field `mode`") && e.contains("once"), "{e}");
+    let e = invalid(file(&p).param("mode", "u=rwz"));
+    assert!(e.contains("field `mode`") && e.contains("'z'"), "{e}");
+}
+
+#[tokio::test]
 async fn copies_from_source() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
@@ -716,4 +756,360 @@ fn its_reversal_puts_back_what_it_manages_as_found() {
     d.meta.reverse = true;
     let e = invalid(d);
     assert!(e.contains("Meta:reverse"), "{e}");
+}
+
+/// A source tree: `top` (0600), `sub/` (0700) with `sub/deep/leaf`.
+fn source_tree(src: &Path) {
+    fs::create_dir_all(src.join("sub/deep")).unwrap();
+    fs::write(src.join("top"), "top\n").unwrap();
+    fs::set_permissions(src.join("top"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(src.join("sub/deep/leaf"), "leaf v1\n").unwrap();
+}
+
+fn tree_spec(dst: &Path, src: &Path) -> ResSpec {
+    dir_spec(dst)
+        .param("source", format!("{}/", src.display()))
+        .param("recurse", true)
+}
+
+#[tokio::test]
+async fn copies_a_source_directory_tree_and_purges_only_when_told() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    source_tree(&src);
+    let r = build(tree_spec(&dst, &src));
+    // A dry run makes nothing.
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert!(!dst.exists());
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(dst.join("top")).unwrap(), "top\n");
+    assert_eq!(
+        fs::read_to_string(dst.join("sub/deep/leaf")).unwrap(),
+        "leaf v1\n"
+    );
+    assert_eq!(mode_of(&dst.join("top")), 0o600, "the source's mode");
+    assert_eq!(mode_of(&dst.join("sub")), 0o700, "the source's mode");
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    // A changed source file deep down is copied again; an edit in the copy is undone.
+    fs::write(src.join("sub/deep/leaf"), "leaf v2\n").unwrap();
+    fs::write(dst.join("top"), "edited\n").unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(
+        fs::read_to_string(dst.join("sub/deep/leaf")).unwrap(),
+        "leaf v2\n"
+    );
+    assert_eq!(fs::read_to_string(dst.join("top")).unwrap(), "top\n");
+    // Without `purge`, what the destination holds besides the source stays.
+    fs::write(dst.join("sub/extra"), "mine").unwrap();
+    fs::create_dir(dst.join("olddir")).unwrap();
+    fs::write(dst.join("olddir/f"), "x").unwrap();
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    assert!(dst.join("sub/extra").exists());
+    // With it, a dry run says so and removes nothing; then they go.
+    let p = build(tree_spec(&dst, &src).param("purge", true));
+    assert_eq!(dry(&p).await.unwrap(), Checked::Changed);
+    assert!(dst.join("sub/extra").exists() && dst.join("olddir/f").exists());
+    assert_eq!(apply(&p).await.unwrap(), Checked::Changed);
+    assert!(!dst.join("sub/extra").exists());
+    assert!(!dst.join("olddir").exists());
+    assert!(dst.join("sub/deep/leaf").exists());
+    assert_eq!(apply(&p).await.unwrap(), Checked::InState);
+    // A symlink to a file is copied as the file; one to a directory is refused.
+    std::os::unix::fs::symlink(src.join("top"), src.join("via-link")).unwrap();
+    assert_eq!(apply(&p).await.unwrap(), Checked::Changed);
+    assert!(fs::symlink_metadata(dst.join("via-link"))
+        .unwrap()
+        .is_file());
+    assert_eq!(fs::read_to_string(dst.join("via-link")).unwrap(), "top\n");
+    std::os::unix::fs::symlink("..", src.join("sub/up")).unwrap();
+    let e = apply(&p).await.unwrap_err().to_string();
+    assert!(e.contains("symlink to a directory"), "{e}");
+    fs::remove_file(src.join("sub/up")).unwrap();
+    // A missing source is an error naming it, and nothing is removed.
+    fs::remove_dir_all(&src).unwrap();
+    let e = apply(&p).await.unwrap_err().to_string();
+    assert!(e.contains("reading source") && e.contains("src"), "{e}");
+    assert!(dst.join("sub/deep/leaf").exists());
+}
+
+#[tokio::test]
+async fn a_copied_tree_replaces_entries_of_the_other_type_only_with_force() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    source_tree(&src);
+    fs::create_dir_all(dst.join("top")).unwrap(); // a directory where a file goes
+    fs::write(dst.join("top/x"), "x").unwrap();
+    fs::write(dst.join("sub"), "a file where a directory goes").unwrap();
+    let r = build(tree_spec(&dst, &src));
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("`force`"), "{e}");
+    let f = build(tree_spec(&dst, &src).param("force", true));
+    assert_eq!(dry(&f).await.unwrap(), Checked::Changed);
+    assert!(dst.join("top/x").exists(), "a dry run changes nothing");
+    assert_eq!(apply(&f).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(dst.join("top")).unwrap(), "top\n");
+    assert_eq!(
+        fs::read_to_string(dst.join("sub/deep/leaf")).unwrap(),
+        "leaf v1\n"
+    );
+    assert_eq!(apply(&f).await.unwrap(), Checked::InState);
+    // The destination itself: a file where the directory goes.
+    let d2 = t.path().join("d2");
+    fs::write(&d2, "file").unwrap();
+    let e = apply(&build(tree_spec(&d2, &src)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`force`"), "{e}");
+    let f2 = build(tree_spec(&d2, &src).param("force", true));
+    assert_eq!(apply(&f2).await.unwrap(), Checked::Changed);
+    assert!(d2.join("sub/deep/leaf").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_both_trees() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    source_tree(&src);
+    let r = build(tree_spec(&dst, &src).param("purge", true));
+    apply(&r).await.unwrap();
+    let w = watch(&r).await;
+    w.clear();
+    fs::write(src.join("sub/deep/leaf"), "v2").unwrap();
+    w.event("a source file deep down edited").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    w.clear();
+    // A directory made in the source after the watch started is followed too.
+    fs::create_dir(src.join("new")).unwrap();
+    w.event("a source directory made").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    w.clear();
+    fs::write(src.join("new/f"), "n").unwrap();
+    w.event("a file in the new source directory").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_to_string(dst.join("new/f")).unwrap(), "n");
+    w.clear();
+    // Drift in the destination, deep down and in a directory the copy made.
+    fs::remove_file(dst.join("sub/deep/leaf")).unwrap();
+    w.event("a copied file removed").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    w.clear();
+    fs::write(dst.join("new/stray"), "s").unwrap();
+    w.event("a stray file in a copied directory").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert!(!dst.join("new/stray").exists());
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+}
+
+#[tokio::test]
+async fn a_source_tree_needs_matching_paths_and_recurse() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("d");
+    let e = invalid(dir_spec(&d).param("source", "/etc/hostname"));
+    assert!(e.contains("field `source`"), "{e}");
+    let e = invalid(file(&d).param("source", "/etc/"));
+    assert!(e.contains("field `source`"), "{e}");
+    let e = invalid(dir_spec(&d).param("source", "/etc/"));
+    assert!(e.contains("field `recurse`"), "{e}");
+    let e = invalid(dir_spec(&d).param("purge", true).param("recurse", true));
+    assert!(e.contains("field `purge`"), "{e}");
+    let e = invalid(tree_spec(&d, Path::new("/etc")).param("state", "absent"));
+    assert!(e.contains("field `source`"), "{e}");
+    let e = invalid(tree_spec(&d.join("inner"), &d));
+    assert!(e.contains("field `source`") && e.contains("inside"), "{e}");
+    let e = invalid(tree_spec(&d, &d));
+    assert!(e.contains("field `source`"), "{e}");
+}
+
+fn frags(spec: ResSpec, list: &[String]) -> ResSpec {
+    spec.param(
+        "fragments",
+        Value::List(list.iter().map(|s| Value::Str(s.clone())).collect()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_join_files_and_directories_in_order_and_are_watched() {
+    let t = tempfile::tempdir().unwrap();
+    let (head, d, tail) = (
+        t.path().join("head"),
+        t.path().join("d"),
+        t.path().join("tail"),
+    );
+    fs::write(&head, "# head\n").unwrap();
+    fs::create_dir_all(d.join("skipped-subdir")).unwrap();
+    fs::write(d.join("skipped-subdir/x"), "never\n").unwrap();
+    fs::write(d.join("20-b"), "b\n").unwrap();
+    fs::write(d.join("10-a"), "a\n").unwrap();
+    fs::write(&tail, "# tail\n").unwrap();
+    let p = t.path().join("out");
+    let list = [
+        head.display().to_string(),
+        format!("{}/", d.display()),
+        tail.display().to_string(),
+    ];
+    let r = build(frags(file(&p), &list));
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert!(!p.exists(), "a dry run makes nothing");
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(
+        fs::read_to_string(&p).unwrap(),
+        "# head\na\nb\n# tail\n",
+        "files in the order given, a directory's by name, its subdirectories skipped"
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    let w = watch(&r).await;
+    w.clear();
+    fs::write(d.join("15-new"), "new\n").unwrap();
+    w.event("a file added to a fragment directory").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(
+        fs::read_to_string(&p).unwrap(),
+        "# head\na\nnew\nb\n# tail\n"
+    );
+    w.clear();
+    fs::write(&tail, "# end\n").unwrap();
+    w.event("a fragment file edited").await;
+    w.clear();
+    fs::write(&p, "drift").unwrap();
+    w.event("the file itself edited").await;
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(
+        fs::read_to_string(&p).unwrap(),
+        "# head\na\nnew\nb\n# end\n"
+    );
+    // A missing fragment is an error naming it.
+    fs::remove_file(&head).unwrap();
+    let e = apply(&r).await.unwrap_err().to_string();
+    assert!(e.contains("reading fragment") && e.contains("head"), "{e}");
+}
+
+#[test]
+fn fragments_errors_name_the_field_and_reverse_to_content() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("f");
+    let one = [t.path().join("a").display().to_string()];
+    let e = invalid(frags(file(&p).param("content", "x"), &one));
+    assert!(
+        e.contains("field `fragments`") && e.contains("`content`"),
+        "{e}"
+    );
+    let e = invalid(frags(file(&p), &["rel".into()]));
+    assert!(
+        e.contains("field `fragments`") && e.contains("absolute"),
+        "{e}"
+    );
+    let e = invalid(frags(file(&p), &[format!("{}/", t.path().display())]));
+    assert!(
+        e.contains("field `fragments`") && e.contains("path itself"),
+        "{e}"
+    );
+    let e = invalid(frags(dir_spec(&p), &one));
+    assert!(e.contains("field `fragments`"), "{e}");
+    // Reversed, the file gets back its content as found.
+    fs::write(&p, "before\n").unwrap();
+    let rev = reversal_of(&frags(file(&p), &one)).unwrap();
+    assert_eq!(
+        rev.params.get("content"),
+        Some(&Value::Str("before\n".into()))
+    );
+    assert!(rev.params.get("fragments").is_none());
+}
+
+#[tokio::test]
+async fn mgmts_symlink_bool_takes_its_target_from_source() {
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("link");
+    // mgmt's form: `symlink: true`, the target (relative here) in `source`.
+    let r = build(
+        file(&l)
+            .param("symlink", true)
+            .param("source", "../x/target"),
+    );
+    assert_eq!(dry(&r).await.unwrap(), Checked::Changed);
+    assert!(fs::symlink_metadata(&l).is_err(), "a dry run makes nothing");
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_link(&l).unwrap(), Path::new("../x/target"));
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
+    // tend's form still works and is the same link.
+    let s = build(file(&l).param("symlink", "../x/target"));
+    assert_eq!(apply(&s).await.unwrap(), Checked::InState);
+    // A directory in its place goes only with `force`.
+    let d = t.path().join("dir");
+    fs::create_dir(&d).unwrap();
+    fs::write(d.join("f"), "x").unwrap();
+    let e = apply(&build(
+        file(&d).param("symlink", true).param("source", "/etc"),
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`force`"), "{e}");
+    let f = build(
+        file(&d)
+            .param("symlink", true)
+            .param("source", "/etc")
+            .param("force", true),
+    );
+    assert_eq!(apply(&f).await.unwrap(), Checked::Changed);
+    assert_eq!(fs::read_link(&d).unwrap(), Path::new("/etc"));
+    // `state: absent` removes a symlink, and anything else only with `force`.
+    let gone = build(file(&l).param("symlink", true).param("state", "absent"));
+    assert_eq!(apply(&gone).await.unwrap(), Checked::Changed);
+    assert!(fs::symlink_metadata(&l).is_err());
+    fs::write(&l, "a real file").unwrap();
+    let e = apply(&gone).await.unwrap_err().to_string();
+    assert!(e.contains("not a symlink") && e.contains("`force`"), "{e}");
+    assert!(l.exists());
+    // `symlink: false` is a plain file.
+    let plain = build(
+        file(&l)
+            .param("symlink", false)
+            .param("content", "a real file"),
+    );
+    assert_eq!(apply(&plain).await.unwrap(), Checked::InState);
+}
+
+#[test]
+fn symlink_errors_name_the_field() {
+    let e = invalid(file(Path::new("/tmp/l")).param("symlink", true));
+    assert!(e.contains("field `source`") && e.contains("target"), "{e}");
+    let e = invalid(
+        file(Path::new("/tmp/l"))
+            .param("symlink", "/a")
+            .param("source", "/b"),
+    );
+    assert!(e.contains("field `symlink`"), "{e}");
+    let e = invalid(file(Path::new("/tmp/l")).param("symlink", 3i64));
+    assert!(e.contains("field `symlink`") && e.contains("bool"), "{e}");
+    let e = invalid(
+        file(Path::new("/tmp/l"))
+            .param("symlink", true)
+            .param("source", "/b")
+            .param("state", "absent"),
+    );
+    assert!(e.contains("field `source`"), "{e}");
+}
+
+#[tokio::test]
+async fn a_copied_tree_is_swept_of_what_a_killed_copy_left() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    source_tree(&src);
+    fs::create_dir_all(dst.join("sub/deep")).unwrap();
+    // What `kill -9` in the middle of a copy leaves deep in the tree.
+    let stale = dst.join(format!("sub/deep/.tend.{}-12345.a1B2c3.tmp", dead_pid()));
+    fs::write(&stale, "half").unwrap();
+    let r = build(tree_spec(&dst, &src).param("purge", true));
+    assert_eq!(apply(&r).await.unwrap(), Checked::Changed);
+    assert!(
+        !stale.exists(),
+        "a stale temporary in the copied tree is removed"
+    );
+    assert_eq!(
+        fs::read_to_string(dst.join("sub/deep/leaf")).unwrap(),
+        "leaf v1\n"
+    );
+    assert_eq!(apply(&r).await.unwrap(), Checked::InState);
 }

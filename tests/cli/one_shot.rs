@@ -167,6 +167,80 @@ resources:
     assert_eq!(mode(&target), 0o644);
 }
 
+/// The `file` forms of issue 15 end to end: a source tree with `purge`, `fragments`, a
+/// symbolic mode and mgmt's `symlink: true`, first under `--noop` (reported, nothing changed),
+/// then for real, then in state.
+#[test]
+fn file_trees_fragments_symbolic_modes_and_mgmt_symlinks() {
+    let sb = Sandbox::new();
+    sb.write("src/sub/leaf", "leaf\n");
+    sb.write("frag/10-a", "a\n");
+    sb.write("frag/20-b", "b\n");
+    sb.write("out/tree/stray", "stray\n");
+    let app = sb.write("out/app", "x\n");
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let g = sb.write(
+        "g.yaml",
+        r#"
+resources:
+  file:
+    - name: ${TEND_ROOT}/out/tree/
+      source: ${TEND_ROOT}/src/
+      recurse: true
+      purge: true
+    - name: ${TEND_ROOT}/out/joined
+      fragments: ["${TEND_ROOT}/frag/"]
+    - name: ${TEND_ROOT}/out/app
+      mode: "u+x,go-w"
+    - name: ${TEND_ROOT}/out/link
+      symlink: true
+      source: ../src
+"#,
+    );
+    let out = sb.run_once(&g, &["--noop"]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    for line in [
+        "would create directory",
+        "+leaf\n",
+        "would remove a file (purge: not in the source)",
+        "+a\n+b\n",
+        "would change mode 0666 -> 0744",
+        "would link: nothing -> a symlink to ../src",
+        "4 would change (noop)",
+    ] {
+        assert!(
+            out.stderr.contains(line),
+            "{}",
+            sb.explain(&format!("missing {line:?}"), &out)
+        );
+    }
+    assert!(sb.path("out/tree/stray").exists());
+    assert!(!sb.path("out/tree/sub").exists() && !sb.path("out/joined").exists());
+    assert_eq!(mode(&app), 0o666);
+    assert!(std::fs::symlink_metadata(sb.path("out/link")).is_err());
+
+    let out = sb.run_once(&g, &[]);
+    assert_eq!(out.code(), 0, "{}", sb.explain("expected exit 0", &out));
+    assert_eq!(
+        read(&sb.path("out/tree/sub/leaf")).as_deref(),
+        Some("leaf\n")
+    );
+    assert!(!sb.path("out/tree/stray").exists());
+    assert_eq!(read(&sb.path("out/joined")).as_deref(), Some("a\nb\n"));
+    assert_eq!(mode(&app), 0o744);
+    assert_eq!(
+        std::fs::read_link(sb.path("out/link")).unwrap(),
+        std::path::Path::new("../src")
+    );
+    let out = sb.run_once(&g, &[]);
+    assert!(
+        out.stderr
+            .contains("tend run: converged: 4 resources, 4 in state, 0 failed, 0 blocked"),
+        "{}",
+        sb.explain("a second run finds everything in state", &out)
+    );
+}
+
 #[test]
 fn a_run_removes_the_temporary_files_a_killed_run_left() {
     let sb = Sandbox::new();

@@ -107,7 +107,7 @@ edges:
         r#"
 g.yaml:2: unknown top-level key `top` (expected `resources` or `edges`)
 g.yaml:6: file[/a]: field `content`: expected str, got 5
-g.yaml:7: file[/a]: field `colour`: kind `file` has no such field (its fields: path, state, content, source, symlink, mode, owner, group, recurse)
+g.yaml:7: file[/a]: field `colour`: kind `file` has no such field (its fields: path, state, content, source, fragments, symlink, mode, owner, group, recurse, force, purge)
 g.yaml:8: file[/a]: duplicate resource (first defined on line 5)
 g.yaml:9: a `file` resource has no `name`
 g.yaml:10: unknown resource kind `nosuch` (known kinds: cron, exec, file, group, gzip, hostname, json:edit, kv, line, mount, noop, pkg, print, schedule, ssh:authorized_key, svc, sysctl, tar, test, timer, user, value)
