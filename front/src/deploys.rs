@@ -55,6 +55,10 @@ impl Running {
                 tracing::error!(deploy = d.id, error = %reason, "deploy rejected by the signature check; keeping the running program");
                 reason.clone()
             }
+            Rejected::Unavailable(e) => {
+                tracing::warn!(deploy = d.id, error = %e, "cannot fetch the deploy now; keeping the running program and trying again");
+                return;
+            }
         };
         *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(format!("deploy {} rejected: {text}", d.id));
@@ -128,9 +132,21 @@ enum Rejected {
     /// Its signature does not verify against the host's trusted keys, or it replays an older
     /// one.
     Refused(String),
-    /// It cannot be fetched, does not compile or its first graph does not check.
+    /// It does not compile or its first graph does not check.
     Failed(Vec<String>),
+    /// The World could not serve its bundle now (etcd overloaded or unreachable): not a
+    /// verdict on the deploy, which is fetched again later.
+    Unavailable(String),
 }
+
+/// Whether an error of fetching comes from the World's store (a transient failure).
+fn from_store(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<WorldError>(), Some(WorldError::Store(_))))
+}
+
+/// The first wait before fetching a deploy again, and the longest.
+const REFETCH: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 
 /// The deploy a host with trusted keys verified last (the replay guard): its id and the
 /// BLAKE3 hash of its signed manifest, in `<state-dir>/deploys/verified`.
@@ -190,7 +206,11 @@ async fn verify(
         .signer(d.signature.as_ref())
         .map_err(|r| Rejected::Refused(r.to_string()))?;
     let entries = world.fs_tree(&d.bundle).await.map_err(|e| {
-        Rejected::Failed(vec![format!("fetching the bundle of deploy {}: {e}", d.id)])
+        let text = format!("fetching the bundle of deploy {}: {e}", d.id);
+        match e {
+            WorldError::Store(_) => Rejected::Unavailable(text),
+            _ => Rejected::Failed(vec![text]),
+        }
     })?;
     let started = std::time::Instant::now();
     let signed = manifest(&ManifestHead::of(world.keys().namespace(), d), &entries);
@@ -364,7 +384,13 @@ async fn load(f: &Follow, d: &Deploy) -> Result<watch::Receiver<Arc<FrameResult>
     };
     let entry = fetch(&f.world, d, &f.state_dir, verified.as_deref())
         .await
-        .map_err(|e| Rejected::Failed(vec![format!("{e:#}")]))?;
+        .map_err(|e| {
+            if from_store(&e) {
+                Rejected::Unavailable(format!("{e:#}"))
+            } else {
+                Rejected::Failed(vec![format!("{e:#}")])
+            }
+        })?;
     let view: Arc<dyn WorldView> = ClusterView::new(f.world.clone());
     let schemas = f.engine.registry().schemas().clone();
     let mut frames =
@@ -389,9 +415,15 @@ pub async fn follow(f: Follow) -> Result<watch::Receiver<Arc<FrameResult>>> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         tracing::info!("no deploy yet: waiting for one (publish a program with `tend deploy`)");
     });
+    let mut backoff = Backoff::default();
+    let mut next_latest: Option<Deploy> = None;
     let mut current = loop {
-        let Some(latest) = deploys.next().await else {
-            anyhow::bail!("the world's deploy watch ended");
+        let latest = match next_latest.take() {
+            Some(d) => d,
+            None => match deploys.next().await {
+                Some(d) => d,
+                None => anyhow::bail!("the world's deploy watch ended"),
+            },
         };
         let Some(d) = newest_for(&f, latest.clone()).await else {
             not_for_us(&latest, None);
@@ -406,6 +438,18 @@ pub async fn follow(f: Follow) -> Result<watch::Receiver<Arc<FrameResult>>> {
                 running.set(&d);
                 break rx;
             }
+            Err(why @ Rejected::Unavailable(_)) => {
+                running.reject(&d, &why);
+                // Again after a while, unless a newer deploy comes first.
+                let wait = backoff.get(d.id);
+                tokio::select! {
+                    newer = deploys.next() => match newer {
+                        Some(n) => next_latest = Some(n),
+                        None => anyhow::bail!("the world's deploy watch ended"),
+                    },
+                    _ = tokio::time::sleep(wait) => next_latest = Some(latest),
+                }
+            }
             Err(why) => {
                 running.reject(&d, &why);
                 // The daemon's reporter starts with the first program: until then, say it here.
@@ -419,8 +463,35 @@ pub async fn follow(f: Follow) -> Result<watch::Receiver<Arc<FrameResult>>> {
     let (tx, out) = watch::channel(current.borrow_and_update().clone());
     tokio::spawn(async move {
         let mut program_alive = true;
+        // A deploy the World could not serve yet, and when to fetch it again.
+        let mut retry: Option<(Deploy, tokio::time::Instant)> = None;
         loop {
+            let retry_at = retry.as_ref().map(|(_, at)| *at);
             tokio::select! {
+                _ = async { tokio::time::sleep_until(retry_at.expect("guarded")).await }, if retry_at.is_some() => {
+                    let (d, _) = retry.take().expect("guarded");
+                    if running.id() == Some(d.id) {
+                        continue;
+                    }
+                    match load(&f, &d).await {
+                        Ok(mut rx) => {
+                            tracing::info!(deploy = d.id, "switching to deploy");
+                            running.set(&d);
+                            let frame = rx.borrow_and_update().clone();
+                            current = rx;
+                            program_alive = true;
+                            if tx.send(frame).is_err() {
+                                return;
+                            }
+                        }
+                        Err(why @ Rejected::Unavailable(_)) => {
+                            running.reject(&d, &why);
+                            let at = tokio::time::Instant::now() + backoff.get(d.id);
+                            retry = Some((d, at));
+                        }
+                        Err(why) => running.reject(&d, &why),
+                    }
+                }
                 changed = current.changed(), if program_alive => {
                     if changed.is_err() {
                         program_alive = false;
@@ -433,6 +504,8 @@ pub async fn follow(f: Follow) -> Result<watch::Receiver<Arc<FrameResult>>> {
                 }
                 next = deploys.next() => {
                     let Some(d) = next else { return };
+                    // A newer deploy supersedes one waiting to be fetched again.
+                    retry = None;
                     if running.id() == Some(d.id) {
                         continue;
                     }
@@ -451,6 +524,11 @@ pub async fn follow(f: Follow) -> Result<watch::Receiver<Arc<FrameResult>>> {
                                 return;
                             }
                         }
+                        Err(why @ Rejected::Unavailable(_)) => {
+                            running.reject(&d, &why);
+                            let at = tokio::time::Instant::now() + backoff.get(d.id);
+                            retry = Some((d, at));
+                        }
                         Err(why) => running.reject(&d, &why),
                     }
                 }
@@ -458,4 +536,54 @@ pub async fn follow(f: Follow) -> Result<watch::Receiver<Arc<FrameResult>>> {
         }
     });
     Ok(out)
+}
+
+/// Capped exponential waits between fetches of one deploy ([`REFETCH`]), started over for
+/// another deploy.
+#[derive(Default)]
+struct Backoff {
+    deploy: Option<u64>,
+    next: Duration,
+}
+
+impl Backoff {
+    fn get(&mut self, deploy: u64) -> Duration {
+        if self.deploy != Some(deploy) {
+            self.deploy = Some(deploy);
+            self.next = REFETCH.0;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(REFETCH.1);
+        wait
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn waits_double_up_to_the_cap_and_start_over_for_another_deploy() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..7).map(|_| b.get(3).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(b.get(4).as_secs(), 1);
+    }
+
+    #[test]
+    fn only_the_stores_failures_are_unavailable() {
+        let store = anyhow::Error::new(WorldError::Store(tend_world::StoreError::Unsupported(
+            "timed out".into(),
+        )))
+        .context("fetching the bundle of deploy 9");
+        assert!(from_store(&store));
+        let missing = anyhow::Error::new(WorldError::NotFound {
+            key: "blobs/x".into(),
+        })
+        .context("fetching the bundle of deploy 9");
+        assert!(!from_store(&missing));
+        assert!(!from_store(&anyhow::anyhow!(
+            "does not match its signed manifest"
+        )));
+    }
 }
