@@ -10,6 +10,9 @@ use tend_world::{HostStatus, HostWorld, ResWorld, World};
 
 use crate::api::{ApiState, DeployInfo, Health};
 
+/// The shortest time between two writes of this host's registration.
+const MIN_GAP: Duration = Duration::from_millis(200);
+
 /// Keeps this host's registration (deploy, converged) and the API's world health current.
 pub fn report_host(
     world: World,
@@ -26,6 +29,7 @@ pub fn report_host(
         // first program is cleared here when that program runs.
         let mut last_rejected: Option<Option<String>> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_write: Option<tokio::time::Instant> = None;
         loop {
             let (deploy, rejected) = running.snapshot();
             api.set_deploy(deploy.as_ref().map(|d| DeployInfo {
@@ -42,16 +46,24 @@ pub fn report_host(
                 }
             }
             let now = host_status(deploy.map(|d| d.id), &status.borrow_and_update());
-            if last.as_ref() != Some(&now) {
+            // Every host's cache holds every registration: a host converging through many
+            // swaps writes its record at most every MIN_GAP (the latest state, at the end of
+            // the gap), so a fleet's records do not flood etcd's watchers.
+            let due = last_write.is_none_or(|t: tokio::time::Instant| t.elapsed() >= MIN_GAP);
+            let pending = last.as_ref() != Some(&now);
+            if pending && due {
                 match world.host_update(&now).await {
                     Ok(()) => last = Some(now),
                     Err(e) => tracing::warn!(error = %e, "cannot update this host's registration"),
                 }
+                last_write = Some(tokio::time::Instant::now());
             }
             api.set_world_health(world_health(&world));
+            let gap_end = last_write.map(|t| t + MIN_GAP);
             tokio::select! {
                 changed = status.changed() => if changed.is_err() { return },
                 _ = tick.tick() => {}
+                _ = async { tokio::time::sleep_until(gap_end.expect("guarded")).await }, if pending && !due && gap_end.is_some() => {}
             }
         }
     })
