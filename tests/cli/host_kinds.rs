@@ -1,4 +1,4 @@
-//! The kinds that change the host itself (`hostname`, `mount`), end to end: the real binary
+//! The kinds that change the host itself (`hostname`, `mount`, a per-netns `sysctl`), end to end: the real binary
 //! runs a YAML graph in a UTS and mount namespace of its own (`unshare`), with a tmpfs over
 //! `/etc` there, so the host's name, `/etc/hostname`, `/etc/fstab` and mount table are never
 //! touched; a shell in the same namespaces then prints what tend left.
@@ -142,4 +142,60 @@ resources:
             sb.explain(&format!("{kind}: {says:?}, once"), &out)
         );
     }
+}
+
+/// `sysctl` on a per-network-namespace key, end to end: in a network namespace of its own
+/// (`unshare -n`) a daemon sets `net.ipv4.ip_forward` (the host's stays as it is), and a
+/// change behind its back inside that namespace is repaired.
+#[test]
+fn a_per_netns_sysctl_is_set_and_repaired_in_a_namespace_of_its_own() {
+    let sb = Sandbox::new();
+    let graph = sb.write(
+        "graph.yaml",
+        r#"
+resources:
+  sysctl:
+    - name: net.ipv4.ip_forward
+      value: "1"
+      path: ${TEND_ROOT}/99-forward.conf
+"#,
+    );
+    let host_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let script = r#"
+"$TEND" run "$1" --state-dir "$TEND_ROOT/state" --listen none &
+pid=$!
+for i in $(seq 100); do [ "$(cat /proc/sys/net/ipv4/ip_forward)" = 1 ] && break; sleep 0.05; done
+echo "set: $(cat /proc/sys/net/ipv4/ip_forward)"
+echo 0 > /proc/sys/net/ipv4/ip_forward
+start=$(date +%s%N)
+for i in $(seq 100); do [ "$(cat /proc/sys/net/ipv4/ip_forward)" = 1 ] && break; sleep 0.05; done
+end=$(date +%s%N)
+echo "repaired: $(cat /proc/sys/net/ipv4/ip_forward) in $(( (end - start) / 1000000 )) ms"
+kill $pid; wait $pid
+"#;
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c"])
+        .arg(script)
+        .arg("sh")
+        .arg(&graph)
+        .env("TEND", TEND)
+        .env("TEND_ROOT", sb.root())
+        .env_remove("RUST_LOG")
+        .current_dir(sb.root())
+        .output()
+        .expect("running unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(stdout.contains("set: 1"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("repaired: 1 in"), "{stdout}\n{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(sb.root().join("99-forward.conf")).unwrap(),
+        "net.ipv4.ip_forward = 1\n"
+    );
+    // The host's own value was never touched.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_before
+    );
 }
