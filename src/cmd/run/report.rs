@@ -47,9 +47,15 @@ pub fn report_host(
             }
             let now = host_status(deploy.map(|d| d.id), &status.borrow_and_update());
             // Every host's cache holds every registration: a host converging through many
-            // swaps writes its record at most every MIN_GAP (the latest state, at the end of
-            // the gap), so a fleet's records do not flood etcd's watchers.
-            let due = last_write.is_none_or(|t: tokio::time::Instant| t.elapsed() >= MIN_GAP);
+            // swaps writes its other changes at most every MIN_GAP (the latest state, at the
+            // end of the gap), so a fleet's records do not flood etcd's watchers.
+            // Becoming converged, or a new deploy, is what `tend deploy --wait` waits for:
+            // written at once.
+            let urgent = last
+                .as_ref()
+                .is_none_or(|l| l.deploy != now.deploy || (now.converged && !l.converged));
+            let due =
+                urgent || last_write.is_none_or(|t: tokio::time::Instant| t.elapsed() >= MIN_GAP);
             let pending = last.as_ref() != Some(&now);
             if pending && due {
                 match world.host_update(&now).await {
