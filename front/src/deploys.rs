@@ -473,23 +473,13 @@ pub async fn follow(f: Follow) -> Result<watch::Receiver<Arc<FrameResult>>> {
                     if running.id() == Some(d.id) {
                         continue;
                     }
-                    match load(&f, &d).await {
-                        Ok(mut rx) => {
-                            tracing::info!(deploy = d.id, "switching to deploy");
-                            running.set(&d);
-                            let frame = rx.borrow_and_update().clone();
-                            current = rx;
-                            program_alive = true;
-                            if tx.send(frame).is_err() {
-                                return;
-                            }
+                    if let Some(mut rx) = switch(&f, d, &mut backoff, &mut retry).await {
+                        let frame = rx.borrow_and_update().clone();
+                        current = rx;
+                        program_alive = true;
+                        if tx.send(frame).is_err() {
+                            return;
                         }
-                        Err(why @ Rejected::Unavailable(_)) => {
-                            running.reject(&d, &why);
-                            let at = tokio::time::Instant::now() + backoff.get(d.id);
-                            retry = Some((d, at));
-                        }
-                        Err(why) => running.reject(&d, &why),
                     }
                 }
                 changed = current.changed(), if program_alive => {
@@ -513,29 +503,45 @@ pub async fn follow(f: Follow) -> Result<watch::Receiver<Arc<FrameResult>>> {
                         not_for_us(&d, running.id());
                         continue;
                     }
-                    match load(&f, &d).await {
-                        Ok(mut rx) => {
-                            tracing::info!(deploy = d.id, "switching to deploy");
-                            running.set(&d);
-                            let frame = rx.borrow_and_update().clone();
-                            current = rx;
-                            program_alive = true;
-                            if tx.send(frame).is_err() {
-                                return;
-                            }
+                    if let Some(mut rx) = switch(&f, d, &mut backoff, &mut retry).await {
+                        let frame = rx.borrow_and_update().clone();
+                        current = rx;
+                        program_alive = true;
+                        if tx.send(frame).is_err() {
+                            return;
                         }
-                        Err(why @ Rejected::Unavailable(_)) => {
-                            running.reject(&d, &why);
-                            let at = tokio::time::Instant::now() + backoff.get(d.id);
-                            retry = Some((d, at));
-                        }
-                        Err(why) => running.reject(&d, &why),
                     }
                 }
             }
         }
     });
     Ok(out)
+}
+
+/// Loads deploy `d` for a host that runs a program: its frames when it loads; otherwise says
+/// why it does not (and, when the World could not serve it, sets when to try again).
+async fn switch(
+    f: &Follow,
+    d: Deploy,
+    backoff: &mut Backoff,
+    retry: &mut Option<(Deploy, tokio::time::Instant)>,
+) -> Option<watch::Receiver<Arc<FrameResult>>> {
+    match load(f, &d).await {
+        Ok(rx) => {
+            tracing::info!(deploy = d.id, "switching to deploy");
+            f.running.set(&d);
+            Some(rx)
+        }
+        Err(why @ Rejected::Unavailable(_)) => {
+            f.running.reject(&d, &why);
+            *retry = Some((d.clone(), tokio::time::Instant::now() + backoff.get(d.id)));
+            None
+        }
+        Err(why) => {
+            f.running.reject(&d, &why);
+            None
+        }
+    }
 }
 
 /// Capped exponential waits between fetches of one deploy ([`REFETCH`]), started over for
