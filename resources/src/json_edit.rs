@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use futures::StreamExt;
 use serde_json::{Map, Value as Json};
 use tend_engine::{AutoEdgeSink, CheckCtx, Checked, InitCtx, ResError, Resource, Watcher};
-use tend_model::world::{StrWorld, WorldError};
+use tend_model::world::{ResourceWorld, WorldError};
 use tend_model::{Field, KindSchema, ResSpec, Type};
 
 use crate::fswatch;
@@ -351,7 +351,7 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         store,
         texts,
         edits,
-        world: Mutex::new(None),
+        world: Default::default(),
     }))
 }
 
@@ -360,7 +360,7 @@ struct JsonEdit {
     store: Store,
     texts: Vec<String>,
     edits: Vec<Edit>,
-    world: Mutex<Option<Arc<dyn StrWorld>>>,
+    world: crate::worldcell::WorldCell,
 }
 
 /// One lock per store in this process.
@@ -390,12 +390,8 @@ fn render(doc: &Map<String, Json>) -> Vec<u8> {
 }
 
 impl JsonEdit {
-    fn world(&self) -> Result<Arc<dyn StrWorld>, ResError> {
-        self.world
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| ResError::new(format!("{}: this daemon has no World", self.id)))
+    fn world(&self) -> Result<Arc<dyn ResourceWorld>, ResError> {
+        self.world.get(&self.id)
     }
 
     /// Parses a stored document. An empty one is an error, as any text that is not JSON: a
@@ -471,13 +467,7 @@ impl Resource for JsonEdit {
                 }
             }
             Store::Etcd(_) => {
-                let w = ctx.world.get().ok_or_else(|| {
-                    ResError::new(format!(
-                        "{}: this daemon has no World to keep the document in",
-                        self.id
-                    ))
-                })?;
-                *self.world.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
+                self.world.init(ctx, &self.id, "to keep the document in")?;
             }
         }
         Ok(())

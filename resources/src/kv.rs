@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
 use tend_engine::{CheckCtx, Checked, InitCtx, ResError, Resource, Watcher};
-use tend_model::world::{StrWorld, WorldError};
+use tend_model::world::{ResourceWorld, StrWorld, WorldError};
 use tend_model::{Field, KindSchema, ResSpec, Type};
 
 use crate::params::{field_err, Params};
@@ -59,7 +59,7 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         key,
         value: p.opt_str("value")?,
         mapped: p.bool("mapped")?,
-        world: Mutex::new(None),
+        world: Default::default(),
         host: Mutex::new(String::new()),
     }))
 }
@@ -69,18 +69,14 @@ struct Kv {
     key: String,
     value: Option<String>,
     mapped: bool,
-    world: Mutex<Option<Arc<dyn StrWorld>>>,
+    world: crate::worldcell::WorldCell,
     /// This host's name (its key in per-host maps), from `init`.
     host: Mutex<String>,
 }
 
 impl Kv {
-    fn world(&self) -> Result<Arc<dyn StrWorld>, ResError> {
-        self.world
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| ResError::new(format!("{}: this daemon has no World", self.id)))
+    fn world(&self) -> Result<Arc<dyn ResourceWorld>, ResError> {
+        self.world.get(&self.id)
     }
 
     async fn current(&self, w: &dyn StrWorld) -> Result<Option<String>, ResError> {
@@ -107,13 +103,7 @@ impl Kv {
 impl Resource for Kv {
     async fn init(&self, ctx: &InitCtx) -> Result<(), ResError> {
         *self.host.lock().unwrap_or_else(|p| p.into_inner()) = ctx.hostname.clone();
-        let w = ctx.world.get().ok_or_else(|| {
-            ResError::new(format!(
-                "{}: this daemon has no World to write into",
-                self.id
-            ))
-        })?;
-        *self.world.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
+        self.world.init(ctx, &self.id, "to write into")?;
         Ok(())
     }
 

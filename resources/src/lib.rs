@@ -31,6 +31,7 @@ mod tar;
 mod testkind;
 mod timer;
 pub mod value;
+mod worldcell;
 
 use tend_engine::{Kind, Registry};
 

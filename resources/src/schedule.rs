@@ -10,7 +10,7 @@
 //! The work is the World's (`tend_model::world::SchedWorld`); the watch fires when the
 //! namespace changes, so a lost entry is put back.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
 use tend_engine::{CheckCtx, Checked, InitCtx, ResError, Resource, Watcher};
@@ -104,7 +104,7 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         namespace,
         opts,
         withdraw,
-        world: Mutex::new(None),
+        world: Default::default(),
     }))
 }
 
@@ -113,30 +113,19 @@ struct Schedule {
     namespace: String,
     opts: SchedOpts,
     withdraw: bool,
-    world: Mutex<Option<Arc<dyn ResourceWorld>>>,
+    world: crate::worldcell::WorldCell,
 }
 
 impl Schedule {
     fn world(&self) -> Result<Arc<dyn ResourceWorld>, ResError> {
-        self.world
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| ResError::new(format!("{}: this daemon has no World", self.id)))
+        self.world.get(&self.id)
     }
 }
 
 #[async_trait::async_trait]
 impl Resource for Schedule {
     async fn init(&self, ctx: &InitCtx) -> Result<(), ResError> {
-        let w = ctx.world.get().ok_or_else(|| {
-            ResError::new(format!(
-                "{}: this daemon has no World to schedule in",
-                self.id
-            ))
-        })?;
-        *self.world.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
-        Ok(())
+        self.world.init(ctx, &self.id, "to schedule in")
     }
 
     async fn watch(&self, w: Watcher) -> Result<(), ResError> {
