@@ -110,6 +110,7 @@ pub(crate) fn build(spec: &ResSpec) -> Result<Box<dyn Resource>, ResError> {
         runtime,
         persist,
         path: Arc::from(path.as_path()),
+        seen: std::sync::Mutex::new(None),
     }))
 }
 
@@ -133,6 +134,22 @@ struct Sysctl {
     runtime: bool,
     persist: bool,
     path: Arc<Path>,
+    /// The runtime value as last seen, by the watch's poll or by a check (which may set it
+    /// between two polls: a change back to the old value before the next poll is then not
+    /// missed).
+    seen: std::sync::Mutex<Option<String>>,
+}
+
+impl Sysctl {
+    /// Records the runtime value seen; whether it differs from the one seen before.
+    fn see(&self, now: Option<String>) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == now {
+            return false;
+        }
+        *seen = now;
+        true
+    }
 }
 
 /// A value with its whitespace normalised.
@@ -173,20 +190,19 @@ impl Resource for Sysctl {
         } else {
             None
         };
+        // Read before saying the watch runs: a change made between the two (the first apply
+        // runs once the watch runs) must differ from what the watch saw first.
+        if self.runtime {
+            self.see(self.read_runtime().ok());
+        }
         w.running();
-        let mut last = if self.runtime {
-            self.read_runtime().ok()
-        } else {
-            None
-        };
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick(), if self.runtime => {
                     let now = self.read_runtime().ok();
-                    if now != last {
-                        last = now;
+                    if self.see(now) {
                         w.event();
                     }
                 }
@@ -205,6 +221,7 @@ impl Resource for Sysctl {
         let mut changed = false;
         if self.runtime {
             let now = self.read_runtime()?;
+            self.see(Some(now.clone()));
             if norm(&now) != norm(&self.value) {
                 changed = true;
                 if ctx.apply {
@@ -217,6 +234,7 @@ impl Resource for Sysctl {
                         ))
                     })?;
                     let back = self.read_runtime()?;
+                    self.see(Some(back.clone()));
                     if norm(&back) != norm(&self.value) {
                         return Err(ResError::new(format!(
                             "{}: the kernel took {:?} as {:?}: write the value as it reads back",
