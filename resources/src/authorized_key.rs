@@ -508,9 +508,7 @@ impl AuthorizedKey {
 impl Resource for AuthorizedKey {
     async fn init(&self, _ctx: &InitCtx) -> Result<(), ResError> {
         if let Ok(Some(place)) = self.loc.place() {
-            if let Some(dir) = place.path.parent() {
-                crate::file::sweep_temps(dir);
-            }
+            crate::file::sweep_beside(&place.path);
         }
         Ok(())
     }

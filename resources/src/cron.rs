@@ -472,9 +472,7 @@ impl Cron {
 #[async_trait::async_trait]
 impl Resource for Cron {
     async fn init(&self, _ctx: &InitCtx) -> Result<(), ResError> {
-        if let Some(dir) = self.path.parent() {
-            crate::file::sweep_temps(dir);
-        }
+        crate::file::sweep_beside(&self.path);
         Ok(())
     }
 

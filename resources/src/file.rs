@@ -814,6 +814,23 @@ pub(crate) fn sweep_temps(dir: &Path) -> usize {
     temps::sweep(dir)
 }
 
+/// Removes the temporaries a killed tend left beside `path` (in its directory): what a kind
+/// that rewrites one file with [`write_atomic`] does in `init`.
+pub(crate) fn sweep_beside(path: &Path) {
+    if let Some(dir) = path.parent() {
+        temps::sweep(dir);
+    }
+}
+
+/// The mode and owner a rewrite gives a file: those it has (`meta`), or 0644 and the
+/// writer's for a new one.
+pub(crate) fn kept_mode_owner(meta: Option<&fs::Metadata>) -> (u32, (Option<u32>, Option<u32>)) {
+    match meta {
+        Some(m) => (m.mode() & 0o7777, (Some(m.uid()), Some(m.gid()))),
+        None => (0o644, (None, None)),
+    }
+}
+
 mod temps {
     use std::fs;
     use std::path::{Path, PathBuf};

@@ -12,7 +12,6 @@
 
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -186,10 +185,7 @@ impl Gzip {
             tracing::info!(resource = %self.id, "would write {}", self.path.display());
             return Ok(Checked::Changed);
         }
-        let (mode, owner) = match fs::metadata(&self.path) {
-            Ok(m) => (m.mode() & 0o7777, (Some(m.uid()), Some(m.gid()))),
-            Err(_) => (0o644, (None, None)),
-        };
+        let (mode, owner) = crate::file::kept_mode_owner(fs::metadata(&self.path).ok().as_ref());
         crate::file::write_atomic_with(&self.path, mode, owner, |f, _| {
             let mut w = self.compress(BufWriter::new(f)).map_err(err)?;
             w.flush().map_err(err)
@@ -202,9 +198,7 @@ impl Gzip {
 #[async_trait::async_trait]
 impl Resource for Gzip {
     async fn init(&self, _ctx: &InitCtx) -> Result<(), ResError> {
-        if let Some(dir) = self.path.parent() {
-            crate::file::sweep_temps(dir);
-        }
+        crate::file::sweep_beside(&self.path);
         Ok(())
     }
 

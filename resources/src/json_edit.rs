@@ -20,7 +20,6 @@
 //! (or the World's watch of the key), so an edit undone behind tend's back is redone at once.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -461,11 +460,7 @@ impl JsonEdit {
 impl Resource for JsonEdit {
     async fn init(&self, ctx: &InitCtx) -> Result<(), ResError> {
         match &self.store {
-            Store::File(p) => {
-                if let Some(dir) = p.parent() {
-                    crate::file::sweep_temps(dir);
-                }
-            }
+            Store::File(p) => crate::file::sweep_beside(p),
             Store::Etcd(_) => {
                 self.world.init(ctx, &self.id, "to keep the document in")?;
             }
@@ -534,10 +529,7 @@ impl Resource for JsonEdit {
         let out = render(&doc);
         match &self.store {
             Store::File(path) => {
-                let (mode, owner) = match &meta {
-                    Some(m) => (m.mode() & 0o7777, (Some(m.uid()), Some(m.gid()))),
-                    None => (0o644, (None, None)),
-                };
+                let (mode, owner) = crate::file::kept_mode_owner(meta.as_ref());
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || {
                     crate::file::write_atomic(&path, &out, mode, owner)

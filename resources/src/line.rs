@@ -176,9 +176,7 @@ impl Line {
 #[async_trait::async_trait]
 impl Resource for Line {
     async fn init(&self, _ctx: &InitCtx) -> Result<(), ResError> {
-        if let Some(dir) = self.file.parent() {
-            crate::file::sweep_temps(dir);
-        }
+        crate::file::sweep_beside(&self.file);
         Ok(())
     }
 

@@ -753,9 +753,7 @@ impl Mount {
 #[async_trait::async_trait]
 impl Resource for Mount {
     async fn init(&self, _ctx: &InitCtx) -> Result<(), ResError> {
-        if let Some(dir) = fstab_path().parent() {
-            crate::file::sweep_temps(dir);
-        }
+        crate::file::sweep_beside(fstab_path());
         Ok(())
     }
 

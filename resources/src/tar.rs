@@ -525,10 +525,7 @@ impl Tar {
             tracing::info!(resource = %self.id, "would write the archive {} ({} entries)", self.path.display(), items.len());
             return Ok(Checked::Changed);
         }
-        let (mode, owner) = match fs::metadata(&self.path) {
-            Ok(m) => (m.mode() & 0o7777, (Some(m.uid()), Some(m.gid()))),
-            Err(_) => (0o644, (None, None)),
-        };
+        let (mode, owner) = crate::file::kept_mode_owner(fs::metadata(&self.path).ok().as_ref());
         crate::file::write_atomic_with(&self.path, mode, owner, |f, _| {
             let mut w = write_archive(&items, self.format, BufWriter::new(f)).map_err(err)?;
             w.flush().map_err(err)
@@ -541,9 +538,7 @@ impl Tar {
 #[async_trait::async_trait]
 impl Resource for Tar {
     async fn init(&self, _ctx: &InitCtx) -> Result<(), ResError> {
-        if let Some(dir) = self.path.parent() {
-            crate::file::sweep_temps(dir);
-        }
+        crate::file::sweep_beside(&self.path);
         Ok(())
     }
 
