@@ -48,6 +48,7 @@ on_both_backends!(
     unknown_format_version_is_a_clear_error,
     schedule_picks_max_live_members_and_replaces_a_dead_one,
     schedule_join_is_idempotent_and_withdraw_hands_over,
+    a_scheduled_host_whose_lease_expired_rejoins_with_a_new_one,
     string_maps_of_the_old_layout_are_moved_and_still_read,
 );
 
@@ -988,5 +989,36 @@ async fn string_maps_of_the_old_layout_are_moved_and_still_read(fx: Fixture) {
             .then_some(())
         },
     )
+    .await;
+}
+
+async fn a_scheduled_host_whose_lease_expired_rejoins_with_a_new_one(fx: Fixture) {
+    let h1 = fx.world("h1").await;
+    h1.sched_join("pool", &sched_opts(1, 2), "t", true)
+        .await
+        .unwrap();
+    let store = fx.store().await;
+    let key = h1.keys().sched_member("pool", "h1");
+    let first = eventually(Duration::from_secs(5), "the member key", || async {
+        store.get(&key).await.unwrap()
+    })
+    .await;
+    assert_ne!(first.lease, 0);
+    // The lease is lost (as after a partition longer than the TTL): the member comes back,
+    // bound to a new lease, so it still expires if its host dies.
+    store.lease_revoke(first.lease).await.unwrap();
+    let again = eventually(Duration::from_secs(10), "the member back", || async {
+        store
+            .get(&key)
+            .await
+            .unwrap()
+            .filter(|kv| kv.lease != first.lease)
+    })
+    .await;
+    assert_ne!(again.lease, 0, "{:?}: rejoined without a lease", fx.kind);
+    drop(h1);
+    eventually(Duration::from_secs(10), "the member to expire", || async {
+        store.get(&key).await.unwrap().is_none().then_some(())
+    })
     .await;
 }

@@ -159,8 +159,8 @@ impl World {
         Some((bytes, name))
     }
 
-    /// Writes this host's member key with `lease`, granting a new lease of the pool's TTL
-    /// when that one is gone. Returns the lease used.
+    /// Writes this host's member key with `lease` (0: none, for `persist`), granting a new
+    /// lease of the pool's TTL when that one is gone. Returns the lease used.
     async fn put_member(
         &self,
         namespace: &str,
@@ -268,8 +268,10 @@ impl World {
                             match w.inner.store.lease_keepalive(current).await {
                                 Ok(_) => {}
                                 Err(StoreError::LeaseNotFound(_)) => {
-                                    // Expired (a partition longer than the TTL): rejoin.
-                                    match w.put_member(&ns, &opts, 0).await {
+                                    // Expired (a partition longer than the TTL): rejoin,
+                                    // with a new lease (`put_member` grants one when the
+                                    // one it is given is gone).
+                                    match w.put_member(&ns, &opts, current).await {
                                         Ok(l) => lease.store(l, Ordering::SeqCst),
                                         Err(e) => {
                                             tracing::warn!(namespace = %ns, error = %e, "cannot rejoin the scheduling pool")
