@@ -104,11 +104,13 @@ async fn run(auth: Auth) -> Result<()> {
     match auth {
         Auth::Init { cluster, out_dir } => {
             let store = match connect(&cluster).await {
-                Err(e) if format!("{e:#}").contains("user name is empty") => anyhow::bail!(
-                    "etcd {}: authentication is already enabled (`init` runs once; add hosts \
-                     with `tend cluster auth add-host` and the root credentials)",
-                    cluster.etcd.join(",")
-                ),
+                // An anonymous connection to etcd with authentication on fails already.
+                Err(e)
+                    if e.downcast_ref::<tend_world::StoreError>()
+                        .is_some_and(auth::already_enabled) =>
+                {
+                    return Err(auth::enabled_error(&cluster.etcd.join(",")).into())
+                }
                 r => r?,
             };
             let made = auth::init(&store, cluster.namespace()).await?;

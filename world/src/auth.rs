@@ -14,7 +14,7 @@
 //! each other. Exports to a host added later need [`add_host`] of that host first (it grants
 //! every existing host the pair), so a host exports only to hosts the cluster knows.
 
-use etcd_client::{Client, Permission};
+use etcd_client::Permission;
 use tend_model::world::StoreError;
 
 use crate::keys::{escape, Keys};
@@ -64,22 +64,81 @@ fn password() -> String {
     )
 }
 
-fn err(store: &Etcd, op: &'static str, key: &str, e: etcd_client::Error) -> StoreError {
-    let message = e.to_string();
-    if message.contains("permission denied") || message.contains("user name is empty") {
-        return StoreError::PermissionDenied {
-            endpoints: store.describe_endpoints(),
-            op,
-            key: key.to_string(),
-            message,
-        };
+/// The users etcd has.
+async fn users(store: &Etcd) -> Result<Vec<String>, StoreError> {
+    let r = store
+        .call("user list", "", |mut c| async move { c.user_list().await })
+        .await?;
+    Ok(r.users().to_vec())
+}
+
+/// The roles etcd has.
+async fn roles(store: &Etcd) -> Result<Vec<String>, StoreError> {
+    let r = store
+        .call("role list", "", |mut c| async move { c.role_list().await })
+        .await?;
+    Ok(r.roles().to_vec())
+}
+
+/// Creates the user, or gives an existing one (in `existing`) its new password.
+async fn put_user(store: &Etcd, u: &Credentials, existing: &[String]) -> Result<(), StoreError> {
+    let (name, pw) = (u.user.clone(), u.password.clone());
+    if existing.contains(&u.user) {
+        store
+            .call("user change password", &u.user, |mut c| {
+                let (name, pw) = (name.clone(), pw.clone());
+                async move { c.user_change_password(name, pw).await }
+            })
+            .await?;
+    } else {
+        store
+            .call("user add", &u.user, |mut c| {
+                let (name, pw) = (name.clone(), pw.clone());
+                async move { c.user_add(name, pw, None).await }
+            })
+            .await?;
     }
-    StoreError::Etcd {
-        endpoints: store.describe_endpoints(),
-        op,
-        key: key.to_string(),
-        message,
+    Ok(())
+}
+
+/// Creates the role unless it is in `existing`.
+async fn add_role(store: &Etcd, role: &str, existing: &[String]) -> Result<(), StoreError> {
+    if existing.iter().any(|r| r == role) {
+        return Ok(());
     }
+    let name = role.to_string();
+    store
+        .call("role add", role, |mut c| {
+            let name = name.clone();
+            async move { c.role_add(name).await }
+        })
+        .await?;
+    Ok(())
+}
+
+/// Grants `role` the permission.
+async fn grant(store: &Etcd, role: &str, perm: Permission) -> Result<(), StoreError> {
+    let what = String::from_utf8_lossy(perm.key()).into_owned();
+    let role = role.to_string();
+    store
+        .call("role grant permission", &what, |mut c| {
+            let (role, perm) = (role.clone(), perm.clone());
+            async move { c.role_grant_permission(role, perm).await }
+        })
+        .await?;
+    Ok(())
+}
+
+/// Grants `user` the role.
+async fn grant_role(store: &Etcd, user: &str, role: &str) -> Result<(), StoreError> {
+    let (user, role) = (user.to_string(), role.to_string());
+    store
+        .call("user grant role", &role.clone(), |mut c| {
+            let (user, role) = (user.clone(), role.clone());
+            async move { c.user_grant_role(user, role).await }
+        })
+        .await?;
+    Ok(())
 }
 
 /// The role name of a host.
@@ -92,20 +151,11 @@ pub fn host_role(host: &str) -> String {
 /// accident.
 pub async fn init(store: &Etcd, namespace: &str) -> Result<Init, StoreError> {
     let keys = Keys::new(namespace);
-    let mut c: Client = store.client().clone();
     // Anonymous administration works only while authentication is off.
-    let users = match c.user_list().await {
+    let existing = match users(store).await {
         Ok(u) => u,
-        Err(e) => {
-            let m = e.to_string();
-            if m.contains("user name is empty") || m.contains("permission denied") {
-                return Err(StoreError::Unsupported(format!(
-                    "etcd {}: authentication is already enabled (`init` runs once; add hosts                      with `tend cluster auth add-host` and the root credentials)",
-                    store.describe_endpoints()
-                )));
-            }
-            return Err(err(store, "user list", "", e));
-        }
+        Err(e) if already_enabled(&e) => return Err(enabled_error(&store.describe_endpoints())),
+        Err(e) => return Err(e),
     };
     let root = Credentials {
         user: "root".into(),
@@ -116,39 +166,35 @@ pub async fn init(store: &Etcd, namespace: &str) -> Result<Init, StoreError> {
         password: password(),
     };
     for u in [&root, &controller] {
-        if users.users().iter().any(|x| x == &u.user) {
-            c.user_change_password(u.user.clone(), u.password.clone())
-                .await
-                .map_err(|e| err(store, "user change password", &u.user, e))?;
-        } else {
-            c.user_add(u.user.clone(), u.password.clone(), None)
-                .await
-                .map_err(|e| err(store, "user add", &u.user, e))?;
-        }
+        put_user(store, u, &existing).await?;
     }
-    c.user_grant_role("root", "root")
-        .await
-        .map_err(|e| err(store, "user grant role", "root", e))?;
-    let roles = c
-        .role_list()
-        .await
-        .map_err(|e| err(store, "role list", "", e))?;
-    if !roles.roles().iter().any(|r| r == CONTROLLER) {
-        c.role_add(CONTROLLER)
-            .await
-            .map_err(|e| err(store, "role add", CONTROLLER, e))?;
-    }
+    grant_role(store, "root", "root").await?;
+    add_role(store, CONTROLLER, &roles(store).await?).await?;
     let ns = format!("{}/", keys.namespace());
-    c.role_grant_permission(CONTROLLER, Permission::read_write(ns.clone()).with_prefix())
-        .await
-        .map_err(|e| err(store, "role grant permission", &ns, e))?;
-    c.user_grant_role(CONTROLLER, CONTROLLER)
-        .await
-        .map_err(|e| err(store, "user grant role", CONTROLLER, e))?;
-    c.auth_enable()
-        .await
-        .map_err(|e| err(store, "auth enable", "", e))?;
+    grant(store, CONTROLLER, Permission::read_write(ns).with_prefix()).await?;
+    grant_role(store, CONTROLLER, CONTROLLER).await?;
+    store
+        .call(
+            "auth enable",
+            "",
+            |mut c| async move { c.auth_enable().await },
+        )
+        .await?;
     Ok(Init { root, controller })
+}
+
+/// The refusal of [`init`] on a cluster whose authentication is on.
+pub fn enabled_error(endpoints: &str) -> StoreError {
+    StoreError::Unsupported(format!(
+        "etcd {endpoints}: authentication is already enabled (`init` runs once; add hosts \
+         with `tend cluster auth add-host` and the root credentials)"
+    ))
+}
+
+/// Whether etcd refused an anonymous request because authentication is on.
+pub fn already_enabled(e: &StoreError) -> bool {
+    let m = e.to_string();
+    matches!(e, StoreError::PermissionDenied { .. }) || m.contains("user name is empty")
 }
 
 /// Creates (or, for a host that exists, re-grants and gives a new password to) the user and
@@ -160,41 +206,20 @@ pub async fn add_host(
 ) -> Result<Credentials, StoreError> {
     crate::keys::check_host(host).map_err(|e| StoreError::Unsupported(e.to_string()))?;
     let keys = Keys::new(namespace);
-    let mut c: Client = store.client().clone();
     let role = host_role(host);
     let creds = Credentials {
         user: role.clone(),
         password: password(),
     };
-    let users = c
-        .user_list()
-        .await
-        .map_err(|e| err(store, "user list", "", e))?;
-    if users.users().iter().any(|x| x == &creds.user) {
-        c.user_change_password(creds.user.clone(), creds.password.clone())
-            .await
-            .map_err(|e| err(store, "user change password", &creds.user, e))?;
-    } else {
-        c.user_add(creds.user.clone(), creds.password.clone(), None)
-            .await
-            .map_err(|e| err(store, "user add", &creds.user, e))?;
-    }
-    let roles = c
-        .role_list()
-        .await
-        .map_err(|e| err(store, "role list", "", e))?;
+    put_user(store, &creds, &users(store).await?).await?;
+    let roles = roles(store).await?;
     let others: Vec<String> = roles
-        .roles()
         .iter()
         .filter_map(|r| r.strip_prefix(HOST_PREFIX))
         .filter(|h| *h != host)
         .map(str::to_string)
         .collect();
-    if !roles.roles().iter().any(|r| r == &role) {
-        c.role_add(role.clone())
-            .await
-            .map_err(|e| err(store, "role add", &role, e))?;
-    }
+    add_role(store, &role, &roles).await?;
     let ns = keys.namespace().to_string();
     let me = escape(host);
     let mut grants: Vec<(String, Permission)> = vec![
@@ -236,13 +261,8 @@ pub async fn add_host(
         ));
     }
     for (r, perm) in grants {
-        let what = String::from_utf8_lossy(perm.key()).into_owned();
-        c.role_grant_permission(r.clone(), perm)
-            .await
-            .map_err(|e| err(store, "role grant permission", &what, e))?;
+        grant(store, &r, perm).await?;
     }
-    c.user_grant_role(creds.user.clone(), role.clone())
-        .await
-        .map_err(|e| err(store, "user grant role", &role, e))?;
+    grant_role(store, &creds.user, &role).await?;
     Ok(creds)
 }

@@ -260,11 +260,6 @@ impl Etcd {
         }
     }
 
-    /// The underlying client, for the administration of etcd's RBAC (`crate::auth`).
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// The endpoints, comma-separated (for messages).
     pub fn describe_endpoints(&self) -> String {
         self.endpoints.clone()
@@ -284,7 +279,15 @@ impl Etcd {
         }
     }
 
-    async fn call<T, F, Fut>(&self, op: &'static str, key: &str, f: F) -> Result<T, StoreError>
+    /// Runs one etcd call under the request timeout, retried on transient errors; etcd's
+    /// refusals become [`StoreError::PermissionDenied`]. Also for the RBAC administration
+    /// (`crate::auth`).
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        f: F,
+    ) -> Result<T, StoreError>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
