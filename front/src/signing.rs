@@ -205,8 +205,9 @@ pub fn public_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Creates `path` (it must not exist) with `mode`, writes `bytes` and syncs them.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
+/// Creates `path` (it must not exist) with `mode`, writes `bytes` and syncs them; a file
+/// half written is removed. For keys and other credentials (`tend cluster auth`).
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

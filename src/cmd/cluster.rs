@@ -7,8 +7,6 @@
 //! Exit status: 0 done; 1 etcd failed or refused; 2 bad arguments (an existing `--out`, no
 //! `--etcd`).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -166,13 +164,5 @@ async fn run(auth: Auth) -> Result<()> {
 
 /// Writes a new file readable by its owner only.
 fn write_secret(path: &Path, text: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+    Ok(tend_front::signing::write_new(path, text.as_bytes(), 0o600)?)
 }
