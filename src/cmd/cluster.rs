@@ -164,5 +164,9 @@ async fn run(auth: Auth) -> Result<()> {
 
 /// Writes a new file readable by its owner only.
 fn write_secret(path: &Path, text: &str) -> Result<()> {
-    Ok(tend_front::signing::write_new(path, text.as_bytes(), 0o600)?)
+    Ok(tend_front::signing::write_new(
+        path,
+        text.as_bytes(),
+        0o600,
+    )?)
 }

@@ -161,6 +161,13 @@ impl Keys {
         Some((to, kind, from, name))
     }
 
+    /// The kind segment of an export key, still escaped (compare it with `escape(kind)`):
+    /// for filters run on every change, without decoding the rest.
+    pub fn export_kind_escaped<'a>(&self, key: &'a str) -> Option<&'a str> {
+        let rest = key.strip_prefix(&self.exports_area())?;
+        rest.split('/').nth(2)
+    }
+
     /// The ranges a host may read when etcd's RBAC isolates exports (see the module doc):
     /// everything cached before the exports, and the exports to it and to `*`.
     pub fn readable_ranges(&self, host: &str) -> Vec<KeyRange> {
@@ -194,6 +201,12 @@ impl Keys {
         let rest = full.strip_prefix(&self.maps_area())?;
         let (host, key) = rest.split_once('/')?;
         Some((unescape(host), unescape(key)))
+    }
+
+    /// The key segment of a string-map entry's key, still escaped.
+    pub fn strmap_entry_key_escaped<'a>(&self, full: &'a str) -> Option<&'a str> {
+        let rest = full.strip_prefix(&self.maps_area())?;
+        rest.split_once('/').map(|(_, k)| k)
     }
 
     /// The prefix of a string map as tend wrote it before `maps/` (`strmap/<key>/<host>`):
@@ -294,6 +307,14 @@ mod tests {
         assert_eq!(
             k.parse_strmap_entry(&k.strmap_entry("a/b", "h")),
             Some(("h".into(), "a/b".into()))
+        );
+        assert_eq!(
+            k.strmap_entry_key_escaped(&k.strmap_entry("a/b", "h")),
+            Some(escape("a/b").as_str())
+        );
+        assert_eq!(
+            k.export_kind_escaped(&k.export("*", "ssh:key/x", "h1", "n")),
+            Some(escape("ssh:key/x").as_str())
         );
     }
 

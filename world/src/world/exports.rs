@@ -121,10 +121,9 @@ impl ResWorld for World {
             .collect();
         let filter: Option<crate::cache::KeyFilter> = kind.map(|kind| {
             let keys = keys.clone();
-            let kind = kind.to_string();
-            std::sync::Arc::new(move |key: &str| {
-                keys.parse_export(key).is_some_and(|(_, k, _, _)| k == kind)
-            }) as crate::cache::KeyFilter
+            let kind = crate::keys::escape(kind);
+            std::sync::Arc::new(move |key: &str| keys.export_kind_escaped(key) == Some(&kind))
+                as crate::cache::KeyFilter
         });
         changes(self.inner.cache.subscribe_filtered(ranges, filter))
     }

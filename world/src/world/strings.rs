@@ -89,12 +89,10 @@ impl StrWorld for World {
 
     fn strmap_watch(&self, key: &str) -> Changes {
         let keys = self.inner.keys.clone();
-        let want = key.to_string();
+        let legacy = keys.legacy_strmap(key);
+        let want = crate::keys::escape(key);
         let filter: KeyFilter = Arc::new(move |k: &str| {
-            if k.starts_with(&keys.legacy_strmap(&want)) {
-                return true;
-            }
-            keys.parse_strmap_entry(k).is_some_and(|(_, e)| e == want)
+            k.starts_with(&legacy) || keys.strmap_entry_key_escaped(k) == Some(want.as_str())
         });
         changes(self.inner.cache.subscribe_filtered(
             vec![
