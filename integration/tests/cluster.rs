@@ -1308,6 +1308,21 @@ fn etcd_rbac_gives_each_host_only_its_own() {
         assert!(o.status.success(), "{}", text(&o));
         host_creds.push(env_file(&out));
     }
+    // Only root manages users: the controller is told what it lacks.
+    let o = tend(&[
+        "cluster",
+        "auth",
+        "add-host",
+        "h4",
+        "--etcd",
+        &url,
+        "--etcd-user",
+        &ctl,
+        "--etcd-password",
+        &ctl_pw,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("needs etcd's root"), "{}", text(&o));
     let hosts: Vec<Host> = ["h1", "h2", "h3"]
         .iter()
         .zip(&host_creds)

@@ -142,7 +142,15 @@ async fn run(auth: Auth) -> Result<()> {
         }
         Auth::AddHost { name, cluster, out } => {
             let store = connect(&cluster).await?;
-            let creds = auth::add_host(&store, cluster.namespace(), &name).await?;
+            let creds = auth::add_host(&store, cluster.namespace(), &name)
+                .await
+                .map_err(|e| match e {
+                    tend_world::StoreError::PermissionDenied { .. } => anyhow::anyhow!(
+                        "{e} (managing users and roles needs etcd's root: --etcd-user root, \
+                         with the password from `tend cluster auth init`)"
+                    ),
+                    e => e.into(),
+                })?;
             let text = creds.env_file(&format!("host {name} (`tend run --hostname {name}`)"));
             match out {
                 Some(path) => {
